@@ -1,0 +1,1 @@
+"""Connection to Asterisk's Manager Interface: wire format, link, actions. Knows nothing of calls."""

@@ -1,0 +1,210 @@
+"""Settings: a TOML file, then `CTI_*` environment variables on top, with safe defaults.
+
+Secrets (AMI secrets, database passwords) are wrapped in `Secret` so that printing or logging a
+settings object can never reveal them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CONFIG_PATHS = (Path("cti.toml"), Path("/etc/cti/cti.toml"))
+
+
+class ConfigError(ValueError):
+    """A settings file or variable is unusable; the message says which and why."""
+
+
+class Secret:
+    """A string that never shows itself in repr/str/logs; `.reveal()` is the only way in."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+@dataclass(frozen=True)
+class AsteriskServer:
+    """One Asterisk server reached over AMI."""
+
+    name: str = "default"
+    host: str = "127.0.0.1"
+    port: int = 5038
+    username: str = "cti"
+    secret: Secret = field(default_factory=lambda: Secret(""))
+    # Seconds between keepalive Pings; the peer is declared dead after two unanswered ones.
+    keepalive_s: float = 10.0
+    action_timeout_s: float = 5.0
+    connect_timeout_s: float = 5.0
+    reconnect_cap_s: float = 30.0
+    # Asterisk's queue_log, read after a reconnect to recover outcomes missed during the gap.
+    queue_log: str | None = None
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    url: str = "sqlite+aiosqlite:///cti.db"
+    batch_size: int = 200
+    flush_interval_s: float = 1.0
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    level: str = "info"
+    # "auto": human console on a TTY, JSON lines otherwise.
+    format: str = "auto"
+
+
+@dataclass(frozen=True)
+class TrackerSettings:
+    default_region: str = "FR"
+    service_level_s: float = 20.0
+    short_abandon_s: float = 5.0
+    # An originated call that ended before its OriginateResponse waits this long for it.
+    originate_grace_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    asterisk: tuple[AsteriskServer, ...] = (AsteriskServer(),)
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+    tracker: TrackerSettings = field(default_factory=TrackerSettings)
+
+    def secrets(self) -> list[str]:
+        """Every secret value in these settings, for the log redactor."""
+        found = [s.secret.reveal() for s in self.asterisk if s.secret]
+        password = _url_password(self.database.url)
+        if password:
+            found.append(password)
+        return found
+
+
+def _url_password(url: str) -> str | None:
+    match = re.match(r"^[\w+]+://[^:/@]*:([^@]*)@", url)
+    return match.group(1) if match else None
+
+
+def redact_url(url: str) -> str:
+    """A database URL fit for a log line."""
+    password = _url_password(url)
+    return url.replace(f":{password}@", ":********@", 1) if password else url
+
+
+def _coerce(cls: type, raw: Mapping[str, Any], where: str) -> Any:
+    known = {f.name: f for f in fields(cls)}
+    unknown = set(raw) - set(known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))}")
+    values: dict[str, Any] = {}
+    for name, value in raw.items():
+        default = getattr(cls(), name) if name != "secret" else Secret("")
+        values[name] = _convert(value, default, f"{where}.{name}")
+    return cls(**values)
+
+
+def _convert(value: Any, default: Any, where: str) -> Any:
+    if isinstance(default, Secret):
+        return value if isinstance(value, Secret) else Secret(str(value))
+    if isinstance(default, bool):
+        if isinstance(value, str):
+            return value.strip().lower() in ("1", "true", "yes", "on")
+        return bool(value)
+    if isinstance(default, int | float) and not isinstance(default, bool):
+        try:
+            return type(default)(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+    if default is None or isinstance(default, str):
+        return None if value is None else str(value)
+    return value
+
+
+def _servers(raw: Any) -> tuple[AsteriskServer, ...]:
+    if isinstance(raw, Mapping):
+        raw = [raw]
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError("asterisk: expected one [[asterisk]] table or more")
+    servers = tuple(_coerce(AsteriskServer, item, f"asterisk[{i}]") for i, item in enumerate(raw))
+    names = [s.name for s in servers]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"asterisk: server names must be unique, got {names}")
+    return servers
+
+
+def _env_overrides(settings: Settings, env: Mapping[str, str]) -> Settings:
+    servers = list(settings.asterisk)
+    first: dict[str, Any] = {}
+    for key in ("name", "host", "port", "username", "secret", "queue_log", "keepalive_s", "action_timeout_s"):
+        if f"CTI_AMI_{key.upper()}" in env:
+            first[key] = env[f"CTI_AMI_{key.upper()}"]
+    if first:
+        current = {f.name: getattr(servers[0], f.name) for f in fields(AsteriskServer)}
+        servers[0] = _coerce(AsteriskServer, current | first, "CTI_AMI")
+    # A named server's secret may come from CTI_AMI_<NAME>_SECRET, so it can stay out of the file.
+    for i, server in enumerate(servers):
+        var = "CTI_AMI_" + re.sub(r"\W", "_", server.name).upper() + "_SECRET"
+        if var in env:
+            servers[i] = replace(server, secret=Secret(env[var]))
+    sections: dict[str, Any] = {}
+    for section, cls in (("database", DatabaseSettings), ("log", LogSettings), ("tracker", TrackerSettings)):
+        current = getattr(settings, section)
+        updates = {
+            f.name: env[f"CTI_{section.upper()}_{f.name.upper()}"]
+            for f in fields(cls)
+            if f"CTI_{section.upper()}_{f.name.upper()}" in env
+        }
+        if updates:
+            merged = {f.name: getattr(current, f.name) for f in fields(cls)} | updates
+            sections[section] = _coerce(cls, merged, f"CTI_{section.upper()}")
+    return replace(settings, asterisk=tuple(servers), **sections)
+
+
+def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Read settings from `path` (or CTI_CONFIG, or ./cti.toml, /etc/cti/cti.toml) and the environment."""
+    env = os.environ if env is None else env
+    chosen = Path(path) if path else (Path(env["CTI_CONFIG"]) if env.get("CTI_CONFIG") else None)
+    if chosen is None:
+        chosen = next((p for p in DEFAULT_CONFIG_PATHS if p.is_file()), None)
+    raw: dict[str, Any] = {}
+    if chosen is not None:
+        try:
+            raw = tomllib.loads(chosen.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{chosen}: no such settings file") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{chosen}: not valid TOML ({exc})") from None
+    unknown = set(raw) - {"asterisk", "database", "log", "tracker"}
+    if unknown:
+        raise ConfigError(f"unknown section(s) {', '.join(sorted(unknown))}")
+    settings = Settings(
+        asterisk=_servers(raw["asterisk"]) if "asterisk" in raw else (AsteriskServer(),),
+        database=_coerce(DatabaseSettings, raw.get("database", {}), "database"),
+        log=_coerce(LogSettings, raw.get("log", {}), "log"),
+        tracker=_coerce(TrackerSettings, raw.get("tracker", {}), "tracker"),
+    )
+    return _env_overrides(settings, env)

@@ -1,0 +1,1 @@
+"""Customers and phone numbers: normalisation, lookup."""
