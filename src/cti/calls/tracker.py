@@ -1,0 +1,940 @@
+"""The call tracker: AMI messages in, domain events out. Pure logic, no I/O.
+
+Channels are grouped into calls by `Linkedid` (the uniqueid of the call's first channel).
+Everything the live link, `cti replay` and the tests feed goes through `CallTracker.feed`, so
+what a test replays is what production runs.
+
+Facts from real Asterisk 22 traffic this code relies on (see ../shared/ami-captures/README.md):
+- `QueueCallerAbandon` is also sent when a caller leaves by queue timeout or leave-empty. A real
+  abandon is always preceded by a hangup request on the caller's side; a timeout is not, and our
+  dialplans follow it with `UserEvent: QueueExit` / `Status: TIMEOUT`.
+- `AgentRingNoAnswer` carries `RingTime` in milliseconds, `AgentConnect`/`AgentComplete` seconds.
+- A failed Async Originate's `OriginateResponse` has `Uniqueid: <unknown>` and names the dial
+  string (`Local/0600000002@fake-pstn`), not the channel.
+- In a ring-all queue the agents who lose the race get `DialEnd` CANCEL, no `AgentRingNoAnswer`.
+- A PBX shutdown soft-hangs every channel with cause 4 before ordinary-looking hangups.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from cti.ami.message import Message
+from cti.calls import events as ev
+from cti.calls.channels import device_of, dialed_number, leg_of, originate_outcome
+from cti.calls.queue_log import QueueLogEntry
+from cti.calls.records import CallRecord, ClosedBy, HangupBy, IvrStep, QueueSegment
+from cti.directory.numbers import normalize
+
+_UNKNOWN = frozenset({"", "<unknown>", "<null>", "unknown"})
+# QUEUESTATUS values that mean "left without an agent and without hanging up".
+_QUEUE_EXIT_TIMEOUTS = frozenset({"TIMEOUT", "LEAVEEMPTY", "JOINEMPTY", "FULL", "JOINUNAVAIL", "LEAVEUNAVAIL"})
+_SHUTDOWN_CAUSE = "4"
+ENDED_MEMORY = 20_000
+
+
+def _known(value: str | None) -> str | None:
+    return None if value is None or value in _UNKNOWN else value
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None  # type: ignore[arg-type]
+    except ValueError:
+        return None
+
+
+def _float(value: str | None) -> float | None:
+    try:
+        return float(value) if value not in (None, "") else None  # type: ignore[arg-type]
+    except ValueError:
+        return None
+
+
+@dataclass(slots=True)
+class _Channel:
+    uniqueid: str
+    name: str
+    call: _LiveCall
+    bridged: bool = False
+    excluded: bool = False  # a transferer that left the conversation
+
+
+@dataclass(slots=True)
+class _Ringing:
+    queue: str | None
+    agent: str | None
+    interface: str
+    channel: str
+    started: float
+
+
+@dataclass(slots=True)
+class _LiveCall:
+    record: CallRecord
+    channels: dict[str, _Channel] = field(default_factory=dict)
+    originated: bool = False
+    originate_key: str | None = None
+    originate_resolved: bool = False
+    ivr_seen: bool = False
+    system_uids: set[str] = field(default_factory=set)
+    ringing: dict[str, _Ringing] = field(default_factory=dict)
+    answered_dest: set[str] = field(default_factory=set)
+    open_segments: dict[str, QueueSegment] = field(default_factory=dict)  # by caller channel uniqueid
+    pending_abandon: list[QueueSegment] = field(default_factory=list)
+    caller_hung_up: bool = False
+    hangup_signal: tuple[HangupBy, float] | None = None
+    pbx_cut: bool = False
+    last_complete: tuple[str, float] | None = None
+    awaiting_originate_since: float | None = None
+    queue_log_uids: set[str] = field(default_factory=set)
+
+
+class CallTracker:
+    """Follows every call on one Asterisk server. `feed` one AMI message, get domain events back."""
+
+    def __init__(
+        self,
+        server: str = "default",
+        region: str = "FR",
+        originate_grace_s: float = 10.0,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.server = server
+        self.region = region
+        self.originate_grace_s = originate_grace_s
+        self._clock = clock
+        self._last_at = 0.0
+        self.calls: dict[str, _LiveCall] = {}
+        self.channels: dict[str, _Channel] = {}
+        # Recently ended calls: late events for them must not resurrect a ghost call.
+        self._ended: OrderedDict[str, None] = OrderedDict()
+        # Channels already hung up: Asterisk still sends a few events for them (NewCallerid
+        # during a transfer's tear-down), which must not bring them back.
+        self._dead: OrderedDict[str, None] = OrderedDict()
+        self._awaiting: dict[str, _LiveCall] = {}
+        self.members: dict[tuple[str, str], ev.AgentStateChanged] = {}
+        self.unhandled: dict[str, int] = {}
+        self._handlers: dict[str, Callable[[Message, float], list[ev.Event]]] = {
+            "Newchannel": self._on_newchannel,
+            "NewCallerid": self._on_newcallerid,
+            "DialBegin": self._on_dial_begin,
+            "DialEnd": self._on_dial_end,
+            "UserEvent": self._on_user_event,
+            "QueueCallerJoin": self._on_queue_join,
+            "QueueCallerLeave": self._on_queue_leave,
+            "QueueCallerAbandon": self._on_queue_abandon,
+            "AgentCalled": self._on_agent_called,
+            "AgentRingNoAnswer": self._on_agent_ring_no_answer,
+            "AgentConnect": self._on_agent_connect,
+            "AgentComplete": self._on_agent_complete,
+            "BridgeEnter": self._on_bridge_enter,
+            "BlindTransfer": self._on_blind_transfer,
+            "AttendedTransfer": self._on_attended_transfer,
+            "SoftHangupRequest": self._on_hangup_request,
+            "HangupRequest": self._on_hangup_request,
+            "Hangup": self._on_hangup,
+            "OriginateResponse": self._on_originate_response,
+            "Shutdown": self._on_shutdown,
+            "QueueMemberStatus": self._on_member,
+            "QueueMemberAdded": self._on_member,
+            "QueueMemberPause": self._on_member,
+            "QueueMemberPaused": self._on_member,
+            "QueueMemberRemoved": self._on_member_removed,
+            "QueueMember": self._on_member,
+        }
+
+    # ------------------------------------------------------------------ entry points
+    def feed(self, msg: Message, now: float | None = None) -> list[ev.Event]:
+        name = msg.get("Event")
+        if name is None:
+            return []
+        handler = self._handlers.get(name)
+        if handler is None:
+            return []
+        return handler(msg, self._time(msg, now))
+
+    def tick(self, now: float) -> list[ev.Event]:
+        """Close originated calls whose OriginateResponse never came within the grace period."""
+        out: list[ev.Event] = []
+        for linkedid, call in list(self._awaiting.items()):
+            if call.awaiting_originate_since is not None and now - call.awaiting_originate_since >= self.originate_grace_s:
+                del self._awaiting[linkedid]
+                out.extend(self._finalize(call, call.record.ended_at or now))
+        return out
+
+    def flush(self) -> list[ev.Event]:
+        """End of a replay: finalize calls still waiting for an OriginateResponse."""
+        out: list[ev.Event] = []
+        for call in list(self._awaiting.values()):
+            out.extend(self._finalize(call, call.record.ended_at or self._last_at))
+        self._awaiting.clear()
+        return out
+
+    def open_calls(self) -> list[CallRecord]:
+        return [c.record for c in self.calls.values()]
+
+    # ------------------------------------------------------------------ helpers
+    def _time(self, msg: Message, now: float | None) -> float:
+        stamp = _float(msg.get("Timestamp"))
+        if stamp is None:
+            stamp = now if now is not None else (self._clock() if self._clock else self._last_at)
+        if stamp > self._last_at:
+            self._last_at = stamp
+        return stamp
+
+    def _call_for(self, msg: Message, at: float, uid_key: str = "Uniqueid", create: bool = True) -> _LiveCall | None:
+        uid = msg.get(uid_key)
+        if uid is None:
+            return None
+        channel = self.channels.get(uid)
+        if channel is not None:
+            return channel.call
+        prefix = uid_key[: -len("Uniqueid")]
+        linkedid = _known(msg.get(prefix + "Linkedid"))
+        if linkedid is None or not create or linkedid in self._ended or uid in self._dead:
+            return None
+        # A channel we never saw created (we connected mid-call): adopt it.
+        call = self.calls.get(linkedid) or self._new_call(linkedid, msg, at, prefix)[0]
+        self._add_channel(call, uid, msg.get(prefix + "Channel", ""))
+        return call
+
+    def _new_call(self, linkedid: str, msg: Message, at: float, prefix: str = "") -> tuple[_LiveCall, list[ev.Event]]:
+        record = CallRecord(server=self.server, linkedid=linkedid, direction="inbound", started_at=at)
+        call = _LiveCall(record=record)
+        self.calls[linkedid] = call
+        self._set_caller(call, msg.get(prefix + "CallerIDNum"), msg.get(prefix + "CallerIDName"))
+        started = ev.CallStarted(self.server, at, linkedid, record.direction, record.caller_raw, record.caller_name)
+        return call, [started]
+
+    def _add_channel(self, call: _LiveCall, uid: str, name: str) -> _Channel:
+        channel = _Channel(uid, name, call)
+        self.channels[uid] = channel
+        call.channels[uid] = channel
+        return channel
+
+    def _set_caller(self, call: _LiveCall, number: str | None, name: str | None) -> bool:
+        number, name = _known(number), _known(name)
+        record = call.record
+        changed = False
+        if number is not None and number != record.caller_raw:
+            record.caller_raw = number
+            record.caller_e164 = normalize(number, self.region).e164
+            changed = True
+        if name is not None and name != record.caller_name:
+            record.caller_name = name
+            changed = True
+        return changed
+
+    def _is_customer_channel(self, call: _LiveCall, uid: str) -> bool:
+        if uid == call.record.linkedid or uid in call.system_uids:
+            return True
+        channel = self.channels.get(uid)
+        if channel is None:
+            return False
+        peer = self._peer(channel)
+        return peer is not None and (peer.uniqueid == call.record.linkedid or peer.uniqueid in call.system_uids)
+
+    def _peer(self, channel: _Channel) -> _Channel | None:
+        """The other half of a Local channel pair."""
+        if not channel.name.startswith("Local/"):
+            return None
+        leg = leg_of(channel.name)
+        for other in channel.call.channels.values():
+            if other is not channel and leg_of(other.name) == leg:
+                return other
+        return None
+
+    def _segment(self, call: _LiveCall, msg: Message, queue: str | None, at: float) -> QueueSegment | None:
+        """The caller's current segment in `queue` (created if we missed its QueueCallerJoin)."""
+        uid = msg.get("Uniqueid", "")
+        segment = call.open_segments.get(uid)
+        if segment is not None and (queue is None or segment.queue == queue):
+            return segment
+        for candidate in reversed(call.record.segments):
+            if queue is None or candidate.queue == queue:
+                return candidate
+        if queue is None:
+            return None
+        segment = QueueSegment(queue=queue, joined_at=at)
+        call.record.segments.append(segment)
+        return segment
+
+    # ------------------------------------------------------------------ channels
+    def _on_newchannel(self, msg: Message, at: float) -> list[ev.Event]:
+        uid, linkedid = msg.get("Uniqueid"), _known(msg.get("Linkedid"))
+        if uid is None or uid in self.channels:
+            return []
+        linkedid = linkedid or uid
+        out: list[ev.Event] = []
+        call = self.calls.get(linkedid)
+        if call is None:
+            call, out = self._new_call(linkedid, msg, at)
+        self._add_channel(call, uid, msg.get("Channel", ""))
+        return out
+
+    def _on_newcallerid(self, msg: Message, at: float) -> list[ev.Event]:
+        call = self._call_for(msg, at)
+        uid = msg.get("Uniqueid", "")
+        if call is None or not self._is_customer_channel(call, uid):
+            return []
+        if not self._set_caller(call, msg.get("CallerIDNum"), msg.get("CallerIDName")):
+            return []
+        r = call.record
+        return [ev.CallerIdentified(self.server, at, r.linkedid, r.caller_raw, r.caller_e164, r.caller_name)]
+
+    def _on_dial_begin(self, msg: Message, at: float) -> list[ev.Event]:
+        if "Channel" in msg:
+            return []
+        # No calling channel: the dial was started by an Originate (or a transfer feature).
+        dest_uid = msg.get("DestUniqueid", "")
+        call = self._call_for(msg, at, "DestUniqueid")
+        if call is None or dest_uid != call.record.linkedid:
+            return []
+        call.originated = True
+        dest = msg.get("DestChannel", "")
+        tech = dest.split("/", 1)[0]
+        dial = msg.get("DialString")
+        call.originate_key = f"{tech}/{dial}" if dial else leg_of(dest)
+        if not call.ivr_seen:
+            call.record.direction = "outbound"
+        call.record.called = dialed_number(dial) or _known(msg.get("DestExten"))
+        return []
+
+    def _on_dial_end(self, msg: Message, at: float) -> list[ev.Event]:
+        status = msg.get("DialStatus", "")
+        dest_uid = msg.get("DestUniqueid", "")
+        call = self._call_for(msg, at, create=False) if "Uniqueid" in msg else None
+        if call is None:
+            return []
+        if status == "ANSWER":
+            call.answered_dest.add(dest_uid)
+            return []
+        ringing = call.ringing.pop(dest_uid, None)
+        if ringing is None:
+            return []
+        if call.answered_dest - {dest_uid}:
+            reason = "answered_elsewhere"
+        elif call.caller_hung_up:
+            reason = "caller_left"
+        else:
+            reason = "cancelled"
+        return [
+            ev.AgentRingStopped(self.server, at, call.record.linkedid, ringing.queue, ringing.agent,
+                                ringing.interface, reason, at - ringing.started)
+        ]
+
+    # ------------------------------------------------------------------ dialplan user events
+    def _on_user_event(self, msg: Message, at: float) -> list[ev.Event]:
+        kind = msg.get("UserEvent")
+        call = self._call_for(msg, at)
+        if call is None:
+            return []
+        uid = msg.get("Uniqueid", "")
+        if kind == "IVR":
+            return self._ivr_step(call, uid, msg, at)
+        if kind == "QueueExit":
+            return self._queue_exit(call, msg, at)
+        if kind == "DialerConnected":
+            call.system_uids.add(uid)
+            call.record.direction = "outbound"
+            call.record.campaign = _known(msg.get("Campaign"))
+            call.record.contact = _known(msg.get("Contact"))
+            return [ev.DialerConnected(self.server, at, call.record.linkedid, call.record.campaign,
+                                       call.record.contact)]
+        return []
+
+    def _ivr_step(self, call: _LiveCall, uid: str, msg: Message, at: float) -> list[ev.Event]:
+        call.ivr_seen = True
+        call.system_uids.add(uid)
+        call.record.direction = "inbound"
+        menu = msg.get("Menu", "")
+        for header, kind in (("Choice", "choice"), ("Invalid", "invalid"), ("Timeout", "timeout"), ("Step", "step")):
+            if header in msg:
+                value = msg[header]
+                kind = "enter" if kind == "step" and value == "enter" else kind
+                break
+        else:
+            kind, value = "step", ""
+        call.record.ivr_path.append(IvrStep(at, menu, kind, value))
+        return [ev.IvrStepped(self.server, at, call.record.linkedid, menu, kind, value)]
+
+    def _queue_exit(self, call: _LiveCall, msg: Message, at: float) -> list[ev.Event]:
+        status = msg.get("Status", "").upper()
+        queue = msg.get("Queue", "")
+        if status not in _QUEUE_EXIT_TIMEOUTS:
+            return []
+        for segment in list(call.pending_abandon):
+            if segment.queue == queue:
+                call.pending_abandon.remove(segment)
+                return self._timed_out(call, segment, status.lower(), at)
+        if status in ("JOINEMPTY", "FULL", "JOINUNAVAIL") and not any(
+            s.queue == queue and s.left_at is None for s in call.record.segments
+        ):
+            # Refused at the door: never joined, so no QueueCallerJoin/Abandon was sent.
+            segment = QueueSegment(queue=queue, joined_at=at, left_at=at, outcome=status.lower(), wait_s=0.0)
+            call.record.segments.append(segment)
+            return [ev.QueueTimedOut(self.server, at, call.record.linkedid, queue, 0.0, status.lower())]
+        return []
+
+    # ------------------------------------------------------------------ queue
+    def _on_queue_join(self, msg: Message, at: float) -> list[ev.Event]:
+        call = self._call_for(msg, at)
+        if call is None:
+            return []
+        uid = msg.get("Uniqueid", "")
+        call.system_uids.add(uid)
+        if call.record.caller_raw is None:
+            self._set_caller(call, msg.get("CallerIDNum"), msg.get("CallerIDName"))
+        queue = msg.get("Queue", "")
+        segment = QueueSegment(queue=queue, joined_at=at, position=_int(msg.get("Position")))
+        call.record.segments.append(segment)
+        call.open_segments[uid] = segment
+        return [ev.QueueJoined(self.server, at, call.record.linkedid, queue, segment.position, _int(msg.get("Count")))]
+
+    def _on_queue_leave(self, msg: Message, at: float) -> list[ev.Event]:
+        call = self._call_for(msg, at, create=False)
+        if call is None:
+            return []
+        segment = call.open_segments.pop(msg.get("Uniqueid", ""), None)
+        queue = msg.get("Queue", "")
+        if segment is not None and segment.left_at is None:
+            segment.left_at = at
+        return [ev.QueueLeft(self.server, at, call.record.linkedid, queue, _int(msg.get("Count")))]
+
+    def _on_queue_abandon(self, msg: Message, at: float) -> list[ev.Event]:
+        call = self._call_for(msg, at)
+        if call is None:
+            return []
+        segment = self._segment(call, msg, msg.get("Queue"), at)
+        if segment is None or segment.outcome is not None:
+            return []
+        segment.left_at = at
+        segment.position = segment.position or _int(msg.get("OriginalPosition"))
+        hold = _float(msg.get("HoldTime"))
+        segment.wait_s = at - segment.joined_at if segment.joined_at < at else hold
+        if call.caller_hung_up:
+            return self._abandoned(call, segment, at)
+        # Asterisk says "abandon" for timeouts too; without a hangup request first it was not one.
+        call.pending_abandon.append(segment)
+        return []
+
+    def _abandoned(self, call: _LiveCall, segment: QueueSegment, at: float) -> list[ev.Event]:
+        segment.outcome = "abandoned"
+        return [ev.CallAbandoned(self.server, at, call.record.linkedid, segment.queue, segment.wait_s, segment.position)]
+
+    def _timed_out(self, call: _LiveCall, segment: QueueSegment, status: str, at: float) -> list[ev.Event]:
+        segment.outcome = status
+        return [ev.QueueTimedOut(self.server, at, call.record.linkedid, segment.queue, segment.wait_s, status)]
+
+    # ------------------------------------------------------------------ agents
+    def _on_agent_called(self, msg: Message, at: float) -> list[ev.Event]:
+        call = self._call_for(msg, at)
+        if call is None:
+            return []
+        queue = msg.get("Queue")
+        segment = self._segment(call, msg, queue, at)
+        if segment is not None:
+            segment.ring_attempts += 1
+        dest_uid = msg.get("DestUniqueid", "")
+        ringing = _Ringing(queue, _known(msg.get("MemberName")), msg.get("Interface", ""), msg.get("DestChannel", ""), at)
+        call.ringing[dest_uid] = ringing
+        if dest_uid and dest_uid not in self.channels:
+            self._add_channel(call, dest_uid, ringing.channel)
+        r = call.record
+        return [ev.AgentRinging(self.server, at, r.linkedid, queue, ringing.agent, ringing.interface, ringing.channel,
+                                r.caller_raw, r.caller_e164)]
+
+    def _on_agent_ring_no_answer(self, msg: Message, at: float) -> list[ev.Event]:
+        call = self._call_for(msg, at)
+        if call is None:
+            return []
+        segment = self._segment(call, msg, msg.get("Queue"), at)
+        if segment is not None:
+            segment.ring_no_answer += 1
+        call.ringing.pop(msg.get("DestUniqueid", ""), None)
+        ring_ms = _float(msg.get("RingTime"))
+        return [
+            ev.AgentRingStopped(self.server, at, call.record.linkedid, msg.get("Queue"), _known(msg.get("MemberName")),
+                                msg.get("Interface", ""), "no_answer", None if ring_ms is None else ring_ms / 1000)
+        ]
+
+    def _on_agent_connect(self, msg: Message, at: float) -> list[ev.Event]:
+        call = self._call_for(msg, at)
+        if call is None:
+            return []
+        segment = self._segment(call, msg, msg.get("Queue"), at)
+        dest_uid = msg.get("DestUniqueid", "")
+        call.ringing.pop(dest_uid, None)
+        agent, interface = _known(msg.get("MemberName")), msg.get("Interface", "")
+        wait = _float(msg.get("HoldTime"))
+        if segment is not None:
+            segment.outcome = "answered"
+            segment.agent, segment.interface = agent, interface
+            segment.left_at = segment.left_at or at
+            if segment.joined_at < at and segment.ring_attempts:
+                wait = at - segment.joined_at
+            segment.wait_s = wait
+            segment.ring_s = _float(msg.get("RingTime"))
+        self._mark_answered(call, agent, interface, at)
+        return [
+            ev.CallAnswered(self.server, at, call.record.linkedid, msg.get("Queue"), agent, interface,
+                            _known(msg.get("DestChannel")), wait, _float(msg.get("RingTime")))
+        ]
+
+    def _mark_answered(self, call: _LiveCall, agent: str | None, interface: str, at: float) -> None:
+        record = call.record
+        if record.answered_at is None or at < record.answered_at:
+            record.answered_at = at
+        if record.agent is None:
+            record.agent, record.agent_interface = agent, interface
+
+    def _on_agent_complete(self, msg: Message, at: float) -> list[ev.Event]:
+        call = self._call_for(msg, at)
+        if call is None:
+            return []
+        queue = msg.get("Queue")
+        segment = self._segment(call, msg, queue, at)
+        agent, interface = _known(msg.get("MemberName")), msg.get("Interface", "")
+        talk, hold = _float(msg.get("TalkTime")), _float(msg.get("HoldTime"))
+        reason = msg.get("Reason", "")
+        if segment is not None:
+            if segment.outcome != "answered":
+                # We missed the AgentConnect (link down meanwhile): Asterisk's own figures fill in.
+                segment.outcome, segment.agent, segment.interface, segment.wait_s = "answered", agent, interface, hold
+                if talk is not None:
+                    self._mark_answered(call, agent, interface, at - talk)
+                    segment.left_at = segment.left_at or at - talk
+            if segment.outcome == "answered" and segment.left_at is not None and segment.left_at <= at and talk is not None:
+                # The timestamps are finer than Asterisk's whole-second TalkTime.
+                segment.talk_s = round(at - segment.left_at, 3)
+            else:
+                segment.talk_s = talk
+            segment.completed_by = reason
+        call.last_complete = (reason, at)
+        return [ev.AgentCompleted(self.server, at, call.record.linkedid, queue, agent, interface, reason, talk)]
+
+    # ------------------------------------------------------------------ bridges and transfers
+    def _on_bridge_enter(self, msg: Message, at: float) -> list[ev.Event]:
+        channel = self.channels.get(msg.get("Uniqueid", ""))
+        if channel is not None:
+            channel.bridged = True
+            peer = self._peer(channel)
+            if peer is not None:
+                peer.bridged = True
+        return []
+
+    def _exclude(self, uid: str | None) -> None:
+        channel = self.channels.get(uid or "")
+        if channel is not None:
+            channel.excluded = True
+            peer = self._peer(channel)
+            if peer is not None:
+                peer.excluded = True
+
+    def _transferring_agent(self, call: _LiveCall) -> tuple[str | None, str | None]:
+        for segment in reversed(call.record.segments):
+            if segment.outcome == "answered":
+                return segment.agent, segment.interface
+        return None, None
+
+    def _on_blind_transfer(self, msg: Message, at: float) -> list[ev.Event]:
+        call = self._call_for(msg, at, "TransfereeUniqueid", create=False)
+        if call is None:
+            return []
+        call.record.transfers += 1
+        call.hangup_signal = None
+        self._exclude(msg.get("TransfererUniqueid"))
+        agent, interface = self._transferring_agent(call)
+        target = f"{msg.get('Extension', '')}@{msg.get('Context', '')}"
+        return [ev.CallTransferred(self.server, at, call.record.linkedid, "blind", agent, interface, target)]
+
+    def _on_attended_transfer(self, msg: Message, at: float) -> list[ev.Event]:
+        if msg.get("Result") != "Success":
+            return []
+        call = self._call_for(msg, at, "TransfereeUniqueid", create=False)
+        if call is None:
+            return []
+        call.record.transfers += 1
+        call.hangup_signal = None
+        self._exclude(msg.get("OrigTransfererUniqueid"))
+        self._exclude(msg.get("SecondTransfererUniqueid"))
+        target = _known(msg.get("TransferTargetChannel"))
+        device = None
+        if target:
+            device = device_of(target)
+            call.record.transferred_to.append(device)
+        agent, interface = self._transferring_agent(call)
+        return [ev.CallTransferred(self.server, at, call.record.linkedid, "attended", agent, interface, device)]
+
+    # ------------------------------------------------------------------ hangups
+    def _on_hangup_request(self, msg: Message, at: float) -> list[ev.Event]:
+        channel = self.channels.get(msg.get("Uniqueid", ""))
+        if channel is None:
+            return []
+        call = channel.call
+        if msg.get("Event") == "SoftHangupRequest" and msg.get("Cause") == _SHUTDOWN_CAUSE:
+            call.pbx_cut = True
+        who = self._who_hangs_up(call, channel, msg.get("Event", ""))
+        if who == "caller" and not call.caller_hung_up:
+            call.caller_hung_up = True
+        if who is not None and call.hangup_signal is None:
+            call.hangup_signal = (who, at)
+        return []
+
+    def _who_hangs_up(self, call: _LiveCall, channel: _Channel, event: str) -> HangupBy | None:
+        if channel.excluded:
+            return None
+        uid = channel.uniqueid
+        if uid in call.system_uids:
+            # Our dialplan's own channel: a soft hangup is the dialplan hanging up; a plain
+            # request arriving there first comes from the far end (a trunk's BYE).
+            if event == "SoftHangupRequest":
+                return "system"
+            return "caller" if not channel.name.startswith("Local/") else None
+        if self._is_customer_channel(call, uid) or (uid == call.record.linkedid):
+            return "caller"
+        if channel.bridged:
+            return "agent"
+        return None
+
+    def _on_hangup(self, msg: Message, at: float) -> list[ev.Event]:
+        uid = msg.get("Uniqueid", "")
+        channel = self.channels.pop(uid, None)
+        if channel is None:
+            return []
+        self._dead[uid] = None
+        if len(self._dead) > ENDED_MEMORY:
+            self._dead.popitem(last=False)
+        call = channel.call
+        if call.hangup_signal is None:
+            who = self._who_hangs_up(call, channel, "Hangup")
+            if who is not None:
+                call.hangup_signal = (who, at)
+                call.caller_hung_up = call.caller_hung_up or who == "caller"
+        if call.record.hangup_cause is None and self._is_customer_channel(call, uid):
+            call.record.hangup_cause = _int(msg.get("Cause"))
+        call.channels.pop(uid, None)
+        if call.channels:
+            return []
+        return self._call_over(call, at)
+
+    def _call_over(self, call: _LiveCall, at: float) -> list[ev.Event]:
+        call.record.ended_at = at
+        self.calls.pop(call.record.linkedid, None)
+        if call.originated and not call.originate_resolved and not call.ivr_seen:
+            # The OriginateResponse may still be on its way: it carries the outcome.
+            call.awaiting_originate_since = at
+            self._awaiting[call.record.linkedid] = call
+            return []
+        return self._finalize(call, at)
+
+    # ------------------------------------------------------------------ originate
+    def _find_originated(self, msg: Message) -> _LiveCall | None:
+        uid = _known(msg.get("Uniqueid"))
+        if uid is not None and uid in self.channels:
+            return self.channels[uid].call
+        channel = msg.get("Channel", "")
+        candidates = [*self._awaiting.values(), *self.calls.values()]
+        for call in candidates:
+            if call.originated and not call.originate_resolved and (
+                call.originate_key == channel or leg_of(channel) in {leg_of(c.name) for c in call.channels.values()}
+            ):
+                return call
+        return None
+
+    def _on_originate_response(self, msg: Message, at: float) -> list[ev.Event]:
+        reason = _int(msg.get("Reason")) or 0
+        outcome = originate_outcome(reason)
+        call = self._find_originated(msg)
+        out: list[ev.Event] = []
+        if call is None:
+            # Nothing was ever created for it (e.g. an unknown endpoint): record the attempt anyway.
+            linkedid = f"originate-{msg.get('ActionID') or at}"
+            call, out = self._new_call(linkedid, msg, at)
+            call.originated = True
+            call.record.direction = "outbound"
+            call.record.called = dialed_number(msg.get("Channel")) or _known(msg.get("Exten"))
+            self.calls.pop(linkedid, None)
+            call.record.ended_at = at
+        call.originate_resolved = True
+        call.record.originate_reason = reason
+        call.record.originate_action_id = msg.get("ActionID")
+        out.append(ev.OriginateResult(self.server, at, call.record.linkedid, msg.get("ActionID"), reason, outcome,
+                                      _known(msg.get("Channel"))))
+        if call.record.linkedid in self._awaiting or call.record.linkedid not in self.calls:
+            self._awaiting.pop(call.record.linkedid, None)
+            out.extend(self._finalize(call, call.record.ended_at or at))
+        return out
+
+    def _on_shutdown(self, msg: Message, at: float) -> list[ev.Event]:
+        return self.close_all(at, "pbx_restart")
+
+    # ------------------------------------------------------------------ members (agents)
+    def _on_member(self, msg: Message, at: float) -> list[ev.Event]:
+        queue = msg.get("Queue", "")
+        interface = msg.get("Interface") or msg.get("Location") or ""
+        if not queue or not interface:
+            return []
+        paused = msg.get("Paused") == "1"
+        state = ev.AgentStateChanged(
+            self.server, at, queue, interface, _known(msg.get("MemberName") or msg.get("Name")),
+            _int(msg.get("Status")), paused, (msg.get("PausedReason") or None) if paused else None, True,
+            None if msg.get("InCall") is None else msg.get("InCall") == "1", _int(msg.get("CallsTaken")),
+        )
+        previous = self.members.get((queue, interface))
+        self.members[(queue, interface)] = state
+        if previous is not None and (previous.status, previous.paused, previous.paused_reason, previous.in_call) == (
+            state.status, state.paused, state.paused_reason, state.in_call
+        ):
+            return []
+        return [state]
+
+    def _on_member_removed(self, msg: Message, at: float) -> list[ev.Event]:
+        queue = msg.get("Queue", "")
+        interface = msg.get("Interface") or msg.get("Location") or ""
+        previous = self.members.pop((queue, interface), None)
+        return [ev.AgentStateChanged(self.server, at, queue, interface,
+                                     _known(msg.get("MemberName")) or (previous.agent if previous else None),
+                                     _int(msg.get("Status")), False, None, False, False, _int(msg.get("CallsTaken")))]
+
+    # ------------------------------------------------------------------ closing
+    def _finalize(self, call: _LiveCall, at: float, closed_by: ClosedBy = "events") -> list[ev.Event]:
+        record = call.record
+        record.ended_at = record.ended_at or at
+        record.closed_by = closed_by
+        out: list[ev.Event] = []
+        for segment in call.pending_abandon:
+            out.extend(self._timed_out(call, segment, "timeout", at))
+        call.pending_abandon.clear()
+        for segment in record.segments:
+            if segment.outcome is None:
+                segment.left_at = segment.left_at or at
+                segment.wait_s = segment.wait_s if segment.wait_s is not None else segment.left_at - segment.joined_at
+                if call.caller_hung_up and closed_by == "events":
+                    out.extend(self._abandoned(call, segment, at))
+                else:
+                    segment.outcome = "unknown"
+        self._settle(call)
+        for ringing in call.ringing.values():
+            out.append(ev.AgentRingStopped(self.server, at, record.linkedid, ringing.queue, ringing.agent,
+                                           ringing.interface, "caller_left", at - ringing.started))
+        call.ringing.clear()
+        for uid in list(call.channels):
+            self.channels.pop(uid, None)
+        self.calls.pop(record.linkedid, None)
+        self._remember_ended(record.linkedid)
+        out.append(ev.CallEnded(self.server, record.ended_at or at, record.linkedid, record))
+        return out
+
+    def _settle(self, call: _LiveCall) -> None:
+        """Derive the call-level outcome, durations and who hung up from what was seen."""
+        record = call.record
+        answered = [s for s in record.segments if s.outcome == "answered"]
+        if record.segments:
+            record.wait_s = record.segments[0].wait_s
+        if answered:
+            record.ring_s = answered[0].ring_s
+        if call.originated and not call.ivr_seen and record.originate_reason is not None:
+            # An outbound call's outcome is what the callee's network said; what the queue did
+            # with an answered call (agent or drop) is in its segment.
+            record.outcome = "outbound_" + originate_outcome(record.originate_reason)
+        elif answered:
+            record.outcome = "answered"
+        elif record.segments:
+            last = record.segments[-1].outcome or "unknown"
+            record.outcome = "abandoned" if last == "abandoned" else ("timeout" if last != "unknown" else "unknown")
+        elif call.originated and not call.ivr_seen:
+            record.outcome = "outbound_unknown"
+        elif call.ivr_seen:
+            record.outcome = "ivr_only"
+        else:
+            record.outcome = "no_queue"
+        if record.answered_at is not None:
+            record.talk_s = round(self._talk_time(call), 3)
+        record.hangup_by = self._hangup_by(call)
+
+    def _talk_time(self, call: _LiveCall) -> float:
+        """Time the caller spent talking to agents: each answered queue segment, plus the
+        conversation that goes on outside any queue after an attended transfer."""
+        record = call.record
+        end = record.ended_at or 0.0
+        if call.hangup_signal is not None and record.answered_at is not None and call.hangup_signal[1] >= record.answered_at:
+            end = call.hangup_signal[1]
+        total = 0.0
+        for segment in record.segments:
+            if segment.outcome != "answered":
+                continue
+            if segment.talk_s is None and segment.left_at is not None:
+                segment.talk_s = round(max(0.0, end - segment.left_at), 3)
+            total += segment.talk_s or 0.0
+        if call.last_complete is not None and call.last_complete[0] == "transfer" and record.transferred_to:
+            total += max(0.0, end - call.last_complete[1])
+        return total
+
+    def _hangup_by(self, call: _LiveCall) -> HangupBy:
+        record = call.record
+        if call.pbx_cut:
+            return "pbx"
+        last_answered = record.segments[-1].outcome == "answered" if record.segments else False
+        if call.last_complete is not None and last_answered and not record.transferred_to:
+            reason = call.last_complete[0]
+            if reason in ("caller", "agent"):
+                return reason  # type: ignore[return-value]
+        if call.originated and record.answered_at is None and not call.ivr_seen and not record.segments:
+            return "caller" if record.originate_reason in (1, 5) else "system"
+        if call.hangup_signal is not None:
+            return call.hangup_signal[0]
+        return "unknown"
+
+    def _remember_ended(self, linkedid: str) -> None:
+        self._ended[linkedid] = None
+        if len(self._ended) > ENDED_MEMORY:
+            self._ended.popitem(last=False)
+
+    def close_all(self, at: float, closed_by: ClosedBy) -> list[ev.Event]:
+        """Close every open call (PBX shutdown, daemon shutdown)."""
+        out: list[ev.Event] = []
+        for call in list(self.calls.values()):
+            if closed_by == "pbx_restart":
+                call.pbx_cut = True
+            out.extend(self._finalize(call, at, closed_by))
+        for call in list(self._awaiting.values()):
+            out.extend(self._finalize(call, call.record.ended_at or at))
+        self._awaiting.clear()
+        return out
+
+    # ------------------------------------------------------------------ resynchronisation
+    def resync(
+        self,
+        channels: Iterable[Message],
+        queue_status: Iterable[Message],
+        at: float,
+        queue_log: Iterable[QueueLogEntry] = (),
+    ) -> list[ev.Event]:
+        """Rebuild live state after a (re)connect.
+
+        `channels` are CoreShowChannel events, `queue_status` the QueueStatus list (QueueParams,
+        QueueMember, QueueEntry). Calls still alive are kept (or adopted when new to us); calls
+        we knew whose channels are all gone ended while we were away: they are closed, with their
+        true outcome when Asterisk's queue_log tells it, and marked as such.
+        """
+        out: list[ev.Event] = []
+        alive: dict[str, Message] = {m["Uniqueid"]: m for m in channels if "Uniqueid" in m}
+        entries = list(queue_log)
+        for call in list(self.calls.values()):
+            for uid in [u for u in call.channels if u not in alive]:
+                call.channels.pop(uid, None)
+                self.channels.pop(uid, None)
+        for uid, m in alive.items():
+            if uid not in self.channels:
+                out.extend(self._adopt_channel(m, at))
+        for m in queue_status:
+            out.extend(self._adopt_queue_status(m, at))
+        out.extend(self.apply_queue_log(entries))
+        for call in list(self.calls.values()):
+            if not call.channels:
+                out.extend(self._finalize(call, call.record.ended_at or at, "queue_log" if call.queue_log_uids else "resync"))
+        return out
+
+    def _adopt_channel(self, m: Message, at: float) -> list[ev.Event]:
+        linkedid = _known(m.get("Linkedid")) or m["Uniqueid"]
+        out: list[ev.Event] = []
+        call = self.calls.get(linkedid)
+        if call is None:
+            duration = _duration(m.get("Duration"))
+            call, out = self._new_call(linkedid, m, at - duration if duration else at)
+            call.record.closed_by = "resync"
+        channel = self._add_channel(call, m["Uniqueid"], m.get("Channel", ""))
+        channel.bridged = bool(_known(m.get("BridgeId")))
+        if m.get("Application") == "Queue" and channel.bridged and not call.record.answered_at:
+            # In conversation through a queue: answered while we were away; AgentComplete will
+            # bring Asterisk's own wait and talk times.
+            call.system_uids.add(m["Uniqueid"])
+        return out
+
+    def _adopt_queue_status(self, m: Message, at: float) -> list[ev.Event]:
+        name = m.get("Event")
+        if name == "QueueMember":
+            return self._on_member(m, at)
+        if name != "QueueEntry":
+            return []
+        call = self._call_for(m, at)
+        if call is None:
+            return []
+        uid = m.get("Uniqueid", "")
+        call.system_uids.add(uid)
+        if uid in call.open_segments:
+            return []
+        queue = m.get("Queue", "")
+        wait = _float(m.get("Wait")) or 0.0
+        segment = QueueSegment(queue=queue, joined_at=at - wait, position=_int(m.get("Position")))
+        call.record.segments.append(segment)
+        call.open_segments[uid] = segment
+        return [ev.QueueJoined(self.server, at, call.record.linkedid, queue, segment.position, None)]
+
+    def link_lost(self, at: float) -> list[ev.Event]:
+        """The AMI link dropped: ringing pops are stale (we can no longer see them end)."""
+        return []
+
+    def apply_queue_log(self, entries: Iterable[QueueLogEntry]) -> list[ev.Event]:
+        """Fill in what the link missed from Asterisk's queue_log (CONNECT, COMPLETE*, ABANDON, EXIT*)."""
+        out: list[ev.Event] = []
+        for entry in entries:
+            channel = self.channels.get(entry.callid)
+            call = channel.call if channel else self._call_by_queue_uid(entry.callid)
+            if call is None:
+                continue
+            call.queue_log_uids.add(entry.callid)
+            out.extend(self._apply_entry(call, entry))
+        return out
+
+    def _call_by_queue_uid(self, uid: str) -> _LiveCall | None:
+        call = self.calls.get(uid)
+        if call is not None:
+            return call
+        for call in self.calls.values():
+            if uid in call.system_uids or uid in call.open_segments:
+                return call
+        return None
+
+    def _apply_entry(self, call: _LiveCall, e: QueueLogEntry) -> list[ev.Event]:
+        segment = next((s for s in reversed(call.record.segments) if s.queue == e.queue), None)
+        if segment is None:
+            if e.verb != "ENTERQUEUE":
+                segment = QueueSegment(queue=e.queue, joined_at=e.at)
+                call.record.segments.append(segment)
+            else:
+                call.record.segments.append(QueueSegment(queue=e.queue, joined_at=e.at))
+                return []
+        if e.verb == "CONNECT":
+            segment.outcome, segment.agent = "answered", e.agent
+            segment.wait_s = _float(e.data(0))
+            segment.ring_s = _float(e.data(2))
+            segment.left_at = e.at
+            self._mark_answered(call, e.agent, call.record.agent_interface or "", e.at)
+        elif e.verb in ("COMPLETECALLER", "COMPLETEAGENT"):
+            segment.talk_s = _float(e.data(1))
+            segment.completed_by = "caller" if e.verb == "COMPLETECALLER" else "agent"
+            call.last_complete = (segment.completed_by, e.at)
+        elif e.verb in ("ABANDON", "EXITWITHTIMEOUT", "EXITEMPTY") and segment.outcome in (None, "unknown"):
+            segment.left_at = e.at
+            segment.wait_s = _float(e.data(2))
+            segment.outcome = {"ABANDON": "abandoned", "EXITWITHTIMEOUT": "timeout", "EXITEMPTY": "leaveempty"}[e.verb]
+            call.caller_hung_up = call.caller_hung_up or e.verb == "ABANDON"
+        elif e.verb in ("BLINDTRANSFER", "ATTENDEDTRANSFER"):
+            segment.completed_by = "transfer"
+        return []
+
+
+def _duration(value: str | None) -> float | None:
+    """CoreShowChannel's `Duration: HH:MM:SS`."""
+    if not value:
+        return None
+    try:
+        h, m, s = (int(p) for p in value.split(":"))
+    except ValueError:
+        return None
+    return float(h * 3600 + m * 60 + s)

@@ -1,0 +1,119 @@
+"""The `cti` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from cti import __version__
+from cti.config import ConfigError, load_settings
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from cti.calls.queue_log import parse_lines
+    from cti.replay import replay_files
+
+    missing = [p for p in args.files if not Path(p).is_file()]
+    if missing:
+        print(f"cti replay: no such file: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    entries = []
+    if args.queue_log:
+        with open(args.queue_log, encoding="utf-8", errors="replace") as handle:
+            entries = list(parse_lines(handle))
+    result = replay_files(args.files, server=args.server, region=args.region, queue_log=entries)
+    doc = result.to_json(args.service_level, args.short_abandon)
+    if args.json:
+        json.dump(doc, sys.stdout, ensure_ascii=False, indent=1 if args.pretty else None)
+        sys.stdout.write("\n")
+        return 0
+    _print_table(doc)
+    return 0
+
+
+def _print_table(doc: dict[str, object]) -> None:
+    calls = doc["calls"]
+    assert isinstance(calls, list)
+    header = f"{'linkedid':<20} {'dir':<8} {'caller':<16} {'queue':<10} {'outcome':<20} {'agent':<10} " \
+             f"{'wait':>6} {'talk':>6} {'hangup':<7}"
+    print(header)
+    for c in calls:
+        print(
+            f"{c['linkedid']:<20} {c['direction']:<8} {str(c['caller_e164'] or c['caller_raw'] or '-'):<16} "
+            f"{str(c['queue'] or '-'):<10} {c['outcome']:<20} {str(c['agent'] or '-'):<10} "
+            f"{_num(c['wait_s']):>6} {_num(c['talk_s']):>6} {c['hangup_by']:<7}"
+        )
+    stats = doc["stats"]
+    assert isinstance(stats, dict)
+    print()
+    print(f"{'queue':<12} {'presented':>9} {'answered':>9} {'abandoned':>9} {'timed_out':>9} {'QS':>6}")
+    for queue, c in stats["queues"].items():
+        qs = "-" if c["qs"] is None else f"{c['qs'] * 100:.0f}%"
+        print(f"{queue:<12} {c['presented']:>9} {c['answered']:>9} {c['abandoned']:>9} {c['timed_out']:>9} {qs:>6}")
+
+
+def _num(value: object) -> str:
+    return "-" if value is None else f"{float(value):.1f}"  # type: ignore[arg-type]
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from cti.app import run_daemon
+
+    settings = load_settings(args.config)
+    return run_daemon(settings)
+
+
+def _db_upgrade(args: argparse.Namespace) -> int:
+    from cti.db.migrate import upgrade
+
+    settings = load_settings(args.config)
+    upgrade(args.url or settings.database.url)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cti", description="CTI middleware for Asterisk call centres")
+    parser.add_argument("--version", action="version", version=f"cti {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    replay = sub.add_parser("replay", help="feed recorded raw AMI traffic through the tracker")
+    replay.add_argument("files", nargs="+", help="raw AMI transcripts; several files = successive connections")
+    replay.add_argument("--json", action="store_true", help='print {"calls": [...], "stats": {...}}')
+    replay.add_argument("--pretty", action="store_true", help="indent the JSON")
+    replay.add_argument("--service-level", type=float, default=20.0, metavar="SECONDS")
+    replay.add_argument("--short-abandon", type=float, default=5.0, metavar="SECONDS")
+    replay.add_argument("--queue-log", help="Asterisk queue_log to fill gaps between connections")
+    replay.add_argument("--server", default="default", help="server name stamped on the records")
+    replay.add_argument("--region", default="FR", help="default region for national caller numbers")
+    replay.set_defaults(func=_replay)
+
+    serve = sub.add_parser("serve", help="run the daemon against the configured Asterisk server(s)")
+    serve.add_argument("--config", help="settings file (default: $CTI_CONFIG, ./cti.toml, /etc/cti/cti.toml)")
+    serve.set_defaults(func=_serve)
+
+    db = sub.add_parser("db", help="database maintenance")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    upgrade = db_sub.add_parser("upgrade", help="apply migrations up to the latest schema")
+    upgrade.add_argument("--config")
+    upgrade.add_argument("--url", help="database URL (default: from settings)")
+    upgrade.set_defaults(func=_db_upgrade)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except ConfigError as exc:
+        print(f"cti: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

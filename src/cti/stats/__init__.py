@@ -1,0 +1,1 @@
+"""SVI/ACD statistics: one metric dictionary, live and historical."""
