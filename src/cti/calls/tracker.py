@@ -58,6 +58,7 @@ class _Channel:
     uniqueid: str
     name: str
     call: _LiveCall
+    seen_at: float = 0.0
     bridged: bool = False
     excluded: bool = False  # a transferer that left the conversation
 
@@ -173,6 +174,11 @@ class CallTracker:
         self._awaiting.clear()
         return out
 
+    @property
+    def last_event_at(self) -> float:
+        """The latest event time seen (the PBX's clock when it stamps events)."""
+        return self._last_at
+
     def open_calls(self) -> list[CallRecord]:
         return [c.record for c in self.calls.values()]
 
@@ -210,7 +216,7 @@ class CallTracker:
         return call, [started]
 
     def _add_channel(self, call: _LiveCall, uid: str, name: str) -> _Channel:
-        channel = _Channel(uid, name, call)
+        channel = _Channel(uid, name, call, self._last_at)
         self.channels[uid] = channel
         call.channels[uid] = channel
         return channel
@@ -602,12 +608,14 @@ class CallTracker:
 
     def _on_hangup(self, msg: Message, at: float) -> list[ev.Event]:
         uid = msg.get("Uniqueid", "")
-        channel = self.channels.pop(uid, None)
-        if channel is None:
-            return []
+        # Remembered even when unknown: a resync snapshot taken just before this hangup must
+        # not adopt the channel afterwards.
         self._dead[uid] = None
         if len(self._dead) > ENDED_MEMORY:
             self._dead.popitem(last=False)
+        channel = self.channels.pop(uid, None)
+        if channel is None:
+            return []
         call = channel.call
         if call.hangup_signal is None:
             who = self._who_hangs_up(call, channel, "Hangup")
@@ -813,23 +821,27 @@ class CallTracker:
         queue_status: Iterable[Message],
         at: float,
         queue_log: Iterable[QueueLogEntry] = (),
+        snapshot_at: float | None = None,
     ) -> list[ev.Event]:
         """Rebuild live state after a (re)connect.
 
         `channels` are CoreShowChannel events, `queue_status` the QueueStatus list (QueueParams,
         QueueMember, QueueEntry). Calls still alive are kept (or adopted when new to us); calls
         we knew whose channels are all gone ended while we were away: they are closed, with their
-        true outcome when Asterisk's queue_log tells it, and marked as such.
+        true outcome when Asterisk's queue_log tells it, and marked as such. `snapshot_at` is the
+        last event time seen when the snapshot was requested (events may race with it).
         """
         out: list[ev.Event] = []
         alive: dict[str, Message] = {m["Uniqueid"]: m for m in channels if "Uniqueid" in m}
         entries = list(queue_log)
+        # Channels created after the snapshot was asked for are legitimately absent from it.
+        cutoff = snapshot_at if snapshot_at is not None else float("inf")
         for call in list(self.calls.values()):
-            for uid in [u for u in call.channels if u not in alive]:
+            for uid in [u for u, c in call.channels.items() if u not in alive and c.seen_at <= cutoff]:
                 call.channels.pop(uid, None)
                 self.channels.pop(uid, None)
         for uid, m in alive.items():
-            if uid not in self.channels:
+            if uid not in self.channels and uid not in self._dead:
                 out.extend(self._adopt_channel(m, at))
         for m in queue_status:
             out.extend(self._adopt_queue_status(m, at))

@@ -1,0 +1,100 @@
+"""In-process publish/subscribe of domain events.
+
+`publish` never blocks and never raises: the AMI reader calls it. Each subscriber has a bounded
+queue; when a slow subscriber's queue is full its oldest events are dropped and counted (and
+logged once per burst), so one stuck consumer can never hold up the tracker or the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import structlog
+
+from cti.calls.events import Event
+
+log = structlog.get_logger(__name__)
+
+Handler = Callable[[Event], Awaitable[None] | None]
+
+
+@dataclass
+class Subscription:
+    name: str
+    queue: asyncio.Queue[Event]
+    kinds: frozenset[type[Event]] | None = None
+    dropped: int = 0
+    _warned: bool = field(default=False, repr=False)
+
+    def wants(self, event: Event) -> bool:
+        return self.kinds is None or isinstance(event, tuple(self.kinds))
+
+
+class EventBus:
+    def __init__(self) -> None:
+        self._subscriptions: list[Subscription] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.published = 0
+
+    def subscribe(
+        self, name: str, maxsize: int = 10_000, kinds: frozenset[type[Event]] | None = None
+    ) -> Subscription:
+        sub = Subscription(name, asyncio.Queue(maxsize), kinds)
+        self._subscriptions.append(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        if sub in self._subscriptions:
+            self._subscriptions.remove(sub)
+
+    def publish(self, event: Event) -> None:
+        self.published += 1
+        for sub in self._subscriptions:
+            if not sub.wants(event):
+                continue
+            if sub.queue.full():
+                sub.queue.get_nowait()
+                sub.dropped += 1
+                if not sub._warned:
+                    sub._warned = True
+                    log.warning("bus subscriber too slow, dropping oldest events", subscriber=sub.name)
+            elif sub._warned and sub.queue.qsize() < sub.queue.maxsize // 2:
+                sub._warned = False
+            sub.queue.put_nowait(event)
+
+    def consume(self, name: str, handler: Handler, maxsize: int = 10_000,
+                kinds: frozenset[type[Event]] | None = None) -> asyncio.Task[None]:
+        """Run `handler` for every event in a referenced task; a raising handler is logged, not fatal."""
+        sub = self.subscribe(name, maxsize, kinds)
+        task = asyncio.create_task(self._pump(sub, handler), name=f"bus:{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _pump(self, sub: Subscription, handler: Handler) -> None:
+        try:
+            while True:
+                event = await sub.queue.get()
+                try:
+                    result = handler(event)
+                    if result is not None:
+                        await result
+                except Exception:
+                    log.exception("event handler failed", subscriber=sub.name, event=event.kind)
+        finally:
+            self.unsubscribe(sub)
+
+    async def drain(self, timeout: float = 5.0) -> None:
+        """Wait until every subscriber has taken what was published (bounded by `timeout`)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while any(not s.queue.empty() for s in self._subscriptions) and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()

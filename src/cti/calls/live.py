@@ -1,0 +1,87 @@
+"""Live tracking of one Asterisk server: AMI link messages → tracker → bus, and the resync
+after every (re)connect (CoreShowChannels, QueueStatus, then the queue_log for the gap)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import structlog
+
+from cti.ami.message import Message
+from cti.calls import events as ev
+from cti.calls.queue_log import QueueLogEntry, read_since
+from cti.calls.tracker import CallTracker
+
+log = structlog.get_logger(__name__)
+
+
+class ListActions(Protocol):
+    async def send_list(self, action: str, /, **headers: Any) -> tuple[Message, list[Message]]: ...
+
+
+class LiveTracking:
+    def __init__(
+        self,
+        tracker: CallTracker,
+        publish: Callable[[ev.Event], None],
+        queue_log_path: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.tracker = tracker
+        self.publish = publish
+        self.queue_log_path = queue_log_path
+        self.clock = clock
+        self.log = log.bind(server=tracker.server)
+        self.lost_at: float | None = None
+        self.resyncs = 0
+        self.errors = 0
+
+    def _emit(self, events: Sequence[ev.Event]) -> None:
+        for event in events:
+            self.publish(event)
+
+    def on_message(self, message: Message) -> None:
+        try:
+            self._emit(self.tracker.feed(message, self.clock()))
+        except Exception:
+            # One bad or unexpected message must never stop the tracking of every other call.
+            self.errors += 1
+            self.log.exception("tracker failed on a message", event=message.get("Event"),
+                               uniqueid=message.get("Uniqueid"))
+
+    def on_disconnected(self, reason: str) -> None:
+        if self.lost_at is None:
+            self.lost_at = self.clock()
+        self.publish(ev.LinkStateChanged(self.tracker.server, self.clock(), False, reason))
+
+    async def on_connected(self, link: ListActions) -> None:
+        """Rebuild live state: adopt calls in progress, close those that ended while we were away."""
+        snapshot_at = self.tracker.last_event_at
+        _, channels = await link.send_list("CoreShowChannels")
+        _, status = await link.send_list("QueueStatus")
+        entries = await self._missed_queue_log()
+        now = self.clock()
+        self._emit(self.tracker.resync(channels, status, now, entries, snapshot_at))
+        self.resyncs += 1
+        self.log.info("resynchronised", channels=len(channels), open_calls=len(self.tracker.calls),
+                      queue_log_entries=len(entries), gap_s=None if self.lost_at is None else round(now - self.lost_at, 1))
+        self.lost_at = None
+        self.publish(ev.LinkStateChanged(self.tracker.server, now, True, "resynchronised"))
+
+    async def _missed_queue_log(self) -> list[QueueLogEntry]:
+        if not self.queue_log_path or self.lost_at is None:
+            return []
+        # Calls that were open when the link dropped may have queue facts from before the drop too.
+        since = min((r.started_at for r in self.tracker.open_calls()), default=self.lost_at)
+        try:
+            return await asyncio.to_thread(read_since, self.queue_log_path, min(since, self.lost_at))
+        except OSError as exc:
+            self.log.warning("queue_log unreadable, outcomes during the gap stay unknown",
+                             path=self.queue_log_path, error=str(exc))
+            return []
+
+    def tick(self) -> None:
+        self._emit(self.tracker.tick(self.clock()))
