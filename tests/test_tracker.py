@@ -1,0 +1,235 @@
+"""Tracker behaviour beyond the straight replays: domain event sequences, resync, bad input, memory."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from cti.ami.message import Message
+from cti.ami.parser import AmiParser
+from cti.calls import events as ev
+from cti.calls.queue_log import parse_lines
+from cti.calls.tracker import CallTracker
+
+CAPTURES = Path(__file__).resolve().parents[1].parent / "shared" / "ami-captures"
+pytestmark = pytest.mark.skipif(not CAPTURES.is_dir(), reason="../shared/ami-captures not present")
+
+
+def messages(name: str) -> list[Message]:
+    parser = AmiParser()
+    return parser.feed((CAPTURES / f"{name}.ami").read_bytes())
+
+
+def run(tracker: CallTracker, msgs: list[Message]) -> list[ev.Event]:
+    out: list[ev.Event] = []
+    for m in msgs:
+        out.extend(tracker.feed(m))
+    return out
+
+
+def kinds(events: list[ev.Event], *wanted: type[ev.Event]) -> list[str]:
+    return [e.kind for e in events if isinstance(e, wanted)] if wanted else [e.kind for e in events]
+
+
+def test_answered_call_emits_the_domain_story_in_order() -> None:
+    events = run(CallTracker(), messages("inbound_answered"))
+    story = [e.kind for e in events if not isinstance(e, ev.CallerIdentified | ev.AgentStateChanged)]
+    assert story == [
+        "call_started", "originate_result", "ivr_step", "ivr_step", "queue_joined", "agent_ringing",
+        "queue_left", "call_answered", "agent_completed", "call_ended",
+    ]
+    ringing = next(e for e in events if isinstance(e, ev.AgentRinging))
+    assert (ringing.queue, ringing.agent, ringing.interface) == ("support", "Agent1", "Local/agent1@agents/n")
+    assert ringing.caller_e164 == "+33612345678"
+
+
+def test_ringall_losers_get_ring_stopped_answered_elsewhere() -> None:
+    events = run(CallTracker(), messages("inbound_ringall_answered"))
+    rang = {e.agent for e in events if isinstance(e, ev.AgentRinging)}
+    assert rang == {"Agent1", "Agent3", "Agent4"}
+    stopped = {e.agent: e.reason for e in events if isinstance(e, ev.AgentRingStopped)}
+    assert stopped == {"Agent1": "answered_elsewhere", "Agent4": "answered_elsewhere"}
+    answered = [e for e in events if isinstance(e, ev.CallAnswered)]
+    assert [a.agent for a in answered] == ["Agent3"]
+
+
+def test_ringall_abandon_stops_every_ringing_agent_as_caller_left() -> None:
+    events = run(CallTracker(), messages("inbound_ringall_abandoned"))
+    stopped = sorted((e.agent, e.reason) for e in events if isinstance(e, ev.AgentRingStopped))
+    assert stopped == [("Agent2", "caller_left"), ("Agent6", "caller_left")]
+    assert kinds(events, ev.CallAbandoned) == ["call_abandoned"]
+
+
+def test_queue_timeout_is_not_an_abandon() -> None:
+    events = run(CallTracker(), messages("inbound_queue_timeout"))
+    assert kinds(events, ev.CallAbandoned) == []
+    timeouts = [e for e in events if isinstance(e, ev.QueueTimedOut)]
+    assert [(t.queue, t.status) for t in timeouts] == [("billing", "timeout")]
+    no_answer = [e for e in events if isinstance(e, ev.AgentRingStopped) and e.reason == "no_answer"]
+    assert [round(e.ring_s or 0) for e in no_answer] == [6, 3]  # RingTime is in milliseconds
+
+
+def test_transfers_keep_one_call_identity() -> None:
+    for name, kind in (("inbound_blind_transfer", "blind"), ("inbound_attended_transfer", "attended")):
+        events = run(CallTracker(), messages(name))
+        transfers = [e for e in events if isinstance(e, ev.CallTransferred)]
+        assert [(t.transfer, t.from_agent) for t in transfers] == [(kind, "Agent4")]
+        ended = [e for e in events if isinstance(e, ev.CallEnded)]
+        assert len(ended) == 1 and ended[0].linkedid == transfers[0].linkedid
+
+
+def test_memory_is_bounded_finished_calls_leave_the_tracker() -> None:
+    tracker = CallTracker()
+    ended = run(tracker, messages("mixed_seed1"))
+    assert len([e for e in ended if isinstance(e, ev.CallEnded)]) == 40
+    assert tracker.calls == {} and tracker.channels == {}
+
+
+def _until(msgs: list[Message], event: str, uid_prefix: str = "") -> tuple[list[Message], list[Message]]:
+    for i, m in enumerate(msgs):
+        if m.get("Event") == event and m.get("Channel", "").startswith(uid_prefix):
+            return msgs[: i + 1], msgs[i + 1 :]
+    raise AssertionError(event)
+
+
+def test_call_that_ended_during_the_gap_is_closed_and_marked_resync() -> None:
+    tracker = CallTracker()
+    before, _after = _until(messages("inbound_answered"), "AgentCalled")
+    run(tracker, before)
+    assert len(tracker.calls) == 1
+    events = tracker.resync([], [], at=1795389630.0)
+    ended = [e for e in events if isinstance(e, ev.CallEnded)]
+    assert len(ended) == 1
+    record = ended[0].record
+    assert record.closed_by == "resync"
+    assert record.segments[0].outcome == "unknown"
+    assert tracker.calls == {}
+
+
+def test_queue_log_gives_the_gap_call_its_true_outcome() -> None:
+    tracker = CallTracker()
+    before, _after = _until(messages("inbound_answered"), "AgentCalled")
+    run(tracker, before)
+    # What Asterisk writes for this call (callid = the queue channel's uniqueid, ;2 half).
+    lines = [
+        "1795389613|1795389610.9|support|Agent1|CONNECT|2|1795389611.10|2",
+        "1795389619|1795389610.9|support|Agent1|COMPLETEAGENT|2|6|1",
+    ]
+    events = tracker.resync([], [], at=1795389630.0, queue_log=parse_lines(lines))
+    record = next(e for e in events if isinstance(e, ev.CallEnded)).record
+    assert record.closed_by == "queue_log"
+    assert (record.outcome, record.agent, record.wait_s, record.hangup_by) == ("answered", "Agent1", 2.0, "agent")
+    assert record.talk_s is not None and abs(record.talk_s - 6) <= 1
+
+
+def test_first_connect_adopts_a_call_in_progress_without_duplicating_it() -> None:
+    """reconnect_part2 alone: the daemon starts while a call is in conversation."""
+    msgs = messages("reconnect_part2")
+    lists: dict[str, list[Message]] = {}
+    live: list[Message] = []
+    for m in msgs:
+        aid = m.get("ActionID", "")
+        if aid.startswith(("coreshowchannels", "queuestatus")) and "Event" in m:
+            lists.setdefault(aid.split("-")[0], []).append(m)
+        elif "Event" in m:
+            live.append(m)
+    tracker = CallTracker()
+    events = tracker.resync(lists["coreshowchannels"], lists["queuestatus"], at=1795389597.0)
+    assert len(tracker.calls) == 1
+    assert kinds(events, ev.CallStarted) == ["call_started"]
+    members = [e for e in events if isinstance(e, ev.AgentStateChanged)]
+    assert {m.queue for m in members} == {"billing", "outbound", "support", "sales"}
+    events = run(tracker, live)
+    ended = [e for e in events if isinstance(e, ev.CallEnded)]
+    assert len(ended) == 1
+    r = ended[0].record
+    assert (r.linkedid, r.outcome, r.agent, r.closed_by) == ("1795389589.4", "answered", "Agent4", "events")
+    assert r.talk_s is not None and abs(r.talk_s - 12) <= 1
+    assert kinds(events, ev.CallStarted) == []
+
+
+def test_channel_born_after_the_snapshot_is_not_closed_by_it() -> None:
+    tracker = CallTracker()
+    before, _ = _until(messages("inbound_answered"), "QueueCallerJoin")
+    run(tracker, before)
+    snapshot_at = 1795389611.0  # before the agent channels were created (…611.429)
+    agent, _ = _until(messages("inbound_answered"), "AgentCalled")
+    run(tracker, agent[len(before):])
+    caller_channels = [Message(Event="CoreShowChannel", Uniqueid=u, Linkedid="1795389610.8", Channel=c)
+                       for u, c in (("1795389610.8", "Local/s@ivr-00000004;1"), ("1795389610.9", "Local/s@ivr-00000004;2"))]
+    tracker.resync(caller_channels, [], at=1795389612.0, snapshot_at=snapshot_at)
+    call = tracker.calls["1795389610.8"]
+    assert len(call.channels) == 4  # both caller halves, and the agent pair born after the snapshot
+
+
+@pytest.mark.parametrize("raw,e164", [
+    ("anonymous", None), ("", None), ("+", None), ("0612345678", "+33612345678"),
+    ("+212661234567", "+212661234567"), ("00212661234567", "+212661234567"), ("12", None),
+    ("<unknown>", None), ("Zoë", None),
+])
+def test_odd_caller_ids_never_crash_and_normalise(raw: str, e164: str | None) -> None:
+    tracker = CallTracker()
+    events = tracker.feed(Message(Event="Newchannel", Uniqueid="1.1", Linkedid="1.1", Channel="PJSIP/trunk-00000001",
+                                  CallerIDNum=raw, Timestamp="1.0"))
+    events += tracker.feed(Message(Event="Hangup", Uniqueid="1.1", Linkedid="1.1", Channel="PJSIP/trunk-00000001",
+                                   Cause="16", Timestamp="2.0"))
+    record = next(e for e in events if isinstance(e, ev.CallEnded)).record
+    assert record.caller_e164 == e164
+
+
+def test_garbage_and_shuffled_traffic_never_raises() -> None:
+    rng = random.Random(7)
+    base = messages("mixed_seed1")
+    bad = [Message(), Message(Event="AgentConnect"), Message(Event="Hangup", Uniqueid="x"),
+           Message(Event="QueueCallerJoin", Uniqueid="y", Linkedid="y", Position="abc", Count="?"),
+           Message(Event="AgentComplete", Uniqueid="z", Linkedid="z", TalkTime="NaNx", HoldTime=""),
+           Message(Event="OriginateResponse", Reason="zz", Channel=""), Message(Event="UserEvent", UserEvent="IVR"),
+           Message(Event="QueueMemberStatus"), Message(Event="Newchannel", Uniqueid="q", Timestamp="bad")]
+    for _ in range(3):
+        msgs = base[:]
+        rng.shuffle(msgs)
+        msgs[::50] = [rng.choice(bad) for _ in msgs[::50]]
+        tracker = CallTracker()
+        run(tracker, msgs)
+        tracker.close_all(2e9, "shutdown")
+        tracker.flush()
+        assert tracker.calls == {}
+
+
+def test_shutdown_event_closes_calls_as_cut_by_the_pbx() -> None:
+    tracker = CallTracker()
+    before, _ = _until(messages("inbound_answered"), "AgentConnect")
+    run(tracker, before)
+    events = tracker.feed(Message(Event="Shutdown", Shutdown="Cleanly", Restart="True", Timestamp="1795389615.0"))
+    record = next(e for e in events if isinstance(e, ev.CallEnded)).record
+    assert (record.outcome, record.hangup_by, record.closed_by) == ("answered", "pbx", "pbx_restart")
+
+
+def test_originate_response_after_the_hangups_still_decides_the_outcome() -> None:
+    msgs = messages("outbound_busy")
+    response = next(m for m in msgs if m.get("Event") == "OriginateResponse")
+    reordered = [m for m in msgs if m is not response] + [response]
+    tracker = CallTracker()
+    events = run(tracker, reordered)
+    record = next(e for e in events if isinstance(e, ev.CallEnded)).record
+    assert record.outcome == "outbound_busy"
+
+
+def test_originate_response_that_never_comes_closes_after_the_grace() -> None:
+    msgs = [m for m in messages("outbound_noanswer") if m.get("Event") != "OriginateResponse"]
+    tracker = CallTracker(originate_grace_s=10)
+    assert not [e for e in run(tracker, msgs) if isinstance(e, ev.CallEnded)]
+    last = tracker.last_event_at
+    assert tracker.tick(last + 5) == []
+    record = next(e for e in tracker.tick(last + 11) if isinstance(e, ev.CallEnded)).record
+    assert record.outcome == "outbound_unknown"
+
+
+def test_failed_originate_with_no_channel_is_still_recorded() -> None:
+    tracker = CallTracker()
+    events = tracker.feed(Message(Event="OriginateResponse", Response="Failure", Channel="PJSIP/0612345678@trunk",
+                                  Uniqueid="<unknown>", Reason="0", ActionID="dial-9", Timestamp="5.0"))
+    record = next(e for e in events if isinstance(e, ev.CallEnded)).record
+    assert (record.outcome, record.called, record.originate_action_id) == ("outbound_failed", "0612345678", "dial-9")
