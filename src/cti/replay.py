@@ -30,6 +30,8 @@ class ReplayResult:
     messages: int = 0
     domain_events: int = 0
     parse_problems: int = 0
+    # Events no part of cti reads (VarSet, Newexten...), skipped unparsed.
+    skipped: int = 0
     # QueueParams seen in each QueueStatus answer: queue -> (Completed, Abandoned), in order.
     asterisk_snapshots: list[dict[str, dict[str, int]]] = field(default_factory=list)
 
@@ -45,7 +47,7 @@ class ReplayResult:
                 "asterisk_queue_status": self.asterisk_snapshots,
                 "service_level_s": service_level_s,
                 "short_abandon_s": short_abandon_s,
-                "ami_messages": self.messages,
+                "ami_messages": self.messages + self.skipped,
                 "parse_problems": self.parse_problems,
             },
         }
@@ -120,12 +122,13 @@ class Replayer:
             self._resync_pending = True
             self._channels = None
         self._connections += 1
-        parser = AmiParser()
+        parser = AmiParser(events=self.tracker.handled_events)
         feed, handle = parser.feed, self._handle
         for chunk in chunks:
             for message in feed(chunk):
                 handle(message)
         self.result.parse_problems += len(parser.take_problems())
+        self.result.skipped += parser.skipped
 
     def _handle(self, message: Message) -> None:
         self.result.messages += 1

@@ -33,6 +33,7 @@ _UNKNOWN = frozenset({"", "<unknown>", "<null>", "unknown"})
 _QUEUE_EXIT_TIMEOUTS = frozenset({"TIMEOUT", "LEAVEEMPTY", "JOINEMPTY", "FULL", "JOINUNAVAIL", "LEAVEUNAVAIL"})
 _SHUTDOWN_CAUSE = "4"
 ENDED_MEMORY = 20_000
+RESYNC_EVENTS = frozenset({"CoreShowChannel", "QueueParams", "QueueMember", "QueueEntry"})
 
 
 def _known(value: str | None) -> str | None:
@@ -148,6 +149,11 @@ class CallTracker:
         }
 
     # ------------------------------------------------------------------ entry points
+    @property
+    def handled_events(self) -> frozenset[str]:
+        """Event names this tracker reads (plus the list items a resync reads)."""
+        return frozenset(self._handlers) | RESYNC_EVENTS
+
     def feed(self, msg: Message, now: float | None = None) -> list[ev.Event]:
         name = msg.get("Event")
         if name is None:
