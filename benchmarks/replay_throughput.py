@@ -31,13 +31,17 @@ CHUNK = 1 << 16
 def _events_only(raw: bytes) -> bytes:
     """Every event frame of a capture (banner and action responses dropped)."""
     frames = raw.split(b"\r\n\r\n")
-    frames[0] = frames[0].split(b"\r\n", 1)[1] if frames[0].startswith(b"Asterisk Call Manager") else frames[0]
+    frames[0] = (
+        frames[0].split(b"\r\n", 1)[1] if frames[0].startswith(b"Asterisk Call Manager") else frames[0]
+    )
     kept = [f for f in frames if f.startswith(b"Event: ") or b"\r\nEvent: " in f[:200]]
     return b"\r\n\r\n".join(kept) + b"\r\n\r\n"
 
 
 def load_template() -> tuple[bytes, int]:
-    names = sorted(p for p in CAPTURES.glob("*.ami") if not p.name.startswith(("login_failed", "reconnect", "pbx_")))
+    names = sorted(
+        p for p in CAPTURES.glob("*.ami") if not p.name.startswith(("login_failed", "reconnect", "pbx_"))
+    )
     body = b"".join(_events_only(p.read_bytes()) for p in names)
     return body, body.count(b"\r\n\r\n")
 
@@ -86,7 +90,12 @@ def bench_cti(chunks: list[bytes]) -> tuple[float, int, int, int]:
     replayer.connection(iter(chunks))
     result = replayer.finish()
     elapsed = time.perf_counter() - start
-    return elapsed, result.messages + result.skipped, len(replayer.result.records), len(replayer.tracker.calls)
+    return (
+        elapsed,
+        result.messages + result.skipped,
+        len(replayer.result.records),
+        len(replayer.tracker.calls),
+    )
 
 
 class _Discard(list):  # type: ignore[type-arg]
@@ -111,7 +120,7 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
-    template, per_copy = load_template()
+    template, _ = load_template()
     chunks = materialise(template, args.copies)
     size_mb = sum(map(len, chunks)) / 1e6
     gc.collect()

@@ -49,75 +49,280 @@ def span(paths: list[Path], linkedid: str) -> tuple[float, float]:
 
 # name -> (files, expected fields of the single call). Durations: within 1 s.
 EXPECTED: dict[str, tuple[list[str], dict[str, Any]]] = {
-    "inbound_answered": (["inbound_answered"], dict(
-        linkedid="1795389610.8", direction="inbound", caller_raw="+33612345678", caller_e164="+33612345678",
-        caller_name="Jean Dupont", ivr_path=IVR1, queues=["support"], outcome="answered", agent="Agent1",
-        agent_interface="Local/agent1@agents/n", hangup_by="agent", wait_s=2, ring_s=2, talk_s=6, transfers=0,
-        closed_by="events")),
-    "inbound_caller_hangup": (["inbound_caller_hangup"], dict(
-        linkedid="1795389622.12", direction="inbound", caller_raw="0612345678", caller_e164="+33612345678",
-        ivr_path=IVR1, queues=["support"], outcome="answered", agent="Agent4", hangup_by="caller",
-        wait_s=3, ring_s=3, talk_s=7)),
-    "inbound_abandoned": (["inbound_abandoned"], dict(
-        linkedid="1795389636.16", direction="inbound", caller_raw="+212661234567", caller_e164="+212661234567",
-        ivr_path=["main:enter=enter", "main:choice=4"], queues=["billing"], outcome="abandoned", agent=None,
-        hangup_by="caller", wait_s=9, talk_s=None, answered_at=None)),
-    "inbound_ivr_only": (["inbound_ivr_only"], dict(
-        linkedid="1795389649.22", direction="inbound", caller_raw="+33145678901", caller_name="Cabinet Martin",
-        ivr_path=["main:enter=enter", "main:choice=3"], queues=[], outcome="ivr_only", agent=None,
-        hangup_by="system", wait_s=None, talk_s=None)),
-    "inbound_ivr_timeout": (["inbound_ivr_timeout"], dict(
-        linkedid="1795389671.30", direction="inbound", caller_raw="anonymous", caller_e164=None,
-        ivr_path=["main:enter=enter", "main:invalid=9", "main:timeout=yes"], queues=[], outcome="ivr_only",
-        hangup_by="system")),
-    "inbound_queue_timeout": (["inbound_queue_timeout"], dict(
-        linkedid="1795389682.32", direction="inbound", caller_raw="+33611223344",
-        ivr_path=["main:enter=enter", "main:choice=4"], queues=["billing"], outcome="timeout", agent=None,
-        hangup_by="system", wait_s=10)),
-    "inbound_ringnoanswer": (["inbound_ringnoanswer"], dict(
-        linkedid="1795389656.24", direction="inbound", caller_raw="+33698765432",
-        ivr_path=["main:enter=enter", "main:choice=2"], queues=["sales"], outcome="answered", agent="Agent3",
-        hangup_by="agent", wait_s=7, ring_s=1, talk_s=5)),
-    "inbound_ringall_answered": (["inbound_ringall_answered"], dict(
-        linkedid="1795436551.0", direction="inbound", caller_raw="+33478123456", caller_name="Boulangerie Riviere",
-        ivr_path=["main:enter=enter", "main:choice=5"], queues=["hotline"], outcome="answered", agent="Agent3",
-        hangup_by="agent", wait_s=1, ring_s=1, talk_s=7)),
-    "inbound_ringall_abandoned": (["inbound_ringall_abandoned"], dict(
-        linkedid="1795436569.8", direction="inbound", caller_raw="0478654321", caller_e164="+33478654321",
-        ivr_path=["main:enter=enter", "main:choice=6"], queues=["escalation"], outcome="abandoned", agent=None,
-        hangup_by="caller", wait_s=9)),
-    "inbound_blind_transfer": (["inbound_blind_transfer"], dict(
-        linkedid="1795390574.586", direction="inbound", caller_raw="+33612345678", ivr_path=IVR1,
-        queues=["support", "sales"], outcome="answered", agent="Agent4", hangup_by="agent", wait_s=3,
-        talk_s=3 + 9, transfers=1)),
-    "inbound_attended_transfer": (["inbound_attended_transfer"], dict(
-        linkedid="1795436764.36", direction="inbound", caller_raw="+33612345678", ivr_path=IVR1,
-        queues=["support"], outcome="answered", agent="Agent4", hangup_by="agent", wait_s=3, transfers=1,
-        transferred_to=["Local/2003@agents"])),
-    "outbound_answered": (["outbound_answered"], dict(
-        linkedid="1795389972.0", direction="outbound", called="0600000001", campaign="c1", contact="1001",
-        queues=["outbound"], outcome="outbound_answered", originate_reason=4, agent="Agent3",
-        hangup_by="caller", wait_s=1, talk_s=11)),
-    "outbound_busy": (["outbound_busy"], dict(
-        linkedid="1795389846.90", direction="outbound", called="0600000002", queues=[], outcome="outbound_busy",
-        originate_reason=5, agent=None, answered_at=None)),
-    "outbound_noanswer": (["outbound_noanswer"], dict(
-        linkedid="1795389851.92", direction="outbound", called="0600000003", queues=[],
-        outcome="outbound_no_answer", originate_reason=3, hangup_by="system")),
-    "outbound_congestion": (["outbound_congestion"], dict(
-        direction="outbound", called="0600000004", queues=[], outcome="outbound_congestion", originate_reason=8)),
-    "inbound_agi": (["inbound_agi"], dict(
-        linkedid="1795390635.594", direction="inbound", caller_raw="+33612345678",
-        ivr_path=["main:enter=enter", "main:choice=3"], queues=[], outcome="ivr_only", hangup_by="system")),
+    "inbound_answered": (
+        ["inbound_answered"],
+        dict(
+            linkedid="1795389610.8",
+            direction="inbound",
+            caller_raw="+33612345678",
+            caller_e164="+33612345678",
+            caller_name="Jean Dupont",
+            ivr_path=IVR1,
+            queues=["support"],
+            outcome="answered",
+            agent="Agent1",
+            agent_interface="Local/agent1@agents/n",
+            hangup_by="agent",
+            wait_s=2,
+            ring_s=2,
+            talk_s=6,
+            transfers=0,
+            closed_by="events",
+        ),
+    ),
+    "inbound_caller_hangup": (
+        ["inbound_caller_hangup"],
+        dict(
+            linkedid="1795389622.12",
+            direction="inbound",
+            caller_raw="0612345678",
+            caller_e164="+33612345678",
+            ivr_path=IVR1,
+            queues=["support"],
+            outcome="answered",
+            agent="Agent4",
+            hangup_by="caller",
+            wait_s=3,
+            ring_s=3,
+            talk_s=7,
+        ),
+    ),
+    "inbound_abandoned": (
+        ["inbound_abandoned"],
+        dict(
+            linkedid="1795389636.16",
+            direction="inbound",
+            caller_raw="+212661234567",
+            caller_e164="+212661234567",
+            ivr_path=["main:enter=enter", "main:choice=4"],
+            queues=["billing"],
+            outcome="abandoned",
+            agent=None,
+            hangup_by="caller",
+            wait_s=9,
+            talk_s=None,
+            answered_at=None,
+        ),
+    ),
+    "inbound_ivr_only": (
+        ["inbound_ivr_only"],
+        dict(
+            linkedid="1795389649.22",
+            direction="inbound",
+            caller_raw="+33145678901",
+            caller_name="Cabinet Martin",
+            ivr_path=["main:enter=enter", "main:choice=3"],
+            queues=[],
+            outcome="ivr_only",
+            agent=None,
+            hangup_by="system",
+            wait_s=None,
+            talk_s=None,
+        ),
+    ),
+    "inbound_ivr_timeout": (
+        ["inbound_ivr_timeout"],
+        dict(
+            linkedid="1795389671.30",
+            direction="inbound",
+            caller_raw="anonymous",
+            caller_e164=None,
+            ivr_path=["main:enter=enter", "main:invalid=9", "main:timeout=yes"],
+            queues=[],
+            outcome="ivr_only",
+            hangup_by="system",
+        ),
+    ),
+    "inbound_queue_timeout": (
+        ["inbound_queue_timeout"],
+        dict(
+            linkedid="1795389682.32",
+            direction="inbound",
+            caller_raw="+33611223344",
+            ivr_path=["main:enter=enter", "main:choice=4"],
+            queues=["billing"],
+            outcome="timeout",
+            agent=None,
+            hangup_by="system",
+            wait_s=10,
+        ),
+    ),
+    "inbound_ringnoanswer": (
+        ["inbound_ringnoanswer"],
+        dict(
+            linkedid="1795389656.24",
+            direction="inbound",
+            caller_raw="+33698765432",
+            ivr_path=["main:enter=enter", "main:choice=2"],
+            queues=["sales"],
+            outcome="answered",
+            agent="Agent3",
+            hangup_by="agent",
+            wait_s=7,
+            ring_s=1,
+            talk_s=5,
+        ),
+    ),
+    "inbound_ringall_answered": (
+        ["inbound_ringall_answered"],
+        dict(
+            linkedid="1795436551.0",
+            direction="inbound",
+            caller_raw="+33478123456",
+            caller_name="Boulangerie Riviere",
+            ivr_path=["main:enter=enter", "main:choice=5"],
+            queues=["hotline"],
+            outcome="answered",
+            agent="Agent3",
+            hangup_by="agent",
+            wait_s=1,
+            ring_s=1,
+            talk_s=7,
+        ),
+    ),
+    "inbound_ringall_abandoned": (
+        ["inbound_ringall_abandoned"],
+        dict(
+            linkedid="1795436569.8",
+            direction="inbound",
+            caller_raw="0478654321",
+            caller_e164="+33478654321",
+            ivr_path=["main:enter=enter", "main:choice=6"],
+            queues=["escalation"],
+            outcome="abandoned",
+            agent=None,
+            hangup_by="caller",
+            wait_s=9,
+        ),
+    ),
+    "inbound_blind_transfer": (
+        ["inbound_blind_transfer"],
+        dict(
+            linkedid="1795390574.586",
+            direction="inbound",
+            caller_raw="+33612345678",
+            ivr_path=IVR1,
+            queues=["support", "sales"],
+            outcome="answered",
+            agent="Agent4",
+            hangup_by="agent",
+            wait_s=3,
+            talk_s=3 + 9,
+            transfers=1,
+        ),
+    ),
+    "inbound_attended_transfer": (
+        ["inbound_attended_transfer"],
+        dict(
+            linkedid="1795436764.36",
+            direction="inbound",
+            caller_raw="+33612345678",
+            ivr_path=IVR1,
+            queues=["support"],
+            outcome="answered",
+            agent="Agent4",
+            hangup_by="agent",
+            wait_s=3,
+            transfers=1,
+            transferred_to=["Local/2003@agents"],
+        ),
+    ),
+    "outbound_answered": (
+        ["outbound_answered"],
+        dict(
+            linkedid="1795389972.0",
+            direction="outbound",
+            called="0600000001",
+            campaign="c1",
+            contact="1001",
+            queues=["outbound"],
+            outcome="outbound_answered",
+            originate_reason=4,
+            agent="Agent3",
+            hangup_by="caller",
+            wait_s=1,
+            talk_s=11,
+        ),
+    ),
+    "outbound_busy": (
+        ["outbound_busy"],
+        dict(
+            linkedid="1795389846.90",
+            direction="outbound",
+            called="0600000002",
+            queues=[],
+            outcome="outbound_busy",
+            originate_reason=5,
+            agent=None,
+            answered_at=None,
+        ),
+    ),
+    "outbound_noanswer": (
+        ["outbound_noanswer"],
+        dict(
+            linkedid="1795389851.92",
+            direction="outbound",
+            called="0600000003",
+            queues=[],
+            outcome="outbound_no_answer",
+            originate_reason=3,
+            hangup_by="system",
+        ),
+    ),
+    "outbound_congestion": (
+        ["outbound_congestion"],
+        dict(
+            direction="outbound",
+            called="0600000004",
+            queues=[],
+            outcome="outbound_congestion",
+            originate_reason=8,
+        ),
+    ),
+    "inbound_agi": (
+        ["inbound_agi"],
+        dict(
+            linkedid="1795390635.594",
+            direction="inbound",
+            caller_raw="+33612345678",
+            ivr_path=["main:enter=enter", "main:choice=3"],
+            queues=[],
+            outcome="ivr_only",
+            hangup_by="system",
+        ),
+    ),
     # The link is cut while the agent rings; the agent answers during the gap; the resync adopts the
     # call and AgentComplete brings Asterisk's own wait (3 s) and talk (12 s).
-    "reconnect": (["reconnect_part1", "reconnect_part2"], dict(
-        linkedid="1795389589.4", direction="inbound", caller_raw="+33612345678", ivr_path=IVR1,
-        queues=["support"], outcome="answered", agent="Agent4", hangup_by="agent", wait_s=3, talk_s=12)),
+    "reconnect": (
+        ["reconnect_part1", "reconnect_part2"],
+        dict(
+            linkedid="1795389589.4",
+            direction="inbound",
+            caller_raw="+33612345678",
+            ivr_path=IVR1,
+            queues=["support"],
+            outcome="answered",
+            agent="Agent4",
+            hangup_by="agent",
+            wait_s=3,
+            talk_s=12,
+        ),
+    ),
     # Asterisk restarts under a call in conversation: nobody hung up, the PBX cut it.
-    "pbx_restart": (["pbx_restart_part1", "pbx_restart_part2"], dict(
-        linkedid="1795437104.274", direction="inbound", caller_raw="+33612345678", queues=["support"],
-        outcome="answered", agent="Agent4", hangup_by="pbx", wait_s=3, talk_s=2)),
+    "pbx_restart": (
+        ["pbx_restart_part1", "pbx_restart_part2"],
+        dict(
+            linkedid="1795437104.274",
+            direction="inbound",
+            caller_raw="+33612345678",
+            queues=["support"],
+            outcome="answered",
+            agent="Agent4",
+            hangup_by="pbx",
+            wait_s=3,
+            talk_s=2,
+        ),
+    ),
 }
 
 DURATIONS = ("wait_s", "ring_s", "talk_s")
@@ -149,8 +354,10 @@ def test_capture_gives_exactly_the_expected_call(name: str) -> None:
 def test_actions_midcall_keeps_the_call_and_records_the_failed_originate() -> None:
     doc = replay_files([CAPTURES / "actions_midcall.ami"]).to_json()
     calls = {c["linkedid"]: c for c in doc["calls"]}
-    check_call(calls["1795389749.54"], dict(outcome="answered", agent="Agent1", queues=["support"],
-                                           hangup_by="agent", wait_s=2, talk_s=10))
+    check_call(
+        calls["1795389749.54"],
+        dict(outcome="answered", agent="Agent1", queues=["support"], hangup_by="agent", wait_s=2, talk_s=10),
+    )
     # The synchronous Originate into a context that does not exist created and destroyed a channel.
     failed = [c for c in calls.values() if c["linkedid"] != "1795389749.54"]
     assert len(failed) == 1 and failed[0]["queues"] == [] and failed[0]["answered_at"] is None
@@ -170,7 +377,9 @@ def test_reconnect_part1_alone_leaves_the_call_open_not_lost() -> None:
 def test_mixed_seed1_agrees_with_asterisks_queue_log() -> None:
     """Call by call against Asterisk's own queue_log (an independent record of the same traffic)."""
     capture = CAPTURES / "mixed_seed1.ami"
-    uid_to_linkedid = {m["Uniqueid"]: m["Linkedid"] for m in frames(capture) if m.get("Event") == "Newchannel"}
+    uid_to_linkedid = {
+        m["Uniqueid"]: m["Linkedid"] for m in frames(capture) if m.get("Event") == "Newchannel"
+    }
     truth: dict[str, dict[str, Any]] = {}
     for line in (CAPTURES / "mixed_seed1.queue_log").read_text().splitlines():
         p = line.split("|")
@@ -219,7 +428,12 @@ def test_mixed_seed1_queue_counters_match_asterisks_queuestatus() -> None:
 
 def test_mixed_seed1_outbound_and_ivr_counts_match_the_plan() -> None:
     plan = json.loads((CAPTURES / "mixed_seed1.plan.json").read_text())
-    by_digit = {"1": "outbound_answered", "2": "outbound_busy", "3": "outbound_no_answer", "4": "outbound_congestion"}
+    by_digit = {
+        "1": "outbound_answered",
+        "2": "outbound_busy",
+        "3": "outbound_no_answer",
+        "4": "outbound_congestion",
+    }
     want: dict[str, int] = {}
     for step in plan:
         if step[1] == "out":
@@ -237,7 +451,10 @@ def test_cli_replay_json_from_a_subprocess() -> None:
     """The README's first command, end to end through the console entry point."""
     run = subprocess.run(
         [sys.executable, "-m", "cti.cli", "replay", str(CAPTURES / "inbound_answered.ami"), "--json"],
-        capture_output=True, text=True, check=True, timeout=60,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
     )
     doc = json.loads(run.stdout)
     assert [c["outcome"] for c in doc["calls"]] == ["answered"]
@@ -246,7 +463,11 @@ def test_cli_replay_json_from_a_subprocess() -> None:
 
 
 def test_cli_replay_missing_file_is_a_clear_error() -> None:
-    run = subprocess.run([sys.executable, "-m", "cti.cli", "replay", "/nonexistent.ami"],
-                         capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        [sys.executable, "-m", "cti.cli", "replay", "/nonexistent.ami"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 2
     assert "no such file" in run.stderr and "Traceback" not in run.stderr

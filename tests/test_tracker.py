@@ -37,8 +37,16 @@ def test_answered_call_emits_the_domain_story_in_order() -> None:
     events = run(CallTracker(), messages("inbound_answered"))
     story = [e.kind for e in events if not isinstance(e, ev.CallerIdentified | ev.AgentStateChanged)]
     assert story == [
-        "call_started", "originate_result", "ivr_step", "ivr_step", "queue_joined", "agent_ringing",
-        "queue_left", "call_answered", "agent_completed", "call_ended",
+        "call_started",
+        "originate_result",
+        "ivr_step",
+        "ivr_step",
+        "queue_joined",
+        "agent_ringing",
+        "queue_left",
+        "call_answered",
+        "agent_completed",
+        "call_ended",
     ]
     ringing = next(e for e in events if isinstance(e, ev.AgentRinging))
     assert (ringing.queue, ringing.agent, ringing.interface) == ("support", "Agent1", "Local/agent1@agents/n")
@@ -120,7 +128,12 @@ def test_queue_log_gives_the_gap_call_its_true_outcome() -> None:
     events = tracker.resync([], [], at=1795389630.0, queue_log=parse_lines(lines))
     record = next(e for e in events if isinstance(e, ev.CallEnded)).record
     assert record.closed_by == "queue_log"
-    assert (record.outcome, record.agent, record.wait_s, record.hangup_by) == ("answered", "Agent1", 2.0, "agent")
+    assert (record.outcome, record.agent, record.wait_s, record.hangup_by) == (
+        "answered",
+        "Agent1",
+        2.0,
+        "agent",
+    )
     assert record.talk_s is not None and abs(record.talk_s - 6) <= 1
 
 
@@ -156,25 +169,52 @@ def test_channel_born_after_the_snapshot_is_not_closed_by_it() -> None:
     run(tracker, before)
     snapshot_at = 1795389611.0  # before the agent channels were created (…611.429)
     agent, _ = _until(messages("inbound_answered"), "AgentCalled")
-    run(tracker, agent[len(before):])
-    caller_channels = [Message(Event="CoreShowChannel", Uniqueid=u, Linkedid="1795389610.8", Channel=c)
-                       for u, c in (("1795389610.8", "Local/s@ivr-00000004;1"), ("1795389610.9", "Local/s@ivr-00000004;2"))]
+    run(tracker, agent[len(before) :])
+    caller_channels = [
+        Message(Event="CoreShowChannel", Uniqueid=u, Linkedid="1795389610.8", Channel=c)
+        for u, c in (("1795389610.8", "Local/s@ivr-00000004;1"), ("1795389610.9", "Local/s@ivr-00000004;2"))
+    ]
     tracker.resync(caller_channels, [], at=1795389612.0, snapshot_at=snapshot_at)
     call = tracker.calls["1795389610.8"]
     assert len(call.channels) == 4  # both caller halves, and the agent pair born after the snapshot
 
 
-@pytest.mark.parametrize("raw,e164", [
-    ("anonymous", None), ("", None), ("+", None), ("0612345678", "+33612345678"),
-    ("+212661234567", "+212661234567"), ("00212661234567", "+212661234567"), ("12", None),
-    ("<unknown>", None), ("Zoë", None),
-])
+@pytest.mark.parametrize(
+    "raw,e164",
+    [
+        ("anonymous", None),
+        ("", None),
+        ("+", None),
+        ("0612345678", "+33612345678"),
+        ("+212661234567", "+212661234567"),
+        ("00212661234567", "+212661234567"),
+        ("12", None),
+        ("<unknown>", None),
+        ("Zoë", None),
+    ],
+)
 def test_odd_caller_ids_never_crash_and_normalise(raw: str, e164: str | None) -> None:
     tracker = CallTracker()
-    events = tracker.feed(Message(Event="Newchannel", Uniqueid="1.1", Linkedid="1.1", Channel="PJSIP/trunk-00000001",
-                                  CallerIDNum=raw, Timestamp="1.0"))
-    events += tracker.feed(Message(Event="Hangup", Uniqueid="1.1", Linkedid="1.1", Channel="PJSIP/trunk-00000001",
-                                   Cause="16", Timestamp="2.0"))
+    events = tracker.feed(
+        Message(
+            Event="Newchannel",
+            Uniqueid="1.1",
+            Linkedid="1.1",
+            Channel="PJSIP/trunk-00000001",
+            CallerIDNum=raw,
+            Timestamp="1.0",
+        )
+    )
+    events += tracker.feed(
+        Message(
+            Event="Hangup",
+            Uniqueid="1.1",
+            Linkedid="1.1",
+            Channel="PJSIP/trunk-00000001",
+            Cause="16",
+            Timestamp="2.0",
+        )
+    )
     record = next(e for e in events if isinstance(e, ev.CallEnded)).record
     assert record.caller_e164 == e164
 
@@ -182,11 +222,17 @@ def test_odd_caller_ids_never_crash_and_normalise(raw: str, e164: str | None) ->
 def test_garbage_and_shuffled_traffic_never_raises() -> None:
     rng = random.Random(7)
     base = messages("mixed_seed1")
-    bad = [Message(), Message(Event="AgentConnect"), Message(Event="Hangup", Uniqueid="x"),
-           Message(Event="QueueCallerJoin", Uniqueid="y", Linkedid="y", Position="abc", Count="?"),
-           Message(Event="AgentComplete", Uniqueid="z", Linkedid="z", TalkTime="NaNx", HoldTime=""),
-           Message(Event="OriginateResponse", Reason="zz", Channel=""), Message(Event="UserEvent", UserEvent="IVR"),
-           Message(Event="QueueMemberStatus"), Message(Event="Newchannel", Uniqueid="q", Timestamp="bad")]
+    bad = [
+        Message(),
+        Message(Event="AgentConnect"),
+        Message(Event="Hangup", Uniqueid="x"),
+        Message(Event="QueueCallerJoin", Uniqueid="y", Linkedid="y", Position="abc", Count="?"),
+        Message(Event="AgentComplete", Uniqueid="z", Linkedid="z", TalkTime="NaNx", HoldTime=""),
+        Message(Event="OriginateResponse", Reason="zz", Channel=""),
+        Message(Event="UserEvent", UserEvent="IVR"),
+        Message(Event="QueueMemberStatus"),
+        Message(Event="Newchannel", Uniqueid="q", Timestamp="bad"),
+    ]
     for _ in range(3):
         msgs = base[:]
         rng.shuffle(msgs)
@@ -202,7 +248,9 @@ def test_shutdown_event_closes_calls_as_cut_by_the_pbx() -> None:
     tracker = CallTracker()
     before, _ = _until(messages("inbound_answered"), "AgentConnect")
     run(tracker, before)
-    events = tracker.feed(Message(Event="Shutdown", Shutdown="Cleanly", Restart="True", Timestamp="1795389615.0"))
+    events = tracker.feed(
+        Message(Event="Shutdown", Shutdown="Cleanly", Restart="True", Timestamp="1795389615.0")
+    )
     record = next(e for e in events if isinstance(e, ev.CallEnded)).record
     assert (record.outcome, record.hangup_by, record.closed_by) == ("answered", "pbx", "pbx_restart")
 
@@ -229,7 +277,20 @@ def test_originate_response_that_never_comes_closes_after_the_grace() -> None:
 
 def test_failed_originate_with_no_channel_is_still_recorded() -> None:
     tracker = CallTracker()
-    events = tracker.feed(Message(Event="OriginateResponse", Response="Failure", Channel="PJSIP/0612345678@trunk",
-                                  Uniqueid="<unknown>", Reason="0", ActionID="dial-9", Timestamp="5.0"))
+    events = tracker.feed(
+        Message(
+            Event="OriginateResponse",
+            Response="Failure",
+            Channel="PJSIP/0612345678@trunk",
+            Uniqueid="<unknown>",
+            Reason="0",
+            ActionID="dial-9",
+            Timestamp="5.0",
+        )
+    )
     record = next(e for e in events if isinstance(e, ev.CallEnded)).record
-    assert (record.outcome, record.called, record.originate_action_id) == ("outbound_failed", "0612345678", "dial-9")
+    assert (record.outcome, record.called, record.originate_action_id) == (
+        "outbound_failed",
+        "0612345678",
+        "dial-9",
+    )

@@ -56,6 +56,7 @@ class EventBus:
                 continue
             if sub.queue.full():
                 sub.queue.get_nowait()
+                sub.queue.task_done()
                 sub.dropped += 1
                 if not sub._warned:
                     sub._warned = True
@@ -64,8 +65,9 @@ class EventBus:
                 sub._warned = False
             sub.queue.put_nowait(event)
 
-    def consume(self, name: str, handler: Handler, maxsize: int = 10_000,
-                kinds: frozenset[type[Event]] | None = None) -> asyncio.Task[None]:
+    def consume(
+        self, name: str, handler: Handler, maxsize: int = 10_000, kinds: frozenset[type[Event]] | None = None
+    ) -> asyncio.Task[None]:
         """Run `handler` for every event in a referenced task; a raising handler is logged, not fatal."""
         sub = self.subscribe(name, maxsize, kinds)
         task = asyncio.create_task(self._pump(sub, handler), name=f"bus:{name}")
@@ -83,15 +85,18 @@ class EventBus:
                         await result
                 except Exception:
                     log.exception("event handler failed", subscriber=sub.name, event=event.kind)
+                finally:
+                    sub.queue.task_done()
         finally:
             self.unsubscribe(sub)
 
-    async def drain(self, timeout: float = 5.0) -> None:
-        """Wait until every subscriber has taken what was published (bounded by `timeout`)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while any(not s.queue.empty() for s in self._subscriptions) and loop.time() < deadline:
-            await asyncio.sleep(0.01)
+    async def drain(self, within_s: float = 5.0) -> None:
+        """Wait until every consumer has handled what was published (bounded by `within_s`)."""
+        joins = [s.queue.join() for s in self._subscriptions]
+        try:
+            await asyncio.wait_for(asyncio.gather(*joins), within_s)
+        except TimeoutError:
+            log.warning("bus drain timed out", pending={s.name: s.queue.qsize() for s in self._subscriptions})
 
     async def close(self) -> None:
         for task in list(self._tasks):

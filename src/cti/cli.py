@@ -37,13 +37,15 @@ def _replay(args: argparse.Namespace) -> int:
 def _print_table(doc: dict[str, object]) -> None:
     calls = doc["calls"]
     assert isinstance(calls, list)
-    header = f"{'linkedid':<20} {'dir':<8} {'caller':<16} {'queue':<10} {'outcome':<20} {'agent':<10} " \
-             f"{'wait':>6} {'talk':>6} {'hangup':<7}"
+    header = (
+        f"{'linkedid':<20} {'dir':<8} {'caller':<16} {'queue':<10} {'outcome':<20} {'agent':<10} "
+        f"{'wait':>6} {'talk':>6} {'hangup':<7}"
+    )
     print(header)
     for c in calls:
         print(
-            f"{c['linkedid']:<20} {c['direction']:<8} {str(c['caller_e164'] or c['caller_raw'] or '-'):<16} "
-            f"{str(c['queue'] or '-'):<10} {c['outcome']:<20} {str(c['agent'] or '-'):<10} "
+            f"{c['linkedid']:<20} {c['direction']:<8} {c['caller_e164'] or c['caller_raw'] or '-'!s:<16} "
+            f"{c['queue'] or '-'!s:<10} {c['outcome']:<20} {c['agent'] or '-'!s:<10} "
             f"{_num(c['wait_s']):>6} {_num(c['talk_s']):>6} {c['hangup_by']:<7}"
         )
     stats = doc["stats"]
@@ -52,7 +54,8 @@ def _print_table(doc: dict[str, object]) -> None:
     print(f"{'queue':<12} {'presented':>9} {'answered':>9} {'abandoned':>9} {'timed_out':>9} {'QS':>6}")
     for queue, c in stats["queues"].items():
         qs = "-" if c["qs"] is None else f"{c['qs'] * 100:.0f}%"
-        print(f"{queue:<12} {c['presented']:>9} {c['answered']:>9} {c['abandoned']:>9} {c['timed_out']:>9} {qs:>6}")
+        counts = f"{c['presented']:>9} {c['answered']:>9} {c['abandoned']:>9} {c['timed_out']:>9}"
+        print(f"{queue:<12} {counts} {qs:>6}")
 
 
 def _num(value: object) -> str:
@@ -63,7 +66,8 @@ def _serve(args: argparse.Namespace) -> int:
     from cti.app import run_daemon
 
     settings = load_settings(args.config)
-    return run_daemon(settings)
+    code: int = run_daemon(settings)
+    return code
 
 
 def _db_upgrade(args: argparse.Namespace) -> int:
@@ -80,7 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     replay = sub.add_parser("replay", help="feed recorded raw AMI traffic through the tracker")
-    replay.add_argument("files", nargs="+", help="raw AMI transcripts; several files = successive connections")
+    replay.add_argument(
+        "files", nargs="+", help="raw AMI transcripts; several files = successive connections"
+    )
     replay.add_argument("--json", action="store_true", help='print {"calls": [...], "stats": {...}}')
     replay.add_argument("--pretty", action="store_true", help="indent the JSON")
     replay.add_argument("--service-level", type=float, default=20.0, metavar="SECONDS")

@@ -25,12 +25,17 @@ class SecretRedactor:
                     value = value.replace(secret, "********")
             return value
         if isinstance(value, dict):
-            return {k: ("********" if str(k).lower() in _SECRET_KEYS else self._scrub(v)) for k, v in value.items()}
+            return {
+                k: ("********" if str(k).lower() in _SECRET_KEYS else self._scrub(v))
+                for k, v in value.items()
+            }
         if isinstance(value, list | tuple):
             return type(value)(self._scrub(v) for v in value)
         return value
 
-    def __call__(self, _logger: Any, _name: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    def __call__(
+        self, _logger: Any, _name: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
         for key in list(event_dict):
             if key.lower() in _SECRET_KEYS:
                 event_dict[key] = "********"

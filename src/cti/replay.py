@@ -158,8 +158,14 @@ class Replayer:
             return
         if complete_event != "QueueStatusComplete":
             return
-        params = {m["Queue"]: {"completed": int(m.get("Completed", 0) or 0), "abandoned": int(m.get("Abandoned", 0) or 0)}
-                  for m in items if m.get("Event") == "QueueParams" and "Queue" in m}
+        params = {
+            m["Queue"]: {
+                "completed": int(m.get("Completed", 0) or 0),
+                "abandoned": int(m.get("Abandoned", 0) or 0),
+            }
+            for m in items
+            if m.get("Event") == "QueueParams" and "Queue" in m
+        }
         if params:
             self.result.asterisk_snapshots.append(params)
         at = self.tracker._last_at

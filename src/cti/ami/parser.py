@@ -58,7 +58,9 @@ class AmiParser:
         chunks = buffer.split(_FRAME_END)
         rest = chunks.pop()
         if len(rest) > MAX_FRAME_BYTES:
-            self.problems.append(ParseProblem("frame too long, discarded", rest[:80].decode("utf-8", "replace")))
+            self.problems.append(
+                ParseProblem("frame too long, discarded", rest[:80].decode("utf-8", "replace"))
+            )
             rest = b""
         self._buffer = rest
         messages = []
@@ -85,7 +87,7 @@ class AmiParser:
         lines = text.split("\r\n")
         try:
             # Fast path for the well-formed frame: every line "Key: value", no key repeated.
-            message = Message(line.split(": ", 1) for line in lines)  # type: ignore[misc]
+            message = Message(line.split(": ", 1) for line in lines)
         except ValueError:
             return self._parse_lines(lines, text)
         if len(message) == len(lines):

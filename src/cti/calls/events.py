@@ -168,8 +168,13 @@ class CallEnded(CallEvent):
     record: CallRecord
 
     def to_json(self) -> dict[str, Any]:
-        return {"type": self.kind, "server": self.server, "at": self.at, "linkedid": self.linkedid,
-                "record": self.record.to_json()}
+        return {
+            "type": self.kind,
+            "server": self.server,
+            "at": self.at,
+            "linkedid": self.linkedid,
+            "record": self.record.to_json(),
+        }
 
 
 @dataclass(frozen=True, slots=True)

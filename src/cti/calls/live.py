@@ -49,8 +49,9 @@ class LiveTracking:
         except Exception:
             # One bad or unexpected message must never stop the tracking of every other call.
             self.errors += 1
-            self.log.exception("tracker failed on a message", event=message.get("Event"),
-                               uniqueid=message.get("Uniqueid"))
+            self.log.exception(
+                "tracker failed on a message", event=message.get("Event"), uniqueid=message.get("Uniqueid")
+            )
 
     def on_disconnected(self, reason: str) -> None:
         if self.lost_at is None:
@@ -66,8 +67,13 @@ class LiveTracking:
         now = self.clock()
         self._emit(self.tracker.resync(channels, status, now, entries, snapshot_at))
         self.resyncs += 1
-        self.log.info("resynchronised", channels=len(channels), open_calls=len(self.tracker.calls),
-                      queue_log_entries=len(entries), gap_s=None if self.lost_at is None else round(now - self.lost_at, 1))
+        self.log.info(
+            "resynchronised",
+            channels=len(channels),
+            open_calls=len(self.tracker.calls),
+            queue_log_entries=len(entries),
+            gap_s=None if self.lost_at is None else round(now - self.lost_at, 1),
+        )
         self.lost_at = None
         self.publish(ev.LinkStateChanged(self.tracker.server, now, True, "resynchronised"))
 
@@ -79,8 +85,11 @@ class LiveTracking:
         try:
             return await asyncio.to_thread(read_since, self.queue_log_path, min(since, self.lost_at))
         except OSError as exc:
-            self.log.warning("queue_log unreadable, outcomes during the gap stay unknown",
-                             path=self.queue_log_path, error=str(exc))
+            self.log.warning(
+                "queue_log unreadable, outcomes during the gap stay unknown",
+                path=self.queue_log_path,
+                error=str(exc),
+            )
             return []
 
     def tick(self) -> None:

@@ -30,7 +30,9 @@ from cti.directory.numbers import normalize
 
 _UNKNOWN = frozenset({"", "<unknown>", "<null>", "unknown"})
 # QUEUESTATUS values that mean "left without an agent and without hanging up".
-_QUEUE_EXIT_TIMEOUTS = frozenset({"TIMEOUT", "LEAVEEMPTY", "JOINEMPTY", "FULL", "JOINUNAVAIL", "LEAVEUNAVAIL"})
+_QUEUE_EXIT_TIMEOUTS = frozenset(
+    {"TIMEOUT", "LEAVEEMPTY", "JOINEMPTY", "FULL", "JOINUNAVAIL", "LEAVEUNAVAIL"}
+)
 _SHUTDOWN_CAUSE = "4"
 ENDED_MEMORY = 20_000
 RESYNC_EVENTS = frozenset({"CoreShowChannel", "QueueParams", "QueueMember", "QueueEntry"})
@@ -42,14 +44,14 @@ def _known(value: str | None) -> str | None:
 
 def _int(value: str | None) -> int | None:
     try:
-        return int(value) if value not in (None, "") else None  # type: ignore[arg-type]
+        return int(value) if value not in (None, "") else None
     except ValueError:
         return None
 
 
 def _float(value: str | None) -> float | None:
     try:
-        return float(value) if value not in (None, "") else None  # type: ignore[arg-type]
+        return float(value) if value not in (None, "") else None
     except ValueError:
         return None
 
@@ -167,7 +169,10 @@ class CallTracker:
         """Close originated calls whose OriginateResponse never came within the grace period."""
         out: list[ev.Event] = []
         for linkedid, call in list(self._awaiting.items()):
-            if call.awaiting_originate_since is not None and now - call.awaiting_originate_since >= self.originate_grace_s:
+            if (
+                call.awaiting_originate_since is not None
+                and now - call.awaiting_originate_since >= self.originate_grace_s
+            ):
                 del self._awaiting[linkedid]
                 out.extend(self._finalize(call, call.record.ended_at or now))
         return out
@@ -197,7 +202,9 @@ class CallTracker:
             self._last_at = stamp
         return stamp
 
-    def _call_for(self, msg: Message, at: float, uid_key: str = "Uniqueid", create: bool = True) -> _LiveCall | None:
+    def _call_for(
+        self, msg: Message, at: float, uid_key: str = "Uniqueid", create: bool = True
+    ) -> _LiveCall | None:
         uid = msg.get(uid_key)
         if uid is None:
             return None
@@ -213,12 +220,16 @@ class CallTracker:
         self._add_channel(call, uid, msg.get(prefix + "Channel", ""))
         return call
 
-    def _new_call(self, linkedid: str, msg: Message, at: float, prefix: str = "") -> tuple[_LiveCall, list[ev.Event]]:
+    def _new_call(
+        self, linkedid: str, msg: Message, at: float, prefix: str = ""
+    ) -> tuple[_LiveCall, list[ev.Event]]:
         record = CallRecord(server=self.server, linkedid=linkedid, direction="inbound", started_at=at)
         call = _LiveCall(record=record)
         self.calls[linkedid] = call
         self._set_caller(call, msg.get(prefix + "CallerIDNum"), msg.get(prefix + "CallerIDName"))
-        started = ev.CallStarted(self.server, at, linkedid, record.direction, record.caller_raw, record.caller_name)
+        started = ev.CallStarted(
+            self.server, at, linkedid, record.direction, record.caller_raw, record.caller_name
+        )
         return call, [started]
 
     def _add_channel(self, call: _LiveCall, uid: str, name: str) -> _Channel:
@@ -247,7 +258,9 @@ class CallTracker:
         if channel is None:
             return False
         peer = self._peer(channel)
-        return peer is not None and (peer.uniqueid == call.record.linkedid or peer.uniqueid in call.system_uids)
+        return peer is not None and (
+            peer.uniqueid == call.record.linkedid or peer.uniqueid in call.system_uids
+        )
 
     def _peer(self, channel: _Channel) -> _Channel | None:
         """The other half of a Local channel pair."""
@@ -334,8 +347,16 @@ class CallTracker:
         else:
             reason = "cancelled"
         return [
-            ev.AgentRingStopped(self.server, at, call.record.linkedid, ringing.queue, ringing.agent,
-                                ringing.interface, reason, at - ringing.started)
+            ev.AgentRingStopped(
+                self.server,
+                at,
+                call.record.linkedid,
+                ringing.queue,
+                ringing.agent,
+                ringing.interface,
+                reason,
+                at - ringing.started,
+            )
         ]
 
     # ------------------------------------------------------------------ dialplan user events
@@ -354,8 +375,11 @@ class CallTracker:
             call.record.direction = "outbound"
             call.record.campaign = _known(msg.get("Campaign"))
             call.record.contact = _known(msg.get("Contact"))
-            return [ev.DialerConnected(self.server, at, call.record.linkedid, call.record.campaign,
-                                       call.record.contact)]
+            return [
+                ev.DialerConnected(
+                    self.server, at, call.record.linkedid, call.record.campaign, call.record.contact
+                )
+            ]
         return []
 
     def _ivr_step(self, call: _LiveCall, uid: str, msg: Message, at: float) -> list[ev.Event]:
@@ -363,7 +387,12 @@ class CallTracker:
         call.system_uids.add(uid)
         call.record.direction = "inbound"
         menu = msg.get("Menu", "")
-        for header, kind in (("Choice", "choice"), ("Invalid", "invalid"), ("Timeout", "timeout"), ("Step", "step")):
+        for header, kind in (
+            ("Choice", "choice"),
+            ("Invalid", "invalid"),
+            ("Timeout", "timeout"),
+            ("Step", "step"),
+        ):
             if header in msg:
                 value = msg[header]
                 kind = "enter" if kind == "step" and value == "enter" else kind
@@ -404,7 +433,11 @@ class CallTracker:
         segment = QueueSegment(queue=queue, joined_at=at, position=_int(msg.get("Position")))
         call.record.segments.append(segment)
         call.open_segments[uid] = segment
-        return [ev.QueueJoined(self.server, at, call.record.linkedid, queue, segment.position, _int(msg.get("Count")))]
+        return [
+            ev.QueueJoined(
+                self.server, at, call.record.linkedid, queue, segment.position, _int(msg.get("Count"))
+            )
+        ]
 
     def _on_queue_leave(self, msg: Message, at: float) -> list[ev.Event]:
         call = self._call_for(msg, at, create=False)
@@ -435,11 +468,17 @@ class CallTracker:
 
     def _abandoned(self, call: _LiveCall, segment: QueueSegment, at: float) -> list[ev.Event]:
         segment.outcome = "abandoned"
-        return [ev.CallAbandoned(self.server, at, call.record.linkedid, segment.queue, segment.wait_s, segment.position)]
+        return [
+            ev.CallAbandoned(
+                self.server, at, call.record.linkedid, segment.queue, segment.wait_s, segment.position
+            )
+        ]
 
     def _timed_out(self, call: _LiveCall, segment: QueueSegment, status: str, at: float) -> list[ev.Event]:
         segment.outcome = status
-        return [ev.QueueTimedOut(self.server, at, call.record.linkedid, segment.queue, segment.wait_s, status)]
+        return [
+            ev.QueueTimedOut(self.server, at, call.record.linkedid, segment.queue, segment.wait_s, status)
+        ]
 
     # ------------------------------------------------------------------ agents
     def _on_agent_called(self, msg: Message, at: float) -> list[ev.Event]:
@@ -451,13 +490,26 @@ class CallTracker:
         if segment is not None:
             segment.ring_attempts += 1
         dest_uid = msg.get("DestUniqueid", "")
-        ringing = _Ringing(queue, _known(msg.get("MemberName")), msg.get("Interface", ""), msg.get("DestChannel", ""), at)
+        ringing = _Ringing(
+            queue, _known(msg.get("MemberName")), msg.get("Interface", ""), msg.get("DestChannel", ""), at
+        )
         call.ringing[dest_uid] = ringing
         if dest_uid and dest_uid not in self.channels:
             self._add_channel(call, dest_uid, ringing.channel)
         r = call.record
-        return [ev.AgentRinging(self.server, at, r.linkedid, queue, ringing.agent, ringing.interface, ringing.channel,
-                                r.caller_raw, r.caller_e164)]
+        return [
+            ev.AgentRinging(
+                self.server,
+                at,
+                r.linkedid,
+                queue,
+                ringing.agent,
+                ringing.interface,
+                ringing.channel,
+                r.caller_raw,
+                r.caller_e164,
+            )
+        ]
 
     def _on_agent_ring_no_answer(self, msg: Message, at: float) -> list[ev.Event]:
         call = self._call_for(msg, at)
@@ -469,8 +521,16 @@ class CallTracker:
         call.ringing.pop(msg.get("DestUniqueid", ""), None)
         ring_ms = _float(msg.get("RingTime"))
         return [
-            ev.AgentRingStopped(self.server, at, call.record.linkedid, msg.get("Queue"), _known(msg.get("MemberName")),
-                                msg.get("Interface", ""), "no_answer", None if ring_ms is None else ring_ms / 1000)
+            ev.AgentRingStopped(
+                self.server,
+                at,
+                call.record.linkedid,
+                msg.get("Queue"),
+                _known(msg.get("MemberName")),
+                msg.get("Interface", ""),
+                "no_answer",
+                None if ring_ms is None else ring_ms / 1000,
+            )
         ]
 
     def _on_agent_connect(self, msg: Message, at: float) -> list[ev.Event]:
@@ -492,8 +552,17 @@ class CallTracker:
             segment.ring_s = _float(msg.get("RingTime"))
         self._mark_answered(call, agent, interface, at)
         return [
-            ev.CallAnswered(self.server, at, call.record.linkedid, msg.get("Queue"), agent, interface,
-                            _known(msg.get("DestChannel")), wait, _float(msg.get("RingTime")))
+            ev.CallAnswered(
+                self.server,
+                at,
+                call.record.linkedid,
+                msg.get("Queue"),
+                agent,
+                interface,
+                _known(msg.get("DestChannel")),
+                wait,
+                _float(msg.get("RingTime")),
+            )
         ]
 
     def _mark_answered(self, call: _LiveCall, agent: str | None, interface: str, at: float) -> None:
@@ -515,18 +584,30 @@ class CallTracker:
         if segment is not None:
             if segment.outcome != "answered":
                 # We missed the AgentConnect (link down meanwhile): Asterisk's own figures fill in.
-                segment.outcome, segment.agent, segment.interface, segment.wait_s = "answered", agent, interface, hold
+                segment.outcome, segment.agent, segment.interface, segment.wait_s = (
+                    "answered",
+                    agent,
+                    interface,
+                    hold,
+                )
                 if talk is not None:
                     self._mark_answered(call, agent, interface, at - talk)
                     segment.left_at = segment.left_at or at - talk
-            if segment.outcome == "answered" and segment.left_at is not None and segment.left_at <= at and talk is not None:
+            if (
+                segment.outcome == "answered"
+                and segment.left_at is not None
+                and segment.left_at <= at
+                and talk is not None
+            ):
                 # The timestamps are finer than Asterisk's whole-second TalkTime.
                 segment.talk_s = round(at - segment.left_at, 3)
             else:
                 segment.talk_s = talk
             segment.completed_by = reason
         call.last_complete = (reason, at)
-        return [ev.AgentCompleted(self.server, at, call.record.linkedid, queue, agent, interface, reason, talk)]
+        return [
+            ev.AgentCompleted(self.server, at, call.record.linkedid, queue, agent, interface, reason, talk)
+        ]
 
     # ------------------------------------------------------------------ bridges and transfers
     def _on_bridge_enter(self, msg: Message, at: float) -> list[ev.Event]:
@@ -579,7 +660,9 @@ class CallTracker:
             device = device_of(target)
             call.record.transferred_to.append(device)
         agent, interface = self._transferring_agent(call)
-        return [ev.CallTransferred(self.server, at, call.record.linkedid, "attended", agent, interface, device)]
+        return [
+            ev.CallTransferred(self.server, at, call.record.linkedid, "attended", agent, interface, device)
+        ]
 
     # ------------------------------------------------------------------ hangups
     def _on_hangup_request(self, msg: Message, at: float) -> list[ev.Event]:
@@ -653,8 +736,13 @@ class CallTracker:
         channel = msg.get("Channel", "")
         candidates = [*self._awaiting.values(), *self.calls.values()]
         for call in candidates:
-            if call.originated and not call.originate_resolved and (
-                call.originate_key == channel or leg_of(channel) in {leg_of(c.name) for c in call.channels.values()}
+            if (
+                call.originated
+                and not call.originate_resolved
+                and (
+                    call.originate_key == channel
+                    or leg_of(channel) in {leg_of(c.name) for c in call.channels.values()}
+                )
             ):
                 return call
         return None
@@ -676,8 +764,17 @@ class CallTracker:
         call.originate_resolved = True
         call.record.originate_reason = reason
         call.record.originate_action_id = msg.get("ActionID")
-        out.append(ev.OriginateResult(self.server, at, call.record.linkedid, msg.get("ActionID"), reason, outcome,
-                                      _known(msg.get("Channel"))))
+        out.append(
+            ev.OriginateResult(
+                self.server,
+                at,
+                call.record.linkedid,
+                msg.get("ActionID"),
+                reason,
+                outcome,
+                _known(msg.get("Channel")),
+            )
+        )
         if call.record.linkedid in self._awaiting or call.record.linkedid not in self.calls:
             self._awaiting.pop(call.record.linkedid, None)
             out.extend(self._finalize(call, call.record.ended_at or at))
@@ -694,15 +791,26 @@ class CallTracker:
             return []
         paused = msg.get("Paused") == "1"
         state = ev.AgentStateChanged(
-            self.server, at, queue, interface, _known(msg.get("MemberName") or msg.get("Name")),
-            _int(msg.get("Status")), paused, (msg.get("PausedReason") or None) if paused else None, True,
-            None if msg.get("InCall") is None else msg.get("InCall") == "1", _int(msg.get("CallsTaken")),
+            self.server,
+            at,
+            queue,
+            interface,
+            _known(msg.get("MemberName") or msg.get("Name")),
+            _int(msg.get("Status")),
+            paused,
+            (msg.get("PausedReason") or None) if paused else None,
+            True,
+            None if msg.get("InCall") is None else msg.get("InCall") == "1",
+            _int(msg.get("CallsTaken")),
         )
         previous = self.members.get((queue, interface))
         self.members[(queue, interface)] = state
-        if previous is not None and (previous.status, previous.paused, previous.paused_reason, previous.in_call) == (
-            state.status, state.paused, state.paused_reason, state.in_call
-        ):
+        if previous is not None and (
+            previous.status,
+            previous.paused,
+            previous.paused_reason,
+            previous.in_call,
+        ) == (state.status, state.paused, state.paused_reason, state.in_call):
             return []
         return [state]
 
@@ -710,9 +818,21 @@ class CallTracker:
         queue = msg.get("Queue", "")
         interface = msg.get("Interface") or msg.get("Location") or ""
         previous = self.members.pop((queue, interface), None)
-        return [ev.AgentStateChanged(self.server, at, queue, interface,
-                                     _known(msg.get("MemberName")) or (previous.agent if previous else None),
-                                     _int(msg.get("Status")), False, None, False, False, _int(msg.get("CallsTaken")))]
+        return [
+            ev.AgentStateChanged(
+                self.server,
+                at,
+                queue,
+                interface,
+                _known(msg.get("MemberName")) or (previous.agent if previous else None),
+                _int(msg.get("Status")),
+                False,
+                None,
+                False,
+                False,
+                _int(msg.get("CallsTaken")),
+            )
+        ]
 
     # ------------------------------------------------------------------ closing
     def _finalize(self, call: _LiveCall, at: float, closed_by: ClosedBy = "events") -> list[ev.Event]:
@@ -726,15 +846,27 @@ class CallTracker:
         for segment in record.segments:
             if segment.outcome is None:
                 segment.left_at = segment.left_at or at
-                segment.wait_s = segment.wait_s if segment.wait_s is not None else segment.left_at - segment.joined_at
+                segment.wait_s = (
+                    segment.wait_s if segment.wait_s is not None else segment.left_at - segment.joined_at
+                )
                 if call.caller_hung_up and closed_by == "events":
                     out.extend(self._abandoned(call, segment, at))
                 else:
                     segment.outcome = "unknown"
         self._settle(call)
         for ringing in call.ringing.values():
-            out.append(ev.AgentRingStopped(self.server, at, record.linkedid, ringing.queue, ringing.agent,
-                                           ringing.interface, "caller_left", at - ringing.started))
+            out.append(
+                ev.AgentRingStopped(
+                    self.server,
+                    at,
+                    record.linkedid,
+                    ringing.queue,
+                    ringing.agent,
+                    ringing.interface,
+                    "caller_left",
+                    at - ringing.started,
+                )
+            )
         call.ringing.clear()
         for uid in list(call.channels):
             self.channels.pop(uid, None)
@@ -759,7 +891,9 @@ class CallTracker:
             record.outcome = "answered"
         elif record.segments:
             last = record.segments[-1].outcome or "unknown"
-            record.outcome = "abandoned" if last == "abandoned" else ("timeout" if last != "unknown" else "unknown")
+            record.outcome = (
+                "abandoned" if last == "abandoned" else ("timeout" if last != "unknown" else "unknown")
+            )
         elif call.originated and not call.ivr_seen:
             record.outcome = "outbound_unknown"
         elif call.ivr_seen:
@@ -775,7 +909,11 @@ class CallTracker:
         conversation that goes on outside any queue after an attended transfer."""
         record = call.record
         end = record.ended_at or 0.0
-        if call.hangup_signal is not None and record.answered_at is not None and call.hangup_signal[1] >= record.answered_at:
+        if (
+            call.hangup_signal is not None
+            and record.answered_at is not None
+            and call.hangup_signal[1] >= record.answered_at
+        ):
             end = call.hangup_signal[1]
         total = 0.0
         for segment in record.segments:
@@ -854,7 +992,11 @@ class CallTracker:
         out.extend(self.apply_queue_log(entries))
         for call in list(self.calls.values()):
             if not call.channels:
-                out.extend(self._finalize(call, call.record.ended_at or at, "queue_log" if call.queue_log_uids else "resync"))
+                out.extend(
+                    self._finalize(
+                        call, call.record.ended_at or at, "queue_log" if call.queue_log_uids else "resync"
+                    )
+                )
         return out
 
     def _adopt_channel(self, m: Message, at: float) -> list[ev.Event]:
@@ -940,7 +1082,11 @@ class CallTracker:
         elif e.verb in ("ABANDON", "EXITWITHTIMEOUT", "EXITEMPTY") and segment.outcome in (None, "unknown"):
             segment.left_at = e.at
             segment.wait_s = _float(e.data(2))
-            segment.outcome = {"ABANDON": "abandoned", "EXITWITHTIMEOUT": "timeout", "EXITEMPTY": "leaveempty"}[e.verb]
+            segment.outcome = {
+                "ABANDON": "abandoned",
+                "EXITWITHTIMEOUT": "timeout",
+                "EXITEMPTY": "leaveempty",
+            }[e.verb]
             call.caller_hung_up = call.caller_hung_up or e.verb == "ABANDON"
         elif e.verb in ("BLINDTRANSFER", "ATTENDEDTRANSFER"):
             segment.completed_by = "transfer"

@@ -11,7 +11,18 @@ import phonenumbers
 
 # What Asterisk and carriers put in CallerIDNum when there is no usable number.
 _WITHHELD = frozenset(
-    {"", "anonymous", "unknown", "<unknown>", "private", "restricted", "withheld", "unavailable", "asterisk", "s"}
+    {
+        "",
+        "anonymous",
+        "unknown",
+        "<unknown>",
+        "private",
+        "restricted",
+        "withheld",
+        "unavailable",
+        "asterisk",
+        "s",
+    }
 )
 _DIGITS = re.compile(r"[^\d+]")
 

@@ -41,7 +41,9 @@ class QueueCounters:
             self.answered_within_sl + self.abandoned_within_sl, self.answered + self.abandoned
         )
         data["asa_s"] = _ratio(self.wait_answered_s, self.answered, 2)
-        data["abandon_rate"] = _ratio(self.abandoned - self.short_abandoned, self.presented - self.short_abandoned)
+        data["abandon_rate"] = _ratio(
+            self.abandoned - self.short_abandoned, self.presented - self.short_abandoned
+        )
         data["dmc_s"] = _ratio(self.talk_s, self.talk_count, 2)
         return data
 
