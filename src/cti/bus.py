@@ -84,7 +84,7 @@ class EventBus:
                     if result is not None:
                         await result
                 except Exception:
-                    log.exception("event handler failed", subscriber=sub.name, event=event.kind)
+                    log.exception("event handler failed", subscriber=sub.name, event_kind=event.kind)
                 finally:
                     sub.queue.task_done()
         finally:

@@ -50,7 +50,9 @@ class LiveTracking:
             # One bad or unexpected message must never stop the tracking of every other call.
             self.errors += 1
             self.log.exception(
-                "tracker failed on a message", event=message.get("Event"), uniqueid=message.get("Uniqueid")
+                "tracker failed on a message",
+                ami_event=message.get("Event"),
+                uniqueid=message.get("Uniqueid"),
             )
 
     def on_disconnected(self, reason: str) -> None:

@@ -1,0 +1,60 @@
+"""The in-process event bus: a slow or failing consumer never blocks publishing or the others."""
+
+from __future__ import annotations
+
+import asyncio
+
+from cti.bus import EventBus
+from cti.calls import events as ev
+
+
+def _event(i: int) -> ev.Event:
+    return ev.LinkStateChanged("pbx", float(i), True, str(i))
+
+
+async def test_slow_subscriber_drops_its_oldest_and_never_blocks() -> None:
+    bus = EventBus()
+    slow = bus.subscribe("slow", maxsize=10)
+    fast_seen: list[float] = []
+    bus.consume("fast", lambda e: fast_seen.append(e.at))
+    for i in range(100):
+        bus.publish(_event(i))  # synchronous: must return at once even though "slow" never reads
+    await bus.drain(1.0)
+    assert slow.dropped == 90 and slow.queue.qsize() == 10
+    assert slow.queue.get_nowait().at == 90.0  # the newest ten are kept
+    assert fast_seen == [float(i) for i in range(100)]
+    await bus.close()
+
+
+async def test_raising_handler_is_isolated() -> None:
+    bus = EventBus()
+    seen: list[float] = []
+
+    def handler(e: ev.Event) -> None:
+        if e.at == 1.0:
+            raise RuntimeError("boom")
+        seen.append(e.at)
+
+    task = bus.consume("h", handler)
+    for i in range(3):
+        bus.publish(_event(i))
+    await bus.drain(1.0)
+    assert seen == [0.0, 2.0] and not task.done()
+    await bus.close()
+    assert task.cancelled()
+
+
+async def test_async_handlers_and_kind_filter() -> None:
+    bus = EventBus()
+    got: list[str] = []
+
+    async def handler(e: ev.Event) -> None:
+        await asyncio.sleep(0)
+        got.append(e.kind)
+
+    bus.consume("ended-only", handler, kinds=frozenset({ev.CallStarted}))
+    bus.publish(_event(1))
+    bus.publish(ev.CallStarted("pbx", 1.0, "1.1", "inbound", None, None))
+    await bus.drain(1.0)
+    assert got == ["call_started"]
+    await bus.close()
