@@ -9,10 +9,12 @@ that is not AMI is counted and reported, never raised.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from operator import methodcaller
 
 from cti.ami.message import Message
 
 _FRAME_END = b"\r\n\r\n"
+_split_header = methodcaller("split", ": ", 1)
 # A peer that never ends a frame must not make us buffer without bound.
 MAX_FRAME_BYTES = 1 << 20
 
@@ -87,7 +89,7 @@ class AmiParser:
         lines = text.split("\r\n")
         try:
             # Fast path for the well-formed frame: every line "Key: value", no key repeated.
-            message = Message(line.split(": ", 1) for line in lines)
+            message = Message(map(_split_header, lines))
         except ValueError:
             return self._parse_lines(lines, text)
         if len(message) == len(lines):
