@@ -294,3 +294,40 @@ def test_failed_originate_with_no_channel_is_still_recorded() -> None:
         "0612345678",
         "dial-9",
     )
+
+
+def test_calls_open_at_daemon_stop_are_restored_and_adopted_after_restart() -> None:
+    """Daemon stopped mid-call (after the IVR, agent ringing); restarted while the call goes on."""
+    first = CallTracker()
+    before, _ = _until(messages("reconnect_part1"), "AgentCalled")
+    run(first, before)
+    open_records = first.open_calls()
+    assert len(open_records) == 1
+
+    second = CallTracker()
+    second.restore(open_records)
+    lists: dict[str, list[Message]] = {}
+    live: list[Message] = []
+    for m in messages("reconnect_part2"):
+        aid = m.get("ActionID", "")
+        if aid.startswith(("coreshowchannels", "queuestatus")) and "Event" in m:
+            lists.setdefault(aid.split("-")[0], []).append(m)
+        elif "Event" in m:
+            live.append(m)
+    events = second.resync(lists["coreshowchannels"], lists["queuestatus"], at=1795389597.0)
+    assert kinds(events, ev.CallStarted) == []  # not a new call: the restored one
+    events = run(second, live)
+    record = next(e for e in events if isinstance(e, ev.CallEnded)).record
+    assert record.ivr_path[-1].value == "1"  # what was seen before the restart is kept
+    assert (record.outcome, record.agent, record.closed_by) == ("answered", "Agent4", "events")
+
+
+def test_restored_call_that_ended_while_down_is_closed_by_the_resync() -> None:
+    first = CallTracker()
+    before, _ = _until(messages("inbound_answered"), "AgentCalled")
+    run(first, before)
+    second = CallTracker()
+    second.restore(first.open_calls())
+    events = second.resync([], [], at=1795389700.0)
+    record = next(e for e in events if isinstance(e, ev.CallEnded)).record
+    assert record.closed_by == "resync" and record.linkedid == "1795389610.8"

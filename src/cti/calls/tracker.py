@@ -1035,9 +1035,20 @@ class CallTracker:
         call.open_segments[uid] = segment
         return [ev.QueueJoined(self.server, at, call.record.linkedid, queue, segment.position, None)]
 
-    def link_lost(self, at: float) -> list[ev.Event]:
-        """The AMI link dropped: ringing pops are stale (we can no longer see them end)."""
-        return []
+    def restore(self, records: Iterable[CallRecord]) -> None:
+        """Take back the calls that were open when the daemon last stopped (persisted with
+        `closed_by="shutdown"`). They have no channels yet: the resync that follows the first
+        connect either adopts their live channels into them (keeping the IVR path, segments and
+        start time seen before the restart) or closes them as ended while we were down."""
+        for record in records:
+            if record.linkedid in self.calls:
+                continue
+            record.closed_by = "events"
+            record.ended_at = None
+            call = _LiveCall(record=record, ivr_seen=bool(record.ivr_path))
+            call.originated = record.direction == "outbound"
+            call.originate_resolved = record.originate_reason is not None
+            self.calls[record.linkedid] = call
 
     def apply_queue_log(self, entries: Iterable[QueueLogEntry]) -> list[ev.Event]:
         """Fill in what the link missed from Asterisk's queue_log (CONNECT, COMPLETE*, ABANDON, EXIT*)."""
