@@ -110,7 +110,46 @@ class _Discard(list):  # type: ignore[type-arg]
         return self.n
 
 
+def stream_only(template: bytes, n: int) -> dict[str, float]:
+    """cti's pipeline over a generated stream (never materialised): its own peak memory."""
+    from cti.calls.tracker import CallTracker
+    from cti.replay import Replayer
+
+    replayer = Replayer(CallTracker())
+    replayer.result.records = _Discard()  # type: ignore[assignment]
+    replayer.connection(copies(template, n))
+    replayer.finish()
+    return {
+        "copies": n,
+        "events": replayer.result.messages + replayer.result.skipped,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def memory_profile(copies_n: int) -> list[dict[str, float]]:
+    """Peak RSS of the streaming pipeline at two transcript sizes, each in a fresh process."""
+    import subprocess
+
+    out = []
+    for n in (max(1, copies_n // 4), copies_n):
+        run = subprocess.run(
+            [sys.executable, __file__, "--stream-only", "--copies", str(n)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        out.append(json.loads(run.stdout))
+    return out
+
+
 def peak_rss_mb() -> float:
+    # VmHWM belongs to this process's own address space (ru_maxrss survives fork+exec on Linux).
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -118,9 +157,13 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--copies", type=int, default=60)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--stream-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
     template, _ = load_template()
+    if args.stream_only:
+        print(json.dumps(stream_only(template, args.copies)))
+        return 0
     chunks = materialise(template, args.copies)
     size_mb = sum(map(len, chunks)) / 1e6
     gc.collect()
@@ -138,6 +181,9 @@ def main() -> int:
         "calls_left_open": open_calls,
         "peak_rss_mb_before_runs": round(rss_before, 1),
         "peak_rss_mb_after_runs": round(peak_rss_mb(), 1),
+        "streaming_peak_rss_mb": {
+            f"{int(m['events'])} events": round(m["peak_rss_mb"], 1) for m in memory_profile(args.copies)
+        },
     }
     if args.json:
         print(json.dumps(figures))
