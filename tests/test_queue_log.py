@@ -27,7 +27,7 @@ def test_member_and_garbage_lines_are_ignored() -> None:
 
 def test_read_since_reads_only_the_tail_that_matters(tmp_path: Path) -> None:
     path = tmp_path / "queue_log"
-    old = "".join(f"{1000 + i}|1.{i}|support|NONE|ENTERQUEUE||+336|1\n" for i in range(5000))
+    old = "".join(f"{1000 + i // 10}|1.{i}|support|NONE|ENTERQUEUE||+336|1\n" for i in range(5000))
     new = "2000|9.9|support|Agent1|CONNECT|4|9.10|2\n2001|9.9|support|Agent1|COMPLETEAGENT|4|1|1\n"
     path.write_text(old + new)
     entries = read_since(path, 2000.0)
