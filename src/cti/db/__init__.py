@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy models, async engine, alembic migrations and the batched call writer."""

@@ -1,0 +1,166 @@
+"""Tables for finished calls and the customer directory, portable between SQLite and PostgreSQL.
+
+The schema itself is owned by the alembic migrations in `cti.db.migrations`; these models must
+stay in step with them (a test compares both). The AGI lookup script reads `customers` and
+`customer_phones` with plain SQL, so their table and column names are a public contract.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Dialect,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    false,
+    func,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Deterministic constraint names, so that later migrations can drop or alter them by name on
+# every backend (SQLite would otherwise leave them unnamed).
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# SQLite only auto-numbers a column declared exactly INTEGER PRIMARY KEY; PostgreSQL gets 64 bits
+# because calls and segments grow into the millions.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC timestamp on every backend.
+
+    SQLite has no timezone type and hands back naive values; storing everything in UTC lets us
+    re-attach the zone on the way out and keeps textual ordering equal to time ordering.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: pass an aware (UTC) datetime")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Call(Base):
+    __tablename__ = "calls"
+    __table_args__ = (
+        UniqueConstraint("server", "linkedid"),
+        Index(None, "started_at"),
+        Index(None, "queue", "started_at"),
+        Index(None, "agent", "started_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    server: Mapped[str] = mapped_column(Text)
+    linkedid: Mapped[str] = mapped_column(Text)
+    direction: Mapped[str] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    caller_raw: Mapped[str | None] = mapped_column(Text)
+    caller_e164: Mapped[str | None] = mapped_column(Text, index=True)
+    caller_name: Mapped[str | None] = mapped_column(Text)
+    called: Mapped[str | None] = mapped_column(Text)
+    outcome: Mapped[str] = mapped_column(Text, index=True)
+    hangup_by: Mapped[str] = mapped_column(Text)
+    hangup_cause: Mapped[int | None] = mapped_column(Integer)
+    # First queue the caller entered; every stay is in call_segments. Indexed through
+    # (queue, started_at): a separate one-column index would only slow down the writes.
+    queue: Mapped[str | None] = mapped_column(Text)
+    agent: Mapped[str | None] = mapped_column(Text)
+    agent_interface: Mapped[str | None] = mapped_column(Text)
+    wait_s: Mapped[float | None] = mapped_column(Double)
+    ring_s: Mapped[float | None] = mapped_column(Double)
+    talk_s: Mapped[float | None] = mapped_column(Double)
+    transfers: Mapped[int] = mapped_column(Integer, default=0)
+    transferred_to: Mapped[list[str]] = mapped_column(JSON, default=list)
+    originate_reason: Mapped[int | None] = mapped_column(Integer)
+    campaign: Mapped[str | None] = mapped_column(Text)
+    contact: Mapped[str | None] = mapped_column(Text)
+    closed_by: Mapped[str] = mapped_column(Text)
+    # [{"at": epoch, "menu": ..., "kind": ..., "value": ...}, ...]
+    ivr_path: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+
+
+class CallSegment(Base):
+    __tablename__ = "call_segments"
+    __table_args__ = (
+        # Also serves as the call_id index that the cascade and the upsert's delete rely on.
+        UniqueConstraint("call_id", "seq"),
+        Index(None, "queue", "joined_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    call_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("calls.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)
+    queue: Mapped[str] = mapped_column(Text)
+    joined_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    left_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    outcome: Mapped[str | None] = mapped_column(Text)
+    agent: Mapped[str | None] = mapped_column(Text)
+    interface: Mapped[str | None] = mapped_column(Text)
+    wait_s: Mapped[float | None] = mapped_column(Double)
+    ring_s: Mapped[float | None] = mapped_column(Double)
+    talk_s: Mapped[float | None] = mapped_column(Double)
+    completed_by: Mapped[str | None] = mapped_column(Text)
+    position: Mapped[int | None] = mapped_column(Integer)
+    ring_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    ring_no_answer: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Customer(Base):
+    __tablename__ = "customers"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    account: Mapped[str | None] = mapped_column(Text, index=True)
+    address: Mapped[str | None] = mapped_column(Text)
+    notes: Mapped[str | None] = mapped_column(Text)
+    vip: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Plain SQL inserts (imports, the AGI side) must not have to supply these.
+    queue_priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=func.current_timestamp())
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, server_default=func.current_timestamp(), onupdate=func.current_timestamp()
+    )
+
+
+class CustomerPhone(Base):
+    __tablename__ = "customer_phones"
+    __table_args__ = (UniqueConstraint("customer_id", "e164"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    customer_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("customers.id", ondelete="CASCADE"))
+    e164: Mapped[str] = mapped_column(Text, index=True)
+    label: Mapped[str | None] = mapped_column(Text)
