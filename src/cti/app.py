@@ -18,9 +18,9 @@ from cti.calls import events as ev
 from cti.calls.live import LiveTracking
 from cti.calls.tracker import CallTracker
 from cti.config import Settings, redact_url
-from cti.db.calls_store import CallStore, CallWriter
+from cti.db.calls_store import CallStore, CallWriter, load_open_calls
 from cti.db.engine import create_engine
-from cti.db.migrate import upgrade
+from cti.db.migrate import upgrade_async
 from cti.logs import configure_logging
 
 log = structlog.get_logger(__name__)
@@ -45,13 +45,18 @@ class Daemon:
 
     async def start(self) -> None:
         db = self.settings.database
-        await asyncio.to_thread(upgrade, db.url)
         self.engine = create_engine(db.url)
-        self.writer = CallWriter(CallStore(self.engine), db.batch_size, db.flush_interval_s)
+        await upgrade_async(self.engine)
+        self.store = CallStore(self.engine)
+        self.writer = CallWriter.from_settings(self.store, db)
+        self.writer.start()
         self.bus.consume("call-writer", self._write_ended, kinds=frozenset({ev.CallEnded}))
         for server in self.settings.asterisk:
-            tracker = CallTracker(server.name, self.settings.tracker.default_region,
-                                  self.settings.tracker.originate_grace_s)
+            tracker = CallTracker(
+                server.name, self.settings.tracker.default_region, self.settings.tracker.originate_grace_s
+            )
+            # Calls in progress when we last stopped: the first resync adopts or closes them.
+            tracker.restore(await load_open_calls(self.engine, server.name))
             tracking = LiveTracking(tracker, self.bus.publish, server.queue_log)
             link = AmiLink(server, tracking.on_message, tracking.on_connected, tracking.on_disconnected)
             self.trackings.append(tracking)
@@ -83,6 +88,11 @@ class Daemon:
             with suppress(Exception):
                 await asyncio.wait_for(link.close(), SHUTDOWN_GRACE_S / 2)
         await self.bus.drain(SHUTDOWN_GRACE_S / 2)
+        for tracking in self.trackings:
+            # Still going on in Asterisk: kept as "shutdown" so the next start takes them back.
+            for record in tracking.tracker.open_calls():
+                record.closed_by = "shutdown"
+                self.writer.submit(record)
         await self.writer.close()
         for task in list(self._tasks):
             task.cancel()

@@ -161,10 +161,14 @@ class CallStore:
             await conn.execute(insert(SEGMENTS), list(chunk_rows))
 
 
-async def load_calls(engine: AsyncEngine, since: float | datetime | None = None) -> list[dict[str, Any]]:
+async def load_calls(
+    engine: AsyncEngine, since: float | datetime | None = None, where: Any = None
+) -> list[dict[str, Any]]:
     """Calls started at or after `since` (epoch or aware datetime), oldest first, each with its
     `segments` (ordered by seq). A plain read helper for tests and tools, not for reporting."""
     query = select(CALLS).order_by(CALLS.c.started_at, CALLS.c.id)
+    if where is not None:
+        query = query.where(where)
     if since is not None:
         query = query.where(CALLS.c.started_at >= (_utc(since) if isinstance(since, float | int) else since))
     async with engine.connect() as conn:
@@ -482,3 +486,50 @@ class CallWriter:
         )
         self._unlogged_drops = 0
         self._last_drop_log = now
+
+
+def _epoch(value: datetime | None) -> float | None:
+    return None if value is None else value.timestamp()
+
+
+def record_from_row(row: dict[str, Any]) -> CallRecord:
+    """Rebuild a `CallRecord` from a `load_calls` row (the inverse of `call_row`/`segment_rows`)."""
+    segments = []
+    for seg in row.get("segments", []):
+        values = {name: seg[name] for name in _SEGMENT_FIELDS}
+        values.update(joined_at=_epoch(seg["joined_at"]) or 0.0, left_at=_epoch(seg["left_at"]))
+        segments.append(QueueSegment(**values))
+    return CallRecord(
+        server=row["server"],
+        linkedid=row["linkedid"],
+        direction=row["direction"],
+        started_at=_epoch(row["started_at"]) or 0.0,
+        ended_at=_epoch(row["ended_at"]),
+        caller_raw=row["caller_raw"],
+        caller_e164=row["caller_e164"],
+        caller_name=row["caller_name"],
+        called=row["called"],
+        ivr_path=[IvrStep(**{name: step[name] for name in _IVR_FIELDS}) for step in row["ivr_path"] or []],
+        segments=segments,
+        outcome=row["outcome"],
+        hangup_by=row["hangup_by"],
+        hangup_cause=row["hangup_cause"],
+        agent=row["agent"],
+        agent_interface=row["agent_interface"],
+        answered_at=_epoch(row["answered_at"]),
+        wait_s=row["wait_s"],
+        ring_s=row["ring_s"],
+        talk_s=row["talk_s"],
+        transfers=row["transfers"],
+        transferred_to=list(row["transferred_to"] or []),
+        originate_reason=row["originate_reason"],
+        campaign=row["campaign"],
+        contact=row["contact"],
+        closed_by=row["closed_by"],
+    )
+
+
+async def load_open_calls(engine: AsyncEngine, server: str) -> list[CallRecord]:
+    """Calls that were still in progress when the daemon last stopped (`closed_by="shutdown"`)."""
+    where = (CALLS.c.server == server) & (CALLS.c.closed_by == "shutdown")
+    return [record_from_row(row) for row in await load_calls(engine, where=where)]
