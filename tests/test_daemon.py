@@ -61,9 +61,9 @@ def event_bytes(
     return b"".join(kept)
 
 
-async def until(predicate: Callable[[], Any], timeout: float = 10.0) -> None:
+async def until(predicate: Callable[[], Any], within_s: float = 10.0) -> None:
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + within_s
     while not await _value(predicate()):
         if loop.time() > deadline:
             raise AssertionError("condition not met in time")
@@ -158,7 +158,7 @@ async def test_drop_mid_call_the_call_is_adopted_on_resync_not_duplicated(tmp_pa
         "events",
     )
     assert abs(call["talk_s"] - 12) <= 1 and abs(call["wait_s"] - 3) <= 1
-    assert [s["ivr_path"] for s in [call]][0][-1]["value"] == "1"
+    assert call["ivr_path"][-1]["value"] == "1"
 
 
 async def test_daemon_restart_mid_call_resumes_the_same_call(tmp_path: Path) -> None:
@@ -234,7 +234,7 @@ async def test_cti_serve_stops_gracefully_on_sigterm_and_never_logs_the_secret(t
             stderr=asyncio.subprocess.PIPE,
         )
         try:
-            await until(lambda: fake.actions("QueueStatus"), timeout=20)
+            await until(lambda: fake.actions("QueueStatus"), within_s=20)
             await fake.push(event_bytes("inbound_answered"))
             await until(lambda: finished(db, 1))
             proc.send_signal(signal.SIGTERM)
