@@ -58,7 +58,13 @@ class Daemon:
             # Calls in progress when we last stopped: the first resync adopts or closes them.
             tracker.restore(await load_open_calls(self.engine, server.name))
             tracking = LiveTracking(tracker, self.bus.publish, server.queue_log)
-            link = AmiLink(server, tracking.on_message, tracking.on_connected, tracking.on_disconnected)
+            link = AmiLink(
+                server,
+                tracking.on_message,
+                tracking.on_connected,
+                tracking.on_disconnected,
+                events=tracker.handled_events,
+            )
             self.trackings.append(tracking)
             self.links.append(link)
             self._spawn(link.run(), f"ami:{server.name}")
