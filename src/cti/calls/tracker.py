@@ -903,6 +903,13 @@ class CallTracker:
         if record.answered_at is not None:
             record.talk_s = round(self._talk_time(call), 3)
         record.hangup_by = self._hangup_by(call)
+        for segment in record.segments:
+            segment.wait_s, segment.ring_s, segment.talk_s = (
+                _r(segment.wait_s),
+                _r(segment.ring_s),
+                _r(segment.talk_s),
+            )
+        record.wait_s, record.ring_s = _r(record.wait_s), _r(record.ring_s)
 
     def _talk_time(self, call: _LiveCall) -> float:
         """Time the caller spent talking to agents: each answered queue segment, plus the
@@ -1102,6 +1109,11 @@ class CallTracker:
         elif e.verb in ("BLINDTRANSFER", "ATTENDEDTRANSFER"):
             segment.completed_by = "transfer"
         return []
+
+
+def _r(value: float | None) -> float | None:
+    """Durations to the millisecond: Asterisk's timestamps are no finer in practice."""
+    return None if value is None else round(value, 3)
 
 
 def _duration(value: str | None) -> float | None:
