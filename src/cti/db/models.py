@@ -26,6 +26,7 @@ from sqlalchemy import (
     UniqueConstraint,
     false,
     func,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -164,3 +165,74 @@ class CustomerPhone(Base):
     customer_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("customers.id", ondelete="CASCADE"))
     e164: Mapped[str] = mapped_column(Text, index=True)
     label: Mapped[str | None] = mapped_column(Text)
+
+
+class User(Base):
+    """A person who logs in to the desktop or the wallboard.
+
+    `interfaces` are the queue-member interfaces AMI names for them (`PJSIP/1001`,
+    `Local/agent1@agents/n`): a pop for a ringing member goes to the user owning that interface.
+    `devices` are the channels their phone uses (`PJSIP/1001`), for click-to-call and hang-up.
+    """
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    username: Mapped[str] = mapped_column(Text, unique=True)
+    display_name: Mapped[str] = mapped_column(Text)
+    password_hash: Mapped[str] = mapped_column(Text)
+    role: Mapped[str] = mapped_column(Text)  # agent / supervisor / admin
+    language: Mapped[str] = mapped_column(Text, default="fr", server_default="fr")
+    interfaces: Mapped[list[str]] = mapped_column(JSON, default=list)
+    devices: Mapped[list[str]] = mapped_column(JSON, default=list)
+    active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=func.current_timestamp())
+
+
+class Ticket(Base):
+    """An incident ticket opened when an agent answers. Its chronometer is derived from stored
+    instants (opened, hold start, accumulated hold, resolved), never counted in memory, so it
+    survives a daemon restart."""
+
+    __tablename__ = "tickets"
+    __table_args__ = (Index(None, "agent", "status"), Index(None, "opened_at"))
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    server: Mapped[str] = mapped_column(Text)
+    linkedid: Mapped[str] = mapped_column(Text, index=True)
+    customer_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("customers.id", ondelete="SET NULL"), index=True
+    )
+    agent: Mapped[str] = mapped_column(Text)  # username
+    queue: Mapped[str | None] = mapped_column(Text)
+    category: Mapped[str | None] = mapped_column(Text)
+    notes: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(Text)  # open / on_hold / resolved
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    hold_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    held_s: Mapped[float] = mapped_column(Double, default=0.0, server_default="0")
+    sla_target_s: Mapped[float | None] = mapped_column(Double)
+    breached_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    reopened: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, server_default=func.current_timestamp(), onupdate=func.current_timestamp()
+    )
+
+
+class CallCustomer(Base):
+    """The customer an agent matched a call to (the pop's choice when several share a number, or
+    a new customer created from the desktop). Kept apart from `calls`, whose row is rewritten
+    when the call ends."""
+
+    __tablename__ = "call_customers"
+    __table_args__ = (UniqueConstraint("server", "linkedid"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    server: Mapped[str] = mapped_column(Text)
+    linkedid: Mapped[str] = mapped_column(Text)
+    customer_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("customers.id", ondelete="CASCADE"), index=True
+    )
+    chosen_by: Mapped[str | None] = mapped_column(Text)
+    chosen_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=func.current_timestamp())
