@@ -89,11 +89,42 @@ class TrackerSettings:
 
 
 @dataclass(frozen=True)
+class WebSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # A desktop session lasts one working day unless the agent logs out.
+    session_ttl_s: float = 8 * 3600.0
+    login_attempts_per_minute: int = 5
+    # Per-client outgoing WebSocket queue: a slow or dead desktop never delays the others.
+    client_queue: int = 256
+
+
+@dataclass(frozen=True)
+class DirectorySettings:
+    region: str = "FR"
+    # Optional HTTP CRM: "https://crm.example/api/customers?phone={e164}"; empty = SQL directory only.
+    crm_url: str = ""
+    crm_timeout_s: float = 0.8
+    crm_cache_ttl_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class TicketSettings:
+    default_sla_s: float = 900.0
+    # Targets by "queue" or "queue/category" (the more specific wins), in seconds.
+    sla: dict[str, float] = field(default_factory=dict)
+    categories: tuple[str, ...] = ("information", "incident", "complaint", "order", "other")
+
+
+@dataclass(frozen=True)
 class Settings:
     asterisk: tuple[AsteriskServer, ...] = (AsteriskServer(),)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     log: LogSettings = field(default_factory=LogSettings)
     tracker: TrackerSettings = field(default_factory=TrackerSettings)
+    web: WebSettings = field(default_factory=WebSettings)
+    directory: DirectorySettings = field(default_factory=DirectorySettings)
+    tickets: TicketSettings = field(default_factory=TicketSettings)
 
     def secrets(self) -> list[str]:
         """Every secret value in these settings, for the log redactor."""
@@ -141,6 +172,17 @@ def _convert(value: Any, default: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a number, got {value!r}") from None
     if default is None or isinstance(default, str):
         return None if value is None else str(value)
+    if isinstance(default, dict):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a table")
+        try:
+            return {str(k): float(v) for k, v in value.items()}
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected numbers") from None
+    if isinstance(default, tuple):
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list")
+        return tuple(str(v) for v in value)
     return value
 
 
@@ -171,7 +213,14 @@ def _env_overrides(settings: Settings, env: Mapping[str, str]) -> Settings:
         if var in env:
             servers[i] = replace(server, secret=Secret(env[var]))
     sections: dict[str, Any] = {}
-    for section, cls in (("database", DatabaseSettings), ("log", LogSettings), ("tracker", TrackerSettings)):
+    env_sections = (
+        ("database", DatabaseSettings),
+        ("log", LogSettings),
+        ("tracker", TrackerSettings),
+        ("web", WebSettings),
+        ("directory", DirectorySettings),
+    )
+    for section, cls in env_sections:
         current = getattr(settings, section)
         updates = {
             f.name: env[f"CTI_{section.upper()}_{f.name.upper()}"]
@@ -198,7 +247,7 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
             raise ConfigError(f"{chosen}: no such settings file") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{chosen}: not valid TOML ({exc})") from None
-    unknown = set(raw) - {"asterisk", "database", "log", "tracker"}
+    unknown = set(raw) - {"asterisk", "database", "log", "tracker", "web", "directory", "tickets"}
     if unknown:
         raise ConfigError(f"unknown section(s) {', '.join(sorted(unknown))}")
     settings = Settings(
@@ -206,5 +255,8 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
         database=_coerce(DatabaseSettings, raw.get("database", {}), "database"),
         log=_coerce(LogSettings, raw.get("log", {}), "log"),
         tracker=_coerce(TrackerSettings, raw.get("tracker", {}), "tracker"),
+        web=_coerce(WebSettings, raw.get("web", {}), "web"),
+        directory=_coerce(DirectorySettings, raw.get("directory", {}), "directory"),
+        tickets=_coerce(TicketSettings, raw.get("tickets", {}), "tickets"),
     )
     return _env_overrides(settings, env)
