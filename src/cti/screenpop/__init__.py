@@ -1,0 +1,1 @@
+"""Screen pops: who sees which call, and when."""

@@ -1,0 +1,211 @@
+"""Who gets which pop, and when. Pure logic: domain events in, (username, message) out.
+
+- pop when an agent's phone rings (`agent_ringing`), with the call and whatever the directory
+  already knows of the caller (the lookup starts when the call starts, not when it rings);
+- withdraw it from every other ringing agent when one answers (ring-all queues), when the
+  caller leaves, or when the agent's ring times out;
+- update it on answer; transferred calls pop at the new agent with the same customer.
+An agent receives only the pops of the interfaces mapped to them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from cti.calls import events as ev
+from cti.directory.numbers import normalize
+
+SCHEMA_VERSION = 1
+Outgoing = tuple[str, dict[str, Any]]
+
+
+@dataclass
+class CallView:
+    """What a pop shows of a call."""
+
+    server: str
+    linkedid: str
+    direction: str
+    caller_raw: str | None = None
+    caller_e164: str | None = None
+    caller_name: str | None = None
+    queue: str | None = None
+    queue_joined_at: float | None = None
+    ivr_path: list[str] = field(default_factory=list)
+    customer: dict[str, Any] | None = None  # the directory's LookupResult as JSON
+    ringing: dict[str, float] = field(default_factory=dict)  # username -> ringing since
+    answered_by: str | None = None
+    answered_at: float | None = None
+    campaign: str | None = None
+    contact: str | None = None
+
+    def to_json(self, now: float) -> dict[str, Any]:
+        withheld = normalize(self.caller_raw, "FR").withheld
+        return {
+            "server": self.server,
+            "linkedid": self.linkedid,
+            "direction": self.direction,
+            "caller": {
+                "raw": self.caller_raw,
+                "e164": self.caller_e164,
+                "name": self.caller_name,
+                "withheld": withheld,
+            },
+            "queue": self.queue,
+            "ivr_path": list(self.ivr_path),
+            "wait_s": None
+            if self.queue_joined_at is None
+            else round(max(0.0, now - self.queue_joined_at), 1),
+            "customer": self.customer if self.customer is not None else {"status": "pending"},
+            "state": "answered" if self.answered_by else "ringing",
+            "answered_by": self.answered_by,
+            "campaign": self.campaign,
+            "contact": self.contact,
+        }
+
+
+def message(kind: str, **body: Any) -> dict[str, Any]:
+    return {"v": SCHEMA_VERSION, "type": kind, **body}
+
+
+class PopRouter:
+    def __init__(self, user_for_interface: Callable[[str], str | None]) -> None:
+        self.user_for_interface = user_for_interface
+        self.calls: dict[str, CallView] = {}
+        # username -> linkedid of the pop on their screen (for a reconnecting desktop)
+        self.current: dict[str, str] = {}
+        self.unknown_interfaces: set[str] = set()
+
+    def _user(self, interface: str) -> str | None:
+        user = self.user_for_interface(interface)
+        if user is None:
+            self.unknown_interfaces.add(interface)
+        return user
+
+    def _call(self, event: ev.CallEvent) -> CallView:
+        call = self.calls.get(event.linkedid)
+        if call is None:
+            call = CallView(event.server, event.linkedid, "inbound")
+            self.calls[event.linkedid] = call
+        return call
+
+    def feed(self, event: ev.Event) -> list[Outgoing]:
+        handler = getattr(self, "_on_" + event.kind, None)
+        if handler is None or not isinstance(event, ev.CallEvent):
+            return []
+        out: list[Outgoing] = handler(event)
+        return out
+
+    def pop_for(self, username: str, now: float) -> dict[str, Any] | None:
+        """The pop a (re)connecting desktop should show, if any."""
+        linkedid = self.current.get(username)
+        call = self.calls.get(linkedid or "")
+        return None if call is None else message("pop", pop=call.to_json(now))
+
+    # ----------------------------------------------------------------- events
+    def _on_call_started(self, e: ev.CallStarted) -> list[Outgoing]:
+        call = self._call(e)
+        call.direction = e.direction
+        call.caller_raw, call.caller_name = e.caller_raw, e.caller_name
+        call.caller_e164 = normalize(e.caller_raw, "FR").e164 if e.caller_raw else None
+        return []
+
+    def _on_caller_identified(self, e: ev.CallerIdentified) -> list[Outgoing]:
+        call = self._call(e)
+        call.caller_raw, call.caller_e164, call.caller_name = e.caller_raw, e.caller_e164, e.caller_name
+        return []
+
+    def _on_ivr_step(self, e: ev.IvrStepped) -> list[Outgoing]:
+        self._call(e).ivr_path.append(f"{e.menu}:{e.step}={e.value}")
+        return []
+
+    def _on_queue_joined(self, e: ev.QueueJoined) -> list[Outgoing]:
+        call = self._call(e)
+        call.queue, call.queue_joined_at = e.queue, e.at
+        return []
+
+    def _on_dialer_connected(self, e: ev.DialerConnected) -> list[Outgoing]:
+        call = self._call(e)
+        call.direction, call.campaign, call.contact = "outbound", e.campaign, e.contact
+        return []
+
+    def _on_agent_ringing(self, e: ev.AgentRinging) -> list[Outgoing]:
+        call = self._call(e)
+        user = self._user(e.interface)
+        if user is None:
+            return []
+        call.queue = e.queue or call.queue
+        call.ringing[user] = e.at
+        self.current[user] = call.linkedid
+        return [(user, message("pop", pop=call.to_json(e.at)))]
+
+    def _withdraw(self, call: CallView, user: str, reason: str) -> list[Outgoing]:
+        call.ringing.pop(user, None)
+        if self.current.get(user) == call.linkedid:
+            del self.current[user]
+        return [(user, message("pop.withdraw", linkedid=call.linkedid, reason=reason))]
+
+    def _on_agent_ring_stopped(self, e: ev.AgentRingStopped) -> list[Outgoing]:
+        call = self.calls.get(e.linkedid)
+        user = self.user_for_interface(e.interface)
+        if call is None or user is None or user not in call.ringing or call.answered_by == user:
+            return []
+        return self._withdraw(call, user, e.reason)
+
+    def _on_call_answered(self, e: ev.CallAnswered) -> list[Outgoing]:
+        call = self._call(e)
+        user = self._user(e.interface)
+        out: list[Outgoing] = []
+        for other in [u for u in call.ringing if u != user]:
+            out += self._withdraw(call, other, "answered_elsewhere")
+        if user is None:
+            return out
+        call.ringing.pop(user, None)
+        call.answered_by, call.answered_at = user, e.at
+        self.current[user] = call.linkedid
+        out.append((user, message("pop.answered", pop=call.to_json(e.at))))
+        return out
+
+    def _on_call_transferred(self, e: ev.CallTransferred) -> list[Outgoing]:
+        call = self.calls.get(e.linkedid)
+        if call is None or call.answered_by is None:
+            return []
+        previous = call.answered_by
+        call.answered_by = None
+        if self.current.get(previous) == call.linkedid:
+            del self.current[previous]
+        out: list[Outgoing] = [
+            (previous, message("pop.transferred", linkedid=call.linkedid, target=e.target))
+        ]
+        # An attended transfer outside any queue: the new party is known by its device only.
+        target_user = self.user_for_interface(e.target) if e.target and e.transfer == "attended" else None
+        if target_user is not None:
+            call.answered_by, call.answered_at = target_user, e.at
+            self.current[target_user] = call.linkedid
+            out.append((target_user, message("pop.answered", pop=call.to_json(e.at))))
+        return out
+
+    def _on_call_ended(self, e: ev.CallEnded) -> list[Outgoing]:
+        call = self.calls.pop(e.linkedid, None)
+        if call is None:
+            return []
+        out: list[Outgoing] = []
+        for user in list(call.ringing):
+            out += self._withdraw(call, user, "caller_left")
+        if call.answered_by is not None:
+            if self.current.get(call.answered_by) == call.linkedid:
+                del self.current[call.answered_by]
+            out.append((call.answered_by, message("pop.ended", linkedid=call.linkedid)))
+        return out
+
+    def set_customer(self, linkedid: str, lookup: dict[str, Any]) -> list[Outgoing]:
+        """The directory answered: update the pop of everyone who sees this call."""
+        call = self.calls.get(linkedid)
+        if call is None:
+            return []
+        call.customer = lookup
+        users = set(call.ringing) | ({call.answered_by} if call.answered_by else set())
+        now = max([call.answered_at or 0.0, *call.ringing.values(), call.queue_joined_at or 0.0])
+        return [(u, message("pop.update", pop=call.to_json(now))) for u in sorted(users)]
