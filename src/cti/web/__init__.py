@@ -1,0 +1,1 @@
+"""HTTP and WebSocket: REST API, the desktop hub, the pages, auth and roles."""

@@ -1,0 +1,177 @@
+"""The web layer through a real aiohttp server on 127.0.0.1 and real HTTP/WebSocket clients."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+
+from cti.calls import events as ev
+from cti.db.engine import create_engine
+from cti.db.migrate import upgrade_async
+from cti.screenpop.router import PopRouter
+from cti.screenpop.service import ScreenPops
+from cti.web.auth import LoginLimiter, TokenSigner, UserStore
+from cti.web.hub import Hub
+from cti.web.server import WebContext, build_app
+
+
+class Site:
+    def __init__(self, server: TestServer, ctx: WebContext, pops: ScreenPops) -> None:
+        self.server, self.ctx, self.pops = server, ctx, pops
+
+    def url(self, path: str) -> str:
+        return str(self.server.make_url(path))
+
+    async def token(self, session: aiohttp.ClientSession, user: str, password: str = "pw-" + "x" * 8) -> str:
+        async with session.post(self.url("/api/login"), json={"username": user, "password": password}) as r:
+            assert r.status == 200, await r.text()
+            return str((await r.json())["token"])
+
+
+@pytest.fixture
+async def site(tmp_path: Path) -> AsyncIterator[Site]:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'cti.db'}")
+    await upgrade_async(engine)
+    users = UserStore(engine)
+    password = "pw-" + "x" * 8
+    await users.add("alice", password, "agent", "Alice", interfaces=["Local/agent1@agents/n"])
+    await users.add("bob", password, "agent", "Bob", interfaces=["Local/agent2@agents/n"])
+    await users.add("sam", password, "supervisor", "Sam")
+    router = PopRouter(users.user_for_interface)
+    hub = Hub(client_queue=8)
+    ctx = WebContext(users, TokenSigner(b"test-secret", 3600), LoginLimiter(3), hub, router, time.time)
+    pops = ScreenPops(router, hub.send)
+    server = TestServer(build_app(ctx), host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield Site(server, ctx, pops)
+    finally:
+        await hub.close()
+        await server.close()
+        await engine.dispose()
+
+
+async def test_unauthenticated_rest_and_websocket_are_refused(site: Site) -> None:
+    async with aiohttp.ClientSession() as s:
+        async with s.get(site.url("/api/me")) as r:
+            assert r.status == 401 and (await r.json())["error_id"] == "unauthenticated"
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await s.ws_connect(site.url("/ws"))
+        assert refused.value.status == 401
+        async with s.get(site.url("/api/me"), headers={"Authorization": "Bearer forged.token"}) as r:
+            assert r.status == 401
+
+
+async def test_login_sets_a_cookie_and_bad_passwords_are_rate_limited(site: Site) -> None:
+    async with aiohttp.ClientSession() as s:
+        for _ in range(3):
+            async with s.post(site.url("/api/login"), json={"username": "alice", "password": "nope"}) as r:
+                assert r.status == 401 and (await r.json())["error_id"] == "bad-credentials"
+        async with s.post(
+            site.url("/api/login"), json={"username": "alice", "password": "pw-" + "x" * 8}
+        ) as r:
+            assert r.status == 429  # even the right password waits out the minute
+    # unsafe=True: aiohttp's client keeps no cookie for a bare IP address otherwise.
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as s:
+        await site.token(s, "bob")
+        async with s.get(site.url("/api/me")) as r:  # the HttpOnly cookie alone authenticates
+            body = await r.json()
+            assert body.get("username") == "bob", body
+
+
+async def test_bad_rest_bodies_get_400_with_a_stable_error_id(site: Site) -> None:
+    async with aiohttp.ClientSession() as s:
+        async with s.post(site.url("/api/login"), data=b"{not json") as r:
+            assert r.status == 400 and (await r.json())["error_id"] == "bad-json"
+        async with s.post(site.url("/api/login"), json={"username": 5, "password": "x"}) as r:
+            assert r.status == 400 and (await r.json())["error_id"] == "bad-field"
+
+
+async def _receive(ws: aiohttp.ClientWebSocketResponse, kind: str) -> dict[str, Any]:
+    while True:
+        msg = await asyncio.wait_for(ws.receive_json(), 5)
+        if msg["type"] == kind:
+            return dict(msg)
+
+
+async def test_malformed_websocket_messages_get_errors_and_the_connection_stays_up(site: Site) -> None:
+    async with aiohttp.ClientSession() as s:
+        token = await site.token(s, "alice")
+        async with s.ws_connect(site.url(f"/ws?token={token}")) as ws:
+            await _receive(ws, "state")
+            await ws.send_str("{oops")
+            assert (await _receive(ws, "error"))["error_id"] == "bad-json"
+            await ws.send_str(json.dumps([1, 2]))
+            assert (await _receive(ws, "error"))["error_id"] == "bad-message"
+            await ws.send_json({"type": "launch.missiles", "ref": 7})
+            err = await _receive(ws, "error")
+            assert (err["error_id"], err["ref"]) == ("unknown-type", 7)
+            await ws.send_bytes(b"\x00\x01")
+            assert (await _receive(ws, "error"))["error_id"] == "bad-message"
+            await ws.send_json({"type": "ping", "ref": 8})
+            assert (await _receive(ws, "pong"))["ref"] == 8
+
+
+def _ringing(linkedid: str, interface: str) -> list[ev.Event]:
+    return [
+        ev.CallStarted("pbx", 1.0, linkedid, "inbound", "+33612345678", "Jean Dupont"),
+        ev.QueueJoined("pbx", 2.0, linkedid, "support", 1, 1),
+        ev.AgentRinging(
+            "pbx", 3.0, linkedid, "support", "Agent", interface, "Local/x-1;1", "+33612345678", "+33612345678"
+        ),
+    ]
+
+
+async def test_an_agent_gets_only_their_own_pop_and_gets_it_back_on_resume(site: Site) -> None:
+    async with aiohttp.ClientSession() as sa, aiohttp.ClientSession() as sb:
+        ta, tb = await site.token(sa, "alice"), await site.token(sb, "bob")
+        async with (
+            sa.ws_connect(site.url(f"/ws?token={ta}")) as wa,
+            sb.ws_connect(site.url(f"/ws?token={tb}")) as wb,
+        ):
+            await _receive(wa, "state")
+            await _receive(wb, "state")
+            for e in _ringing("1.1", "Local/agent1@agents/n"):
+                site.pops.on_event(e)
+            pop = await _receive(wa, "pop")
+            assert pop["pop"]["linkedid"] == "1.1" and pop["pop"]["caller"]["name"] == "Jean Dupont"
+            await wb.send_json({"type": "ping"})
+            assert (await wb.receive_json(timeout=5))["type"] == "pong"  # bob got nothing before his pong
+        async with sa.ws_connect(site.url(f"/ws?token={ta}")) as wa:
+            state = await _receive(wa, "state")
+            assert state["pop"]["pop"]["linkedid"] == "1.1"  # a reconnecting desktop resumes its pop
+
+
+async def test_a_slow_desktop_is_dropped_without_delaying_the_others(site: Site) -> None:
+    async with aiohttp.ClientSession() as sa, aiohttp.ClientSession() as sb:
+        ta, tb = await site.token(sa, "alice"), await site.token(sb, "bob")
+        async with (
+            sa.ws_connect(site.url(f"/ws?token={ta}")) as wa,
+            sb.ws_connect(site.url(f"/ws?token={tb}")) as wb,
+        ):
+            await _receive(wa, "state")
+            await _receive(wb, "state")
+            [alice] = site.ctx.hub.clients["alice"]
+            alice.writer.cancel()  # alice's desktop stops reading: her queue (8) fills
+            for i in range(20):
+                site.ctx.hub.send("alice", {"type": "tick", "i": i})
+                site.ctx.hub.send("bob", {"type": "tick", "i": i})
+                await asyncio.sleep(0.01)  # events arrive over time; bob's desktop keeps up
+            got = [await _receive(wb, "tick") for _ in range(20)]
+            assert [m["i"] for m in got] == list(range(20))
+            assert site.ctx.hub.slow_disconnects == 1
+            closed = await asyncio.wait_for(wa.receive(), 5)
+            assert closed.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+
+
+async def test_healthz_is_public(site: Site) -> None:
+    async with aiohttp.ClientSession() as s, s.get(site.url("/healthz")) as r:
+        assert r.status == 200 and (await r.json())["status"] == "ok"
