@@ -258,7 +258,9 @@ class AmiLink:
     ) -> tuple[Message, list[Message]]:
         if conn.down is not None:
             raise LinkDown(f"{action}: AMI link down ({conn.down})")
-        action_id = next_action_id(action)
+        # A caller may choose the ActionID (the dialer matches OriginateResponse events on it).
+        action_id = str(headers["ActionID"]) if "ActionID" in headers else next_action_id(action)
+        headers = {k: v for k, v in headers.items() if k != "ActionID"}
         reply = _Reply(action, listing)
         conn.replies[action_id] = reply
         try:

@@ -56,7 +56,9 @@ def as_api_error(exc: BaseException) -> ApiError | None:
     if isinstance(exc, ApiError):
         return exc
     error_id = getattr(exc, "error_id", None)
-    status = getattr(exc, "status", None) or getattr(exc, "http_status", None)
+    status = (
+        getattr(exc, "status", None) or getattr(exc, "status_code", None) or getattr(exc, "http_status", None)
+    )
     if isinstance(error_id, str) and isinstance(status, int):
         details = getattr(exc, "details", None)
         return ApiError(

@@ -1,0 +1,174 @@
+"""REST resources and WebSocket actions for tickets, customers and agent actions. Thin: each
+handler checks its input, calls a service, renders JSON."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from cti.directory.numbers import normalize
+from cti.web.auth import Principal
+from cti.web.errors import ApiError, NotFound
+from cti.web.server import CTX, WebContext, _json, principal_of
+
+REASON_MAX = 40
+
+
+class AgentLink(Protocol):
+    """What the agent routes need from the AMI side (one server, or a router over several)."""
+
+    async def queue_add(
+        self, queue: str, interface: str, member_name: str, state_interface: str | None
+    ) -> None: ...
+    async def queue_remove(self, queue: str, interface: str) -> None: ...
+    async def pause(self, interface: str, paused: bool, reason: str | None) -> None: ...
+    async def click_to_call(self, device: str, number_e164: str, caller_id: str | None) -> str: ...
+    async def hangup(self, device: str) -> None: ...
+
+
+def _actor(principal: Principal) -> Any:
+    from cti.tickets import Actor
+
+    return Actor(principal.username, principal.role)
+
+
+def _int(value: str, name: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ApiError(f"'{name}' must be an integer", {"field": name}, error_id="bad-field") from None
+
+
+def _opt_str(body: dict[str, Any], key: str, max_len: int = 4000) -> str | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > max_len:
+        raise ApiError(
+            f"'{key}' must be a string of at most {max_len} characters", {"field": key}, error_id="bad-field"
+        )
+    return value
+
+
+# ------------------------------------------------------------------------------------ tickets
+async def _ticket_reply(ctx: WebContext, view: Any) -> dict[str, Any]:
+    data: dict[str, Any] = view.to_json(ctx.clock())
+    data["categories"] = list(ctx.tickets.categories) if hasattr(ctx.tickets, "categories") else None
+    return {"ticket": data, "now": ctx.clock()}
+
+
+async def list_tickets(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    principal = principal_of(request)
+    views = await ctx.tickets.open_for_agent(
+        request.query.get("agent", principal.username), _actor(principal)
+    )
+    return web.json_response({"tickets": [v.to_json(ctx.clock()) for v in views], "now": ctx.clock()})
+
+
+async def get_ticket(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    view = await ctx.tickets.get(_int(request.match_info["id"], "id"), _actor(principal_of(request)))
+    return web.json_response(await _ticket_reply(ctx, view))
+
+
+async def ticket_action(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    principal = principal_of(request)
+    ticket_id = _int(request.match_info["id"], "id")
+    action = request.match_info["action"]
+    body = await _json(request) if request.can_read_body else {}
+    actor = _actor(principal)
+    service = ctx.tickets
+    if action in ("qualify", "resolve"):
+        view = await getattr(service, action)(
+            ticket_id, actor, category=_opt_str(body, "category", 64), notes=_opt_str(body, "notes")
+        )
+    elif action in ("hold", "resume", "reopen"):
+        view = await getattr(service, action)(ticket_id, actor)
+    else:
+        raise NotFound(f"no ticket action {action!r}", error_id="unknown-action")
+    return web.json_response(await _ticket_reply(ctx, view))
+
+
+# ------------------------------------------------------------------------------------ agent
+def _agent_link(ctx: WebContext) -> AgentLink:
+    if ctx.actions is None:
+        raise ApiError("no AMI link for agent actions", status=503, error_id="ami-unavailable")
+    return ctx.actions  # type: ignore[return-value]
+
+
+def _interface(principal: Principal) -> str:
+    if not principal.interfaces:
+        raise ApiError("no queue-member interface is configured for you", status=409, error_id="no-interface")
+    return principal.interfaces[0]
+
+
+def _device(principal: Principal) -> str:
+    if not principal.devices:
+        raise ApiError("no phone device is configured for you", status=409, error_id="no-device")
+    return principal.devices[0]
+
+
+async def agent_pause(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    principal = principal_of(request)
+    body = await _json(request)
+    paused = body.get("paused")
+    if not isinstance(paused, bool):
+        raise ApiError("'paused' must be true or false", {"field": "paused"}, error_id="bad-field")
+    reason = _opt_str(body, "reason", REASON_MAX)
+    await _agent_link(ctx).pause(_interface(principal), paused, reason if paused else None)
+    return web.json_response({"paused": paused, "reason": reason if paused else None})
+
+
+async def agent_queue(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    principal = principal_of(request)
+    queue, action = request.match_info["queue"], request.match_info["action"]
+    link = _agent_link(ctx)
+    if action == "login":
+        devices = principal.devices or (None,)
+        await link.queue_add(
+            queue, _interface(principal), principal.display_name or principal.username, devices[0]
+        )
+    elif action == "logout":
+        await link.queue_remove(queue, _interface(principal))
+    else:
+        raise NotFound(f"no queue action {action!r}", error_id="unknown-action")
+    return web.json_response({"queue": queue, "logged_in": action == "login"})
+
+
+async def agent_call(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    principal = principal_of(request)
+    body = await _json(request)
+    raw = _opt_str(body, "number", 32)
+    number = normalize(raw, ctx.region if hasattr(ctx, "region") else "FR")
+    if number.e164 is None:
+        raise ApiError("not a phone number we can dial", {"number": raw}, error_id="bad-number")
+    action_id = await _agent_link(ctx).click_to_call(_device(principal), number.e164, None)
+    return web.json_response({"dialing": number.e164, "action_id": action_id}, status=202)
+
+
+async def agent_hangup(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    await _agent_link(ctx).hangup(_device(principal_of(request)))
+    return web.json_response({"ok": True})
+
+
+TICKET_ROUTES = [
+    web.get("/api/tickets", list_tickets),
+    web.get("/api/tickets/{id}", get_ticket),
+    web.post("/api/tickets/{id}/{action}", ticket_action),
+]
+AGENT_ROUTES = [
+    web.post("/api/agent/pause", agent_pause),
+    web.post("/api/agent/queues/{queue}/{action}", agent_queue),
+    web.post("/api/agent/call", agent_call),
+    web.post("/api/agent/hangup", agent_hangup),
+]
+
+WsHandler = Callable[[Principal, dict[str, Any]], Awaitable[dict[str, Any] | None]]
