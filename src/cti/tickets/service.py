@@ -20,6 +20,7 @@ from typing import cast
 import structlog
 from sqlalchemy import Select, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.orm.attributes import flag_modified
 
 from cti.calls.events import Event
 from cti.config import TicketSettings
@@ -316,6 +317,9 @@ class TicketService:
     ) -> TicketView:
         self._settle_breach(unit, row, not_before=unit.now)
         row.updated_at = _utc(unit.now)
+        # Otherwise an unchanged value (two changes in the same instant) is left out of the UPDATE
+        # and the model's onupdate replaces it with the database's clock, not ours.
+        flag_modified(row, "updated_at")
         await unit.session.flush()
         view = _view(row)
         unit.events.append(TicketUpdated.of(view, unit.now, change=change, previous_agent=previous_agent))
