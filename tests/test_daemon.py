@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from cti.app import Daemon
-from cti.config import AsteriskServer, DatabaseSettings, Secret, Settings
+from cti.config import AsteriskServer, DatabaseSettings, Secret, Settings, WebSettings
 from cti.db.calls_store import load_calls
 from cti.db.engine import create_engine
 from fakeami import CAPTURES, FakeAmi, capture_list
@@ -219,7 +219,7 @@ async def test_cti_serve_stops_gracefully_on_sigterm_and_never_logs_the_secret(t
         fake.lists = {"coreshowchannels": [], "queuestatus": []}
         config.write_text(
             f'[[asterisk]]\nname = "pbx1"\nhost = "127.0.0.1"\nport = {fake.port}\nkeepalive_s = 0.5\n'
-            f'[database]\nurl = "sqlite+aiosqlite:///{db}"\nflush_interval_s = 0.05\n[log]\nformat = "json"\n'
+            f'[database]\nurl = "sqlite+aiosqlite:///{db}"\nflush_interval_s = 0.05\n[log]\nformat = "json"\n[web]\nport = 0\n'
         )
         env = {**os.environ, "CTI_AMI_PBX1_SECRET": "Sup3r-S3cret"}
         proc = await asyncio.create_subprocess_exec(

@@ -6,12 +6,17 @@ links (one per Asterisk server) → trackers → bus → consumers (call writer,
 from __future__ import annotations
 
 import asyncio
+import secrets
 import signal
+import time
 from contextlib import suppress
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
+from aiohttp import web
 
+from cti.ami import commands
 from cti.ami.link import AmiLink
 from cti.bus import EventBus
 from cti.calls import events as ev
@@ -22,6 +27,14 @@ from cti.db.calls_store import CallStore, CallWriter, load_open_calls
 from cti.db.engine import create_engine
 from cti.db.migrate import upgrade_async
 from cti.logs import configure_logging
+from cti.screenpop.router import PopRouter
+from cti.screenpop.service import ScreenPops
+from cti.tickets import BreachWatcher, TicketConsumer, TicketService
+from cti.tickets.events import TicketEvent, TicketSlaBreached, TicketUpdated
+from cti.web.auth import LoginLimiter, Principal, TokenSigner, UserStore
+from cti.web.hub import Hub
+from cti.web.routes import AGENT_ROUTES, TICKET_ROUTES
+from cti.web.server import WebContext, build_app
 
 log = structlog.get_logger(__name__)
 
@@ -69,7 +82,95 @@ class Daemon:
             self.links.append(link)
             self._spawn(link.run(), f"ami:{server.name}")
         self._spawn(self._tick(), "tracker-tick")
+        await self._start_desk()
         log.info("cti started", servers=[s.name for s in self.settings.asterisk], database=redact_url(db.url))
+
+    async def _start_desk(self) -> None:
+        """Screen pops, tickets and the web server (desktop, REST, WebSocket)."""
+        web_settings = self.settings.web
+        self.users = UserStore(self.engine)
+        await self.users.reload()
+        self.hub = Hub(web_settings.client_queue)
+        self.pops = PopRouter(self.users.user_for_interface)
+        self.screen_pops = ScreenPops(self.pops, self.hub.send, self._lookup_for_pop())
+        self.tickets = TicketService(self.engine, self.settings.tickets, self.bus.publish)
+        self.bus.consume("screen-pops", self.screen_pops.on_event, maxsize=50_000)
+        consumer = TicketConsumer(self.tickets, self.users.user_for_interface)
+        self.bus.consume("tickets", consumer.on_event, kinds=TicketConsumer.kinds)
+        self.bus.consume("ticket-push", self._push_ticket, kinds=frozenset({TicketEvent}))
+        self.breaches = BreachWatcher(self.tickets)
+        self.breaches.start()
+        secret = web_settings.secret.reveal().encode() or secrets.token_bytes(32)
+        if not web_settings.secret:
+            log.warning("no CTI_WEB_SECRET set: desktops must log in again after a restart")
+        self.web_ctx = WebContext(
+            users=self.users,
+            signer=TokenSigner(secret, web_settings.session_ttl_s),
+            limiter=LoginLimiter(web_settings.login_attempts_per_minute),
+            hub=self.hub,
+            pops=self.pops,
+            clock=time.time,
+            health=self._health,
+            tickets=self.tickets,
+            actions=AmiAgentLink(self.links[0]) if self.links else None,
+        )
+        self.web_ctx.resume_extra.append(self._resume_tickets)
+        self.runner = web.AppRunner(build_app(self.web_ctx, [*TICKET_ROUTES, *AGENT_ROUTES]), access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, web_settings.host, web_settings.port)
+        await site.start()
+        log.info("web server listening", url=f"http://{web_settings.host}:{web_settings.port}/")
+
+    def _lookup_for_pop(self) -> Any:
+        try:
+            from cti.directory.lookup import CustomerDirectory
+        except ImportError:  # the SQL directory is optional for the pop: it degrades to "unknown"
+            return None
+        directory = CustomerDirectory(self.engine, self.settings.directory.region)
+        self.directory = directory
+
+        async def lookup(raw: str | None) -> dict[str, Any]:
+            result = await directory.lookup(raw)
+            data: dict[str, Any] = result.to_json()
+            return data
+
+        return lookup
+
+    async def _resume_tickets(self, principal: Principal) -> dict[str, Any]:
+        from cti.tickets import Actor
+
+        views = await self.tickets.open_for_agent(
+            principal.username, Actor(principal.username, principal.role)
+        )
+        now = time.time()
+        return {"tickets": [v.to_json(now) for v in views]}
+
+    def _push_ticket(self, event: ev.Event) -> None:
+        if not isinstance(event, TicketEvent):
+            return
+        message = {"v": 1, "type": "ticket", "ticket": event.ticket, "now": event.at}
+        self.hub.send(event.agent, message)
+        if isinstance(event, TicketUpdated) and event.previous_agent:
+            self.hub.send(
+                event.previous_agent, {"v": 1, "type": "ticket.withdraw", "ticket_id": event.ticket_id}
+            )
+        if isinstance(event, TicketSlaBreached):
+            self.hub.broadcast(
+                {"v": 1, "type": "ticket.sla_breached", "ticket": event.ticket, "now": event.at}
+            )
+
+    def _health(self) -> dict[str, Any]:
+        links = [
+            {
+                "server": link.server.name,
+                "connected": link.connected,
+                "events_received": link.events_received,
+                "reconnects": link.reconnects,
+            }
+            for link in self.links
+        ]
+        ok = all(item["connected"] for item in links)
+        return {"status": "ok" if ok else "degraded", "links": links, "pending_writes": self.writer.pending}
 
     def _write_ended(self, event: ev.Event) -> None:
         if isinstance(event, ev.CallEnded):
@@ -90,6 +191,11 @@ class Daemon:
     async def shutdown(self) -> None:
         """Log off, let consumers take what was published, flush the writer, cancel the rest."""
         log.info("cti stopping")
+        if hasattr(self, "runner"):
+            await self.hub.close()
+            await self.runner.cleanup()
+            await self.breaches.stop()
+            await self.screen_pops.close()
         for link in self.links:
             with suppress(Exception):
                 await asyncio.wait_for(link.close(), SHUTDOWN_GRACE_S / 2)
@@ -124,3 +230,37 @@ def run_daemon(settings: Settings) -> int:
     configure_logging(settings.log.level, settings.log.format, settings.secrets())
     asyncio.run(serve(settings))
     return 0
+
+
+class AmiAgentLink:
+    """Agent actions sent over one server's AMI link."""
+
+    def __init__(self, link: AmiLink, click_to_call_context: str = "cti-click-to-call") -> None:
+        self.link = link
+        self.context = click_to_call_context
+
+    async def queue_add(
+        self, queue: str, interface: str, member_name: str, state_interface: str | None
+    ) -> None:
+        await commands.queue_add(self.link, queue, interface, member_name, state_interface)
+
+    async def queue_remove(self, queue: str, interface: str) -> None:
+        await commands.queue_remove(self.link, queue, interface)
+
+    async def pause(self, interface: str, paused: bool, reason: str | None) -> None:
+        await commands.queue_pause(self.link, interface, paused, reason)
+
+    async def click_to_call(self, device: str, number_e164: str, caller_id: str | None) -> str:
+        action_id = f"cti-click-{secrets.token_hex(6)}"
+        await commands.originate(
+            self.link,
+            device,
+            self.context,
+            variables={"CTI_DIAL": number_e164},
+            caller_id=caller_id,
+            action_id=action_id,
+        )
+        return action_id
+
+    async def hangup(self, device: str) -> None:
+        await commands.hangup_device(self.link, device)

@@ -97,6 +97,9 @@ class WebSettings:
     login_attempts_per_minute: int = 5
     # Per-client outgoing WebSocket queue: a slow or dead desktop never delays the others.
     client_queue: int = 256
+    # Signs session tokens. Set it (CTI_WEB_SECRET) so desktops stay logged in across restarts;
+    # empty = a random one per start.
+    secret: Secret = field(default_factory=lambda: Secret(""))
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,8 @@ class Settings:
     def secrets(self) -> list[str]:
         """Every secret value in these settings, for the log redactor."""
         found = [s.secret.reveal() for s in self.asterisk if s.secret]
+        if self.web.secret:
+            found.append(self.web.secret.reveal())
         password = _url_password(self.database.url)
         if password:
             found.append(password)
@@ -153,7 +158,7 @@ def _coerce(cls: type, raw: Mapping[str, Any], where: str) -> Any:
         raise ConfigError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))}")
     values: dict[str, Any] = {}
     for name, value in raw.items():
-        default = getattr(cls(), name) if name != "secret" else Secret("")
+        default = getattr(cls(), name)
         values[name] = _convert(value, default, f"{where}.{name}")
     return cls(**values)
 

@@ -97,7 +97,8 @@ async def ticket_action(request: web.Request) -> web.Response:
 def _agent_link(ctx: WebContext) -> AgentLink:
     if ctx.actions is None:
         raise ApiError("no AMI link for agent actions", status=503, error_id="ami-unavailable")
-    return ctx.actions  # type: ignore[return-value]
+    link: AgentLink = ctx.actions
+    return link
 
 
 def _interface(principal: Principal) -> str:

@@ -7,7 +7,7 @@ import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 from aiohttp import WSMsgType, web
@@ -33,16 +33,6 @@ PUBLIC = frozenset({"/healthz", "/api/login", "/api/openapi.json", "/", "/login"
 PRINCIPAL = web.RequestKey("principal", Principal)
 
 
-class AgentActions(Protocol):
-    """AMI actions a desktop may ask for (sent by the daemon for the agent)."""
-
-    async def queue_login(self, principal: Principal, queue: str) -> None: ...
-    async def queue_logout(self, principal: Principal, queue: str) -> None: ...
-    async def pause(self, principal: Principal, paused: bool, reason: str | None) -> None: ...
-    async def call(self, principal: Principal, number: str) -> str: ...
-    async def hangup(self, principal: Principal) -> None: ...
-
-
 @dataclass
 class WebContext:
     users: UserStore
@@ -54,7 +44,7 @@ class WebContext:
     health: Callable[[], dict[str, Any]] = field(default=lambda: {"status": "ok"})
     directory: Any = None
     tickets: Any = None
-    actions: AgentActions | None = None
+    actions: Any = None  # routes.AgentLink
     # WebSocket message types beyond the built-in ones: type -> handler(principal, message) -> reply
     ws_handlers: dict[str, Callable[[Principal, dict[str, Any]], Awaitable[dict[str, Any] | None]]] = field(
         default_factory=dict
