@@ -76,6 +76,11 @@ class TicketService:
         self._clock = clock
         self._lock = asyncio.Lock()
 
+    @property
+    def categories(self) -> tuple[str, ...]:
+        """The categories a ticket may be qualified with, in the configured order."""
+        return self._settings.categories
+
     # -- opened and handed over by the daemon ---------------------------------------------------
 
     async def open_for_answer(
