@@ -78,6 +78,38 @@ def _db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
+def _users_add(args: argparse.Namespace) -> int:
+    import asyncio
+    import getpass
+
+    from cti.db.engine import create_engine
+    from cti.db.migrate import upgrade_async
+    from cti.web.auth import UserStore
+
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass(f"password for {args.username}: ")
+    if len(password) < 8:
+        print("cti users add: the password must have at least 8 characters", file=sys.stderr)
+        return 2
+    settings = load_settings(args.config)
+
+    async def add() -> None:
+        engine = create_engine(settings.database.url)
+        try:
+            await upgrade_async(engine)
+            await UserStore(engine).add(
+                args.username, password, args.role, args.name, args.language, args.interface, args.device
+            )
+        finally:
+            await engine.dispose()
+
+    asyncio.run(add())
+    print(f"user {args.username} ({args.role}) saved")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cti", description="CTI middleware for Asterisk call centres")
     parser.add_argument("--version", action="version", version=f"cti {__version__}")
@@ -106,11 +138,35 @@ def build_parser() -> argparse.ArgumentParser:
     upgrade.add_argument("--config")
     upgrade.add_argument("--url", help="database URL (default: from settings)")
     upgrade.set_defaults(func=_db_upgrade)
+
+    users = sub.add_parser("users", help="desktop and wallboard users")
+    users_sub = users.add_subparsers(dest="users_command", required=True)
+    add = users_sub.add_parser("add", help="create or update a user")
+    add.add_argument("username")
+    add.add_argument("--role", choices=("agent", "supervisor", "admin"), default="agent")
+    add.add_argument("--name", help="display name")
+    add.add_argument("--language", choices=("fr", "en"), default="fr")
+    add.add_argument(
+        "--interface",
+        action="append",
+        default=[],
+        help="queue-member interface AMI names for this agent (e.g. PJSIP/1001); repeatable",
+    )
+    add.add_argument(
+        "--device", action="append", default=[], help="phone device (e.g. PJSIP/1001); repeatable"
+    )
+    add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    add.add_argument("--config")
+    add.set_defaults(func=_users_add)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from cti.logs import configure_logging
+
+    # Tools print their results on stdout; their logs go to stderr, quietly (serve reconfigures).
+    configure_logging("warning", "auto")
     try:
         code: int = args.func(args)
     except ConfigError as exc:
