@@ -86,7 +86,9 @@ def settings_for(fake: FakeAmi, db: Path) -> Settings:
         reconnect_cap_s=0.2,
     )
     return Settings(
-        asterisk=(server,), database=DatabaseSettings(url=f"sqlite+aiosqlite:///{db}", flush_interval_s=0.05)
+        asterisk=(server,),
+        database=DatabaseSettings(url=f"sqlite+aiosqlite:///{db}", flush_interval_s=0.05),
+        web=WebSettings(port=0),  # an ephemeral port: tests never collide
     )
 
 

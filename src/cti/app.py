@@ -119,7 +119,13 @@ class Daemon:
         await self.runner.setup()
         site = web.TCPSite(self.runner, web_settings.host, web_settings.port)
         await site.start()
-        log.info("web server listening", url=f"http://{web_settings.host}:{web_settings.port}/")
+        log.info("web server listening", url=self.web_url)
+
+    @property
+    def web_url(self) -> str:
+        """Where the desktop is served (the real port when the settings asked for port 0)."""
+        host, port = self.runner.addresses[0][:2]
+        return f"http://{host}:{port}"
 
     def _lookup_for_pop(self) -> Any:
         try:

@@ -1,0 +1,74 @@
+"""The desktop path end to end: real AMI bytes on a socket → daemon → an agent's WebSocket."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from cti.app import Daemon
+from fakeami import CAPTURES, FakeAmi
+from test_daemon import event_bytes, settings_for, until
+
+pytestmark = pytest.mark.skipif(not CAPTURES.is_dir(), reason="../shared/ami-captures not present")
+PASSWORD = "correct horse battery"
+
+
+async def _next(ws: aiohttp.ClientWebSocketResponse, *kinds: str) -> dict[str, Any]:
+    while True:
+        msg = await asyncio.wait_for(ws.receive_json(), 10)
+        if msg["type"] in kinds:
+            return dict(msg)
+
+
+async def _login(session: aiohttp.ClientSession, daemon: Daemon, user: str) -> str:
+    async with session.post(
+        f"{daemon.web_url}/api/login", json={"username": user, "password": PASSWORD}
+    ) as r:
+        assert r.status == 200, await r.text()
+        return str((await r.json())["token"])
+
+
+async def test_pop_ticket_and_resume_for_the_answering_agent_only(tmp_path: Path) -> None:
+    async with FakeAmi() as fake:
+        fake.lists = {"coreshowchannels": [], "queuestatus": []}
+        daemon = Daemon(settings_for(fake, tmp_path / "cti.db"))
+        await daemon.start()
+        try:
+            await daemon.users.add("alice", PASSWORD, "agent", "Alice", interfaces=["Local/agent1@agents/n"])
+            await daemon.users.add("driss", PASSWORD, "agent", "Driss", interfaces=["Local/agent4@agents/n"])
+            await until(lambda: fake.actions("QueueStatus"))
+            async with aiohttp.ClientSession() as sa, aiohttp.ClientSession() as sd:
+                ta, td = await _login(sa, daemon, "alice"), await _login(sd, daemon, "driss")
+                wa = await sa.ws_connect(f"{daemon.web_url}/ws?token={ta}")
+                wd = await sd.ws_connect(f"{daemon.web_url}/ws?token={td}")
+                assert (await _next(wa, "state"))["pop"] is None
+                await _next(wd, "state")
+                await fake.push(event_bytes("inbound_answered"))
+                pop = await _next(wa, "pop")
+                assert pop["pop"]["caller"]["e164"] == "+33612345678" and pop["pop"]["queue"] == "support"
+                # the pop and the ticket travel through separate consumers: either may come first
+                seen: dict[str, dict[str, Any]] = {}
+                while not {"pop.answered", "ticket", "pop.ended"} <= set(seen):
+                    msg = await _next(wa, "pop.answered", "ticket", "pop.ended")
+                    seen.setdefault(msg["type"], msg)
+                assert seen["pop.answered"]["pop"]["state"] == "answered"
+                ticket = seen["ticket"]["ticket"]
+                assert (ticket["agent"], ticket["status"], ticket["queue"]) == ("alice", "open", "support")
+                await wa.close()
+                # driss's phone never rang: he got nothing but his own state
+                await wd.send_json({"type": "ping"})
+                assert (await wd.receive_json(timeout=5))["type"] == "pong"
+                await wd.close()
+                # a reconnecting desktop gets its open ticket back, its chronometer still running
+                await asyncio.sleep(0.3)
+                wa = await sa.ws_connect(f"{daemon.web_url}/ws?token={ta}")
+                state = await _next(wa, "state")
+                [resumed] = state["tickets"]
+                assert resumed["id"] == ticket["id"] and resumed["elapsed_s"] > ticket["elapsed_s"]
+                await wa.close()
+        finally:
+            await daemon.shutdown()
