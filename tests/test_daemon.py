@@ -221,7 +221,8 @@ async def test_cti_serve_stops_gracefully_on_sigterm_and_never_logs_the_secret(t
         fake.lists = {"coreshowchannels": [], "queuestatus": []}
         config.write_text(
             f'[[asterisk]]\nname = "pbx1"\nhost = "127.0.0.1"\nport = {fake.port}\nkeepalive_s = 0.5\n'
-            f'[database]\nurl = "sqlite+aiosqlite:///{db}"\nflush_interval_s = 0.05\n[log]\nformat = "json"\n[web]\nport = 0\n'
+            f'[database]\nurl = "sqlite+aiosqlite:///{db}"\nflush_interval_s = 0.05\n'
+            '[log]\nformat = "json"\n[web]\nport = 0\n'
         )
         env = {**os.environ, "CTI_AMI_PBX1_SECRET": "Sup3r-S3cret"}
         proc = await asyncio.create_subprocess_exec(
