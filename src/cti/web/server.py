@@ -25,6 +25,7 @@ from cti.web.errors import (
     error_middleware,
 )
 from cti.web.hub import Client, Hub
+from cti.web.openapi import openapi
 
 log = structlog.get_logger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -245,6 +246,7 @@ def build_app(ctx: WebContext, routes: list[web.RouteDef] | None = None) -> web.
     app.add_routes(
         [
             web.get("/healthz", healthz),
+            web.get("/api/openapi.json", openapi),
             web.post("/api/login", login),
             web.post("/api/logout", logout),
             web.get("/api/me", me),
