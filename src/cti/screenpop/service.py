@@ -28,6 +28,7 @@ class ScreenPops:
         self.send = send
         self.lookup = lookup
         self._lookups: dict[str, asyncio.Task[None]] = {}
+        self._reported: set[str] = set()
         self.sent = 0
 
     def _deliver(self, out: list[Outgoing]) -> None:
@@ -37,6 +38,11 @@ class ScreenPops:
 
     def on_event(self, event: ev.Event) -> None:
         self._deliver(self.router.feed(event))
+        if len(self.router.unknown_interfaces) > len(self._reported):
+            for interface in self.router.unknown_interfaces - self._reported:
+                # Once per interface: a queue member nobody mapped must not flood the log.
+                log.warning("ringing interface mapped to no user, no pop", interface=interface)
+            self._reported |= self.router.unknown_interfaces
         if self.lookup is None or not isinstance(event, ev.CallStarted | ev.CallerIdentified):
             return
         if event.linkedid in self.router.calls and event.caller_raw is not None:
