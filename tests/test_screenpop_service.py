@@ -41,7 +41,7 @@ async def test_the_customer_found_at_call_start_updates_the_pop() -> None:
         return {"status": "found", "customers": [{"id": 1, "name": "Jean Dupont"}], "raw": raw}
 
     sent = await _run(lookup)
-    assert [m["type"] for _, m in sent][0] == "pop"
+    assert sent[0][1]["type"] == "pop"
     update = next(m for _, m in sent if m["type"] == "pop.update")
     assert update["pop"]["customer"]["customers"][0]["name"] == "Jean Dupont"
 
