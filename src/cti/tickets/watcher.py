@@ -40,6 +40,7 @@ class BreachWatcher:
         self._task: asyncio.Task[None] | None = None
         self._failing = False
         self.sweeps = 0
+        self.failed_sweeps = 0
 
     @property
     def running(self) -> bool:
@@ -83,6 +84,7 @@ class BreachWatcher:
         except Exception:
             (log.debug if self._failing else log.warning)("SLA breach sweep failed", exc_info=True)
             self._failing = True
+            self.failed_sweeps += 1
             return self._interval_s
         if self._failing:
             log.info("SLA breach sweep working again")
