@@ -110,6 +110,53 @@ def _users_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def _customers_import(args: argparse.Namespace) -> int:
+    from cti.directory.commands import run_import
+
+    settings = load_settings(args.config)
+    return run_import(
+        args.file,
+        url=args.url or settings.database.url,
+        region=args.region or settings.directory.region,
+        dry_run=args.dry_run,
+        errors_path=args.errors,
+    )
+
+
+def _customers_lookup(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from cti.directory.commands import run_lookup
+
+    settings = load_settings(args.config)
+    directory = replace(settings.directory, region=args.region or settings.directory.region)
+    return run_lookup(
+        args.number, url=args.url or settings.database.url, settings=directory, as_json=args.json
+    )
+
+
+def _add_customers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    customers = sub.add_parser("customers", help="the customer directory")
+    customers_sub = customers.add_subparsers(dest="customers_command", required=True)
+    imp = customers_sub.add_parser(
+        "import", help="import customers from a CSV export (idempotent; one transaction)"
+    )
+    imp.add_argument("file", help="CSV with a header row: name, phone (required), account, address, ...")
+    imp.add_argument("--region", help="region for national numbers, e.g. FR or MA (default: settings)")
+    imp.add_argument("--dry-run", action="store_true", help="check and count, write nothing")
+    imp.add_argument("--errors", metavar="FILE", help="write the rejected rows (line, reason, row) as CSV")
+    imp.add_argument("--config")
+    imp.add_argument("--url", help="database URL (default: from settings)")
+    imp.set_defaults(func=_customers_import)
+    look = customers_sub.add_parser("lookup", help="look a caller number up as a screen pop would")
+    look.add_argument("number")
+    look.add_argument("--region", help="region for national numbers (default: settings)")
+    look.add_argument("--json", action="store_true", help="print the pop's LookupResult JSON")
+    look.add_argument("--config")
+    look.add_argument("--url", help="database URL (default: from settings)")
+    look.set_defaults(func=_customers_lookup)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cti", description="CTI middleware for Asterisk call centres")
     parser.add_argument("--version", action="version", version=f"cti {__version__}")
@@ -158,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     add.add_argument("--config")
     add.set_defaults(func=_users_add)
+    _add_customers(sub)
     return parser
 
 

@@ -69,3 +69,35 @@ def national_forms(e164: str) -> list[str]:
     national = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.NATIONAL)
     digits = _DIGITS.sub("", national)
     return sorted({national, digits, "00" + e164.lstrip("+")})
+
+
+def stored_forms(e164: str, region: str | None = None) -> list[str]:
+    """Every spelling of `e164` a directory row may hold: E.164 first (what we write), then the
+    international and national forms left by older imports and hand-typed rows.
+
+    National spellings are ambiguous across countries (06 12 34 56 78 is a French and a Moroccan
+    mobile), and old rows were typed in the directory's own region: with `region` given, a foreign
+    number is only matched on its unambiguous spellings."""
+    try:
+        parsed = phonenumbers.parse(e164, None)
+    except phonenumbers.NumberParseException:
+        return [e164]
+    international = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+    forms = {international, "00" + e164.lstrip("+")}
+    if region is None or phonenumbers.region_code_for_number(parsed) == region.upper():
+        forms.update(national_forms(e164))
+    forms.discard(e164)
+    return [e164, *sorted(forms)]
+
+
+def display_form(e164: str | None, region: str = "FR") -> str | None:
+    """How an agent in `region` reads the number: national for local numbers, international else."""
+    if e164 is None:
+        return None
+    try:
+        parsed = phonenumbers.parse(e164, None)
+    except phonenumbers.NumberParseException:
+        return e164
+    local = phonenumbers.region_code_for_number(parsed) == region.upper()
+    style = phonenumbers.PhoneNumberFormat.NATIONAL if local else phonenumbers.PhoneNumberFormat.INTERNATIONAL
+    return phonenumbers.format_number(parsed, style)
