@@ -58,3 +58,12 @@ async def test_async_handlers_and_kind_filter() -> None:
     await bus.drain(1.0)
     assert got == ["call_started"]
     await bus.close()
+
+
+async def test_taps_run_inline_and_a_raising_tap_is_isolated() -> None:
+    bus = EventBus()
+    seen: list[float] = []
+    bus.tap("boom", lambda e: (_ for _ in ()).throw(RuntimeError("boom")))
+    bus.tap("pops", lambda e: seen.append(e.at))
+    bus.publish(_event(1))
+    assert seen == [1.0]  # delivered before publish returned, despite the raising tap before it

@@ -57,6 +57,9 @@ class Daemon:
         task.add_done_callback(self._tasks.discard)
 
     async def start(self) -> None:
+        # phonenumbers loads each country's metadata on first use (a second or more): pay it now,
+        # in a thread, rather than on the first call's screen pop.
+        await asyncio.to_thread(_warm_phone_metadata)
         db = self.settings.database
         self.engine = create_engine(db.url)
         await upgrade_async(self.engine)
@@ -94,7 +97,8 @@ class Daemon:
         self.pops = PopRouter(self.users.user_for_interface)
         self.screen_pops = ScreenPops(self.pops, self.hub.send, self._lookup_for_pop())
         self.tickets = TicketService(self.engine, self.settings.tickets, self.bus.publish)
-        self.bus.consume("screen-pops", self.screen_pops.on_event, maxsize=50_000)
+        # Inline: a pop must not wait behind a queue hop (target: p99 ≤ 5 ms from the AMI bytes).
+        self.bus.tap("screen-pops", self.screen_pops.on_event)
         consumer = TicketConsumer(self.tickets, self.users.user_for_interface)
         self.bus.consume("tickets", consumer.on_event, kinds=TicketConsumer.kinds)
         self.bus.consume("ticket-push", self._push_ticket, kinds=frozenset({TicketEvent}))
@@ -236,6 +240,12 @@ def run_daemon(settings: Settings) -> int:
     configure_logging(settings.log.level, settings.log.format, settings.secrets())
     asyncio.run(serve(settings))
     return 0
+
+
+def _warm_phone_metadata() -> None:
+    import phonenumbers
+
+    phonenumbers.PhoneMetadata.load_all()
 
 
 class AmiAgentLink:

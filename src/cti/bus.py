@@ -34,6 +34,7 @@ class Subscription:
 
 class EventBus:
     def __init__(self) -> None:
+        self._taps: list[tuple[str, Callable[[Event], None]]] = []
         self._subscriptions: list[Subscription] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self.published = 0
@@ -49,8 +50,20 @@ class EventBus:
         if sub in self._subscriptions:
             self._subscriptions.remove(sub)
 
+    def tap(self, name: str, handler: Callable[[Event], None]) -> None:
+        """Run `handler` inline, inside `publish`, for latency-critical consumers (screen pops).
+
+        Only for handlers that never block and never do I/O themselves (they may start tasks):
+        they run on the AMI reader's path. A raising tap is logged and skipped."""
+        self._taps.append((name, handler))
+
     def publish(self, event: Event) -> None:
         self.published += 1
+        for name, handler in self._taps:
+            try:
+                handler(event)
+            except Exception:
+                log.exception("event tap failed", subscriber=name, event_kind=event.kind)
         for sub in self._subscriptions:
             if not sub.wants(event):
                 continue

@@ -1,0 +1,239 @@
+"""Screen-pop latency: from the `AgentCalled` bytes written on the AMI socket to the pop frame
+received by the agent's WebSocket client.
+
+The daemon (SQLite file, in this process) reads a local AMI server; N agents (default 1,000) are
+logged in over real WebSockets on 127.0.0.1 from a second process, so the clients' CPU is not
+charged to the daemon's event loop. Calls ring one agent each at a steady rate. Both processes
+stamp with CLOCK_MONOTONIC (`time.monotonic`), which is system-wide on Linux.
+
+    python benchmarks/screenpop_latency.py [--agents 1000] [--calls 2000] [--rate 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+
+def frame(**headers: object) -> bytes:
+    return ("\r\n".join(f"{k}: {v}" for k, v in headers.items()) + "\r\n\r\n").encode()
+
+
+def call_frames(n: int, agent: int) -> tuple[bytes, bytes]:
+    """A new call (Newchannel, QueueCallerJoin) and the AgentCalled that rings `agent`."""
+    uid = f"1800000000.{n}"
+    caller = f"+336{10000000 + n:08d}"
+    ch = f"PJSIP/trunk-{n:08x}"
+    setup = frame(
+        Event="Newchannel",
+        Channel=ch,
+        CallerIDNum=caller,
+        CallerIDName="Bench",
+        Uniqueid=uid,
+        Linkedid=uid,
+        Context="ivr",
+        Exten="s",
+    ) + frame(
+        Event="QueueCallerJoin",
+        Channel=ch,
+        Uniqueid=uid,
+        Linkedid=uid,
+        Queue="support",
+        Position=1,
+        Count=1,
+        CallerIDNum=caller,
+    )
+    ring = frame(
+        Event="AgentCalled",
+        Channel=ch,
+        Uniqueid=uid,
+        Linkedid=uid,
+        Queue="support",
+        Interface=f"PJSIP/{5000 + agent}",
+        MemberName=f"agent{agent}",
+        DestChannel=f"PJSIP/{5000 + agent}-{n:08x}",
+        DestUniqueid=f"1800000001.{n}",
+        DestLinkedid=uid,
+        CallerIDNum=caller,
+    )
+    return setup, ring
+
+
+async def clients_main(url: str, tokens: list[str]) -> None:
+    """Child process: one WebSocket per agent; prints {linkedid: receive monotonic} at the end."""
+    import aiohttp
+
+    received: dict[str, float] = {}
+    done = asyncio.Event()
+    expected = int(os.environ["BENCH_CALLS"])
+
+    async def agent(session: aiohttp.ClientSession, token: str) -> None:
+        async with session.ws_connect(f"{url}/ws?token={token}", max_msg_size=0) as ws:
+            async for msg in ws:
+                at = time.monotonic()
+                data = json.loads(msg.data)
+                if data["type"] == "pop":
+                    received[data["pop"]["linkedid"]] = at
+                    if len(received) >= expected:
+                        done.set()
+
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        tasks = [asyncio.create_task(agent(session, t)) for t in tokens]
+        print("READY", flush=True)
+        try:
+            await asyncio.wait_for(done.wait(), float(os.environ.get("BENCH_TIMEOUT", "120")))
+        except TimeoutError:
+            pass
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    print(json.dumps(received), flush=True)
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    from sqlalchemy import insert
+
+    from cti.app import Daemon
+    from cti.config import AsteriskServer, DatabaseSettings, LogSettings, Secret, Settings, WebSettings
+    from cti.db.models import User
+    from cti.logs import configure_logging
+    from cti.web.auth import hash_password
+
+    configure_logging("error", "json")
+    writers: list[asyncio.StreamWriter] = []
+    connected = asyncio.Event()
+
+    async def ami(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"Asterisk Call Manager/11.0.0\r\n")
+        buf = b""
+        while data := await reader.read(65536):
+            buf += data
+            while b"\r\n\r\n" in buf:
+                raw, buf = buf.split(b"\r\n\r\n", 1)
+                msg = dict(line.split(": ", 1) for line in raw.decode().split("\r\n") if ": " in line)
+                aid = msg.get("ActionID", "")
+                action = msg.get("Action", "").lower()
+                if action in ("coreshowchannels", "queuestatus"):
+                    done = (
+                        "CoreShowChannelsComplete" if action == "coreshowchannels" else "QueueStatusComplete"
+                    )
+                    writer.write(
+                        frame(Response="Success", ActionID=aid, EventList="start")
+                        + frame(Event=done, ActionID=aid, EventList="Complete", ListItems=0)
+                    )
+                    if action == "queuestatus":
+                        writers.append(writer)
+                        connected.set()
+                else:
+                    writer.write(frame(Response="Success", ActionID=aid, Message="ok", Ping="Pong"))
+
+    server = await asyncio.start_server(ami, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    tmp = tempfile.mkdtemp()
+    settings = Settings(
+        asterisk=(AsteriskServer(name="bench", port=port, secret=Secret("x"), keepalive_s=30),),
+        database=DatabaseSettings(url=f"sqlite+aiosqlite:///{tmp}/bench.db"),
+        log=LogSettings(level="error", format="json"),
+        web=WebSettings(port=0, client_queue=1024),
+    )
+    daemon = Daemon(settings)
+    await daemon.start()
+    password_hash = hash_password("benchmark-password")  # one hash for all: argon2 is slow on purpose
+    async with daemon.engine.begin() as conn:
+        await conn.execute(
+            insert(User),
+            [
+                {
+                    "username": f"agent{i}",
+                    "display_name": f"Agent {i}",
+                    "password_hash": password_hash,
+                    "role": "agent",
+                    "language": "fr",
+                    "interfaces": [f"PJSIP/{5000 + i}"],
+                    "devices": [],
+                    "active": True,
+                }
+                for i in range(args.agents)
+            ],
+        )
+    await daemon.users.reload()
+    await asyncio.wait_for(connected.wait(), 10)
+    tokens = [daemon.web_ctx.signer.issue(f"agent{i}", "agent") for i in range(args.agents)]
+    env = {**os.environ, "BENCH_CALLS": str(args.calls)}
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        __file__,
+        "--clients",
+        daemon.web_url,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        env=env,
+        limit=1 << 26,
+    )
+    assert child.stdin is not None and child.stdout is not None
+    child.stdin.write(json.dumps(tokens).encode() + b"\n")
+    await child.stdin.drain()
+    assert (await child.stdout.readline()).strip() == b"READY"
+    while sum(len(c) for c in daemon.hub.clients.values()) < args.agents:
+        await asyncio.sleep(0.05)
+    writer = writers[-1]
+    sent: dict[str, float] = {}
+    interval = 1.0 / args.rate
+    start = time.monotonic()
+    for n in range(args.calls):
+        setup, ring = call_frames(n, n % args.agents)
+        writer.write(setup)
+        await asyncio.sleep(0)  # the call exists (and its lookup has started) before it rings
+        sent[f"1800000000.{n}"] = time.monotonic()
+        writer.write(ring)
+        await writer.drain()
+        delay = start + (n + 1) * interval - time.monotonic()
+        await asyncio.sleep(max(0.0, delay))
+    out, _ = await child.communicate()
+    received = json.loads(out.decode().strip().splitlines()[-1])
+    await daemon.shutdown()
+    server.close()
+    if os.environ.get("BENCH_DEBUG"):
+        print([round((received.get(k, 0) - sent[k]) * 1000) for k in sent], file=sys.stderr)
+    latencies = sorted((received[k] - sent[k]) * 1000 for k in sent if k in received)
+    q = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [0.0] * 99
+    return {
+        "agents": args.agents,
+        "calls": args.calls,
+        "rate_per_s": args.rate,
+        "pops_received": len(latencies),
+        "p50_ms": round(q[49], 2),
+        "p99_ms": round(q[98], 2),
+        "max_ms": round(latencies[-1], 2) if latencies else None,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--agents", type=int, default=1000)
+    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--rate", type=float, default=200.0, help="calls per second")
+    parser.add_argument("--clients", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.clients:
+        tokens = json.loads(sys.stdin.readline())
+        asyncio.run(clients_main(args.clients, tokens))
+        return 0
+    print(json.dumps(asyncio.run(main_async(args))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
