@@ -12,22 +12,31 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from fakeami import CAPTURES, FakeAmi
 from sqlalchemy import text
-from test_daemon import event_bytes, settings_for, until
 
 from cti.app import Daemon
+from fakeami import CAPTURES, FakeAmi
+from test_daemon import event_bytes, settings_for, until
 
 CHROMIUM = os.environ.get("CTI_CHROMIUM", "/usr/bin/chromium")
 pytestmark = [
     pytest.mark.skipif(not CAPTURES.is_dir(), reason="../shared/ami-captures not present"),
-    pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason=f"{CHROMIUM} not installed (apt-get install chromium)"),
+    pytest.mark.skipif(
+        shutil.which(CHROMIUM) is None, reason=f"{CHROMIUM} not installed: apt-get install chromium"
+    ),
 ]
 playwright_api = pytest.importorskip("playwright.async_api")
 PASSWORD = "correct horse battery"
 # Flags as this machine's browser probe uses them: no sandbox as root, no background networking.
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture
@@ -51,16 +60,24 @@ async def _login(browser: object, url: str, user: str) -> object:
     return page
 
 
-async def test_pop_ticket_timer_and_ringall_withdrawal_in_the_browser(tmp_path: Path, browser: object) -> None:
+async def test_pop_ticket_timer_and_ringall_withdrawal_in_the_browser(
+    tmp_path: Path, browser: object
+) -> None:
     async with FakeAmi() as fake:
         fake.lists = {"coreshowchannels": [], "queuestatus": []}
         daemon = Daemon(settings_for(fake, tmp_path / "cti.db"))
         await daemon.start()
         try:
             async with daemon.engine.begin() as conn:
-                await conn.execute(text("INSERT INTO customers (id, name, account, vip) VALUES "
-                                        "(7, 'Boulangerie Rivière SARL', 'C-0007', false)"))
-                await conn.execute(text("INSERT INTO customer_phones (customer_id, e164) VALUES (7, '+33478123456')"))
+                await conn.execute(
+                    text(
+                        "INSERT INTO customers (id, name, account, vip) VALUES "
+                        "(7, 'Boulangerie Rivière SARL', 'C-0007', false)"
+                    )
+                )
+                await conn.execute(
+                    text("INSERT INTO customer_phones (customer_id, e164) VALUES (7, '+33478123456')")
+                )
             await daemon.users.add("alice", PASSWORD, "agent", "Alice", interfaces=["Local/agent1@agents/n"])
             await daemon.users.add("chloe", PASSWORD, "agent", "Chloé", interfaces=["Local/agent3@agents/n"])
             await until(lambda: fake.actions("QueueStatus"))
