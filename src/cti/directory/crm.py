@@ -26,7 +26,7 @@ import aiohttp
 import structlog
 
 from cti.directory.customer import CustomerFile, Phone
-from cti.directory.numbers import CallerNumber, national_forms, normalize
+from cti.directory.numbers import CallerNumber, national_digits, normalize
 from cti.directory.outage import OutageLog
 
 log = structlog.get_logger(__name__)
@@ -113,8 +113,7 @@ class CrmSource:
 
     def url_for(self, number: CallerNumber) -> str:
         e164 = number.e164 or ""
-        national = next((f for f in national_forms(e164) if f.isdigit() and f.startswith("0")), e164)
-        values = {"e164": e164, "raw": number.raw, "national": national}
+        values = {"e164": e164, "raw": number.raw, "national": national_digits(e164) if e164 else ""}
         return self.url_template.format_map({k: quote(v, safe="") for k, v in values.items()})
 
     async def lookup(self, number: CallerNumber) -> tuple[CustomerFile, ...]:

@@ -101,3 +101,13 @@ def display_form(e164: str | None, region: str = "FR") -> str | None:
     local = phonenumbers.region_code_for_number(parsed) == region.upper()
     style = phonenumbers.PhoneNumberFormat.NATIONAL if local else phonenumbers.PhoneNumberFormat.INTERNATIONAL
     return phonenumbers.format_number(parsed, style)
+
+
+def national_digits(e164: str) -> str:
+    """The national number as dialled inside its country, digits only ("0612345678")."""
+    try:
+        parsed = phonenumbers.parse(e164, None)
+    except phonenumbers.NumberParseException:
+        return e164
+    national = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.NATIONAL)
+    return _DIGITS.sub("", national)
