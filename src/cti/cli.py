@@ -211,10 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from cti.logs import configure_logging
+    if argv is None:
+        from cti.logs import configure_logging
 
-    # Tools print their results on stdout; their logs go to stderr, quietly (serve reconfigures).
-    configure_logging("warning", "auto")
+        # As a command: results on stdout, logs on stderr, quietly (serve reconfigures). Callers
+        # that pass argv (tests, embedding code) keep their own logging set-up.
+        configure_logging("warning", "auto")
     try:
         code: int = args.func(args)
     except ConfigError as exc:
