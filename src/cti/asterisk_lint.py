@@ -1,0 +1,1480 @@
+"""Strict checks of the Asterisk configuration and dialplans shipped with cti, without Asterisk.
+
+    python -m cti.asterisk_lint [asterisk-conf/ [dialplans/]]
+
+Two layers. The parser reads Asterisk's INI dialect as Asterisk does — `[section]`,
+`[name](!)` templates and `[name](tpl,...)` inheritance, `key = value` / `key => value`,
+`;` comments and `;-- --;` blocks, `#include` / `#tryinclude` — and the dialplan grammar
+(`exten => pattern,priority(label),App(args)`, `same => n,...`, hints, `include =>`). It reports
+syntax errors, duplicate keys and sections, bad priorities, unbalanced ()/[]/{}/${}/$[] and quotes.
+
+The rules then check what only this project knows: every UserEvent a dialplan emits is one the
+cti tracker reads, with the headers it needs (TRACKED_USER_EVENTS); every Queue() names a queue of
+queues.conf and is followed by the QueueExit event; every Goto/GotoIf/GotoIfTime/Gosub target
+exists; every application and function is known and its module loaded; the contexts the daemon
+originates into exist (ORIGINATE_CONTEXTS); the AMI user has exactly the classes the daemon needs;
+queues.conf has no keyword Asterisk 22 rejects; logger.conf keeps the queue_log.
+
+Why our own: `asterisklint` (PyPI, last release 2022) parses dialplans well but knows Asterisk
+11/13 applications (it rejects AMD), none of the other files, and none of cti's contracts.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def _words(text: str) -> frozenset[str]:
+    """A set of names written as one space-separated string (long keyword tables stay readable)."""
+    return frozenset(text.split())
+
+
+# ---------------------------------------------------------------------------- contracts with cti
+
+# UserEvent names the tracker (src/cti/calls/tracker.py) and the AGI contract know.
+TRACKED_USER_EVENTS = frozenset({"IVR", "QueueExit", "DialerConnected", "DialerAmd", "AgiDone"})
+
+
+@dataclass(frozen=True)
+class UserEventSpec:
+    required: frozenset[str]
+    optional: frozenset[str] = frozenset()
+    one_of: frozenset[str] = frozenset()  # exactly one of these headers
+    fixed: tuple[tuple[str, str], ...] = ()  # header values that must be written exactly so
+
+
+USER_EVENT_SPECS: dict[str, UserEventSpec] = {
+    "IVR": UserEventSpec(frozenset({"Menu"}), one_of=frozenset({"Choice", "Invalid", "Timeout", "Step"})),
+    "QueueExit": UserEventSpec(frozenset({"Queue", "Status"}), fixed=(("Status", "${QUEUESTATUS}"),)),
+    "DialerConnected": UserEventSpec(
+        frozenset({"Campaign", "Contact"}),
+        fixed=(("Campaign", "${CTI_CAMPAIGN}"), ("Contact", "${CTI_CONTACT}")),
+    ),
+    "DialerAmd": UserEventSpec(
+        frozenset({"Campaign", "Contact", "Status", "Cause"}),
+        fixed=(
+            ("Campaign", "${CTI_CAMPAIGN}"),
+            ("Contact", "${CTI_CONTACT}"),
+            ("Status", "${AMDSTATUS}"),
+            ("Cause", "${AMDCAUSE}"),
+        ),
+    ),
+    "AgiDone": UserEventSpec(frozenset({"Customer", "Prio"}), optional=frozenset({"Lookup"})),
+}
+IVR_INVALID_VALUE = "${INVALID_EXTEN}"
+IVR_TIMEOUT_VALUE = "yes"
+_MENU_NAME = re.compile(r"[a-z][a-z0-9-]*$")
+
+# Contexts the daemon names in AMI Originate (Context:, or the Local/…@context channel), with an
+# extension each must accept.
+ORIGINATE_CONTEXTS = frozenset({"cti-dialer-connect", "cti-click-to-call", "cti-dialer-out"})
+ORIGINATE_EXTENSIONS = {"cti-dialer-connect": "s", "cti-click-to-call": "s", "cti-dialer-out": "+33612345678"}
+# Queue() targets filled in at run time by the daemon's Originate (the campaign's queue).
+RUNTIME_QUEUE_VARIABLES = frozenset({"CTI_QUEUE"})
+
+# AMI actions the daemon sends, with the write classes Asterisk registers for each (main/manager.c,
+# apps/app_queue.c). An action is allowed when the user's write classes meet any of them.
+DAEMON_ACTIONS: dict[str, frozenset[str]] = {
+    "Login": frozenset(),
+    "Logoff": frozenset(),
+    "Ping": frozenset(),
+    "QueueStatus": frozenset(),
+    "QueueSummary": frozenset(),
+    "CoreShowChannels": frozenset({"system", "reporting"}),
+    "CoreSettings": frozenset({"system", "reporting"}),
+    "Status": frozenset({"system", "call", "reporting"}),
+    "Originate": frozenset({"originate"}),
+    "QueueAdd": frozenset({"agent"}),
+    "QueueRemove": frozenset({"agent"}),
+    "QueuePause": frozenset({"agent"}),
+    "Hangup": frozenset({"system", "call"}),
+    "Redirect": frozenset({"call"}),
+    "BlindTransfer": frozenset({"call"}),
+    "Atxfer": frozenset({"call"}),
+}
+# Write classes cti must never hold: each turns an AMI secret into control of the whole PBX.
+FORBIDDEN_WRITE_CLASSES = frozenset({"all", "system", "command", "config"})
+# Event name -> AMI class, for every event the tracker reads (as seen in the Asterisk 22.10.1
+# captures' Privilege: headers). The test compares this with the tracker's own list.
+TRACKER_EVENT_CLASSES: dict[str, str] = {
+    **dict.fromkeys(
+        _words(
+            "Newchannel NewCallerid DialBegin DialEnd BridgeEnter BlindTransfer AttendedTransfer "
+            "SoftHangupRequest HangupRequest Hangup OriginateResponse"
+        ),
+        "call",
+    ),
+    **dict.fromkeys(
+        _words(
+            "QueueCallerJoin QueueCallerLeave QueueCallerAbandon AgentCalled AgentRingNoAnswer "
+            "AgentConnect AgentComplete QueueMemberStatus QueueMemberAdded QueueMemberPause "
+            "QueueMemberPaused QueueMemberRemoved"
+        ),
+        "agent",
+    ),
+    "UserEvent": "user",
+    "Shutdown": "system",
+    "FullyBooted": "system",
+}
+AMI_CLASSES = _words(
+    "system call log verbose command agent user config dtmf reporting cdr dialplan originate agi cc aoc "
+    "test security message all"
+)
+
+# ---------------------------------------------------------------------------- Asterisk facts
+
+OBSOLETE_QUEUE_KEYS = {
+    "eventwhencalled": 'Asterisk 22 always sends AgentCalled events ("Unknown keyword" warning)',
+    "eventmemberstatus": 'Asterisk 22 always sends QueueMemberStatus events ("Unknown keyword" warning)',
+    "monitor-type": "res_monitor was removed in Asterisk 21 (use MixMonitor)",
+    "monitor-format": "res_monitor was removed in Asterisk 21 (use MixMonitor)",
+    "membermacro": "app_macro was removed in Asterisk 21 (use membergosub)",
+}
+REMOVED_MODULES = {
+    "chan_local.so": "Local channels are part of the core since Asterisk 12",
+    "chan_sip.so": "chan_sip was removed in Asterisk 21 (use chan_pjsip)",
+    "app_macro.so": "app_macro was removed in Asterisk 21 (use Gosub)",
+    "res_monitor.so": "res_monitor was removed in Asterisk 21 (use MixMonitor)",
+}
+REQUIRED_MODULES = frozenset(
+    {
+        "pbx_config.so",
+        "res_agi.so",
+        "app_queue.so",
+        "app_userevent.so",
+        "app_amd.so",
+        "app_dial.so",
+        "app_stack.so",
+        "chan_pjsip.so",
+        "res_pjsip.so",
+        "res_pjsip_session.so",
+        "res_rtp_asterisk.so",
+        "res_musiconhold.so",
+    }
+)
+
+# Dialplan applications: lower-case name -> module, None for the PBX core (main/pbx_builtins.c,
+# main/pbx_*.c). Names outside this table are reported: add an entry when you really need one.
+APP_MODULES: dict[str, str | None] = {
+    **dict.fromkeys(
+        _words(
+            "answer background busy congestion execiftime goto gotoif gotoiftime hangup importvar incomplete "
+            "noop proceeding progress raiseexception ringing set mset wait waitdigit waitexten"
+        ),
+        None,
+    ),
+    "dial": "app_dial.so",
+    "queue": "app_queue.so",
+    "addqueuemember": "app_queue.so",
+    "removequeuemember": "app_queue.so",
+    "pausequeuemember": "app_queue.so",
+    "unpausequeuemember": "app_queue.so",
+    "queuelog": "app_queue.so",
+    "userevent": "app_userevent.so",
+    "agi": "res_agi.so",
+    "amd": "app_amd.so",
+    "playback": "app_playback.so",
+    "gosub": "app_stack.so",
+    "gosubif": "app_stack.so",
+    "return": "app_stack.so",
+    "stackpop": "app_stack.so",
+    "execif": "app_exec.so",
+    "exec": "app_exec.so",
+    "tryexec": "app_exec.so",
+    "verbose": "app_verbose.so",
+    "log": "app_verbose.so",
+    "while": "app_while.so",
+    "endwhile": "app_while.so",
+    "exitwhile": "app_while.so",
+    "continuewhile": "app_while.so",
+    "echo": "app_echo.so",
+    "read": "app_read.so",
+    "mixmonitor": "app_mixmonitor.so",
+    "senddtmf": "app_senddtmf.so",
+    "chanspy": "app_chanspy.so",
+    "musiconhold": "res_musiconhold.so",
+    "waitforsilence": "app_waitforsilence.so",
+}
+FUNCTION_MODULES: dict[str, str | None] = {
+    "callerid": "func_callerid.so",
+    "connectedline": "func_callerid.so",
+    "channel": "func_channel.so",
+    "if": "func_logic.so",
+    "isnull": "func_logic.so",
+    "exists": "func_logic.so",
+    "regex": "func_strings.so",
+    "strftime": "func_strings.so",
+    "len": "func_strings.so",
+    "fieldqty": "func_strings.so",
+    "filter": "func_strings.so",
+    "toupper": "func_strings.so",
+    "tolower": "func_strings.so",
+    "cut": "func_cut.so",
+    "timeout": "func_timeout.so",
+    "env": "func_env.so",
+    "global": "func_global.so",
+    "local": "app_stack.so",
+    "queue_member": "app_queue.so",
+    "queue_exists": "app_queue.so",
+    "pjsip_header": "res_pjsip_header_funcs.so",
+}
+
+# ---------------------------------------------------------------------------- problems
+
+
+@dataclass(frozen=True, order=True)
+class Problem:
+    file: str
+    line: int
+    rule: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: [{self.rule}] {self.message}"
+
+
+# ---------------------------------------------------------------------------- the INI dialect
+
+
+@dataclass
+class Entry:
+    key: str
+    value: str
+    op: str
+    file: str
+    line: int
+
+
+@dataclass
+class Section:
+    name: str
+    file: str
+    line: int
+    is_template: bool = False
+    templates: tuple[str, ...] = ()
+    entries: list[Entry] = field(default_factory=list)
+
+    def get(self, key: str) -> str | None:
+        values = self.values(key)
+        return values[-1] if values else None
+
+    def values(self, key: str) -> list[str]:
+        return [e.value for e in self.entries if e.key.lower() == key.lower()]
+
+
+@dataclass
+class ConfFile:
+    path: Path
+    sections: list[Section] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+    def named(self, name: str) -> list[Section]:
+        return [s for s in self.sections if s.name == name]
+
+    def section(self, name: str) -> Section | None:
+        found = self.named(name)
+        return found[0] if found else None
+
+    def effective(self, section: Section) -> list[Entry]:
+        """The section's entries after its templates' (templates first, as Asterisk copies them)."""
+        entries: list[Entry] = []
+        for template in section.templates:
+            parent = next((s for s in self.sections if s.name == template and s.is_template), None)
+            if parent is not None and parent is not section:
+                entries.extend(self.effective(parent))
+        return entries + section.entries
+
+    def effective_get(self, section: Section, key: str) -> str | None:
+        values = [e.value for e in self.effective(section) if e.key.lower() == key.lower()]
+        return values[-1] if values else None
+
+
+_SECTION = re.compile(r"^\[([^\]]+)\]\s*(?:\(([^)]*)\))?\s*$")
+_KEY_VALUE = re.compile(r"^([A-Za-z0-9_.()/\-]+)\s*(=>|=)\s*(.*)$")
+_INCLUDE = re.compile(r'^#(include|tryinclude)\s+"?([^"]+?)"?\s*$')
+
+Resolver = Callable[[Path, str], Path | None]
+
+
+def _strip_comment(line: str) -> str:
+    out = []
+    i = 0
+    while i < len(line):
+        ch = line[i]
+        if ch == "\\" and i + 1 < len(line):
+            out.append(line[i : i + 2])
+            i += 2
+            continue
+        if ch == ";":
+            break
+        out.append(ch)
+        i += 1
+    return "".join(out).rstrip()
+
+
+def _default_resolver(including: Path, target: str) -> Path | None:
+    candidate = Path(target) if target.startswith("/") else including.parent / target
+    return candidate if candidate.exists() else None
+
+
+def _lines(
+    path: Path, resolver: Resolver, problems: list[Problem], depth: int = 0
+) -> Iterator[tuple[str, int, str]]:
+    """(file, line number, text without comments) with #include files expanded in place."""
+    in_block = False
+    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        text = raw
+        if in_block:
+            if "--;" not in text:
+                continue
+            text, in_block = text.split("--;", 1)[1], False
+        if ";--" in text:
+            head, _, tail = text.partition(";--")
+            text, in_block = head, "--;" not in tail
+        text = _strip_comment(text).strip()
+        if not text:
+            continue
+        include = _INCLUDE.match(text)
+        if include is None:
+            yield str(path), number, text
+            continue
+        target = resolver(path, include.group(2))
+        if target is None:
+            if include.group(1) == "include":
+                problems.append(
+                    Problem(str(path), number, "include", f"#include {include.group(2)}: no such file")
+                )
+            continue
+        if depth > 8:
+            problems.append(Problem(str(path), number, "include", "#include nested too deeply (a cycle?)"))
+            continue
+        yield from _lines(target, resolver, problems, depth + 1)
+
+
+def _open_section(match: re.Match[str], file: str, line: int, problems: list[Problem]) -> Section:
+    options = [o.strip() for o in (match.group(2) or "").split(",") if o.strip()]
+    flags = {"!", "+"}
+    section = Section(
+        match.group(1).strip(), file, line, "!" in options, tuple(o for o in options if o not in flags)
+    )
+    for option in section.templates:
+        if not re.match(r"^[\w.\-]+$", option):
+            problems.append(Problem(file, line, "syntax", f"[{section.name}]: bad template name {option!r}"))
+    return section
+
+
+def parse_conf(path: Path, resolver: Resolver = _default_resolver) -> ConfFile:
+    """Sections and entries of one configuration file, its #includes expanded."""
+    conf = ConfFile(path)
+    current: Section | None = None
+    for file, line, text in _lines(path, resolver, conf.problems):
+        header = _SECTION.match(text)
+        if header is not None:
+            current = _open_section(header, file, line, conf.problems)
+            conf.sections.append(current)
+            continue
+        pair = _KEY_VALUE.match(text)
+        if pair is None:
+            conf.problems.append(Problem(file, line, "syntax", f"not a [section] nor key = value: {text!r}"))
+            continue
+        if current is None:
+            conf.problems.append(Problem(file, line, "syntax", f"{pair.group(1)!r} before any [section]"))
+            continue
+        current.entries.append(Entry(pair.group(1), pair.group(3).strip(), pair.group(2), file, line))
+    return conf
+
+
+def check_structure(
+    conf: ConfFile, repeatable: frozenset[str], unique_sections: bool = True
+) -> list[Problem]:
+    """Duplicate keys (outside `repeatable`), duplicate sections, templates that do not exist."""
+    problems: list[Problem] = []
+    templates = {s.name for s in conf.sections if s.is_template}
+    seen: dict[str, Section] = {}
+    for section in conf.sections:
+        if unique_sections and section.name in seen:
+            first = seen[section.name]
+            problems.append(
+                Problem(
+                    section.file,
+                    section.line,
+                    "duplicate-section",
+                    f"[{section.name}] already at line {first.line}",
+                )
+            )
+        seen.setdefault(section.name, section)
+        for template in section.templates:
+            if template not in templates:
+                problems.append(
+                    Problem(
+                        section.file,
+                        section.line,
+                        "template",
+                        f"[{section.name}] uses unknown template {template!r}",
+                    )
+                )
+        keys: dict[str, Entry] = {}
+        for entry in section.entries:
+            lowered = entry.key.lower()
+            if lowered in keys and lowered not in repeatable:
+                problems.append(
+                    Problem(
+                        entry.file,
+                        entry.line,
+                        "duplicate-key",
+                        f"[{section.name}] {entry.key} set twice (first at line {keys[lowered].line})",
+                    )
+                )
+            keys.setdefault(lowered, entry)
+    return problems
+
+
+# ---------------------------------------------------------------------------- expressions
+
+
+def balance_problem(text: str) -> str | None:
+    """Why `text` has unbalanced (), [], {}, ${}, $[] or double quotes; None when it is fine."""
+    closing = {")": "(", "]": "[", "}": "{"}
+    stack: list[tuple[str, int]] = []
+    escaped = False
+    quotes = 0
+    for i, ch in enumerate(text):
+        if escaped:
+            escaped = False
+            continue
+        if ch == "\\":
+            escaped = True
+        elif ch == '"':
+            quotes += 1
+        elif ch in "([{":
+            stack.append((ch, i))
+        elif ch in closing:
+            if not stack or stack[-1][0] != closing[ch]:
+                return f"unexpected {ch!r} at column {i + 1}"
+            stack.pop()
+    if stack:
+        opener, at = stack[-1]
+        kind = (
+            "${"
+            if opener == "{" and text[at - 1 : at] == "$"
+            else ("$[" if text[at - 1 : at] == "$" else opener)
+        )
+        return f"{kind!r} opened at column {at} is never closed"
+    if quotes % 2:
+        return "odd number of double quotes"
+    return None
+
+
+def split_top(text: str, sep: str) -> list[str]:
+    """Split on `sep` outside (), [], {} and double quotes, as Asterisk splits application arguments."""
+    parts: list[str] = []
+    depth = 0
+    quoted = False
+    current: list[str] = []
+    escaped = False
+    for ch in text:
+        if escaped:
+            current.append(ch)
+            escaped = False
+            continue
+        if ch == "\\":
+            escaped = True
+            current.append(ch)
+            continue
+        if ch == '"':
+            quoted = not quoted
+        elif ch in "([{" and not quoted:
+            depth += 1
+        elif ch in ")]}" and not quoted:
+            depth -= 1
+        if ch == sep and depth == 0 and not quoted:
+            parts.append("".join(current))
+            current = []
+            continue
+        current.append(ch)
+    parts.append("".join(current))
+    return parts
+
+
+_FUNCTION_CALL = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\(")
+
+
+def functions_used(text: str) -> list[str]:
+    return [m.group(1) for m in _FUNCTION_CALL.finditer(text)]
+
+
+def is_dynamic(text: str) -> bool:
+    return "${" in text or "$[" in text
+
+
+def pattern_regex(pattern: str) -> re.Pattern[str]:
+    """An Asterisk extension (literal, or `_` pattern with X Z N [...] . !) as a regex."""
+    if not pattern.startswith("_"):
+        return re.compile(re.escape(pattern) + "$", re.IGNORECASE)
+    out: list[str] = []
+    body = pattern[1:]
+    i = 0
+    while i < len(body):
+        ch = body[i]
+        upper = ch.upper()
+        if upper in "XZN":
+            out.append({"X": "[0-9]", "Z": "[1-9]", "N": "[2-9]"}[upper])
+        elif ch == "[":
+            end = body.index("]", i)
+            out.append("[" + body[i + 1 : end].replace("\\", "\\\\") + "]")
+            i = end
+        elif ch == ".":
+            out.append(".+")
+        elif ch == "!":
+            out.append(".*")
+        else:
+            out.append(re.escape(ch))
+        i += 1
+    return re.compile("".join(out) + "$")
+
+
+# ---------------------------------------------------------------------------- the dialplan
+
+
+@dataclass
+class Step:
+    """One priority of one extension."""
+
+    priority: int
+    label: str | None
+    app: str
+    args: str
+    file: str
+    line: int
+
+
+@dataclass
+class Extension:
+    pattern: str
+    file: str
+    line: int
+    steps: list[Step] = field(default_factory=list)
+    hint: str | None = None
+
+    def matches(self, exten: str) -> bool:
+        return bool(pattern_regex(self.pattern).match(exten))
+
+    def has_priority(self, spec: str) -> bool:
+        if spec.isdigit():
+            return any(s.priority == int(spec) for s in self.steps)
+        return any(s.label == spec for s in self.steps)
+
+
+@dataclass
+class Context:
+    name: str
+    file: str
+    line: int
+    extensions: dict[str, Extension] = field(default_factory=dict)
+    includes: list[tuple[str, str, int]] = field(default_factory=list)
+
+
+@dataclass
+class Dialplan:
+    contexts: dict[str, Context] = field(default_factory=dict)
+    globals: dict[str, str] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+
+    def steps(self) -> Iterator[tuple[Context, Extension, Step]]:
+        for context in self.contexts.values():
+            for extension in context.extensions.values():
+                for step in extension.steps:
+                    yield context, extension, step
+
+    def find(self, context: str, exten: str, seen: frozenset[str] = frozenset()) -> Extension | None:
+        """The extension `exten` resolves to in `context` (literal first, then patterns, then includes)."""
+        ctx = self.contexts.get(context)
+        if ctx is None or context in seen:
+            return None
+        if exten in ctx.extensions:
+            return ctx.extensions[exten]
+        for extension in ctx.extensions.values():
+            if extension.pattern.startswith("_") and extension.matches(exten):
+                return extension
+        for included, _, _ in ctx.includes:
+            found = self.find(included, exten, seen | {context})
+            if found is not None:
+                return found
+        return None
+
+
+_PRIORITY = re.compile(r"^(\d+|n)(?:\(([A-Za-z0-9_\-]+)\))?$")
+_APP = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s*(?:\((.*)\))?$", re.DOTALL)
+
+
+class _DialplanBuilder:
+    def __init__(self, dialplan: Dialplan) -> None:
+        self.dialplan = dialplan
+        self.context: Context | None = None
+        self.extension: Extension | None = None
+
+    def problem(self, entry: Entry, rule: str, message: str) -> None:
+        self.dialplan.problems.append(Problem(entry.file, entry.line, rule, message))
+
+    def add(self, context: Context, entry: Entry) -> None:
+        if self.context is not context:
+            self.context, self.extension = context, None
+        key = entry.key.lower()
+        if key == "exten":
+            self._exten(context, entry)
+        elif key == "same":
+            self._same(entry)
+        elif key == "include":
+            context.includes.append((entry.value.strip(), entry.file, entry.line))
+        elif key not in ("switch", "ignorepat"):
+            self.problem(entry, "syntax", f"unknown dialplan keyword {entry.key!r}")
+
+    def _exten(self, context: Context, entry: Entry) -> None:
+        parts = entry.value.split(",", 2)
+        if len(parts) < 3:
+            self.problem(entry, "syntax", f"exten needs pattern,priority,application: {entry.value!r}")
+            return
+        pattern, priority, app = (p.strip() for p in parts)
+        pattern = pattern.split("/", 1)[0]  # exten => s/CALLERID,... matches on caller ID too
+        extension = context.extensions.get(pattern)
+        if extension is None:
+            extension = Extension(pattern, entry.file, entry.line)
+            context.extensions[pattern] = extension
+        if priority == "hint":
+            extension.hint = app
+            return
+        self.extension = extension
+        if _PRIORITY.match(priority) and priority.split("(")[0] != "1" and not extension.steps:
+            self.problem(entry, "priority", f"extension {pattern} must start at priority 1, not {priority}")
+        self._step(extension, priority, app, entry)
+
+    def _same(self, entry: Entry) -> None:
+        if self.extension is None:
+            self.problem(entry, "syntax", "`same =>` with no `exten =>` before it in this context")
+            return
+        priority, _, app = entry.value.partition(",")
+        self._step(self.extension, priority.strip(), app.strip(), entry)
+
+    def _step(self, extension: Extension, priority: str, app: str, entry: Entry) -> None:
+        match = _PRIORITY.match(priority)
+        if match is None:
+            self.problem(
+                entry, "priority", f"bad priority {priority!r} (a number or n, with an optional (label))"
+            )
+            return
+        previous = extension.steps[-1].priority if extension.steps else 0
+        number = previous + 1 if match.group(1) == "n" else int(match.group(1))
+        if number <= previous:
+            self.problem(
+                entry, "priority", f"priority {number} of {extension.pattern} does not follow {previous}"
+            )
+        label = match.group(2)
+        if label and any(s.label == label for s in extension.steps):
+            self.problem(entry, "priority", f"label {label!r} used twice in extension {extension.pattern}")
+        unbalanced = balance_problem(app)
+        if unbalanced:
+            self.problem(entry, "balance", f"{app!r}: {unbalanced}")
+            return
+        call = _APP.match(app)
+        if call is None:
+            self.problem(entry, "syntax", f"not an application call: {app!r}")
+            return
+        extension.steps.append(
+            Step(number, label, call.group(1), call.group(2) or "", entry.file, entry.line)
+        )
+
+
+def parse_dialplan(conf: ConfFile) -> Dialplan:
+    """The contexts of an extensions.conf (already parsed as INI, #includes expanded)."""
+    dialplan = Dialplan()
+    builder = _DialplanBuilder(dialplan)
+    for section in conf.sections:
+        if section.name == "general":
+            continue
+        if section.name == "globals":
+            dialplan.globals.update({e.key: e.value for e in section.entries})
+            continue
+        if section.name in dialplan.contexts:
+            dialplan.problems.append(
+                Problem(
+                    section.file, section.line, "duplicate-section", f"context [{section.name}] defined twice"
+                )
+            )
+            continue
+        context = Context(section.name, section.file, section.line)
+        dialplan.contexts[section.name] = context
+        for entry in section.entries:
+            builder.add(context, entry)
+    return dialplan
+
+
+# ---------------------------------------------------------------------------- dialplan rules
+
+
+def _target(context: str, exten: str, spec: str) -> tuple[str, str, str] | None:
+    parts = [p.strip() for p in split_top(spec, ",")]
+    if len(parts) == 1:
+        return context, exten, parts[0]
+    if len(parts) == 2:
+        return context, parts[0], parts[1]
+    if len(parts) == 3:
+        return parts[0], parts[1], parts[2]
+    return None
+
+
+def _branch_specs(app: str, args: str) -> list[str]:
+    """The jump targets written in a Goto-family application's arguments."""
+    lowered = app.lower()
+    if lowered in ("goto", "gosub"):
+        return [args]
+    if lowered in ("gotoif", "gotoiftime", "gosubif"):
+        question = split_top(args, "?")
+        if len(question) < 2:
+            return []
+        return [b for b in split_top("?".join(question[1:]), ":") if b.strip()]
+    return []
+
+
+def _jump_problem(dialplan: Dialplan, target: tuple[str, str, str]) -> str | None:
+    context, exten, priority = target
+    priority = re.sub(r"\(.*\)$", "", priority)  # Gosub(ctx,exten,1(arguments))
+    if is_dynamic(context):
+        return None
+    if context not in dialplan.contexts:
+        return f"context {context!r} does not exist"
+    if is_dynamic(exten) or is_dynamic(priority):
+        return None
+    extension = dialplan.find(context, exten)
+    if extension is None:
+        return f"no extension {exten!r} in context {context!r}"
+    if not extension.has_priority(priority):
+        return f"extension {exten!r} of {context!r} has no priority or label {priority!r}"
+    return None
+
+
+def _dial_handler_targets(args: str) -> list[str]:
+    parts = split_top(args, ",")
+    if len(parts) < 3:
+        return []
+    return [m.group(1).replace("^", ",") for m in re.finditer(r"[bBU]\(([^)]*)\)", parts[2])]
+
+
+def check_jumps(dialplan: Dialplan) -> list[Problem]:
+    problems: list[Problem] = []
+    for context, extension, step in dialplan.steps():
+        specs = _branch_specs(step.app, step.args)
+        if step.app.lower() == "dial":
+            specs += _dial_handler_targets(step.args)
+        for spec in specs:
+            exten = extension.pattern if not extension.pattern.startswith("_") else "${EXTEN}"
+            target = _target(context.name, exten, spec.strip())
+            why = "bad jump target" if target is None else _jump_problem(dialplan, target)
+            if why:
+                problems.append(Problem(step.file, step.line, "goto", f"{step.app}({step.args}): {why}"))
+    for context in dialplan.contexts.values():
+        for included, file, line in context.includes:
+            if included not in dialplan.contexts:
+                problems.append(Problem(file, line, "goto", f"include => {included}: no such context"))
+    return problems
+
+
+def check_applications(dialplan: Dialplan, loaded: frozenset[str] | None) -> list[Problem]:
+    """Every application and function is known, and (when `loaded` is given) its module loaded."""
+    problems: list[Problem] = []
+    for _, _, step in dialplan.steps():
+        apps = [step.app, *_inner_apps(step)]
+        for app in apps:
+            if app.lower() not in APP_MODULES:
+                problems.append(Problem(step.file, step.line, "application", f"unknown application {app}()"))
+                continue
+            problems += _module_problem(step, f"{app}()", APP_MODULES[app.lower()], loaded)
+        for function in _functions(step):
+            if function.lower() not in FUNCTION_MODULES:
+                problems.append(
+                    Problem(step.file, step.line, "function", f"unknown dialplan function {function}()")
+                )
+                continue
+            problems += _module_problem(step, f"{function}()", FUNCTION_MODULES[function.lower()], loaded)
+    return problems
+
+
+def _inner_apps(step: Step) -> list[str]:
+    if step.app.lower() != "execif":
+        return []
+    question = split_top(step.args, "?")
+    branches = split_top("?".join(question[1:]), ":") if len(question) > 1 else []
+    return [m.group(1) for b in branches if (m := _APP.match(b.strip()))]
+
+
+def _functions(step: Step) -> list[str]:
+    found = functions_used(step.args)
+    if step.app.lower() == "set":
+        left = re.match(r"^([A-Za-z_][A-Za-z0-9_]*)\(", step.args)
+        if left:
+            found.append(left.group(1))
+    return found
+
+
+def _module_problem(
+    step: Step, what: str, module: str | None, loaded: frozenset[str] | None
+) -> list[Problem]:
+    if module is None or loaded is None or module in loaded:
+        return []
+    return [
+        Problem(step.file, step.line, "module", f"{what} needs {module}, which modules.conf does not load")
+    ]
+
+
+def _user_event(step: Step) -> tuple[str, list[tuple[str, str]], list[str]]:
+    """Name, (header, value) pairs and malformed pieces of a UserEvent's arguments."""
+    parts = split_top(step.args, ",")
+    headers: list[tuple[str, str]] = []
+    bad: list[str] = []
+    for part in parts[1:]:
+        key, colon, value = part.partition(":")
+        if not colon or not re.match(r"^[A-Za-z][A-Za-z0-9_-]*$", key.strip()):
+            bad.append(part)
+            continue
+        headers.append((key.strip(), value.strip()))
+    return parts[0].strip(), headers, bad
+
+
+def check_user_events(dialplan: Dialplan) -> list[Problem]:
+    problems: list[Problem] = []
+    for _, _, step in dialplan.steps():
+        if step.app.lower() != "userevent":
+            continue
+        name, headers, bad = _user_event(step)
+        where = (step.file, step.line, "user-event")
+        for piece in bad:
+            problems.append(Problem(*where, f"UserEvent({name}): {piece!r} is not a 'Header: value' pair"))
+        if name not in TRACKED_USER_EVENTS:
+            problems.append(
+                Problem(
+                    *where,
+                    f"UserEvent {name!r} is not read by cti (TRACKED_USER_EVENTS: "
+                    f"{', '.join(sorted(TRACKED_USER_EVENTS))})",
+                )
+            )
+            continue
+        problems += [
+            Problem(*where, f"UserEvent({name}): {why}") for why in _event_problems(name, dict(headers))
+        ]
+        if len({k for k, _ in headers}) != len(headers):
+            problems.append(Problem(*where, f"UserEvent({name}): a header is repeated"))
+    return problems
+
+
+def _event_problems(name: str, headers: dict[str, str]) -> list[str]:
+    spec = USER_EVENT_SPECS[name]
+    allowed = spec.required | spec.optional | spec.one_of
+    why = [f"missing header {h}:" for h in sorted(spec.required - set(headers))]
+    why += [
+        f"unexpected header {h}: (cti reads {', '.join(sorted(allowed))})"
+        for h in headers
+        if h not in allowed
+    ]
+    if spec.one_of and len(spec.one_of & set(headers)) != 1:
+        why.append(f"needs exactly one of {', '.join(sorted(spec.one_of))}")
+    why += [
+        f"{h}: must be {v} (got {headers[h]!r})" for h, v in spec.fixed if h in headers and headers[h] != v
+    ]
+    if name == "IVR":
+        why += _ivr_value_problems(headers)
+    return why
+
+
+def _ivr_value_problems(headers: dict[str, str]) -> list[str]:
+    why = []
+    menu = headers.get("Menu", "")
+    if not _MENU_NAME.match(menu):
+        why.append(f"Menu: must be a literal lower-case name, got {menu!r}")
+    if "Invalid" in headers and headers["Invalid"] != IVR_INVALID_VALUE:
+        why.append(f"Invalid: must be {IVR_INVALID_VALUE}")
+    if "Timeout" in headers and headers["Timeout"] != IVR_TIMEOUT_VALUE:
+        why.append(f"Timeout: must be {IVR_TIMEOUT_VALUE}")
+    for key in ("Choice", "Step"):
+        if key in headers and (not headers[key] or is_dynamic(headers[key])):
+            why.append(f"{key}: must be a literal value, got {headers[key]!r}")
+    return why
+
+
+def check_queues_used(dialplan: Dialplan, queues: frozenset[str]) -> list[Problem]:
+    """Queue() targets exist and each Queue() is followed by UserEvent(QueueExit) for that queue."""
+    problems: list[Problem] = []
+    for _, extension, step in dialplan.steps():
+        lowered = step.app.lower()
+        if lowered not in ("queue", "addqueuemember", "removequeuemember"):
+            continue
+        target = split_top(step.args, ",")[0].strip()
+        runtime = re.fullmatch(r"\$\{([A-Za-z0-9_]+)\}", target)
+        if lowered == "queue" and runtime and runtime.group(1) in RUNTIME_QUEUE_VARIABLES:
+            pass
+        elif not is_dynamic(target) and target not in queues:
+            problems.append(
+                Problem(step.file, step.line, "queue", f"{step.app}: no queue {target!r} in queues.conf")
+            )
+        elif lowered == "queue" and is_dynamic(target):
+            problems.append(
+                Problem(
+                    step.file,
+                    step.line,
+                    "queue",
+                    f"Queue({target}): write the queue name, or use one of "
+                    f"{', '.join(sorted(RUNTIME_QUEUE_VARIABLES))}, so it can be checked",
+                )
+            )
+        if lowered == "queue":
+            problems += _queue_exit_problem(extension, step, target)
+    return problems
+
+
+def _queue_exit_problem(extension: Extension, step: Step, target: str) -> list[Problem]:
+    following = [s for s in extension.steps if s.priority == step.priority + 1]
+    if following and following[0].app.lower() == "userevent":
+        name, headers, _ = _user_event(following[0])
+        if name == "QueueExit" and dict(headers).get("Queue") == target:
+            return []
+    message = (
+        f"Queue({target}) must be followed by UserEvent(QueueExit,Queue: {target},Status: ${{QUEUESTATUS}})"
+    )
+    return [Problem(step.file, step.line, "queue-exit", message)]
+
+
+def check_originate_contexts(dialplan: Dialplan, path: str) -> list[Problem]:
+    problems = []
+    for context in sorted(ORIGINATE_CONTEXTS):
+        exten = ORIGINATE_EXTENSIONS.get(context, "s")
+        if context not in dialplan.contexts:
+            problems.append(
+                Problem(path, 0, "originate", f"context {context!r}, which cti originates into, is missing")
+            )
+        elif dialplan.find(context, exten) is None:
+            problems.append(
+                Problem(path, 0, "originate", f"context {context!r} does not accept extension {exten!r}")
+            )
+    return problems
+
+
+# ---------------------------------------------------------------------------- file rules
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("yes", "true", "on", "1", "y")
+
+
+def _unknown_keys(section: Section, known: frozenset[str], label: str) -> list[Problem]:
+    return [
+        Problem(e.file, e.line, "unknown-key", f"[{section.name}] unknown {label} option {e.key!r}")
+        for e in section.entries
+        if e.key.lower() not in known
+    ]
+
+
+MODULES_KEYS = frozenset({"autoload", "load", "noload", "preload", "require", "preload-require"})
+
+
+def check_modules(conf: ConfFile) -> tuple[list[Problem], frozenset[str]]:
+    problems = check_structure(conf, frozenset({"load", "noload", "preload", "require", "preload-require"}))
+    section = conf.section("modules")
+    if section is None:
+        return [*problems, Problem(str(conf.path), 0, "modules", "no [modules] section")], frozenset()
+    problems += _unknown_keys(section, MODULES_KEYS, "modules.conf")
+    problems += [
+        Problem(s.file, s.line, "unknown-section", f"[{s.name}]")
+        for s in conf.sections
+        if s.name != "modules"
+    ]
+    if (section.get("autoload") or "").lower() != "no":
+        problems.append(
+            Problem(section.file, section.line, "modules", "autoload = no: load only what is listed")
+        )
+    loaded: set[str] = set()
+    for entry in section.entries:
+        if entry.key.lower() not in ("load", "preload", "require", "preload-require"):
+            continue
+        if not entry.value.endswith(".so"):
+            problems.append(
+                Problem(entry.file, entry.line, "modules", f"{entry.value!r}: module names end in .so")
+            )
+        if entry.value in REMOVED_MODULES:
+            problems.append(
+                Problem(entry.file, entry.line, "modules", f"{entry.value}: {REMOVED_MODULES[entry.value]}")
+            )
+        if entry.value in loaded:
+            problems.append(Problem(entry.file, entry.line, "duplicate-key", f"{entry.value} loaded twice"))
+        loaded.add(entry.value)
+    for module in sorted(REQUIRED_MODULES - loaded):
+        problems.append(
+            Problem(section.file, section.line, "modules", f"{module} is required by cti and not loaded")
+        )
+    return problems, frozenset(loaded)
+
+
+MANAGER_GENERAL_KEYS = _words(
+    "enabled webenabled port bindaddr timestampevents displayconnects allowmultiplelogin authtimeout "
+    "authlimit httptimeout channelvars debug brokeneventsaction tlsenable tlsbindaddr tlscertfile "
+    "tlsprivatekey tlscipher tlscafile tlscapath"
+)
+MANAGER_USER_KEYS = _words(
+    "secret deny permit acl read write writetimeout displayconnects allowmultiplelogin eventfilter setvar"
+)
+
+
+def _classes(value: str | None) -> set[str]:
+    return {c.strip().lower() for c in (value or "").split(",") if c.strip()}
+
+
+def check_manager(conf: ConfFile, user: str = "cti") -> list[Problem]:
+    problems = check_structure(conf, frozenset({"permit", "deny", "acl", "eventfilter", "setvar"}))
+    general = conf.section("general")
+    path = str(conf.path)
+    if general is None:
+        problems.append(Problem(path, 0, "manager", "no [general] section"))
+    else:
+        problems += _unknown_keys(general, MANAGER_GENERAL_KEYS, "manager.conf [general]")
+        if not _truthy(general.get("timestampevents")):
+            problems.append(
+                Problem(general.file, general.line, "manager", "timestampevents = yes (cti uses Timestamp:)")
+            )
+        if not _truthy(general.get("enabled")):
+            problems.append(Problem(general.file, general.line, "manager", "enabled = yes"))
+    section = conf.section(user)
+    if section is None:
+        return [*problems, Problem(path, 0, "manager", f"no [{user}] user for the cti daemon")]
+    problems += _unknown_keys(section, MANAGER_USER_KEYS, "manager.conf user")
+    problems += _manager_acl(section)
+    problems += _manager_classes(section)
+    if section.get("secret") is not None:
+        problems.append(
+            Problem(
+                section.file,
+                section.line,
+                "manager",
+                f"[{user}]: keep the secret out of the shipped file (manager_cti_local.conf)",
+            )
+        )
+    return problems
+
+
+def _manager_acl(section: Section) -> list[Problem]:
+    acl = [e for e in section.entries if e.key.lower() in ("deny", "permit")]
+    problems = []
+    if not acl or acl[0].key.lower() != "deny" or not acl[0].value.startswith("0.0.0.0/0"):
+        problems.append(
+            Problem(section.file, section.line, "manager-acl", "start the ACL with deny = 0.0.0.0/0.0.0.0")
+        )
+    for entry in acl:
+        if entry.key.lower() == "permit" and entry.value.replace(" ", "") in ("0.0.0.0/0", "0.0.0.0/0.0.0.0"):
+            problems.append(
+                Problem(entry.file, entry.line, "manager-acl", "permit = 0.0.0.0/0 lets anyone log in")
+            )
+    if not any(e.key.lower() == "permit" for e in acl):
+        problems.append(
+            Problem(section.file, section.line, "manager-acl", "no permit line: nobody can log in")
+        )
+    return problems
+
+
+def _manager_classes(section: Section) -> list[Problem]:
+    problems: list[Problem] = []
+    read, write = _classes(section.get("read")), _classes(section.get("write"))
+    where = (section.file, section.line)
+    for kind, granted in (("read", read), ("write", write)):
+        for name in sorted(granted - AMI_CLASSES):
+            problems.append(Problem(*where, "manager-classes", f"{kind}: unknown class {name!r}"))
+    needed_read = set(TRACKER_EVENT_CLASSES.values())
+    if "all" in read or "all" in write:
+        problems.append(
+            Problem(*where, "manager-classes", "read/write = all: list the classes cti needs instead")
+        )
+    for name in sorted(needed_read - read):
+        problems.append(
+            Problem(*where, "manager-classes", f"read lacks {name!r}: the tracker reads events of it")
+        )
+    for name in sorted(read - needed_read - {"all"}):
+        problems.append(Problem(*where, "manager-classes", f"read grants {name!r}, which cti never reads"))
+    for action, classes in sorted(DAEMON_ACTIONS.items()):
+        if classes and not classes & write:
+            problems.append(
+                Problem(
+                    *where,
+                    "manager-classes",
+                    f"write allows no class of {action} ({', '.join(sorted(classes))})",
+                )
+            )
+    used = set().union(*DAEMON_ACTIONS.values())
+    for name in sorted(write & FORBIDDEN_WRITE_CLASSES - {"all"}):
+        problems.append(
+            Problem(*where, "manager-classes", f"write grants {name!r}: far more power than cti needs")
+        )
+    for name in sorted(write - used - FORBIDDEN_WRITE_CLASSES):
+        problems.append(
+            Problem(*where, "manager-classes", f"write grants {name!r}, which no cti action needs")
+        )
+    return problems
+
+
+QUEUE_GENERAL_KEYS = _words(
+    "persistentmembers autofill monitor-type updatecdr shared_lastcall negative_penalty_invalid "
+    "log_membername_as_agent force_longest_waiting_caller keepstats"
+)
+QUEUE_KEYS = _words(
+    "musicclass announce strategy servicelevel context penaltymemberslimit timeout retry timeoutpriority "
+    "weight wrapuptime autofill autopause autopausedelay autopausebusy autopauseunavail maxlen "
+    "announce-frequency min-announce-frequency announce-round-seconds announce-holdtime "
+    "announce-position announce-position-limit announce-to-first-user periodic-announce "
+    "periodic-announce-frequency random-periodic-announce relative-periodic-announce queue-youarenext "
+    "queue-thereare queue-callswaiting queue-holdtime queue-minute queue-minutes queue-seconds "
+    "queue-thankyou queue-reporthold queue-callerannounce reportholdtime ringinuse memberdelay "
+    "timeoutrestart defaultrule membergosub setinterfacevar setqueuevar setqueueentryvar joinempty "
+    "leavewhenempty member rule"
+)
+QUEUE_STRATEGIES = _words("ringall leastrecent fewestcalls random rrmemory rrordered linear wrandom")
+
+
+def check_queues(conf: ConfFile) -> tuple[list[Problem], frozenset[str]]:
+    problems = check_structure(conf, frozenset({"member"}))
+    queues: set[str] = set()
+    for section in conf.sections:
+        if section.name == "general":
+            problems += _obsolete(section) + _unknown_keys(
+                _without(section, OBSOLETE_QUEUE_KEYS), QUEUE_GENERAL_KEYS, "queues.conf [general]"
+            )
+            continue
+        problems += _obsolete(section)
+        problems += _unknown_keys(_without(section, OBSOLETE_QUEUE_KEYS), QUEUE_KEYS, "queue")
+        problems += _queue_values(conf, section)
+        if not section.is_template:
+            queues.add(section.name)
+    return problems, frozenset(queues)
+
+
+def _without(section: Section, keys: dict[str, str]) -> Section:
+    return Section(
+        section.name,
+        section.file,
+        section.line,
+        entries=[e for e in section.entries if e.key.lower() not in keys],
+    )
+
+
+def _obsolete(section: Section) -> list[Problem]:
+    return [
+        Problem(e.file, e.line, "obsolete", f"[{section.name}] {e.key}: {OBSOLETE_QUEUE_KEYS[e.key.lower()]}")
+        for e in section.entries
+        if e.key.lower() in OBSOLETE_QUEUE_KEYS
+    ]
+
+
+def _queue_values(conf: ConfFile, section: Section) -> list[Problem]:
+    problems = []
+    for entry in section.entries:
+        key = entry.key.lower()
+        if key == "strategy" and entry.value not in QUEUE_STRATEGIES:
+            problems.append(
+                Problem(entry.file, entry.line, "queue", f"[{section.name}] unknown strategy {entry.value!r}")
+            )
+        if key == "member" and not re.match(r"^[A-Za-z]+/[^,]+", entry.value):
+            problems.append(
+                Problem(entry.file, entry.line, "queue", f"[{section.name}] member needs Tech/resource first")
+            )
+    if not section.is_template:
+        for required in ("servicelevel", "wrapuptime", "strategy"):
+            if conf.effective_get(section, required) is None:
+                problems.append(
+                    Problem(
+                        section.file,
+                        section.line,
+                        "queue",
+                        f"[{section.name}] sets no {required} (nor its template)",
+                    )
+                )
+    return problems
+
+
+LOGGER_GENERAL_KEYS = _words(
+    "dateformat use_callids appendhostname queue_log queue_log_to_file queue_log_name "
+    "queue_log_realtime_use_gmt queue_adaptive_realtime rotatestrategy exec_after_rotate logger_queue_limit"
+)
+
+
+def check_logger(conf: ConfFile) -> list[Problem]:
+    problems = check_structure(conf, frozenset())
+    general = conf.section("general")
+    problems += [
+        Problem(s.file, s.line, "unknown-section", f"[{s.name}]")
+        for s in conf.sections
+        if s.name not in ("general", "logfiles")
+    ]
+    if general is None:
+        return [
+            *problems,
+            Problem(str(conf.path), 0, "queue-log", "no [general]: queue_log = yes must be explicit"),
+        ]
+    problems += _unknown_keys(general, LOGGER_GENERAL_KEYS, "logger.conf [general]")
+    if not _truthy(general.get("queue_log")):
+        problems.append(
+            Problem(general.file, general.line, "queue-log", "queue_log = yes: cti reads it after reconnects")
+        )
+    if not _truthy(general.get("queue_log_to_file")) and general.get("queue_log_name") is None:
+        problems.append(
+            Problem(general.file, general.line, "queue-log", "queue_log_to_file = yes or queue_log_name")
+        )
+    return problems
+
+
+FEATURE_KEYS = {
+    "general": _words(
+        "featuredigittimeout transferdigittimeout atxfernoanswertimeout atxferdropcall atxferloopdelay "
+        "atxfercallbackretries transferdialattempts transferretrysound transferinvalidsound atxferabort "
+        "atxfercomplete atxferthreeway atxferswap pickupexten pickupsound pickupfailsound courtesytone "
+        "recordingfailsound xfersound xferfailsound"
+    ),
+    "featuremap": _words("blindxfer disconnect automon atxfer parkcall automixmon"),
+}
+
+
+def check_features(conf: ConfFile) -> list[Problem]:
+    problems = check_structure(conf, frozenset())
+    for section in conf.sections:
+        if section.name == "applicationmap":
+            continue
+        if section.name not in FEATURE_KEYS:
+            problems.append(Problem(section.file, section.line, "unknown-section", f"[{section.name}]"))
+            continue
+        problems += _unknown_keys(section, FEATURE_KEYS[section.name], "features.conf")
+    return problems
+
+
+PJSIP_KEYS: dict[str, frozenset[str]] = {
+    "global": _words(
+        "type user_agent endpoint_identifier_order unidentified_request_count unidentified_request_period "
+        "unidentified_request_prune_interval keep_alive_interval default_outbound_endpoint debug "
+        "max_forwards contact_expiration_check_interval disable_multi_domain mwi_tps_queue_high "
+        "ignore_uri_user_options norefersub allow_sending_180_after_183 "
+        "send_contact_status_on_update_registration taskprocessor_overload_trigger"
+    ),
+    "transport": _words(
+        "type protocol bind external_media_address external_signaling_address external_signaling_port "
+        "local_net cert_file priv_key_file ca_list_file method verify_client verify_server "
+        "require_client_cert cipher tos cos allow_reload symmetric_transport websocket_write_timeout"
+    ),
+    "endpoint": _words(
+        "type context disallow allow direct_media rtp_symmetric force_rport rewrite_contact dtmf_mode "
+        "device_state_busy_at allow_subscribe language send_pai send_rpid trust_id_inbound trust_id_outbound "
+        "from_domain from_user outbound_auth auth aors callerid callerid_privacy set_var transport "
+        "identify_by media_encryption media_encryption_optimistic ice_support webrtc use_avpf "
+        "timers timers_min_se timers_sess_expires t38_udptl tone_zone moh_suggest mailboxes "
+        "named_call_group named_pickup_group call_group pickup_group send_diversion 100rel "
+        "rtp_timeout rtp_timeout_hold inband_progress allow_transfer accountcode"
+    ),
+    "auth": _words("type auth_type username password md5_cred realm nonce_lifetime password_digest"),
+    "aor": _words(
+        "type contact max_contacts remove_existing remove_unavailable qualify_frequency qualify_timeout "
+        "authenticate_qualify default_expiration maximum_expiration minimum_expiration mailboxes"
+    ),
+    "identify": _words("type endpoint match match_header srv_lookups"),
+    "registration": _words(
+        "type outbound_auth server_uri client_uri retry_interval forbidden_retry_interval "
+        "fatal_retry_interval expiration contact_user transport line endpoint max_retries "
+        "auth_rejection_permanent"
+    ),
+}
+PJSIP_REPEATABLE = frozenset(
+    {"allow", "disallow", "set_var", "match", "local_net", "contact", "permit", "deny"}
+)
+
+
+def check_pjsip(conf: ConfFile, dialplan: Dialplan | None, queues: frozenset[str]) -> list[Problem]:
+    problems = check_structure(conf, PJSIP_REPEATABLE, unique_sections=False)
+    by_type: dict[str, set[str]] = {}
+    for section in conf.sections:
+        kind = conf.effective_get(section, "type")
+        if section.is_template:
+            continue
+        if kind not in PJSIP_KEYS:
+            problems.append(
+                Problem(
+                    section.file, section.line, "pjsip", f"[{section.name}] type {kind!r} unknown or missing"
+                )
+            )
+            continue
+        by_type.setdefault(kind, set()).add(section.name)
+        problems += _unknown_keys(
+            Section(section.name, section.file, section.line, entries=conf.effective(section)),
+            PJSIP_KEYS[kind],
+            f"pjsip {kind}",
+        )
+    for section in conf.sections:
+        if not section.is_template and conf.effective_get(section, "type") in (
+            "endpoint",
+            "identify",
+            "registration",
+        ):
+            problems += _pjsip_references(conf, section, by_type, dialplan, queues)
+    return problems
+
+
+def _pjsip_references(
+    conf: ConfFile,
+    section: Section,
+    by_type: dict[str, set[str]],
+    dialplan: Dialplan | None,
+    queues: frozenset[str],
+) -> list[Problem]:
+    problems = []
+    where = (section.file, section.line, "pjsip")
+    for key, kind in (("auth", "auth"), ("outbound_auth", "auth"), ("aors", "aor"), ("endpoint", "endpoint")):
+        for name in (conf.effective_get(section, key) or "").split(","):
+            if name.strip() and name.strip() not in by_type.get(kind, set()):
+                problems.append(
+                    Problem(
+                        *where, f"[{section.name}] {key} = {name.strip()}: no {kind} section of that name"
+                    )
+                )
+    context = conf.effective_get(section, "context")
+    if dialplan is not None and context and context not in dialplan.contexts:
+        problems.append(Problem(*where, f"[{section.name}] context = {context}: no such dialplan context"))
+    for value in (e.value for e in conf.effective(section) if e.key.lower() == "set_var"):
+        name, _, listed = value.partition("=")
+        if name.strip() == "CTI_AGENT_QUEUES":
+            for queue in listed.split("&"):
+                if queue.strip() not in queues:
+                    problems.append(
+                        Problem(*where, f"[{section.name}] CTI_AGENT_QUEUES names unknown queue {queue!r}")
+                    )
+    return problems
+
+
+SIMPLE_FILES: dict[str, dict[str, frozenset[str]]] = {
+    "rtp.conf": {
+        "general": _words("rtpstart rtpend strictrtp icesupport rtpchecksums dtmftimeout probation")
+    },
+    "cdr.conf": {"general": _words("enable unanswered congestion endbeforehexten initiatedseconds batch")},
+    "amd.conf": {
+        "general": _words(
+            "initial_silence greeting after_greeting_silence total_analysis_time min_word_length "
+            "between_words_silence maximum_number_of_words silence_threshold maximum_word_length"
+        )
+    },
+}
+MOH_KEYS = _words("mode directory sort application format digit announcement")
+
+
+def check_simple(conf: ConfFile, schema: dict[str, frozenset[str]]) -> list[Problem]:
+    problems = check_structure(conf, frozenset())
+    for section in conf.sections:
+        if section.name not in schema:
+            problems.append(Problem(section.file, section.line, "unknown-section", f"[{section.name}]"))
+            continue
+        problems += _unknown_keys(section, schema[section.name], conf.path.name)
+    return problems
+
+
+def check_musiconhold(conf: ConfFile) -> list[Problem]:
+    problems = check_structure(conf, frozenset())
+    for section in conf.sections:
+        if section.name != "general":
+            problems += _unknown_keys(section, MOH_KEYS, "musiconhold class")
+    return problems
+
+
+# ---------------------------------------------------------------------------- the whole tree
+
+
+def _resolver(dialplan_dir: Path | None) -> Resolver:
+    def resolve(including: Path, target: str) -> Path | None:
+        found = _default_resolver(including, target)
+        if found is None and dialplan_dir is not None and target.startswith("dialplans/"):
+            candidate = dialplan_dir / target.split("/", 1)[1]
+            found = candidate if candidate.exists() else None
+        return found
+
+    return resolve
+
+
+def lint(conf_dir: Path, dialplan_dir: Path | None = None) -> list[Problem]:
+    """Every problem in an asterisk-conf/ directory (its dialplans included from `dialplan_dir`)."""
+    resolve = _resolver(dialplan_dir)
+    parsed = {p.name: parse_conf(p, resolve) for p in sorted(conf_dir.glob("*.conf"))}
+    problems = [p for conf in parsed.values() for p in conf.problems]
+    for name in (
+        "modules.conf",
+        "manager.conf",
+        "queues.conf",
+        "logger.conf",
+        "extensions.conf",
+        "pjsip.conf",
+    ):
+        if name not in parsed:
+            problems.append(Problem(str(conf_dir / name), 0, "missing", f"{name} is missing"))
+    module_problems, loaded = (
+        check_modules(parsed["modules.conf"]) if "modules.conf" in parsed else ([], None)
+    )
+    queue_problems, queues = (
+        check_queues(parsed["queues.conf"]) if "queues.conf" in parsed else ([], frozenset())
+    )
+    problems += module_problems + queue_problems
+    dialplan = parse_dialplan(parsed["extensions.conf"]) if "extensions.conf" in parsed else None
+    if dialplan is not None:
+        problems += dialplan.problems + check_dialplan(
+            dialplan, loaded, queues, str(conf_dir / "extensions.conf")
+        )
+    problems += _other_files(parsed, dialplan, queues)
+    return sorted(set(problems))
+
+
+def check_dialplan(
+    dialplan: Dialplan, loaded: frozenset[str] | None, queues: frozenset[str], path: str
+) -> list[Problem]:
+    return (
+        check_jumps(dialplan)
+        + check_applications(dialplan, loaded)
+        + check_user_events(dialplan)
+        + check_queues_used(dialplan, queues)
+        + check_originate_contexts(dialplan, path)
+    )
+
+
+def _other_files(
+    parsed: dict[str, ConfFile], dialplan: Dialplan | None, queues: frozenset[str]
+) -> list[Problem]:
+    problems: list[Problem] = []
+    for name, conf in parsed.items():
+        if name == "manager.conf":
+            problems += check_manager(conf)
+        elif name == "logger.conf":
+            problems += check_logger(conf)
+        elif name == "features.conf":
+            problems += check_features(conf)
+        elif name == "pjsip.conf":
+            problems += check_pjsip(conf, dialplan, queues)
+        elif name == "musiconhold.conf":
+            problems += check_musiconhold(conf)
+        elif name in SIMPLE_FILES:
+            problems += check_simple(conf, SIMPLE_FILES[name])
+        elif name == "extensions.conf":
+            problems += check_structure(conf, frozenset({"exten", "same", "include", "switch", "ignorepat"}))
+        elif name not in ("modules.conf", "queues.conf"):
+            problems.append(Problem(str(conf.path), 0, "unknown-file", f"no lint rules for {name}: add them"))
+    return problems
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    conf_dir = Path(args[0]) if args else Path("asterisk-conf")
+    dialplan_dir = Path(args[1]) if len(args) > 1 else conf_dir.parent / "dialplans"
+    problems = lint(conf_dir, dialplan_dir)
+    for problem in problems:
+        print(problem)
+    print(f"{len(problems)} problem(s) in {conf_dir} and {dialplan_dir}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
