@@ -130,13 +130,13 @@ def read_customers_csv(path: str | Path, region: str) -> CustomerCsv:
 def parse_customers_csv(data: bytes, region: str) -> CustomerCsv:
     text, encoding = decode(data)
     lines = io.StringIO(text, newline="")
-    delimiter = _delimiter(lines)
+    delimiter, skipped = _delimiter(lines)
     reader = csv.reader(lines, delimiter=delimiter)
     header_line, header = _header(reader)
     layout = _layout(header)
     parsed = CustomerCsv(encoding, delimiter, header, layout.ignored)
     seen: dict[tuple[str, ...], int] = {}
-    for line, cells in _records(reader, header_line):
+    for line, cells in _records(reader, header_line, skipped):
         if not any(c.strip() for c in cells):
             continue  # spreadsheets export trailing empty rows as ";;;;"
         try:
@@ -177,19 +177,21 @@ def _decode(data: bytes, encoding: str) -> str:
         ) from None
 
 
-def _delimiter(lines: io.StringIO) -> str:
-    """`;` or `,` (or tab), judged on the header line; honours Excel's `sep=;` first line."""
+def _delimiter(lines: io.StringIO) -> tuple[str, int]:
+    """`;` or `,` (or tab), judged on the header line, and how many lines were used up: Excel's
+    `sep=;` first line says it outright and is not part of the table."""
     first = lines.readline()
     hint = re.fullmatch(r"sep=(.)\r?\n?", first)
     if hint:
-        return hint.group(1)
+        return hint.group(1), 1
     lines.seek(0)
     counts = {d: first.count(d) for d in (";", ",", "\t")}
     best = max(counts, key=lambda d: (counts[d], d == ";"))
-    return best if counts[best] else ","
+    return (best if counts[best] else ","), 0
 
 
 def _header(reader: Iterator[list[str]]) -> tuple[int, list[str]]:
+    """The first non-empty record, and the reader's line count after it."""
     try:
         for cells in reader:
             if any(c.strip() for c in cells):
@@ -199,17 +201,18 @@ def _header(reader: Iterator[list[str]]) -> tuple[int, list[str]]:
     raise ImportFileError("the file is empty: expected a header row with at least 'name' and 'phone'")
 
 
-def _records(reader: Iterator[list[str]], header_line: int) -> Iterator[tuple[int, list[str]]]:
-    """(line where the record starts, cells); a quoted cell may span several lines."""
-    line = header_line
+def _records(reader: Iterator[list[str]], after: int, skipped: int) -> Iterator[tuple[int, list[str]]]:
+    """(file line where the record starts, cells) for the records after reader line `after`; a
+    quoted cell may span several lines, and `skipped` lines were read before the reader began."""
+    line = after
     while True:
         try:
             cells = next(reader)
         except StopIteration:
             return
         except csv.Error as exc:
-            raise ImportFileError(f"line {line + 1}: unreadable CSV ({exc})") from None
-        yield line + 1, cells
+            raise ImportFileError(f"line {line + skipped + 1}: unreadable CSV ({exc})") from None
+        yield line + skipped + 1, cells
         line = reader.line_num  # type: ignore[attr-defined]
 
 
@@ -317,12 +320,30 @@ def valid_e164(raw: str, region: str) -> str:
     spreadsheet typo must be caught here, not discovered when the customer calls."""
     number = normalize(raw, region)
     if number.e164 is None:
-        raise _RowError(f"invalid phone '{raw}': not a phone number")
+        raise _RowError(f"invalid phone '{raw}': {_why_impossible(raw, region)}")
     parsed = phonenumbers.parse(number.e164, None)
     if not phonenumbers.is_valid_number(parsed):
         where = phonenumbers.region_code_for_country_code(parsed.country_code or 0)
-        raise _RowError(f"invalid phone '{raw}': not a valid number for {where} ({number.e164})")
+        raise _RowError(f"invalid phone '{raw}': not a valid number in {where} ({number.e164})")
     return number.e164
+
+
+_IMPOSSIBLE = {
+    phonenumbers.ValidationResult.TOO_SHORT: "too short",
+    phonenumbers.ValidationResult.INVALID_LENGTH: "wrong length",
+    phonenumbers.ValidationResult.TOO_LONG: "too long",
+    phonenumbers.ValidationResult.INVALID_COUNTRY_CODE: "unknown country code",
+}
+
+
+def _why_impossible(raw: str, region: str) -> str:
+    cleaned = "+" + raw.strip()[2:] if raw.strip().startswith("00") else raw
+    try:
+        parsed = phonenumbers.parse(cleaned, region)
+    except phonenumbers.NumberParseException:
+        return "not a phone number"
+    reason = phonenumbers.is_possible_number_with_reason(parsed)
+    return _IMPOSSIBLE.get(reason, "not a phone number")
 
 
 def _check_duplicate(row: CsvRow, seen: dict[tuple[str, ...], int]) -> None:
