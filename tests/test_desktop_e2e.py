@@ -72,3 +72,41 @@ async def test_pop_ticket_and_resume_for_the_answering_agent_only(tmp_path: Path
                 await wa.close()
         finally:
             await daemon.shutdown()
+
+
+async def test_customer_rest_create_lookup_choose_and_history(tmp_path: Path) -> None:
+    async with FakeAmi() as fake:
+        fake.lists = {"coreshowchannels": [], "queuestatus": []}
+        daemon = Daemon(settings_for(fake, tmp_path / "cti.db"))
+        await daemon.start()
+        try:
+            await daemon.users.add("alice", PASSWORD, "agent", "Alice", interfaces=["Local/agent1@agents/n"])
+            await until(lambda: fake.actions("QueueStatus"))
+            async with aiohttp.ClientSession() as s:
+                token = await _login(s, daemon, "alice")
+                auth = {"Authorization": f"Bearer {token}"}
+                url = daemon.web_url
+                async with s.post(f"{url}/api/customers", json={"name": ""}, headers=auth) as r:
+                    assert r.status == 400 and (await r.json())["error_id"] == "bad-field"
+                body = {
+                    "name": "Jean Dupont",
+                    "phones": ["06 12 34 56 78"],
+                    "server": "pbx1",
+                    "linkedid": "9.9",
+                }
+                async with s.post(f"{url}/api/customers", json=body, headers=auth) as r:
+                    assert r.status == 201, await r.text()
+                    created = await r.json()
+                async with s.get(
+                    f"{url}/api/customers/lookup", params={"number": "+33612345678"}, headers=auth
+                ) as r:
+                    found = await r.json()
+                assert found["status"] == "found" and found["customers"][0]["id"] == created["id"]
+                async with s.get(f"{url}/api/customers/{created['id']}/history", headers=auth) as r:
+                    assert r.status == 200
+                async with s.get(f"{url}/api/customers/999999", headers=auth) as r:
+                    assert r.status == 404 and (await r.json())["error_id"] == "customer-not-found"
+                chosen = await daemon.directory.customer_for_call("pbx1", "9.9")
+                assert chosen is not None and chosen.id == created["id"]
+        finally:
+            await daemon.shutdown()

@@ -26,6 +26,7 @@ from cti.config import Settings, redact_url
 from cti.db.calls_store import CallStore, CallWriter, load_open_calls
 from cti.db.engine import create_engine
 from cti.db.migrate import upgrade_async
+from cti.directory.lookup import CustomerDirectory
 from cti.logs import configure_logging
 from cti.screenpop.router import PopRouter
 from cti.screenpop.service import ScreenPops
@@ -33,7 +34,7 @@ from cti.tickets import BreachWatcher, TicketConsumer, TicketService
 from cti.tickets.events import TicketEvent, TicketSlaBreached, TicketUpdated
 from cti.web.auth import LoginLimiter, Principal, TokenSigner, UserStore
 from cti.web.hub import Hub
-from cti.web.routes import AGENT_ROUTES, TICKET_ROUTES
+from cti.web.routes import AGENT_ROUTES, CUSTOMER_ROUTES, TICKET_ROUTES
 from cti.web.server import WebContext, build_app
 
 log = structlog.get_logger(__name__)
@@ -99,7 +100,7 @@ class Daemon:
         self.tickets = TicketService(self.engine, self.settings.tickets, self.bus.publish)
         # Inline: a pop must not wait behind a queue hop (target: p99 ≤ 5 ms from the AMI bytes).
         self.bus.tap("screen-pops", self.screen_pops.on_event)
-        consumer = TicketConsumer(self.tickets, self.users.user_for_interface)
+        consumer = TicketConsumer(self.tickets, self.users.user_for_interface, self._customer_id_for_call)
         self.bus.consume("tickets", consumer.on_event, kinds=TicketConsumer.kinds)
         self.bus.consume("ticket-push", self._push_ticket, kinds=frozenset({TicketEvent}))
         self.breaches = BreachWatcher(self.tickets)
@@ -116,10 +117,13 @@ class Daemon:
             clock=time.time,
             health=self._health,
             tickets=self.tickets,
+            directory=self.directory,
             actions=AmiAgentLink(self.links[0]) if self.links else None,
         )
         self.web_ctx.resume_extra.append(self._resume_tickets)
-        self.runner = web.AppRunner(build_app(self.web_ctx, [*TICKET_ROUTES, *AGENT_ROUTES]), access_log=None)
+        self.runner = web.AppRunner(
+            build_app(self.web_ctx, [*TICKET_ROUTES, *CUSTOMER_ROUTES, *AGENT_ROUTES]), access_log=None
+        )
         await self.runner.setup()
         site = web.TCPSite(self.runner, web_settings.host, web_settings.port)
         await site.start()
@@ -132,19 +136,12 @@ class Daemon:
         return f"http://{host}:{port}"
 
     def _lookup_for_pop(self) -> Any:
-        try:
-            from cti.directory.lookup import CustomerDirectory
-        except ImportError:  # the SQL directory is optional for the pop: it degrades to "unknown"
-            return None
-        directory = CustomerDirectory(self.engine, self.settings.directory.region)
-        self.directory = directory
+        self.directory = CustomerDirectory.from_settings(self.engine, self.settings.directory)
+        return self.directory.lookup_json
 
-        async def lookup(raw: str | None) -> dict[str, Any]:
-            result = await directory.lookup(raw)
-            data: dict[str, Any] = result.to_json()
-            return data
-
-        return lookup
+    async def _customer_id_for_call(self, server: str, linkedid: str) -> int | None:
+        customer = await self.directory.customer_for_call(server, linkedid)
+        return None if customer is None else customer.id
 
     async def _resume_tickets(self, principal: Principal) -> dict[str, Any]:
         from cti.tickets import Actor
@@ -206,6 +203,7 @@ class Daemon:
             await self.runner.cleanup()
             await self.breaches.stop()
             await self.screen_pops.close()
+            await self.directory.close()
         for link in self.links:
             with suppress(Exception):
                 await asyncio.wait_for(link.close(), SHUTDOWN_GRACE_S / 2)

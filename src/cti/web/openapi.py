@@ -93,6 +93,32 @@ SPEC: dict[str, Any] = {
                 errors=("400", "401", "403", "404", "409"),
             )
         },
+        "/api/customers": {
+            "get": _op("search customers (?q= name, account or number)"),
+            "post": _op(
+                "create a customer (optionally for the call being handled)",
+                ok="201",
+                body=_obj(
+                    name=STR,
+                    phones={"type": "array", "items": STR},
+                    account=STR,
+                    address=STR,
+                    notes=STR,
+                    server=STR,
+                    linkedid=STR,
+                ),
+            ),
+        },
+        "/api/customers/lookup": {"get": _op("look a caller number up (as the screen pop does)")},
+        "/api/customers/{id}": {"get": _op("one customer file", params=["id"])},
+        "/api/customers/{id}/history": {"get": _op("the customer's calls and tickets", params=["id"])},
+        "/api/calls/{server}/{linkedid}/customer": {
+            "post": _op(
+                "the customer the agent picked for this call",
+                params=["server", "linkedid"],
+                body=_obj(customer_id={"type": "integer"}),
+            )
+        },
         "/api/agent/pause": {
             "post": _op("pause / unpause in every queue", body=_obj(paused={"type": "boolean"}, reason=STR))
         },

@@ -93,6 +93,79 @@ async def ticket_action(request: web.Request) -> web.Response:
     return web.json_response(await _ticket_reply(ctx, view))
 
 
+# ------------------------------------------------------------------------------------ customers
+def _directory(ctx: WebContext) -> Any:
+    if ctx.directory is None:
+        raise ApiError(
+            "the customer directory is not available", status=503, error_id="directory-unavailable"
+        )
+    return ctx.directory
+
+
+async def lookup_customer(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    result = await _directory(ctx).lookup(request.query.get("number", ""))
+    return web.json_response(result.to_json())
+
+
+async def search_customers(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    found = await _directory(ctx).search(request.query.get("q", ""), limit=20)
+    return web.json_response({"customers": [c.to_json() for c in found]})
+
+
+async def get_customer(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    customer = await _directory(ctx).get_customer(_int(request.match_info["id"], "id"))
+    return web.json_response(customer.to_json())
+
+
+async def customer_history(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    history = await _directory(ctx).history(_int(request.match_info["id"], "id"), limit=20)
+    return web.json_response(history.to_json())
+
+
+async def create_customer(request: web.Request) -> web.Response:
+    """Create a customer from the desktop (the pop's "new customer" form), optionally tying it to
+    the call being handled."""
+    ctx = request.app[CTX]
+    principal = principal_of(request)
+    body = await _json(request)
+    name = _opt_str(body, "name", 200)
+    if not name or not name.strip():
+        raise ApiError("'name' is required", {"field": "name"}, error_id="bad-field")
+    phones = body.get("phones") or []
+    if not isinstance(phones, list) or not all(isinstance(p, str) for p in phones):
+        raise ApiError("'phones' must be a list of strings", {"field": "phones"}, error_id="bad-field")
+    directory = _directory(ctx)
+    customer = await directory.create_customer(
+        name.strip(),
+        phones,
+        account=_opt_str(body, "account", 64),
+        address=_opt_str(body, "address", 400),
+        notes=_opt_str(body, "notes"),
+    )
+    server, linkedid = _opt_str(body, "server", 64), _opt_str(body, "linkedid", 64)
+    if server and linkedid:
+        await directory.choose_for_call(server, linkedid, customer.id, principal.username)
+    return web.json_response(customer.to_json(), status=201)
+
+
+async def choose_customer(request: web.Request) -> web.Response:
+    """The agent picked one of several customers sharing the caller's number."""
+    ctx = request.app[CTX]
+    principal = principal_of(request)
+    body = await _json(request)
+    customer_id = body.get("customer_id")
+    if not isinstance(customer_id, int):
+        raise ApiError("'customer_id' must be an integer", {"field": "customer_id"}, error_id="bad-field")
+    customer = await _directory(ctx).choose_for_call(
+        request.match_info["server"], request.match_info["linkedid"], customer_id, principal.username
+    )
+    return web.json_response(customer.to_json())
+
+
 # ------------------------------------------------------------------------------------ agent
 def _agent_link(ctx: WebContext) -> AgentLink:
     if ctx.actions is None:
@@ -164,6 +237,14 @@ TICKET_ROUTES = [
     web.get("/api/tickets", list_tickets),
     web.get("/api/tickets/{id}", get_ticket),
     web.post("/api/tickets/{id}/{action}", ticket_action),
+]
+CUSTOMER_ROUTES = [
+    web.get("/api/customers/lookup", lookup_customer),
+    web.get("/api/customers", search_customers),
+    web.post("/api/customers", create_customer),
+    web.get("/api/customers/{id}", get_customer),
+    web.get("/api/customers/{id}/history", customer_history),
+    web.post("/api/calls/{server}/{linkedid}/customer", choose_customer),
 ]
 AGENT_ROUTES = [
     web.post("/api/agent/pause", agent_pause),

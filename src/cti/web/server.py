@@ -43,7 +43,7 @@ class WebContext:
     pops: PopRouter
     clock: Callable[[], float]
     health: Callable[[], dict[str, Any]] = field(default=lambda: {"status": "ok"})
-    directory: Any = None
+    directory: Any = None  # cti.directory.lookup.CustomerDirectory
     tickets: Any = None
     actions: Any = None  # routes.AgentLink
     # WebSocket message types beyond the built-in ones: type -> handler(principal, message) -> reply
