@@ -436,6 +436,10 @@ def check_structure(
 # ---------------------------------------------------------------------------- expressions
 
 
+def _opener(text: str, opener: str, at: int) -> str:
+    return "$" + opener if opener in "{[" and text[at - 1 : at] == "$" else opener
+
+
 def balance_problem(text: str) -> str | None:
     """Why `text` has unbalanced (), [], {}, ${}, $[] or double quotes; None when it is fine."""
     closing = {")": "(", "]": "[", "}": "{"}
@@ -453,17 +457,16 @@ def balance_problem(text: str) -> str | None:
         elif ch in "([{":
             stack.append((ch, i))
         elif ch in closing:
-            if not stack or stack[-1][0] != closing[ch]:
-                return f"unexpected {ch!r} at column {i + 1}"
+            if not stack:
+                return f"{ch!r} at column {i + 1} closes nothing"
+            if stack[-1][0] != closing[ch]:
+                opener, at = stack[-1]
+                still_open = _opener(text, opener, at)
+                return f"{ch!r} at column {i + 1} while {still_open!r} opened at column {at + 1} is open"
             stack.pop()
     if stack:
         opener, at = stack[-1]
-        kind = (
-            "${"
-            if opener == "{" and text[at - 1 : at] == "$"
-            else ("$[" if text[at - 1 : at] == "$" else opener)
-        )
-        return f"{kind!r} opened at column {at} is never closed"
+        return f"{_opener(text, opener, at)!r} opened at column {at + 1} is never closed"
     if quotes % 2:
         return "odd number of double quotes"
     return None

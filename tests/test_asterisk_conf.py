@@ -1,0 +1,564 @@
+"""The shipped Asterisk configuration and dialplans lint clean, the linter catches each kind of
+mistake (one bad snippet per rule), and its contract tables agree with the tracker, the real
+captures and the docs. Also: the lab's configs parse, and the compose file is sane."""
+
+from __future__ import annotations
+
+import ast
+import re
+import shutil
+import subprocess
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from cti import asterisk_lint as lint_mod
+from cti.asterisk_lint import (
+    ORIGINATE_CONTEXTS,
+    TRACKED_USER_EVENTS,
+    TRACKER_EVENT_CLASSES,
+    Problem,
+    balance_problem,
+    check_applications,
+    check_jumps,
+    lint,
+    parse_conf,
+    parse_dialplan,
+    pattern_regex,
+    split_top,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+CONF = ROOT / "asterisk-conf"
+DIALPLANS = ROOT / "dialplans"
+DOCKER = ROOT / "docker"
+SHARED = ROOT.parent / "shared" / "ami-captures"
+LAB = SHARED / "lab"
+
+
+def test_shipped_configuration_lints_clean() -> None:
+    problems = lint(CONF, DIALPLANS)
+    assert problems == [], "\n".join(map(str, problems))
+
+
+def test_command_line_exit_status(capsys: pytest.CaptureFixture[str]) -> None:
+    assert lint_mod.main([str(CONF), str(DIALPLANS)]) == 0
+    assert "0 problem(s)" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ one bad snippet per rule
+
+Tree = tuple[Path, Path]
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Tree:
+    conf, dialplans = tmp_path / "asterisk-conf", tmp_path / "dialplans"
+    shutil.copytree(CONF, conf)
+    shutil.copytree(DIALPLANS, dialplans)
+    return conf, dialplans
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert old in text, f"{old!r} not in {path.name}"
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+
+
+def _append(path: Path, text: str) -> None:
+    path.write_text(path.read_text(encoding="utf-8") + "\n" + text + "\n", encoding="utf-8")
+
+
+def _expect(tree: Tree, rule: str, fragment: str) -> Problem:
+    problems = lint(*tree)
+    for problem in problems:
+        if problem.rule == rule and fragment in problem.message:
+            assert problem.line > 0 or rule in ("originate", "missing", "unknown-file")
+            return problem
+    raise AssertionError(
+        f"no [{rule}] problem mentioning {fragment!r}; got:\n" + "\n".join(map(str, problems))
+    )
+
+
+Mutation = Callable[[Tree], None]
+EXTRA = "cti-extra.conf"
+
+
+def _dialplan(snippet: str) -> Mutation:
+    """Add a context file holding `snippet` to the dialplans."""
+
+    def apply(tree: Tree) -> None:
+        conf, dialplans = tree
+        (dialplans / EXTRA).write_text(snippet + "\n", encoding="utf-8")
+        _append(conf / "extensions.conf", f"#include dialplans/{EXTRA}")
+
+    return apply
+
+
+def _conf_edit(name: str, old: str, new: str) -> Mutation:
+    return lambda tree: _edit(tree[0] / name, old, new)
+
+
+def _conf_append(name: str, text: str) -> Mutation:
+    return lambda tree: _append(tree[0] / name, text)
+
+
+NEGATIVE_CASES: dict[str, tuple[Mutation, str, str]] = {
+    # INI dialect
+    "garbage line": (_conf_append("queues.conf", "this is not config"), "syntax", "not a [section]"),
+    "key before section": (
+        lambda t: (t[0] / "rtp.conf").write_text("rtpstart = 1\n[general]\n", encoding="utf-8"),
+        "syntax",
+        "before any [section]",
+    ),
+    "duplicate key": (
+        _conf_edit("manager.conf", "read = system", "read = call\nread = system"),
+        "duplicate-key",
+        "read",
+    ),
+    "duplicate section": (
+        _conf_append("queues.conf", "[support](cti-queue)"),
+        "duplicate-section",
+        "[support]",
+    ),
+    "unknown template": (
+        _conf_append("queues.conf", "[vip](no-such-template)"),
+        "template",
+        "no-such-template",
+    ),
+    "missing include": (
+        _conf_append("extensions.conf", "#include dialplans/nope.conf"),
+        "include",
+        "nope.conf",
+    ),
+    "missing file": (lambda t: (t[0] / "logger.conf").unlink(), "missing", "logger.conf"),
+    "unknown file": (lambda t: (t[0] / "foo.conf").write_text("[general]\n"), "unknown-file", "foo.conf"),
+    "unknown section": (_conf_append("logger.conf", "[colours]\nx = 1"), "unknown-section", "[colours]"),
+    # dialplan grammar
+    "first priority n": (_dialplan("[cti-x]\nexten => 7,n,NoOp()"), "priority", "must start at priority 1"),
+    "priority goes back": (
+        _dialplan("[cti-x]\nexten => 7,1,NoOp()\nexten => 7,1,NoOp()"),
+        "priority",
+        "does not follow",
+    ),
+    "bad priority": (
+        _dialplan("[cti-x]\nexten => 7,1,NoOp()\n same => next,NoOp()"),
+        "priority",
+        "bad priority",
+    ),
+    "label twice": (
+        _dialplan("[cti-x]\nexten => 7,1(a),NoOp()\n same => n(a),NoOp()"),
+        "priority",
+        "label 'a' used twice",
+    ),
+    "same without exten": (_dialplan("[cti-x]\n same => n,NoOp()"), "syntax", "no `exten =>`"),
+    "unclosed variable": (_dialplan("[cti-x]\nexten => 7,1,Set(A=${FOO)"), "balance", "'${' opened"),
+    "unclosed expression": (_dialplan("[cti-x]\nexten => 7,1,Set(A=$[1 + 2)"), "balance", "'$[' opened"),
+    "odd quotes": (_dialplan('[cti-x]\nexten => 7,1,Set(A="x)'), "balance", "double quotes"),
+    # jumps
+    "goto unknown context": (_dialplan("[cti-x]\nexten => 7,1,Goto(cti-nowhere,s,1)"), "goto", "cti-nowhere"),
+    "goto unknown extension": (
+        _dialplan("[cti-x]\nexten => 7,1,Goto(cti-ivr-main,42,1)"),
+        "goto",
+        "no extension '42'",
+    ),
+    "goto unknown label": (
+        _dialplan("[cti-x]\nexten => 7,1,Goto(cti-ivr-main,s,nolabel)"),
+        "goto",
+        "no priority or label 'nolabel'",
+    ),
+    "gotoif bad branch": (
+        _dialplan("[cti-x]\nexten => 7,1,GotoIf($[1 = 1]?yes:no)\n same => n(yes),NoOp()"),
+        "goto",
+        "'no'",
+    ),
+    "gotoiftime bad label": (
+        _dialplan("[cti-x]\nexten => 7,1,GotoIfTime(08:00-18:00,mon-fri,*,*?open)"),
+        "goto",
+        "'open'",
+    ),
+    "gosub unknown context": (_dialplan("[cti-x]\nexten => 7,1,Gosub(cti-sub,s,1(a))"), "goto", "cti-sub"),
+    "unknown include": (_dialplan("[cti-x]\ninclude => cti-nothing"), "goto", "cti-nothing"),
+    # applications, functions, modules
+    "unknown application": (
+        _dialplan("[cti-x]\nexten => 7,1,Gotoo(cti-ivr-main,s,1)"),
+        "application",
+        "Gotoo",
+    ),
+    "unknown function": (_dialplan("[cti-x]\nexten => 7,1,NoOp(${SHELL(id)})"), "function", "SHELL"),
+    "module not loaded": (_conf_edit("modules.conf", "load => app_amd.so", ""), "module", "app_amd.so"),
+    # UserEvent contract
+    "untracked user event": (
+        _dialplan("[cti-x]\nexten => 7,1,UserEvent(Survey,Score: 5)"),
+        "user-event",
+        "Survey",
+    ),
+    "ivr without menu": (_dialplan("[cti-x]\nexten => 7,1,UserEvent(IVR,Step: enter)"), "user-event", "Menu"),
+    "ivr two kinds": (
+        _dialplan("[cti-x]\nexten => 7,1,UserEvent(IVR,Menu: main,Choice: 1,Step: enter)"),
+        "user-event",
+        "exactly one of",
+    ),
+    "ivr dynamic menu": (
+        _dialplan("[cti-x]\nexten => 7,1,UserEvent(IVR,Menu: ${M},Step: enter)"),
+        "user-event",
+        "literal lower-case",
+    ),
+    "ivr invalid value": (
+        _dialplan("[cti-x]\nexten => 7,1,UserEvent(IVR,Menu: main,Invalid: ${EXTEN})"),
+        "user-event",
+        "${INVALID_EXTEN}",
+    ),
+    "queueexit wrong status": (
+        lambda t: _edit(
+            t[1] / "cti-queues.conf", "sales,Status: ${QUEUESTATUS}", "sales,Status: ${DIALSTATUS}"
+        ),
+        "user-event",
+        "Status: must be ${QUEUESTATUS}",
+    ),
+    "header without colon": (
+        _dialplan("[cti-x]\nexten => 7,1,UserEvent(AgiDone,Customer: 1,Prio: 2,Lookup hit)"),
+        "user-event",
+        "not a 'Header: value' pair",
+    ),
+    "dialer amd missing cause": (
+        lambda t: _edit(t[1] / "cti-outbound.conf", ",Cause: ${AMDCAUSE})", ")"),
+        "user-event",
+        "missing header Cause:",
+    ),
+    # queues used by the dialplan
+    "unknown queue": (_dialplan("[cti-x]\nexten => 7,1,Queue(nosuch,t,,,60)"), "queue", "no queue 'nosuch'"),
+    "unchecked queue variable": (
+        _dialplan(
+            "[cti-x]\nexten => 7,1,Queue(${Q},t)\n"
+            " same => n,UserEvent(QueueExit,Queue: ${Q},Status: ${QUEUESTATUS})"
+        ),
+        "queue",
+        "write the queue name",
+    ),
+    "queue without exit event": (
+        lambda t: _edit(
+            t[1] / "cti-queues.conf",
+            " same => n,UserEvent(QueueExit,Queue: billing,Status: ${QUEUESTATUS})\n",
+            "",
+        ),
+        "queue-exit",
+        "Queue(billing) must be followed",
+    ),
+    "agent queue unknown": (
+        _conf_edit("pjsip.conf", "CTI_AGENT_QUEUES=support&hotline", "CTI_AGENT_QUEUES=support&helpdesk"),
+        "pjsip",
+        "helpdesk",
+    ),
+    # originate targets
+    "originate context missing": (
+        lambda t: _edit(t[1] / "cti-outbound.conf", "[cti-click-to-call]", "[cti-click-2-call]"),
+        "originate",
+        "cti-click-to-call",
+    ),
+    # manager.conf
+    "read all": (
+        _conf_edit("manager.conf", "read = system,call,agent,user", "read = all"),
+        "manager-classes",
+        "= all",
+    ),
+    "read too much": (
+        _conf_edit("manager.conf", "read = system,call,agent,user", "read = system,call,agent,user,dialplan"),
+        "manager-classes",
+        "'dialplan', which cti never reads",
+    ),
+    "read too little": (
+        _conf_edit("manager.conf", "read = system,call,agent,user", "read = system,call,user"),
+        "manager-classes",
+        "read lacks 'agent'",
+    ),
+    "write command": (
+        _conf_edit(
+            "manager.conf",
+            "write = call,reporting,originate,agent",
+            "write = call,reporting,originate,agent,command",
+        ),
+        "manager-classes",
+        "'command'",
+    ),
+    "write missing originate": (
+        _conf_edit("manager.conf", "write = call,reporting,originate,agent", "write = call,reporting,agent"),
+        "manager-classes",
+        "Originate",
+    ),
+    "no timestamps": (
+        _conf_edit("manager.conf", "timestampevents = yes", "timestampevents = no"),
+        "manager",
+        "timestampevents",
+    ),
+    "open acl": (
+        _conf_edit("manager.conf", "permit = 127.0.0.1/255.255.255.255", "permit = 0.0.0.0/0.0.0.0"),
+        "manager-acl",
+        "lets anyone",
+    ),
+    "secret in file": (
+        _conf_edit("manager.conf", "deny = 0.0.0.0/0.0.0.0", "secret = ctisecret\ndeny = 0.0.0.0/0.0.0.0"),
+        "manager",
+        "keep the secret out",
+    ),
+    # queues.conf
+    "obsolete keyword": (
+        _conf_append("queues.conf", "[lab](cti-queue)\neventwhencalled = yes"),
+        "obsolete",
+        "eventwhencalled",
+    ),
+    "unknown queue keyword": (
+        _conf_append("queues.conf", "[lab](cti-queue)\nringtime = 5"),
+        "unknown-key",
+        "ringtime",
+    ),
+    "bad strategy": (
+        _conf_append("queues.conf", "[lab](cti-queue)\nstrategy = roundrobin"),
+        "queue",
+        "roundrobin",
+    ),
+    "queue without service level": (
+        _conf_edit("queues.conf", "servicelevel = 20\n", ""),
+        "queue",
+        "servicelevel",
+    ),
+    "bad member": (
+        _conf_append("queues.conf", "[lab](cti-queue)\nmember => 1001,0,Agent"),
+        "queue",
+        "Tech/resource",
+    ),
+    # logger.conf
+    "queue_log off": (
+        _conf_edit("logger.conf", "queue_log = yes", "queue_log = no"),
+        "queue-log",
+        "queue_log = yes",
+    ),
+    # modules.conf
+    "autoload": (_conf_edit("modules.conf", "autoload = no", "autoload = yes"), "modules", "autoload = no"),
+    "removed module": (_conf_append("modules.conf", "load => chan_local.so"), "modules", "part of the core"),
+    "required module missing": (
+        _conf_edit("modules.conf", "load => res_agi.so", ""),
+        "modules",
+        "res_agi.so",
+    ),
+    # pjsip.conf
+    "endpoint context missing": (
+        _conf_edit("pjsip.conf", "context = cti-agents", "context = from-internal"),
+        "pjsip",
+        "from-internal",
+    ),
+    "auth reference missing": (
+        _conf_edit("pjsip.conf", "auth = 1001", "auth = 1001-auth"),
+        "pjsip",
+        "1001-auth",
+    ),
+    "unknown pjsip type": (_conf_append("pjsip.conf", "[x]\ntype = trunk"), "pjsip", "type 'trunk'"),
+    "unknown pjsip option": (
+        _conf_append("pjsip.conf", "[x]\ntype = aor\nmax_contact = 1"),
+        "unknown-key",
+        "max_contact",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NEGATIVE_CASES))
+def test_bad_snippet_is_rejected(case: str, tree: Tree) -> None:
+    mutate, rule, fragment = NEGATIVE_CASES[case]
+    mutate(tree)
+    problem = _expect(tree, rule, fragment)
+    assert str(problem).startswith(problem.file)  # "file:line: [rule] message", for editors
+
+
+def _rules_in_source() -> set[str]:
+    """Every rule name the linter can report: Problem(file, line, RULE, ...), self.problem(entry,
+    RULE, ...) and the `where = (file, line, RULE)` shorthands."""
+    tree = ast.parse((ROOT / "src" / "cti" / "asterisk_lint.py").read_text(encoding="utf-8"))
+    rules: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            name = node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", "")
+            index = {"Problem": 2, "problem": 1}.get(name)
+            if name == "Problem" and node.args and isinstance(node.args[0], ast.Starred):
+                # Problem(*where, RULE, message) with where = (file, line); a 3-item `where`
+                # carries the rule itself and is found below.
+                index = 1 if len(node.args) >= 3 else None
+            if index is not None and len(node.args) > index and isinstance(node.args[index], ast.Constant):
+                rules.add(str(node.args[index].value))
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Tuple) and len(node.value.elts) == 3:
+            last = node.value.elts[2]
+            if isinstance(last, ast.Constant) and isinstance(last.value, str):
+                rules.add(last.value)
+    return rules
+
+
+def test_every_rule_has_a_negative_case() -> None:
+    rules = _rules_in_source()
+    assert len(rules) > 20
+    covered = {rule for _, rule, _ in NEGATIVE_CASES.values()}
+    assert rules - covered == set()
+
+
+# ------------------------------------------------------------------ contract tables vs reality
+
+
+def test_tracked_user_events_are_the_ones_the_dialplans_emit() -> None:
+    conf = parse_conf(CONF / "extensions.conf", lint_mod._resolver(DIALPLANS))
+    emitted = {
+        split_top(step.args, ",")[0] for _, _, step in parse_dialplan(conf).steps() if step.app == "UserEvent"
+    }
+    assert emitted == TRACKED_USER_EVENTS
+
+
+def test_tracker_events_have_a_read_class() -> None:
+    from cti.calls.tracker import RESYNC_EVENTS, CallTracker
+
+    assert CallTracker().handled_events - RESYNC_EVENTS <= set(TRACKER_EVENT_CLASSES)
+
+
+def test_event_classes_match_the_real_captures() -> None:
+    seen: dict[str, set[str]] = {}
+    for capture in SHARED.glob("*.ami"):
+        event = None
+        for line in capture.read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("Event: "):
+                event = line[7:].strip()
+            elif line.startswith("Privilege: ") and event:
+                seen.setdefault(event, set()).add(line[11:].split(",")[0].strip().lower())
+    checked = {name: classes for name, classes in seen.items() if name in TRACKER_EVENT_CLASSES}
+    assert len(checked) >= 20
+    for name, classes in checked.items():
+        assert classes == {TRACKER_EVENT_CLASSES[name]}, name
+
+
+def test_docs_state_the_contract() -> None:
+    doc = (ROOT / "docs" / "asterisk.md").read_text(encoding="utf-8")
+    assert "## Event contract with cti" in doc
+    for name in TRACKED_USER_EVENTS | ORIGINATE_CONTEXTS:
+        assert f"`{name}`" in doc, name
+
+
+def test_dialplan_calls_the_declared_agi_script() -> None:
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["scripts"]
+    assert scripts["cti-agi"] == "cti.agi.lookup:main"
+    assert "AGI(cti-agi,lookup," in (DIALPLANS / "cti-inbound.conf").read_text(encoding="utf-8")
+
+
+# ------------------------------------------------------------------ the parser on the lab's files
+
+
+@pytest.mark.parametrize("name", ["extensions.conf", "queues.conf", "manager.conf", "features.conf"])
+def test_lab_configs_parse(name: str) -> None:
+    conf = parse_conf(LAB / name)
+    assert conf.problems == []
+    assert conf.sections
+
+
+def test_lab_dialplan_structure_and_jumps() -> None:
+    dialplan = parse_dialplan(parse_conf(LAB / "extensions.conf"))
+    assert dialplan.problems == []
+    assert check_jumps(dialplan) == []  # e.g. Goto(to-queue,support,1) lands on the _[a-z]. pattern
+    assert check_applications(dialplan, None) == []
+    emitted = {split_top(s.args, ",")[0] for _, _, s in dialplan.steps() if s.app == "UserEvent"}
+    assert emitted <= TRACKED_USER_EVENTS
+
+
+def test_lab_manager_conf_is_what_we_refuse() -> None:
+    # The lab's AMI user was deliberately broad; the production rules must say so.
+    messages = " ".join(p.message for p in lint_mod.check_manager(parse_conf(LAB / "manager.conf")))
+    assert "= all" in messages and "which cti never reads" in messages
+
+
+# ------------------------------------------------------------------ building blocks
+
+
+@pytest.mark.parametrize(
+    ("pattern", "exten", "matches"),
+    [
+        ("_X.", "0612", True),
+        ("_X.", "s", False),
+        ("_[a-z].", "support", True),
+        ("_0ZXXXXXXXX", "0612345678", True),
+        ("_0ZXXXXXXXX", "0012345678", False),
+        ("_+X.", "+33612345678", True),
+        ("_*43X", "*432", True),
+        ("_100[1-6]", "1007", False),
+        ("_NXX", "212", True),
+        ("_X!", "", False),
+        ("s", "S", True),
+    ],
+)
+def test_pattern_matching(pattern: str, exten: str, matches: bool) -> None:
+    assert bool(pattern_regex(pattern).match(exten)) is matches
+
+
+def test_split_and_balance() -> None:
+    assert split_top('a,${IF($["${X}" = ""]?b:c)},"d,e"', ",") == ["a", '${IF($["${X}" = ""]?b:c)}', '"d,e"']
+    assert balance_problem('$[${REGEX("^[+][1-9][0-9]{5,14}$" ${n})}]') is None
+    assert balance_problem("Set(A=${B)") is not None
+
+
+def test_block_comments_and_escaped_semicolons(tmp_path: Path) -> None:
+    path = tmp_path / "x.conf"
+    path.write_text("[a]\n;-- hidden\n[b]\n--;\nk = v\\;w ; comment\n", encoding="utf-8")
+    conf = parse_conf(path)
+    assert [s.name for s in conf.sections] == ["a"]
+    assert conf.sections[0].get("k") == "v\\;w"
+
+
+def test_asterisklint_agrees_when_installed(tmp_path: Path) -> None:
+    """Cross-check with asterisklint (PyPI) if present: it must find no error of its own kind."""
+    exe = shutil.which("asterisklint")
+    if exe is None:
+        pytest.skip("asterisklint is not installed (pip install asterisklint)")
+    staging = tmp_path / "conf"
+    shutil.copytree(CONF, staging)
+    shutil.copytree(DIALPLANS, staging / "dialplans")
+    out = subprocess.run(
+        [exe, "dialplan-check", "extensions.conf"], cwd=staging, capture_output=True, text=True
+    )
+    errors = [
+        line
+        for line in (out.stdout + out.stderr).splitlines()
+        # asterisklint 0.4 knows Asterisk 11/13 applications only: AMD and a few newer ones are ours to check.
+        if " E_" in line and "E_APP_MISSING" not in line
+    ]
+    assert errors == []
+
+
+# ------------------------------------------------------------------ docker/
+
+
+def test_compose_file_is_valid_when_a_client_is_available() -> None:
+    compose = DOCKER / "docker-compose.yml"
+    candidates = [["docker", "compose"], ["docker-compose"]]
+    for command in candidates:
+        if shutil.which(command[0]) is None:
+            continue
+        probe = subprocess.run([*command, "version"], capture_output=True, text=True)
+        if probe.returncode != 0:
+            continue
+        result = subprocess.run(
+            [*command, "-f", str(compose), "config", "--quiet"], capture_output=True, text=True, cwd=DOCKER
+        )
+        assert result.returncode == 0, result.stderr
+        return
+    pytest.skip("no docker compose client here (the checks below still run)")
+
+
+def test_compose_keeps_ami_private_and_media_in_step_with_rtp_conf() -> None:
+    compose = (DOCKER / "docker-compose.yml").read_text(encoding="utf-8")
+    assert "5038:" not in compose  # AMI only on the compose network
+    rtp = parse_conf(CONF / "rtp.conf").sections[0]
+    assert (
+        f"{rtp.get('rtpstart')}-{rtp.get('rtpend')}:{rtp.get('rtpstart')}-{rtp.get('rtpend')}/udp" in compose
+    )
+    assert "healthcheck" in compose and "/healthz" in compose and "pg_isready" in compose
+
+
+def test_cti_image_runs_as_non_root() -> None:
+    dockerfile = (DOCKER / "cti.Dockerfile").read_text(encoding="utf-8")
+    users = re.findall(r"^USER\s+(\S+)", dockerfile, re.MULTILINE)
+    assert users and users[-1] not in ("root", "0")
+    assert "HEALTHCHECK" in dockerfile
