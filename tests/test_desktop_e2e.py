@@ -110,3 +110,35 @@ async def test_customer_rest_create_lookup_choose_and_history(tmp_path: Path) ->
                 assert chosen is not None and chosen.id == created["id"]
         finally:
             await daemon.shutdown()
+
+
+async def test_ticket_elapsed_time_survives_a_daemon_restart(tmp_path: Path) -> None:
+    db = tmp_path / "cti.db"
+    async with FakeAmi() as fake:
+        fake.lists = {"coreshowchannels": [], "queuestatus": []}
+        first = Daemon(settings_for(fake, db))
+        await first.start()
+        try:
+            await first.users.add("alice", PASSWORD, "agent", "Alice", interfaces=["Local/agent1@agents/n"])
+            await until(lambda: fake.actions("QueueStatus"))
+            await fake.push(event_bytes("inbound_answered"))
+            await until(lambda: first.tickets.open_for_agent("alice"))
+            [before] = await first.tickets.open_for_agent("alice")
+            opened_at = before.opened_at
+        finally:
+            await first.shutdown()
+        second = Daemon(settings_for(fake, db))
+        await second.start()
+        try:
+            async with aiohttp.ClientSession() as s:
+                token = await _login(s, second, "alice")
+                ws = await s.ws_connect(f"{second.web_url}/ws?token={token}")
+                state = await _next(ws, "state")
+                await ws.close()
+        finally:
+            await second.shutdown()
+    [ticket] = state["tickets"]
+    assert ticket["id"] == before.id and ticket["status"] == "open"
+    # The chronometer kept running from the same stored opening instant, daemon down or not.
+    assert ticket["opened_at"] == pytest.approx(opened_at, abs=1e-3)
+    assert ticket["elapsed_s"] == pytest.approx(state["now"] - opened_at, abs=0.5)
