@@ -1,0 +1,98 @@
+"""One AMI client connection: what it has sent, what it is owed, and the faults a test injects."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+# A client that cannot take our events for this long (wall seconds) is dropped, as Asterisk drops
+# a manager session whose socket stays full past its write timeout.
+WRITE_TIMEOUT_S = 5.0
+
+
+@dataclass
+class Faults:
+    """Per-connection misbehaviour: silent (no answers, no events, socket kept open), slow reads
+    (each chunk the client sends is read after a pause), trickle (our output in small pieces)."""
+
+    silent: bool = False
+    read_delay_s: float = 0.0
+    trickle_bytes: int = 0
+    trickle_pause_s: float = 0.0
+
+
+class Session:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, number: int) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.number = number
+        self.authenticated = False
+        self.events = True
+        self.closed = False
+        self.graceful = False
+        self.faults = Faults()
+        self.bytes_sent = 0
+        self._trickle: asyncio.Queue[bytes] | None = None
+        self._trickler: asyncio.Task[None] | None = None
+
+    @property
+    def peer(self) -> str:
+        info = self.writer.get_extra_info("peername")
+        return f"{info[0]}:{info[1]}" if info else "?"
+
+    def send(self, data: bytes) -> None:
+        if self.closed or self.faults.silent:
+            return
+        self.bytes_sent += len(data)
+        if self._trickle is not None:
+            self._trickle.put_nowait(data)
+            return
+        self.writer.write(data)
+
+    def event(self, frame: bytes) -> None:
+        if self.authenticated and self.events:
+            self.send(frame)
+
+    async def drain(self) -> None:
+        if self.closed:
+            return
+        try:
+            async with asyncio.timeout(WRITE_TIMEOUT_S):
+                await self.writer.drain()
+        except (TimeoutError, ConnectionError):
+            self.drop()
+
+    def drop(self) -> None:
+        """Cut the connection at once, no Goodbye (a network failure, a crash)."""
+        self.closed = True
+        self.writer.transport.abort()
+
+    def close(self) -> None:
+        """Close after what is buffered is written (Logoff, a refused login)."""
+        self.closed = True
+        self.graceful = True
+        self.writer.close()
+
+    def start_trickle(self, chunk: int, pause_s: float) -> None:
+        self.faults.trickle_bytes, self.faults.trickle_pause_s = chunk, pause_s
+        if self._trickle is None:
+            self._trickle = asyncio.Queue()
+            self._trickler = asyncio.create_task(self._trickle_out(), name=f"ami-sim-trickle-{self.number}")
+
+    async def _trickle_out(self) -> None:
+        assert self._trickle is not None
+        while True:
+            data = await self._trickle.get()
+            step = max(1, self.faults.trickle_bytes)
+            for start in range(0, len(data), step):
+                if self.closed:
+                    return
+                self.writer.write(data[start : start + step])
+                await self.writer.drain()
+                await asyncio.sleep(self.faults.trickle_pause_s)
+
+    async def stop(self) -> None:
+        if self._trickler is not None:
+            self._trickler.cancel()
+            await asyncio.gather(self._trickler, return_exceptions=True)
+            self._trickler = None
