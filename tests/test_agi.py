@@ -455,3 +455,23 @@ def test_whole_run_fits_in_200_ms(sqlite_url: str) -> None:
     print(f"cti-agi hit over SQLite: min {best:.0f} ms, median {median:.0f} ms")
     # The best of seven: a busy CI machine slows some runs, never all of them.
     assert min(timings) < 0.2
+
+
+def test_slow_dns_cannot_outlive_the_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cti.agi import pgwire
+
+    def stuck(*_args: object, **_kwargs: object) -> list[object]:
+        time.sleep(1.5)  # a DNS server that does not answer; getaddrinfo ignores socket timeouts
+        return []
+
+    monkeypatch.setattr(pgwire.socket, "getaddrinfo", stuck)
+    started = time.monotonic()
+    with pytest.raises(TimeoutError, match="resolving"):
+        pgwire._resolve("db.example", 5432, time.monotonic() + 0.1)
+    assert time.monotonic() - started < 1.0
+
+
+def test_postgresql_by_host_name(pg_url: str) -> None:
+    by_name = pg_url.replace("127.0.0.1", "localhost")
+    found = find_customers(by_name, "+33612345678", time.monotonic() + 2)
+    assert [c.id for c in found] == [42]

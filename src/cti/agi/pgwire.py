@@ -15,6 +15,7 @@ import struct
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 _PROTOCOL_3_0 = 196608
 _SSL_REQUEST = 80877103
@@ -144,9 +145,53 @@ def _open_socket(target: PgTarget, deadline: float) -> socket.socket:
         sock.settimeout(remaining)
         sock.connect(os.path.join(target.host, f".s.PGSQL.{target.port}"))
         return sock
-    sock = socket.create_connection((target.host, target.port), timeout=remaining)
+    family, address = _resolve(target.host, target.port, deadline)
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(max(deadline - time.monotonic(), 0.001))
+        sock.connect(address)
+    except BaseException:
+        sock.close()
+        raise
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
+
+
+def _literal_address(host: str) -> socket.AddressFamily | None:
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+        except OSError:
+            continue
+        return family
+    return None
+
+
+def _resolve(host: str, port: int, deadline: float) -> tuple[socket.AddressFamily, Any]:
+    """getaddrinfo() ignores socket timeouts: a stuck DNS server would hold the call for
+    seconds. Resolve in a daemon thread and stop waiting at the deadline."""
+    family = _literal_address(host)
+    if family is not None:
+        return family, (host, port)
+    import threading
+
+    found: list[Any] = []
+
+    def resolve() -> None:
+        try:
+            found.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0])
+        except OSError as exc:
+            found.append(exc)
+
+    worker = threading.Thread(target=resolve, daemon=True)
+    worker.start()
+    worker.join(max(deadline - time.monotonic(), 0.0))
+    if not found:
+        raise TimeoutError(f"resolving {host!r} did not finish before the deadline")
+    if isinstance(found[0], OSError):
+        raise found[0]
+    family_found, _, _, _, address = found[0]
+    return family_found, address
 
 
 def _maybe_tls(sock: socket.socket, target: PgTarget, deadline: float) -> socket.socket:
