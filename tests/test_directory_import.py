@@ -96,6 +96,22 @@ def test_windows_latin1_with_excel_sep_line() -> None:
     ]
 
 
+def test_the_documented_example_and_excel_unicode_text() -> None:
+    """docs/directory.md's example parses as documented, also saved as Excel's "Unicode text"
+    (UTF-16 with BOM, tab separated)."""
+    doc = (Path(__file__).parents[1] / "docs" / "directory.md").read_text(encoding="utf-8")
+    example = doc.split("```csv\n", 1)[1].split("```", 1)[0]
+    for data in (example.encode(), example.replace(";", "\t").encode("utf-16")):
+        parsed = parse_customers_csv(data, "FR")
+        assert parsed.rejected == []
+        assert [(r.name, len(r.phones), r.account) for r in parsed.rows] == [
+            ("Jean Dupont", 1, "C-1001"),
+            ("Boulangerie Riviere", 2, "C-1002"),
+            ("Youssef El Amrani", 1, "M-2001"),
+            ("Marie Martin", 2, "C-1003"),
+        ]
+
+
 def test_moroccan_region_reads_national_numbers_as_moroccan() -> None:
     parsed = parse_customers_csv(b"name,phone\nSaid,0661234567\nRabat,0537123456\n", "MA")
     assert [r.phones[0].e164 for r in parsed.rows] == ["+212661234567", "+212537123456"]
