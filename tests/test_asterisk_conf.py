@@ -562,3 +562,12 @@ def test_cti_image_runs_as_non_root() -> None:
     users = re.findall(r"^USER\s+(\S+)", dockerfile, re.MULTILINE)
     assert users and users[-1] not in ("root", "0")
     assert "HEALTHCHECK" in dockerfile
+
+
+def test_compose_settings_file_loads() -> None:
+    from cti.config import load_settings
+
+    settings = load_settings(DOCKER / "cti.toml", env={})
+    assert settings.asterisk[0].host == "asterisk"
+    assert settings.asterisk[0].queue_log == "/var/log/asterisk/queue_log"
+    assert settings.web.host == "0.0.0.0"
