@@ -112,6 +112,18 @@ def test_the_documented_example_and_excel_unicode_text() -> None:
         ]
 
 
+def test_slashes_separate_numbers_but_not_the_pairs_of_one_number() -> None:
+    parsed = parse_customers_csv(
+        b"name;phone\nA;06/12/34/56/78\nB;0612345679 / 04 78 12 34 56\nC;04 78 | 06/98/76/54/32\n",
+        "FR",
+    )
+    assert [[p.e164 for p in r.phones] for r in parsed.rows] == [
+        ["+33612345678"],
+        ["+33612345679", "+33478123456"],
+    ]
+    assert [(r.line, r.reason) for r in parsed.rejected] == [(4, "invalid phone '04 78': too short")]
+
+
 def test_moroccan_region_reads_national_numbers_as_moroccan() -> None:
     parsed = parse_customers_csv(b"name,phone\nSaid,0661234567\nRabat,0537123456\n", "MA")
     assert [r.phones[0].e164 for r in parsed.rows] == ["+212661234567", "+212537123456"]
@@ -222,6 +234,17 @@ async def test_old_national_spelling_is_rewritten_not_doubled(engine: AsyncEngin
         ).all()
     assert [r[0] for r in rows] == ["+33612345678"]
     assert (await CustomerDirectory(engine, "FR").lookup("0612345678")).customer is not None
+
+
+async def test_both_spellings_already_stored_stay_as_they_are(engine: AsyncEngine) -> None:
+    legacy = await insert_legacy_phone(engine, "Jean Dupont", "0612345678")
+    async with engine.begin() as conn:
+        await conn.execute(
+            text("INSERT INTO customer_phones (customer_id, e164) VALUES (:c, '+33612345678')"), {"c": legacy}
+        )
+    report = await import_file(engine, "customers_good.csv")
+    assert outcome(report) == (7, 1, 0, [])  # matched, and no unique-constraint clash
+    assert await counts(engine) == (8, 13)
 
 
 async def test_ambiguous_matches_are_rejected_not_guessed(engine: AsyncEngine) -> None:

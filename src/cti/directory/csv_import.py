@@ -62,7 +62,8 @@ _PHONE_COLUMN = re.compile(r"^(phone|tel|telephone|mobile|portable|gsm|fixe)(_?[
 _MAIN_PHONE = frozenset(
     {"phone", "tel", "telephone", "numero", "numero_telephone", "numero_de_telephone", "num_tel", "n_tel"}
 )
-_PHONE_SPLIT = re.compile(r"[|/\n]")
+_PHONE_SPLIT = re.compile(r"[|\n]")
+_NON_DIGITS = re.compile(r"\D")
 _YES = frozenset({"oui", "o", "yes", "y", "1", "true", "vrai", "x"})
 _NO = frozenset({"non", "n", "no", "0", "false", "faux"})
 
@@ -306,13 +307,25 @@ def _priority(value: str) -> int | None:
 def _phones(cells: list[str], layout: _Layout, region: str) -> tuple[Phone, ...]:
     phones: dict[str, Phone] = {}
     for index, label in layout.phones:
-        for raw in _PHONE_SPLIT.split(_cell(cells, index)):
-            if raw.strip():
-                e164 = valid_e164(raw.strip(), region)
-                phones.setdefault(e164, Phone(e164, label))
+        for raw in split_numbers(_cell(cells, index)):
+            e164 = valid_e164(raw, region)
+            phones.setdefault(e164, Phone(e164, label))
     if not phones:
         raise _RowError("missing phone")
     return tuple(phones.values())
+
+
+def split_numbers(cell: str) -> list[str]:
+    """The numbers in one cell: separated by `|` or `/` — but `06/12/34/56/78` is one number
+    written with slashes, which no piece of a real list of numbers is as short as."""
+    numbers: list[str] = []
+    for part in _PHONE_SPLIT.split(cell):
+        pieces = [p.strip() for p in part.split("/")]
+        if all(len(_NON_DIGITS.sub("", p)) >= 6 for p in pieces):
+            numbers += pieces
+        else:
+            numbers.append(part.strip())
+    return [n for n in numbers if n]
 
 
 def valid_e164(raw: str, region: str) -> str:

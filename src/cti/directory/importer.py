@@ -232,7 +232,13 @@ def _update(
 def _merge_phones(
     session: AsyncSession, stored: list[CustomerPhone], customer_id: int, row: CsvRow, region: str
 ) -> bool:
-    by_e164 = {normalize(p.e164, region).e164: p for p in stored}
+    by_e164: dict[str | None, CustomerPhone] = {}
+    for stored_phone in stored:
+        key = normalize(stored_phone.e164, region).e164
+        # A customer may hold both spellings already: keep the E.164 row, leave the twin alone
+        # (rewriting it would collide with the unique (customer, e164) pair).
+        if key not in by_e164 or stored_phone.e164 == key:
+            by_e164[key] = stored_phone
     changed = False
     for phone in row.phones:
         current = by_e164.get(phone.e164)

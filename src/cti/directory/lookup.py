@@ -170,7 +170,7 @@ class CustomerDirectory:
         if not text:
             return []
         number = normalize(text, self.region)
-        forms = stored_forms(number.e164, self.region) if number.e164 and len(text) >= 6 else []
+        forms = stored_forms(number.e164, self.region) if number.e164 else []
         async with self._unit() as session:
             return await store.search(session, text, forms, max(1, min(limit, 100)))
 
