@@ -30,7 +30,7 @@ from cti.directory.lookup import CustomerDirectory
 from cti.logs import configure_logging
 from cti.screenpop.router import PopRouter
 from cti.screenpop.service import ScreenPops
-from cti.tickets import BreachWatcher, TicketConsumer, TicketService
+from cti.tickets import BreachWatcher, TicketConsumer, TicketError, TicketService
 from cti.tickets.events import TicketEvent, TicketSlaBreached, TicketUpdated
 from cti.web.auth import LoginLimiter, Principal, TokenSigner, UserStore
 from cti.web.hub import Hub
@@ -40,6 +40,7 @@ from cti.web.server import WebContext, build_app
 log = structlog.get_logger(__name__)
 
 TICK_S = 1.0
+TICKET_RETRIES = 8  # about two minutes of back-off
 SHUTDOWN_GRACE_S = 10.0
 
 
@@ -100,8 +101,10 @@ class Daemon:
         self.tickets = TicketService(self.engine, self.settings.tickets, self.bus.publish)
         # Inline: a pop must not wait behind a queue hop (target: p99 ≤ 5 ms from the AMI bytes).
         self.bus.tap("screen-pops", self.screen_pops.on_event)
-        consumer = TicketConsumer(self.tickets, self.users.user_for_interface, self._customer_id_for_call)
-        self.bus.consume("tickets", consumer.on_event, kinds=TicketConsumer.kinds)
+        self.ticket_consumer = TicketConsumer(
+            self.tickets, self.users.user_for_interface, self._customer_id_for_call
+        )
+        self.bus.consume("tickets", self._open_tickets, kinds=TicketConsumer.kinds)
         self.bus.consume("ticket-push", self._push_ticket, kinds=frozenset({TicketEvent}))
         self.breaches = BreachWatcher(self.tickets)
         self.breaches.start()
@@ -140,8 +143,30 @@ class Daemon:
         return self.directory.lookup_json
 
     async def _customer_id_for_call(self, server: str, linkedid: str) -> int | None:
-        customer = await self.directory.customer_for_call(server, linkedid)
+        try:
+            customer = await self.directory.customer_for_call(server, linkedid)
+        except Exception as exc:  # the ticket opens without a customer rather than not at all
+            log.warning("customer for call unavailable", call=linkedid, error=str(exc) or type(exc).__name__)
+            return None
         return None if customer is None else customer.id
+
+    async def _open_tickets(self, event: ev.Event) -> None:
+        """Open/hand over tickets; a database that is briefly away is waited for (the consumer's
+        queue keeps the events in order meanwhile) rather than losing the agent's ticket."""
+        for attempt in range(TICKET_RETRIES + 1):
+            try:
+                await self.ticket_consumer.on_event(event)
+                return
+            except TicketError:
+                raise
+            except Exception as exc:
+                if attempt == TICKET_RETRIES:
+                    log.error(
+                        "ticket not opened: database unavailable", event_kind=event.kind, error=str(exc)
+                    )
+                    return
+                log.warning("ticket store unavailable, retrying", attempt=attempt + 1, error=str(exc))
+                await asyncio.sleep(min(30.0, 0.5 * 2**attempt))
 
     async def _resume_tickets(self, principal: Principal) -> dict[str, Any]:
         from cti.tickets import Actor
