@@ -157,6 +157,8 @@ class SimConfig:
     outbound_mix: OutboundMix = field(default_factory=OutboundMix)
     # Cachable device states as they were before the simulation started (an initial condition).
     initial_device_states: dict[str, str] = field(default_factory=dict)
+    # Where each rrmemory queue's round robin stood (the next member position to ring).
+    initial_rrpos: dict[str, int] = field(default_factory=dict)
     # Asterisk's counters when the simulation starts (a long-running PBX is mid-stream).
     first_uniqueid: int = 0
     first_local: int = 0

@@ -67,6 +67,10 @@ class DeviceStates:
         self._cache[device] = state
         self._emit(device, state)
 
+    def prime(self, device: str, state: str) -> None:
+        """What the cache holds at boot, unless an initial condition says otherwise (no event)."""
+        self._cache.setdefault(device, state)
+
     def cached(self, device: str) -> str | None:
         return self._cache.get(device)
 

@@ -44,6 +44,10 @@ class Engine:
             config.first_local,
         )
         self.queues = Queues(self.core, config.queues, config.agents)
+        for name, position in config.initial_rrpos.items():
+            queue = self.queues.get(name)
+            if queue is not None:
+                queue.rrpos = position
         self.queue_app = QueueApp(self.core, self.queues, self._agent_program)
         self.dialplan = Dialplan(self.core, self.queues, self.queue_app, config.dialplan, config.agents)
         self.originator = Originator(self.core, self.dialplan)

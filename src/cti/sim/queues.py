@@ -146,6 +146,14 @@ class Queues:
                 queue.members.append(Member(spec.name, agent, "static", m.penalty, boot, agent.name))
             self.by_name[spec.name] = queue
         core.devices.on_change = self.device_changed
+        self.prime_devices()
+
+    def prime_devices(self) -> None:
+        """A PBX at rest: nobody waiting, every queue with someone available (no events for it)."""
+        for queue in self.by_name.values():
+            self.core.devices.prime(f"Queue:{queue.name}", NOT_INUSE)
+            available = any(self.available(queue, m) for m in queue.members)
+            self.core.devices.prime(f"Queue:{queue.name}_avail", NOT_INUSE if available else INUSE)
 
     def reset(self) -> None:
         """After a restart: static members logged in again, dynamic ones gone, counters at zero."""
@@ -159,6 +167,7 @@ class Queues:
             for m in queue.members:
                 m.login_time, m.calls_taken, m.last_call, m.last_call_at = boot, 0, 0, 0.0
                 m.last_pause, m.paused, m.paused_reason, m.in_call, m.status = 0, False, "", False, 1
+        self.prime_devices()
 
     def __iter__(self) -> Iterator[Queue]:
         """Queues in Asterisk's listing order."""
