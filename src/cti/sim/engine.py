@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from cti.sim.channels import Channel
 from cti.sim.clock import Scheduler
-from cti.sim.config import SimConfig
+from cti.sim.config import REASONS, SimConfig
 from cti.sim.core import Core, Sink
 from cti.sim.dialplan import Dialplan, PstnPlan
 from cti.sim.originate import OriginateRequest, Originator, parse_caller_id
@@ -91,11 +91,16 @@ class Engine:
     def _originate_result(self, request: OriginateRequest, leg: Channel | None, reason: int) -> None:
         if leg is not None:
             self.truth.originated(leg.linkedid, reason)
+            if reason != REASONS["answered"]:
+                # Nobody answered: the called party refused (busy, rejected) or the PBX gave up.
+                refused = reason in (REASONS["busy"], REASONS["rejected"])
+                self.truth.hung_up_first(leg.linkedid, "caller" if refused else "system")
             return
         # Nothing could be dialed (not a Local channel): the attempt is still a call of the log.
         linkedid = f"originate-{request.action_id}"
         self.truth.call_started(linkedid, "outbound", self.now, (None, None), _called(request))
         self.truth.originated(linkedid, reason)
+        self.truth.hung_up_first(linkedid, "system")
         self.truth.calls[linkedid].ended_at = self.now
         self.truth.calls[linkedid].settle()
 

@@ -74,9 +74,12 @@ class Originator:
             self._fail_without_channel(request, done)
             return None
         exten, context = match["exten"], match["context"]
-        failing = request.plan is not None and request.plan.outcome == "failed"
-        if failing or not self.dialplan.exists(context, exten):
-            self._fail_local(request, exten, context, done, invalid=not failing)
+        if request.plan is not None and request.plan.outcome == "failed":
+            # The network refused the call before any channel existed (no route, trunk down).
+            self._fail_without_channel(request, done)
+            return None
+        if not self.dialplan.exists(context, exten):
+            self._fail_local(request, exten, context, done)
             return None
         return self._dial(request, exten, context, optimization=match["flags"] is None, done=done)
 
@@ -86,17 +89,13 @@ class Originator:
             done(False, 0)
         self._response(request, None, 0, success=False)
 
-    def _fail_local(
-        self, request: OriginateRequest, exten: str, context: str, done: Done | None, invalid: bool
-    ) -> None:
+    def _fail_local(self, request: OriginateRequest, exten: str, context: str, done: Done | None) -> None:
         """The Local channel cannot reach its extension: both halves are created and die at once."""
         core = self.core
         if done is not None:
             # Asterisk answers a synchronous Originate before these events reach the manager.
             done(False, 0)
-        device = f"Local/{exten}@{context}"
-        if invalid:
-            core.devices.invalid.add(device)
+        core.devices.invalid.add(f"Local/{exten}@{context}")
         leg, far = core.local_pair(exten, context)
         self._dialed(request, leg)
         core.newexten(leg, "AppDial2", "(Outgoing Line)")
