@@ -120,6 +120,8 @@ class CallSegment(Base):
         # Also serves as the call_id index that the cascade and the upsert's delete rely on.
         UniqueConstraint("call_id", "seq"),
         Index(None, "queue", "joined_at"),
+        # Statistics over all queues (and per agent) scan one interval of joins.
+        Index(None, "joined_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -236,3 +238,23 @@ class CallCustomer(Base):
     )
     chosen_by: Mapped[str | None] = mapped_column(Text)
     chosen_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=func.current_timestamp())
+
+
+class AgentStateSpan(Base):
+    """A period an agent spent in one state (available, ringing, acd, outbound, wrapup, paused),
+    written by the statistics from queue-member and call events. Spans are cut at every quarter
+    hour (UTC), so an interval report sums `duration_s` without splitting rows in SQL."""
+
+    __tablename__ = "agent_state_spans"
+    __table_args__ = (Index(None, "started_at"), Index(None, "interface", "started_at"))
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    server: Mapped[str] = mapped_column(Text)
+    interface: Mapped[str] = mapped_column(Text)
+    agent: Mapped[str | None] = mapped_column(Text)  # queue member name, as in queue_log
+    state: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(Text)  # pause reason
+    queue: Mapped[str | None] = mapped_column(Text)  # the call's queue (ringing, acd, wrapup)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    duration_s: Mapped[float] = mapped_column(Double)
