@@ -678,7 +678,9 @@ def ivr_tallies(calls: Iterable[CallLike]) -> tuple[Tally, dict[str, Tally]]:
         if not flags:
             continue
         add_tally(totals, flags)
-        last = call.ivr_path[-1].menu
+        # The IVR-level figures belong to its entry menu; a hang-up to the menu it happened in.
+        first, last = call.ivr_path[0].menu, call.ivr_path[-1].menu
+        add_tally(menus.setdefault(first, {}), {"entries": 1.0, "contained": flags["contained"]})
         add_tally(menus.setdefault(last, {}), {"hangups": flags["hangups"]})
         for step in call.ivr_path:
             add_tally(menus.setdefault(step.menu, {}), ivr_step_tally(step.kind, step.value))
