@@ -178,9 +178,10 @@ def _resolve(host: str, port: int, deadline: float) -> tuple[socket.AddressFamil
     found: list[Any] = []
 
     def resolve() -> None:
+        # Every failure is handed back: an exception escaping a thread is reported far from here.
         try:
             found.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0])
-        except OSError as exc:
+        except Exception as exc:
             found.append(exc)
 
     worker = threading.Thread(target=resolve, daemon=True)
@@ -188,7 +189,7 @@ def _resolve(host: str, port: int, deadline: float) -> tuple[socket.AddressFamil
     worker.join(max(deadline - time.monotonic(), 0.0))
     if not found:
         raise TimeoutError(f"resolving {host!r} did not finish before the deadline")
-    if isinstance(found[0], OSError):
+    if isinstance(found[0], Exception):
         raise found[0]
     family_found, _, _, _, address = found[0]
     return family_found, address
