@@ -157,6 +157,12 @@ def _add_customers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     look.set_defaults(func=_customers_lookup)
 
 
+def _sim(args: argparse.Namespace) -> int:
+    from cti.sim.cli import main as run_sim
+
+    return run_sim(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cti", description="CTI middleware for Asterisk call centres")
     parser.add_argument("--version", action="version", version=f"cti {__version__}")
@@ -178,6 +184,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the daemon against the configured Asterisk server(s)")
     serve.add_argument("--config", help="settings file (default: $CTI_CONFIG, ./cti.toml, /etc/cti/cti.toml)")
     serve.set_defaults(func=_serve)
+
+    from cti.sim.cli import add_arguments as add_sim_arguments
+
+    sim = sub.add_parser("sim", help="run a simulated Asterisk call centre (AMI server) for tests and demos")
+    add_sim_arguments(sim)
+    sim.set_defaults(func=_sim)
 
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True)

@@ -23,22 +23,11 @@ CAUSE_TEXT = {
     26: "Answered elsewhere",
     34: "Circuit/channel congestion",
 }
-_FIELDS = (
-    "Channel",
-    "ChannelState",
-    "ChannelStateDesc",
-    "CallerIDNum",
-    "CallerIDName",
-    "ConnectedLineNum",
-    "ConnectedLineName",
-    "Language",
-    "AccountCode",
-    "Context",
-    "Exten",
-    "Priority",
-    "Uniqueid",
-    "Linkedid",
-)
+
+
+def _text(value: str) -> str:
+    # Caller names come from outside (an Originate, a trunk): never let one span lines.
+    return value.replace("\r", " ").replace("\n", " ") if "\r" in value or "\n" in value else value
 
 
 class Ids:
@@ -105,23 +94,18 @@ class Channel:
         cached = self._blocks.get(prefix)
         if cached is not None:
             return cached
-        values = (
-            self.name,
-            self.state,
-            STATE_DESC.get(self.state, "Unknown"),
-            self.caller_num or UNKNOWN,
-            self.caller_name or UNKNOWN,
-            self.connected_num or UNKNOWN,
-            self.connected_name or UNKNOWN,
-            self.language,
-            self.account_code,
-            self.context,
-            self.exten,
-            self.priority,
-            self.uniqueid,
-            self.linkedid,
+        p = prefix
+        text = (
+            f"{p}Channel: {self.name}\r\n{p}ChannelState: {self.state}\r\n"
+            f"{p}ChannelStateDesc: {STATE_DESC.get(self.state, 'Unknown')}\r\n"
+            f"{p}CallerIDNum: {_text(self.caller_num or UNKNOWN)}\r\n"
+            f"{p}CallerIDName: {_text(self.caller_name or UNKNOWN)}\r\n"
+            f"{p}ConnectedLineNum: {_text(self.connected_num or UNKNOWN)}\r\n"
+            f"{p}ConnectedLineName: {_text(self.connected_name or UNKNOWN)}\r\n"
+            f"{p}Language: {self.language}\r\n{p}AccountCode: {self.account_code}\r\n"
+            f"{p}Context: {self.context}\r\n{p}Exten: {self.exten}\r\n{p}Priority: {self.priority}\r\n"
+            f"{p}Uniqueid: {self.uniqueid}\r\n{p}Linkedid: {self.linkedid}"
         )
-        text = "\r\n".join(f"{prefix}{key}: {value}" for key, value in zip(_FIELDS, values, strict=True))
         self._blocks[prefix] = text
         return text
 

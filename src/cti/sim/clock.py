@@ -12,19 +12,19 @@ import heapq
 import itertools
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 # Successive events are stamped at least this far apart, as Asterisk's own events are (a burst of
 # events from one dialplan step spans a few microseconds, never zero).
 STAMP_STEP_S = 0.000005
 
 
-@dataclass(order=True)
+@dataclass(eq=False, slots=True)
 class Timer:
     at: float
     seq: int
-    callback: Callable[[], None] = field(compare=False)
-    cancelled: bool = field(default=False, compare=False)
+    callback: Callable[[], None]
+    cancelled: bool = False
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -35,14 +35,15 @@ class Scheduler:
 
     def __init__(self, start: float) -> None:
         self.now = start
-        self._heap: list[Timer] = []
+        # (at, seq, timer): tuples compare fast, and seq keeps ties in the order they were set.
+        self._heap: list[tuple[float, int, Timer]] = []
         self._seq = itertools.count()
         self._last_stamp = start
         self.on_schedule: Callable[[], None] | None = None
 
     def call_at(self, at: float, callback: Callable[[], None]) -> Timer:
         timer = Timer(max(at, self.now), next(self._seq), callback)
-        heapq.heappush(self._heap, timer)
+        heapq.heappush(self._heap, (timer.at, timer.seq, timer))
         if self.on_schedule is not None:
             self.on_schedule()
         return timer
@@ -51,16 +52,16 @@ class Scheduler:
         return self.call_at(self.now + max(0.0, delay), callback)
 
     def next_time(self) -> float | None:
-        while self._heap and self._heap[0].cancelled:
+        while self._heap and self._heap[0][2].cancelled:
             heapq.heappop(self._heap)
-        return self._heap[0].at if self._heap else None
+        return self._heap[0][0] if self._heap else None
 
     def run_until(self, until: float, limit: int | None = None) -> int:
         """Fire the timers due by `until` (at most `limit` of them); returns how many fired."""
         fired = 0
         heap = self._heap
         while heap and (limit is None or fired < limit):
-            timer = heap[0]
+            timer = heap[0][2]
             if timer.cancelled:
                 heapq.heappop(heap)
                 continue
@@ -83,7 +84,7 @@ class Scheduler:
 
     @property
     def pending(self) -> int:
-        return sum(not t.cancelled for t in self._heap)
+        return sum(not entry[2].cancelled for entry in self._heap)
 
 
 class WallClock:

@@ -31,7 +31,7 @@ from cti.sim.truth import Truth
 log = structlog.get_logger(__name__)
 
 # Timers fired per turn of the event loop before clients get a chance to read and act.
-BATCH = 2000
+BATCH = 500
 SHUTDOWN_NOTICE_S = 1.1  # the captures: `Shutdown` about a second after the last hangups
 MALFORMED = {
     "garbage": b"this is not an AMI frame at all\r\n\r\n",
@@ -139,9 +139,16 @@ class SimulatedPbx:
 
     # ------------------------------------------------------------------ time
     def _catch_up(self) -> None:
-        """An action arrived: bring simulated time up to the wall clock before running it."""
-        if self._clock is not None:
-            self.engine.sched.run_until(self._clock.sim_now())
+        """An action arrived: it happens now. When the PBX is idle, simulated time is brought up
+        to the wall clock; when it is busy (timers already due), the action takes its turn at the
+        PBX's current time rather than waiting for every due timer to run first."""
+        if self._clock is None:
+            return
+        sched = self.engine.sched
+        target = self._clock.sim_now()
+        due = sched.next_time()
+        if due is None or due > target:
+            sched.run_until(target)
 
     async def _drive(self) -> None:
         assert self._clock is not None

@@ -45,14 +45,13 @@ class Member:
     paused: bool = False
     paused_reason: str = ""
     in_call: bool = False
+    # Copied from the agent once: read on every availability check.
+    interface: str = ""
+    state_interface: str = ""
 
-    @property
-    def interface(self) -> str:
-        return self.agent.interface
-
-    @property
-    def state_interface(self) -> str:
-        return self.agent.state_interface
+    def __post_init__(self) -> None:
+        self.interface = self.agent.interface
+        self.state_interface = self.agent.state_interface
 
     def headers(self) -> dict[str, object]:
         return {
@@ -146,7 +145,17 @@ class Queues:
                 queue.members.append(Member(spec.name, agent, "static", m.penalty, boot, agent.name))
             self.by_name[spec.name] = queue
         core.devices.on_change = self.device_changed
+        self._order: list[Queue] = sorted(self.by_name.values(), key=lambda q: queue_hash(q.name))
+        self._by_device: dict[str, list[tuple[Queue, Member]]] = {}
+        self._index()
         self.prime_devices()
+
+    def _index(self) -> None:
+        """Members by state interface: every device change looks them up."""
+        self._by_device = {}
+        for queue in self._order:
+            for member in queue.members:
+                self._by_device.setdefault(member.state_interface, []).append((queue, member))
 
     def prime_devices(self) -> None:
         """A PBX at rest: nobody waiting, every queue with someone available (no events for it)."""
@@ -164,6 +173,8 @@ class Queues:
             queue.stats = Stats()
             queue.rrpos = 0
             queue.members = [m for m in queue.members if m.membership == "static"]
+        self._index()
+        for queue in self.by_name.values():
             for m in queue.members:
                 m.login_time, m.calls_taken, m.last_call, m.last_call_at = boot, 0, 0, 0.0
                 m.last_pause, m.paused, m.paused_reason, m.in_call, m.status = 0, False, "", False, 1
@@ -171,7 +182,7 @@ class Queues:
 
     def __iter__(self) -> Iterator[Queue]:
         """Queues in Asterisk's listing order."""
-        return iter(sorted(self.by_name.values(), key=lambda q: queue_hash(q.name)))
+        return iter(self._order)
 
     def get(self, name: str) -> Queue | None:
         return self.by_name.get(name)
@@ -194,10 +205,7 @@ class Queues:
         """app_queue's device_state_cb: update every member on that device, then the queue's
         availability device."""
         code = STATUS_CODE.get(state, 0)
-        for queue in self:
-            member = next((m for m in queue.members if m.state_interface == device), None)
-            if member is None:
-                continue
+        for queue, member in self._by_device.get(device, ()):
             if member.status != code:
                 member.status = code
                 self.publish(member, "QueueMemberStatus")
@@ -217,12 +225,14 @@ class Queues:
         member.paused, member.paused_reason = paused, reason if paused else ""
         member.status = STATUS_CODE[self.core.devices.local_state(agent.state_interface)]
         queue.members.append(member)
+        self._index()
         self._pause_device(member)
         self.publish(member, "QueueMemberAdded")
         return member
 
     def remove(self, queue: Queue, member: Member) -> None:
         queue.members.remove(member)
+        self._index()
         self.publish(member, "QueueMemberRemoved")
         if member.paused:
             self.core.devices.set_cached(f"Queue:{queue.name}_pause_{member.interface}", NOT_INUSE)

@@ -60,8 +60,13 @@ class AmiServer:
         for session in self.sessions:
             session.event(frame)
 
+    def flush(self) -> None:
+        for session in self.sessions:
+            session.flush()
+
     async def drain(self) -> None:
-        """Wait for slow clients (each bounded by its write timeout)."""
+        """Write what is pending, then wait for slow clients (each bounded by its write timeout)."""
+        self.flush()
         busy = [s.drain() for s in self.sessions if not s.closed and _buffered(s) > 0]
         if busy:
             await asyncio.gather(*busy)
@@ -70,6 +75,7 @@ class AmiServer:
         """Raw bytes to every client (fault injection)."""
         for session in self.sessions:
             if not session.closed:
+                session.flush()
                 session.writer.write(data)
 
     # ------------------------------------------------------------------ one client
@@ -117,6 +123,8 @@ class AmiServer:
                     # One bad action must not take the PBX down: log it, answer it, carry on.
                     log.exception("sim action failed", action=action.get("Action"))
                     session.send(wire.response("Error", action.get("ActionID"), "Internal error"))
+                # Events an action caused reach the other clients now too.
+                self.flush()
             with contextlib.suppress(ConnectionError):
                 await session.drain()
 

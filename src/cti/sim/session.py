@@ -8,6 +8,7 @@ from dataclasses import dataclass
 # A client that cannot take our events for this long (wall seconds) is dropped, as Asterisk drops
 # a manager session whose socket stays full past its write timeout.
 WRITE_TIMEOUT_S = 5.0
+WRITE_BUFFER_HIGH = 4 << 20
 
 
 @dataclass
@@ -26,12 +27,18 @@ class Session:
         self.reader = reader
         self.writer = writer
         self.number = number
+        # Room for a few simulation steps: the PBX keeps producing while the client reads,
+        # instead of stopping at every 64 KiB until the client has emptied the socket.
+        writer.transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH, low=WRITE_BUFFER_HIGH // 4)
         self.authenticated = False
         self.events = True
         self.closed = False
         self.graceful = False
         self.faults = Faults()
         self.bytes_sent = 0
+        # Frames wait here until the end of the current simulation step: one write (one system
+        # call) per step instead of one per event.
+        self._pending: list[bytes] = []
         self._trickle: asyncio.Queue[bytes] | None = None
         self._trickler: asyncio.Task[None] | None = None
 
@@ -44,6 +51,15 @@ class Session:
         if self.closed or self.faults.silent:
             return
         self.bytes_sent += len(data)
+        self._pending.append(data)
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        data = b"".join(self._pending)
+        self._pending.clear()
+        if self.closed or self.faults.silent:
+            return
         if self._trickle is not None:
             self._trickle.put_nowait(data)
             return
@@ -54,6 +70,7 @@ class Session:
             self.send(frame)
 
     async def drain(self) -> None:
+        self.flush()
         if self.closed:
             return
         try:
@@ -64,11 +81,13 @@ class Session:
 
     def drop(self) -> None:
         """Cut the connection at once, no Goodbye (a network failure, a crash)."""
+        self._pending.clear()
         self.closed = True
         self.writer.transport.abort()
 
     def close(self) -> None:
         """Close after what is buffered is written (Logoff, a refused login)."""
+        self.flush()
         self.closed = True
         self.graceful = True
         self.writer.close()

@@ -22,22 +22,36 @@ class Snapshot(Protocol):
 
 def _clean(value: object) -> str:
     # A value never spans lines: a caller name with a CR/LF must not inject headers.
+    if type(value) is int:
+        return str(value)
     text = str(value)
     if "\r" in text or "\n" in text:
         text = text.replace("\r", " ").replace("\n", " ")
     return text
 
 
+# A layout compiled once: (True, slot, prefix) for a snapshot block, (False, header, "") otherwise.
+_Compiled = tuple[tuple[bool, str, str], ...]
+_compiled: dict[tuple[str, ...], _Compiled] = {}
+
+
+def _compile(layout: tuple[str, ...]) -> _Compiled:
+    compiled = _compiled.get(layout)
+    if compiled is None:
+        compiled = tuple((p[0] in "@#", p, p[1:]) for p in layout)
+        _compiled[layout] = compiled
+    return compiled
+
+
 def _body(
-    layout: Iterable[str],
+    layout: tuple[str, ...],
     snapshots: Mapping[str, Snapshot],
     values: Mapping[str, object],
     lines: list[str],
 ) -> None:
-    for part in layout:
-        head = part[0]
-        if head == "@" or head == "#":
-            lines.append(snapshots[part].block(part[1:]))
+    for is_block, part, prefix in _compile(layout):
+        if is_block:
+            lines.append(snapshots[part].block(prefix))
         else:
             lines.append(f"{part}: {_clean(values.get(part, ''))}")
 
