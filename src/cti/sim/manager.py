@@ -33,6 +33,8 @@ class Manager:
         self.engine = engine
         self.hooks = hooks
         self.config = engine.config
+        self.logins = 0
+        self.failed_logins = 0
         self.actions: dict[str, Handler] = {
             "login": Manager.login,
             "logoff": Manager.logoff,
@@ -73,9 +75,11 @@ class Manager:
     # ------------------------------------------------------------------ session
     def login(self, session: Session, action: Message, action_id: str | None) -> None:
         if action.get("Username") != self.config.username or action.get("Secret") != self.config.secret:
+            self.failed_logins += 1
             session.send(wire.response("Error", action_id, "Authentication failed"))
             self.hooks.logoff(session)
             return
+        self.logins += 1
         session.authenticated = True
         session.events = action.get("Events", "on").lower() not in ("off", "no", "false")
         session.send(wire.response("Success", action_id, "Authentication accepted"))
