@@ -163,6 +163,20 @@ def _sim(args: argparse.Namespace) -> int:
     return run_sim(args)
 
 
+def _demo(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from cti.demo import DemoOptions, run
+
+    options = DemoOptions(args.host, args.port, args.agents, args.calls_per_minute, args.seed, args.db)
+    try:
+        asyncio.run(run(options))
+    except OSError as exc:
+        print(f"cti demo: {exc} (is port {args.port} taken? try --port 8090)", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cti", description="CTI middleware for Asterisk call centres")
     parser.add_argument("--version", action="version", version=f"cti {__version__}")
@@ -197,6 +211,17 @@ def build_parser() -> argparse.ArgumentParser:
     upgrade.add_argument("--config")
     upgrade.add_argument("--url", help="database URL (default: from settings)")
     upgrade.set_defaults(func=_db_upgrade)
+
+    demo = sub.add_parser(
+        "demo", help="the daemon against a simulated PBX, with sample customers and live calls"
+    )
+    demo.add_argument("--host", default="127.0.0.1", help="where the desktop is served")
+    demo.add_argument("--port", type=int, default=8080)
+    demo.add_argument("--agents", type=int, default=6)
+    demo.add_argument("--calls-per-minute", type=float, default=6.0)
+    demo.add_argument("--seed", type=int, default=1)
+    demo.add_argument("--db", help="SQLite file (default: a new one in a temporary folder)")
+    demo.set_defaults(func=_demo)
 
     users = sub.add_parser("users", help="desktop and wallboard users")
     users_sub = users.add_subparsers(dest="users_command", required=True)
