@@ -16,6 +16,7 @@ from cti.sim.originate import OriginateRequest, Originator, parse_caller_id
 from cti.sim.queueapp import QueueApp
 from cti.sim.queues import Member, Queue, Queues
 from cti.sim.transfers import Transfers
+from cti.sim.traffic import draw
 from cti.sim.truth import Truth
 
 # Who hung up, by the context of the channel whose dialplan ended the call by itself.
@@ -120,6 +121,11 @@ class Engine:
         making a customer call), outbound otherwise."""
         if request.action_id is None and request.is_async:
             request.action_id = f"sim-originate-{next(self._originates)}"
+        mix = self.config.outbound_mix
+        if request.plan is None and "@fake-pstn" in request.channel and not mix.by_last_digit:
+            # The called party's answer follows the configured mix, drawn per call.
+            outcome = draw(self.rng, mix.weights())
+            request.plan = PstnPlan(outcome, round(self.rng.uniform(1.0, 6.0), 1))
         return self.originator.originate(request, done)
 
     def inbound_call(
