@@ -1,0 +1,260 @@
+"""Agent states from domain events: one state at a time per queue-member interface, and the spans
+(periods in one state) that the live view sums and the span writer stores.
+
+Asterisk reports membership, pause and device status per queue (`AgentStateChanged`) and calls
+per agent (`AgentRinging`, `CallAnswered`, `AgentCompleted`); neither alone says "Conv ACD" or
+"wrap-up". Precedence when several hold: a conversation › ringing › busy outside the queues ›
+wrap-up › paused › available (docs/metrics.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from cti.calls import events as ev
+from cti.stats.metrics import ThresholdSet
+
+# Pause reasons agents use for after-call work: time spent so is wrap-up, not a break.
+WRAPUP_REASONS = frozenset({"wrapup", "wrap-up", "acw", "post-appel", "postappel", "after-call", "aftercall"})
+# AST_DEVICE_* codes meaning the phone is on a call: in use, busy, ring-in-use, on hold.
+BUSY_STATUSES = frozenset({2, 3, 7, 8})
+QUARTER_S = 900
+# Calls marked outbound (DialerConnected) remembered at most this many at once.
+MAX_OUTBOUND_CALLS = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    server: str
+    interface: str
+    agent: str | None
+    state: str
+    reason: str | None
+    queue: str | None
+    started_at: float
+    ended_at: float
+
+    @property
+    def duration_s(self) -> float:
+        return self.ended_at - self.started_at
+
+    def cut(self, every_s: int = QUARTER_S) -> list[Span]:
+        """This span cut at every multiple of `every_s` (UTC epoch), so any interval built from
+        quarter hours sums whole pieces."""
+        pieces = []
+        start = self.started_at
+        while start < self.ended_at:
+            boundary = (int(start // every_s) + 1) * every_s
+            end = min(boundary, self.ended_at)
+            pieces.append(
+                Span(self.server, self.interface, self.agent, self.state, self.reason, self.queue, start, end)
+            )
+            start = end
+        return pieces
+
+
+State = tuple[str, str | None, str | None]  # state, reason, queue
+
+
+@dataclass
+class AgentStatus:
+    server: str
+    interface: str
+    agent: str | None = None
+    # queue -> (paused, reason)
+    memberships: dict[str, tuple[bool, str | None]] = field(default_factory=dict)
+    device_busy: bool = False
+    ringing: dict[str, str | None] = field(default_factory=dict)  # linkedid -> queue
+    # (linkedid, queue, outbound); linkedid "" when only a resync told us the member is in call.
+    talking: tuple[str, str | None, bool] | None = None
+    wrapup_until: float | None = None
+    wrapup_queue: str | None = None
+    state: str = "logged_out"
+    reason: str | None = None
+    queue: str | None = None
+    since: float = 0.0
+
+    def derive(self, now: float) -> State:
+        if not self.memberships:
+            return ("logged_out", None, None)
+        if self.talking is not None:
+            _, queue, outbound = self.talking
+            return ("outbound" if outbound else "acd", None, queue)
+        if self.ringing:
+            return ("ringing", None, next(iter(self.ringing.values())))
+        paused, reason = self._pause()
+        if paused and (reason or "").lower() in WRAPUP_REASONS:
+            return ("wrapup", reason, self.wrapup_queue)
+        if self.device_busy:
+            return ("outbound", None, None)
+        if self.wrapup_until is not None and now < self.wrapup_until:
+            return ("wrapup", None, self.wrapup_queue)
+        if paused:
+            return ("paused", reason, None)
+        return ("available", None, None)
+
+    def _pause(self) -> tuple[bool, str | None]:
+        """Paused only when paused in every queue: otherwise the other queues still send calls."""
+        states = list(self.memberships.values())
+        if not states or not all(p for p, _ in states):
+            return (False, None)
+        return (True, next((r for _, r in reversed(states) if r), None))
+
+    @property
+    def paused_queues(self) -> list[str]:
+        return sorted(q for q, (p, _) in self.memberships.items() if p)
+
+
+class AgentBoard:
+    """Every agent's current state; `feed` returns the spans that closed."""
+
+    def __init__(self, thresholds: ThresholdSet | None = None) -> None:
+        self.thresholds = thresholds or ThresholdSet()
+        self.agents: dict[tuple[str, str], AgentStatus] = {}
+        self._outbound_calls: dict[tuple[str, str], None] = {}
+        self._by_call: dict[tuple[str, str], set[str]] = {}
+
+    def feed(self, event: ev.Event) -> list[Span]:
+        if isinstance(event, ev.AgentStateChanged):
+            return self._on_member(event)
+        if isinstance(event, ev.DialerConnected):
+            self._mark_outbound(event.server, event.linkedid)
+            return []
+        if isinstance(event, ev.CallEnded):
+            return self._on_call_ended(event)
+        if isinstance(event, ev.AgentRinging | ev.AgentRingStopped | ev.CallAnswered | ev.AgentCompleted):
+            return self._on_call_event(event)
+        return []
+
+    def tick(self, now: float) -> list[Span]:
+        """Wrap-up ends with time, not with an event."""
+        out: list[Span] = []
+        for agent in self.agents.values():
+            if agent.wrapup_until is not None and now >= agent.wrapup_until:
+                out.extend(self._settle(agent, agent.wrapup_until))
+                agent.wrapup_until = None
+        return out
+
+    def close_all(self, now: float) -> list[Span]:
+        """The spans still open, ended at `now` (daemon shutdown, end of a replay)."""
+        out = self.tick(now)
+        for agent in self.agents.values():
+            if agent.state != "logged_out" and now > agent.since:
+                out.append(self._span(agent, now))
+                agent.since = now
+        return out
+
+    def open_spans(self, now: float) -> list[Span]:
+        """The current state of every logged-in agent as a span ending `now` (nothing changes)."""
+        out = []
+        for a in self.agents.values():
+            if a.state == "logged_out" or now <= a.since:
+                continue
+            if a.state == "wrapup" and a.wrapup_until is not None and now > a.wrapup_until:
+                # Wrap-up expired since the last tick: report it as ending when it did.
+                out.append(self._span(a, a.wrapup_until))
+                continue
+            out.append(self._span(a, now))
+        return out
+
+    # ------------------------------------------------------------------ events
+    def _agent(self, server: str, interface: str, agent: str | None) -> AgentStatus:
+        status = self.agents.get((server, interface))
+        if status is None:
+            status = self.agents[(server, interface)] = AgentStatus(server, interface, agent)
+        if agent:
+            status.agent = agent
+        return status
+
+    def _on_member(self, e: ev.AgentStateChanged) -> list[Span]:
+        agent = self._agent(e.server, e.interface, e.agent)
+        if e.logged_in:
+            agent.memberships[e.queue] = (e.paused, e.paused_reason)
+        else:
+            agent.memberships.pop(e.queue, None)
+        if e.status is not None:
+            agent.device_busy = e.status in BUSY_STATUSES
+        if e.in_call and agent.talking is None:
+            # A resync found the member on a queue call we never saw being answered.
+            agent.talking = ("", e.queue, False)
+            agent.ringing.clear()
+        elif e.in_call is False and agent.talking is not None and agent.talking[0] == "":
+            agent.talking = None
+        return self._settle(agent, e.at)
+
+    def _on_call_event(
+        self, e: ev.AgentRinging | ev.AgentRingStopped | ev.CallAnswered | ev.AgentCompleted
+    ) -> list[Span]:
+        agent = self._agent(e.server, e.interface, e.agent)
+        if e.queue and e.queue not in agent.memberships:
+            # Asterisk only rings members: a static member we never saw listed is logged in.
+            agent.memberships[e.queue] = (False, None)
+        key = (e.server, e.linkedid)
+        self._by_call.setdefault(key, set()).add(e.interface)
+        if isinstance(e, ev.AgentRinging):
+            agent.ringing[e.linkedid] = e.queue
+        elif isinstance(e, ev.AgentRingStopped):
+            agent.ringing.pop(e.linkedid, None)
+        elif isinstance(e, ev.CallAnswered):
+            agent.ringing.pop(e.linkedid, None)
+            agent.talking = (e.linkedid, e.queue, key in self._outbound_calls)
+            agent.wrapup_until = None
+        else:
+            self._completed(agent, e)
+        return self._settle(agent, e.at)
+
+    def _completed(self, agent: AgentStatus, e: ev.AgentCompleted) -> None:
+        agent.ringing.pop(e.linkedid, None)
+        agent.talking = None
+        # The device is being freed: its "not in use" often arrives a moment later.
+        agent.device_busy = False
+        agent.wrapup_queue = e.queue
+        wrapup = self.thresholds.for_queue(e.queue).wrapup_s
+        agent.wrapup_until = e.at + wrapup if wrapup > 0 else None
+
+    def _on_call_ended(self, e: ev.CallEnded) -> list[Span]:
+        key = (e.server, e.linkedid)
+        self._outbound_calls.pop(key, None)
+        out: list[Span] = []
+        for interface in self._by_call.pop(key, set()):
+            agent = self.agents.get((e.server, interface))
+            if agent is None:
+                continue
+            agent.ringing.pop(e.linkedid, None)
+            if agent.talking is not None and agent.talking[0] == e.linkedid:
+                agent.talking = None  # e.g. the agent's leg ended with an attended transfer
+            out.extend(self._settle(agent, e.at))
+        return out
+
+    def _mark_outbound(self, server: str, linkedid: str) -> None:
+        self._outbound_calls[(server, linkedid)] = None
+        if len(self._outbound_calls) > MAX_OUTBOUND_CALLS:
+            self._outbound_calls.pop(next(iter(self._outbound_calls)))
+
+    # ------------------------------------------------------------------ spans
+    def _settle(self, agent: AgentStatus, at: float) -> list[Span]:
+        new = agent.derive(at)
+        if new == (agent.state, agent.reason, agent.queue):
+            return []
+        out = [self._span(agent, at)] if agent.state != "logged_out" and at > agent.since else []
+        agent.state, agent.reason, agent.queue = new
+        agent.since = at
+        return out
+
+    @staticmethod
+    def _span(agent: AgentStatus, end: float) -> Span:
+        return Span(
+            agent.server,
+            agent.interface,
+            agent.agent,
+            agent.state,
+            agent.reason,
+            agent.queue,
+            agent.since,
+            end,
+        )
+
+
+def cut_all(spans: Iterable[Span]) -> list[Span]:
+    return [piece for span in spans for piece in span.cut()]
