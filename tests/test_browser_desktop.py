@@ -6,47 +6,24 @@ pushed through a fake AMI socket into the daemon; two agents watch it in their b
 
 from __future__ import annotations
 
-import os
 import shutil
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
+from conftest import CHROMIUM
 from cti.app import Daemon
 from fakeami import CAPTURES, FakeAmi
 from test_daemon import event_bytes, settings_for, until
 
-CHROMIUM = os.environ.get("CTI_CHROMIUM", "/usr/bin/chromium")
 pytestmark = [
     pytest.mark.skipif(not CAPTURES.is_dir(), reason="../shared/ami-captures not present"),
     pytest.mark.skipif(
         shutil.which(CHROMIUM) is None, reason=f"{CHROMIUM} not installed: apt-get install chromium"
     ),
 ]
-playwright_api = pytest.importorskip("playwright.async_api")
 PASSWORD = "correct horse battery"
-# Flags as this machine's browser probe uses them: no sandbox as root, no background networking.
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[object]:
-    async with playwright_api.async_playwright() as pw:
-        chromium = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
 
 
 async def _login(browser: object, url: str, user: str) -> object:
