@@ -144,5 +144,8 @@ async def test_the_daemon_stores_what_the_simulator_did(tmp_path: Path) -> None:
 
 
 async def _connected(daemon: Daemon) -> None:
-    while not (daemon.links and daemon.links[0].connected and daemon.trackings[0].resyncs):
+    # Polling: the link's state has no event to wait on.
+    while True:
+        if daemon.links and daemon.links[0].connected and daemon.trackings[0].resyncs:
+            return
         await asyncio.sleep(0.02)

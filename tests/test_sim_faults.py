@@ -67,8 +67,11 @@ async def linked(pbx: SimulatedPbx, recorder: Recorder, **overrides: object) -> 
 
 
 async def eventually(predicate: Callable[[], object], within: float = 5.0) -> None:
+    # Polling: the states waited on (counters, flags) have no event to wait for.
     async with asyncio.timeout(within):
-        while not predicate():
+        while True:
+            if predicate():
+                return
             await asyncio.sleep(0.01)
 
 

@@ -79,8 +79,11 @@ class Client:
         return [m for m in self.messages if m.event == name]
 
     async def wait(self, predicate: Any, within: float = 5.0) -> None:
+        # Polling: what arrives on the socket has no event of its own.
         async with asyncio.timeout(within):
-            while not predicate():
+            while True:
+                if predicate():
+                    return
                 await asyncio.sleep(0.005)
 
     async def login(self, secret: str = "ctisecret") -> Message:
@@ -297,19 +300,30 @@ async def test_the_daemon_resyncs_a_call_already_in_progress(tmp_path: Path) -> 
         daemon = Daemon(settings)
         await daemon.start()
         try:
-            async with asyncio.timeout(10):
-                while not daemon.trackings[0].resyncs:
-                    await asyncio.sleep(0.02)
+            await _until(lambda: daemon.trackings[0].resyncs)
             assert linkedid in daemon.trackings[0].tracker.calls  # adopted from CoreShowChannels
             await pbx.advance(30)
-            async with asyncio.timeout(10):
-                while not (rows := await _calls(db)):
-                    await asyncio.sleep(0.05)
+            rows: list[dict[str, Any]] = []
+
+            async def stored() -> bool:
+                rows[:] = await _calls(db)
+                return bool(rows)
+
+            await _until(stored)
         finally:
             await daemon.shutdown()
     [row] = rows
     assert (row["linkedid"], row["outcome"], row["agent"]) == (linkedid, "answered", "Agent3")
     assert pbx.truth.calls[linkedid].agent == "Agent3"
+
+
+async def _until(predicate: Any, within: float = 10.0) -> None:
+    async with asyncio.timeout(within):
+        while True:
+            value = predicate()
+            if await value if asyncio.iscoroutine(value) else value:
+                return
+            await asyncio.sleep(0.02)
 
 
 async def _calls(db: Path) -> list[dict[str, Any]]:

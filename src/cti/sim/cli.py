@@ -8,8 +8,12 @@ import json
 import signal
 import sys
 from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 from cti.sim.config import OutboundMix, SimConfig, TrafficSpec, call_centre_config, lab_config
+
+if TYPE_CHECKING:
+    from cti.sim.pbx import SimulatedPbx
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,19 +51,18 @@ def build_config(args: argparse.Namespace) -> SimConfig:
         queue_timeout_s=(10, 30),
         queue_timeout_rate=0.1,
     )
-    common: dict[str, object] = {
-        "host": args.host,
-        "port": args.port,
-        "username": args.username,
-        "secret": args.secret,
-        "seed": args.seed,
-        "speed": args.speed,
-        "traffic": traffic,
-        "outbound_mix": OutboundMix.parse(args.outbound_mix),
-    }
-    if args.lab:
-        return lab_config(**common)
-    return call_centre_config(args.agents, **common)
+    base = lab_config() if args.lab else call_centre_config(args.agents)
+    return replace(
+        base,
+        host=args.host,
+        port=args.port,
+        username=args.username,
+        secret=args.secret,
+        seed=args.seed,
+        speed=args.speed,
+        traffic=traffic,
+        outbound_mix=OutboundMix.parse(args.outbound_mix),
+    )
 
 
 async def serve(config: SimConfig, duration: float | None, truth_path: str | None) -> None:
@@ -70,17 +73,17 @@ async def serve(config: SimConfig, duration: float | None, truth_path: str | Non
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with SimulatedPbx(config) as pbx:
+        where = f"{config.host}:{pbx.port}"
         print(
-            f"cti sim: AMI on {config.host}:{pbx.port} (user {config.username}), speed x{config.speed}",
+            f"cti sim: AMI on {where} (user {config.username}), speed x{config.speed}",
             file=sys.stderr,
             flush=True,
         )
         pbx.start_traffic(duration)
-        waiter = asyncio.create_task(stop.wait())
-        tasks = {waiter}
+        tasks: set[asyncio.Task[Any]] = {asyncio.create_task(stop.wait())}
         if duration is not None:
             tasks.add(asyncio.create_task(_run_for(pbx, duration)))
-        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
@@ -90,16 +93,18 @@ async def serve(config: SimConfig, duration: float | None, truth_path: str | Non
                 "queues": pbx.truth.queue_counters(),
                 "events": pbx.events_sent,
             }
-            with open(truth_path, "w", encoding="utf-8") as handle:
-                json.dump(doc, handle, indent=1)
+            await asyncio.to_thread(_write_json, truth_path, doc)
 
 
-async def _run_for(pbx: object, duration: float) -> None:
-    from cti.sim.pbx import SimulatedPbx
+def _write_json(path: str, doc: object) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(doc, handle, indent=1)
 
-    assert isinstance(pbx, SimulatedPbx)
-    assert pbx.config.speed
-    await asyncio.sleep(duration / pbx.config.speed)
+
+async def _run_for(pbx: SimulatedPbx, duration: float) -> None:
+    """Traffic for `duration` simulated seconds, then until the last call is over."""
+    speed = pbx.config.speed or 1.0
+    await asyncio.sleep(duration / speed)
     await pbx.idle()
 
 
@@ -112,5 +117,5 @@ def main(args: argparse.Namespace) -> int:
     if args.speed <= 0:
         print("cti sim: --speed must be > 0", file=sys.stderr)
         return 2
-    asyncio.run(serve(replace(config), args.duration, args.truth))
+    asyncio.run(serve(config, args.duration, args.truth))
     return 0

@@ -119,7 +119,14 @@ class OutboundMix:
             values[name] = float(weight)
         if sum(values.values()) <= 0:
             raise ValueError("outbound mix: at least one weight must be > 0")
-        return cls(**values)
+        return cls(
+            answered=values["answered"],
+            busy=values["busy"],
+            no_answer=values["no_answer"],
+            congestion=values["congestion"],
+            failed=values["failed"],
+            rejected=values["rejected"],
+        )
 
 
 @dataclass(frozen=True)

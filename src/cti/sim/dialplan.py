@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from cti.sim.channels import BUSY, Channel
@@ -136,8 +137,8 @@ class Dialplan:
         start = self.core.now
         for i, digit in enumerate(digits):
             at = start + i * DTMF_DIGIT_S + DTMF_GAP_S
-            self.core.sched.call_at(at, lambda d=digit: self._hear(ch, d, end=False))
-            self.core.sched.call_at(at + DTMF_HEARD_S, lambda d=digit: self._hear(ch, d, end=True))
+            self.core.sched.call_at(at, partial(self._hear, ch, digit, False))
+            self.core.sched.call_at(at + DTMF_HEARD_S, partial(self._hear, ch, digit, True))
         yield DTMF_GAP_S + DTMF_DIGIT_S * len(digits)
 
     def _hear(self, sender: Channel, digit: str, end: bool) -> None:

@@ -15,8 +15,9 @@ from cti.sim.dialplan import Dialplan, PstnPlan
 from cti.sim.originate import OriginateRequest, Originator, parse_caller_id
 from cti.sim.queueapp import QueueApp
 from cti.sim.queues import Member, Queue, Queues
-from cti.sim.transfers import Transfers
+from cti.sim.threads import Program
 from cti.sim.traffic import draw
+from cti.sim.transfers import Transfers
 from cti.sim.truth import Truth
 
 # Who hung up, by the context of the channel whose dialplan ended the call by itself.
@@ -59,7 +60,7 @@ class Engine:
         self.uptime_offset_s = config.uptime_s
         self._wire_truth()
 
-    def _agent_program(self, phone: Channel, member: Member) -> object:
+    def _agent_program(self, phone: Channel, member: Member) -> Program:
         return self.dialplan.agent_for_member(phone, member)
 
     @property

@@ -100,6 +100,12 @@ class SimulatedPbx:
         self._restarting: asyncio.Task[None] | None = None
         self.events_sent = 0
         self.engine.sched.on_schedule = self._wake.set
+        # Set while no channel exists (`idle()` waits for it).
+        self._quiet = asyncio.Event()
+        self._quiet.set()
+        core = self.engine.core
+        core.on_create.append(lambda _ch: self._quiet.clear())
+        core.on_destroy.append(lambda _ch: None if core.channels else self._quiet.set())
 
     # ------------------------------------------------------------------ life cycle
     async def __aenter__(self) -> SimulatedPbx:
@@ -189,8 +195,7 @@ class SimulatedPbx:
                 waited += step_s
             return
         async with asyncio.timeout(timeout_s):
-            while core.channels:
-                await asyncio.sleep(0.02)
+            await self._quiet.wait()
 
     # ------------------------------------------------------------------ calls
     def inbound_call(

@@ -112,7 +112,7 @@ class AmiServer:
             if session.faults.read_delay_s:
                 await asyncio.sleep(session.faults.read_delay_s)
             for action in parser.feed(data):
-                if session.closed:
+                if session.is_closed():
                     return
                 if session.faults.silent:
                     continue

@@ -42,6 +42,10 @@ class Session:
         self._trickle: asyncio.Queue[bytes] | None = None
         self._trickler: asyncio.Task[None] | None = None
 
+    def is_closed(self) -> bool:
+        # A method, not the attribute: it changes under the reader's feet (Logoff, drop).
+        return self.closed
+
     @property
     def peer(self) -> str:
         info = self.writer.get_extra_info("peername")

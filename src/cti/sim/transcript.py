@@ -236,9 +236,9 @@ def _compare_burst(i: int, want: list[Frame], have: list[Frame], report: Report)
         threads.setdefault(f.thread, ([], []))[1].append(f)
     for thread, (a, b) in threads.items():
         if [f.key for f in a] != [f.key for f in b]:
-            report.problems.append(
-                f"{where} {thread}: order {[f.key[0:1] + f.key[2:] for f in a]} != {[f.key[0:1] + f.key[2:] for f in b]}"
-            )
+            shown_a = [f.key[0:1] + f.key[2:] for f in a]
+            shown_b = [f.key[0:1] + f.key[2:] for f in b]
+            report.problems.append(f"{where} {thread}: order {shown_a} != {shown_b}")
             continue
         for x, y in zip(a, b, strict=True):
             if x.headers != y.headers:
