@@ -242,6 +242,21 @@ async def blind_transfer(run: Run) -> None:
     run.transcripts.append(await client.logoff())
 
 
+async def pbx_restart(run: Run) -> None:
+    first = run.client()
+    await first.login()
+    await first.send("Originate", {**inbound("1", 60, 30), "CallerID": JEAN})
+    await run.advance(6.23)
+    run.pbx.restart(down_s=0.05)  # `core restart now`, typed on the PBX's console
+    run.transcripts.append(await first.ended())
+    await run.pbx.restarted()
+    second = run.client()
+    await second.login()
+    await second.send("CoreShowChannels")
+    await second.send("QueueStatus")
+    run.transcripts.append(await second.logoff())
+
+
 @dataclass
 class Scenario:
     script: Script
@@ -279,6 +294,13 @@ SCENARIOS: dict[str, Scenario] = {
     "actions_midcall": Scenario(actions_midcall),
     "login_failed": Scenario(login_failed),
     "reconnect": Scenario(reconnect, rrpos={"support": 1}, captures=("reconnect_part1", "reconnect_part2")),
+    "pbx_restart": Scenario(
+        pbx_restart,
+        second_batch=True,
+        rrpos={"support": 1},
+        dialplan={"queue_options": "tT"},
+        captures=("pbx_restart_part1", "pbx_restart_part2"),
+    ),
 }
 
 

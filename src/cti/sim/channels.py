@@ -81,6 +81,10 @@ class Channel:
     on_control: Callable[[str], None] | None = None
     hangup_cause: int = 0
     hangup_requested: bool = False
+    # A soft hangup (PBX shutdown, AMI Hangup) is under way.
+    soft_hangup: bool = False
+    # The `;1` half whose own end waits for this `;2` to be gone.
+    follower: Channel | None = None
     gone: bool = False
     # Device name for device state (`Local/agent1@agents`), None for devices we do not track.
     device: str | None = None

@@ -231,8 +231,15 @@ class Core:
             channel.hangup_cause = 16
         channel.hangup_requested = True
         peer = channel.peer
-        if peer is not None and peer.alive and not peer.hangup_requested:
-            self.request_hangup(peer, channel.hangup_cause)
+        if peer is not None and peer.alive:
+            first_half = channel.name.endswith(";1")
+            if first_half and peer.soft_hangup:
+                # The `;2` is being torn down already (a PBX shutdown): the `;1` asks nothing of it
+                # and goes when it is gone (pbx_restart_part1).
+                peer.follower = channel
+                return
+            if not first_half or not peer.hangup_requested:
+                self.request_hangup(peer, channel.hangup_cause)
         self.destroy(channel)
 
     # ------------------------------------------------------------------ hangups
@@ -250,6 +257,7 @@ class Core:
         if cause and not soft and not channel.hangup_cause:
             channel.hangup_cause = cause
         channel.hangup_requested = True
+        channel.soft_hangup = channel.soft_hangup or soft
         if channel.thread is not None and not channel.thread.done:
             channel.thread.interrupt()
             return
@@ -282,6 +290,9 @@ class Core:
         self.devices.channel_changed(channel)
         for listener in self.on_destroy:
             listener(channel)
+        follower, channel.follower = channel.follower, None
+        if follower is not None:
+            self.destroy(follower)
 
     # ------------------------------------------------------------------ answer
     def answer(self, channel: Channel) -> None:

@@ -260,6 +260,11 @@ class SimulatedPbx:
                 self._restart(down_s), name="ami-sim-restart"
             )
 
+    async def restarted(self) -> None:
+        """Wait until a restart asked for is over (the PBX accepts connections again)."""
+        if self._restarting is not None:
+            await self._restarting
+
     async def _restart(self, down_s: float) -> None:
         self.engine.shutdown_channels()
         await self._settle(SHUTDOWN_NOTICE_S)
