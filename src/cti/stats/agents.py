@@ -39,11 +39,11 @@ class Span:
     def duration_s(self) -> float:
         return self.ended_at - self.started_at
 
-    def cut(self, every_s: int = QUARTER_S) -> list[Span]:
+    def cut(self, every_s: int = QUARTER_S, not_before: float = 0.0) -> list[Span]:
         """This span cut at every multiple of `every_s` (UTC epoch), so any interval built from
-        quarter hours sums whole pieces."""
+        quarter hours sums whole pieces; the part before `not_before` is left out."""
         pieces = []
-        start = self.started_at
+        start = max(self.started_at, not_before)
         while start < self.ended_at:
             boundary = (int(start // every_s) + 1) * every_s
             end = min(boundary, self.ended_at)
@@ -114,8 +114,14 @@ class AgentBoard:
         self.agents: dict[tuple[str, str], AgentStatus] = {}
         self._outbound_calls: dict[tuple[str, str], None] = {}
         self._by_call: dict[tuple[str, str], set[str]] = {}
+        self._undated: list[AgentStatus] = []
 
     def feed(self, event: ev.Event) -> list[Span]:
+        if event.at > 0 and self._undated:
+            # States learnt before any dated event (a replayed login snapshot): they start now.
+            for agent in self._undated:
+                agent.since = max(agent.since, event.at)
+            self._undated.clear()
         if isinstance(event, ev.AgentStateChanged):
             return self._on_member(event)
         if isinstance(event, ev.DialerConnected):
@@ -240,6 +246,8 @@ class AgentBoard:
         out = [self._span(agent, at)] if agent.state != "logged_out" and at > agent.since else []
         agent.state, agent.reason, agent.queue = new
         agent.since = at
+        if at <= 0:
+            self._undated.append(agent)
         return out
 
     @staticmethod
