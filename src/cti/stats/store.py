@@ -1,0 +1,127 @@
+"""Writing agent-state spans: `SpanWriter` batches them in the background.
+
+Spans close on the event path, which must never wait for the database: `submit` only appends to
+a bounded buffer; one task writes it every `flush_interval_s`. An outage grows the buffer (the
+oldest spans are dropped beyond `max_pending`, counted and logged) and the write is retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Iterable
+from contextlib import suppress
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from sqlalchemy import Table, insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from cti.db.models import AgentStateSpan
+from cti.stats.agents import Span
+
+log = structlog.get_logger(__name__)
+
+SPANS: Table = AgentStateSpan.__table__  # type: ignore[assignment]
+_CHUNK = 1000
+
+
+def span_row(span: Span) -> dict[str, Any]:
+    return {
+        "server": span.server,
+        "interface": span.interface,
+        "agent": span.agent,
+        "state": span.state,
+        "reason": span.reason,
+        "queue": span.queue,
+        "started_at": datetime.fromtimestamp(span.started_at, UTC),
+        "ended_at": datetime.fromtimestamp(span.ended_at, UTC),
+        "duration_s": round(span.duration_s, 3),
+    }
+
+
+async def save_spans(engine: AsyncEngine, spans: Iterable[Span]) -> int:
+    """Insert `spans`, each cut at quarter hours, in one transaction."""
+    rows = [span_row(piece) for span in spans if span.started_at > 0 for piece in span.cut()]
+    async with engine.begin() as conn:
+        for i in range(0, len(rows), _CHUNK):
+            await conn.execute(insert(SPANS), rows[i : i + _CHUNK])
+    return len(rows)
+
+
+class SpanWriter:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        flush_interval_s: float = 1.0,
+        max_pending: int = 200_000,
+        retry_max_s: float = 30.0,
+    ) -> None:
+        self._engine = engine
+        self._interval = flush_interval_s
+        self._max_pending = max_pending
+        self._retry_max = retry_max_s
+        self._pending: deque[Span] = deque()
+        self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+        self.written = 0
+        self.dropped = 0
+        self.failures = 0
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="cti-span-writer")
+
+    def submit(self, spans: Iterable[Span]) -> None:
+        """Never blocks: the spans are written by the background task."""
+        self._pending.extend(s for s in spans if s.started_at > 0 and s.ended_at > s.started_at)
+        excess = len(self._pending) - self._max_pending
+        if excess > 0:
+            for _ in range(excess):
+                self._pending.popleft()
+            self.dropped += excess
+            log.error("agent-state spans dropped: the database is not keeping up", dropped_total=self.dropped)
+
+    async def flush(self) -> bool:
+        """Write what is pending now; False (and kept) when the database refused."""
+        batch = list(self._pending)
+        if not batch:
+            return True
+        try:
+            self.written += await save_spans(self._engine, batch)
+        except Exception as exc:
+            self.failures += 1
+            log.error(
+                "cannot write agent-state spans, keeping them", error=str(exc)[:300], pending=len(batch)
+            )
+            return False
+        for _ in range(len(batch)):
+            self._pending.popleft()
+        self.failures = 0
+        return True
+
+    async def _run(self) -> None:
+        delay = self._interval
+        while not self._stop.is_set():
+            with suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._stop.wait()
+            ok = await self.flush()
+            delay = self._interval if ok else min(self._retry_max, delay * 2)
+
+    async def close(self, timeout_s: float = 5.0) -> None:
+        """Stop the task and write what is left (bounded by `timeout_s`)."""
+        self._stop.set()
+        if self._task is not None:
+            with suppress(Exception):
+                await asyncio.wait_for(self._task, timeout_s)
+            self._task = None
+        with suppress(TimeoutError):
+            await asyncio.wait_for(self.flush(), timeout_s)
+        if self._pending:
+            log.error("agent-state spans not written at shutdown", count=len(self._pending))
