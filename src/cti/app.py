@@ -96,6 +96,7 @@ class Daemon:
         self.users = UserStore(self.engine)
         await self.users.reload()
         self.hub = Hub(web_settings.client_queue)
+        stats_routes = self._start_stats()
         self.pops = PopRouter(self.users.user_for_interface)
         self.screen_pops = ScreenPops(self.pops, self.hub.send, self._lookup_for_pop())
         self.tickets = TicketService(self.engine, self.settings.tickets, self.bus.publish)
@@ -125,12 +126,27 @@ class Daemon:
         )
         self.web_ctx.resume_extra.append(self._resume_tickets)
         self.runner = web.AppRunner(
-            build_app(self.web_ctx, [*TICKET_ROUTES, *CUSTOMER_ROUTES, *AGENT_ROUTES]), access_log=None
+            build_app(self.web_ctx, [*TICKET_ROUTES, *CUSTOMER_ROUTES, *AGENT_ROUTES, *stats_routes]),
+            access_log=None,
         )
         await self.runner.setup()
         site = web.TCPSite(self.runner, web_settings.host, web_settings.port)
         await site.start()
         log.info("web server listening", url=self.web_url)
+
+    def _start_stats(self) -> list[web.RouteDef]:
+        """Statistics: live figures from the bus, agent-state spans to the database, pushes to
+        supervisors (and agents' own figures) over the hub; returns the stats routes."""
+        from cti.stats.metrics import ThresholdSet
+        from cti.stats.service import StatsService
+        from cti.web.stats_routes import stats_routes
+
+        tracker = self.settings.tracker
+        thresholds = ThresholdSet.build(tracker.service_level_s, tracker.short_abandon_s)
+        self.stats = StatsService(self.engine, self.hub, thresholds)
+        self.bus.consume("stats", self.stats.on_event, kinds=self.stats.kinds)
+        self.stats.start()
+        return stats_routes(self.stats)
 
     @property
     def web_url(self) -> str:
@@ -233,6 +249,8 @@ class Daemon:
             with suppress(Exception):
                 await asyncio.wait_for(link.close(), SHUTDOWN_GRACE_S / 2)
         await self.bus.drain(SHUTDOWN_GRACE_S / 2)
+        if hasattr(self, "stats"):
+            await self.stats.close()  # after the drain: the last spans are written too
         for tracking in self.trackings:
             # Still going on in Asterisk: kept as "shutdown" so the next start takes them back.
             for record in tracking.tracker.open_calls():
