@@ -135,6 +135,19 @@ def _customers_lookup(args: argparse.Namespace) -> int:
     )
 
 
+def _stats(args: argparse.Namespace) -> int:
+    from cti.stats.commands import run
+
+    return run(args, load_settings(args.config))
+
+
+def _add_stats(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from cti.stats.commands import add_parser
+
+    add_parser(sub)
+    sub.choices["stats"].set_defaults(func=_stats)
+
+
 def _add_customers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     customers = sub.add_parser("customers", help="the customer directory")
     customers_sub = customers.add_subparsers(dest="customers_command", required=True)
@@ -242,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     add.add_argument("--config")
     add.set_defaults(func=_users_add)
+    _add_stats(sub)
     _add_customers(sub)
     return parser
 
