@@ -170,6 +170,39 @@ def _add_customers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     look.set_defaults(func=_customers_lookup)
 
 
+def _hours_check(args: argparse.Namespace) -> int:
+    from cti.dialer.commands import run_hours_check
+    from cti.dialer.settings import load_dialer_settings
+
+    return run_hours_check(
+        args.number,
+        at=args.at,
+        rules=args.rules,
+        region=args.region or load_dialer_settings().region,
+        timezone=args.timezone,
+        subdivision=args.subdivision,
+        consent=args.consent,
+    )
+
+
+def _add_hours(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    hours = sub.add_parser("hours", help="legal calling hours of the outbound dialer")
+    hours_sub = hours.add_subparsers(dest="hours_command", required=True)
+    check = hours_sub.add_parser(
+        "check", help="may NUMBER be called at that instant? JSON; exit 0 yes, 1 no, 2 bad input"
+    )
+    check.add_argument("number", help="E.164 (+33612345678) or national in --region")
+    check.add_argument("--at", help="ISO-8601 instant (default: now; no zone = UTC)")
+    check.add_argument("--rules", default="fr", help="built-in rule set (fr, ma, us, ca) or a TOML file")
+    check.add_argument("--region", help="region of national numbers (default: CTI_DIALER_REGION or FR)")
+    check.add_argument("--timezone", help="the contact's own time zone (overrides the number's)")
+    check.add_argument("--subdivision", help="holiday subdivision, e.g. 57, 67, 68 for Alsace-Moselle")
+    check.add_argument(
+        "--consent", action="store_true", help="the consumer consented to calls outside the hours"
+    )
+    check.set_defaults(func=_hours_check)
+
+
 def _sim(args: argparse.Namespace) -> int:
     from cti.sim.cli import main as run_sim
 
@@ -257,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     add.set_defaults(func=_users_add)
     _add_stats(sub)
     _add_customers(sub)
+    _add_hours(sub)
     return parser
 
 
