@@ -1,0 +1,1 @@
+"""The outbound dialer: campaigns, CSV import, calling hours, pacing, the engine, dispositions."""
