@@ -258,3 +258,131 @@ class AgentStateSpan(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     ended_at: Mapped[datetime] = mapped_column(UTCDateTime)
     duration_s: Mapped[float] = mapped_column(Double)
+
+
+# ------------------------------------------------------------------------------------ dialer
+class DialerCampaign(Base):
+    """An outbound campaign. Its state (draft/running/paused/stopped/finished) is what the engine
+    obeys; everything the engine needs after a restart is here or in contacts and attempts."""
+
+    __tablename__ = "dialer_campaigns"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(Text, unique=True)
+    queue: Mapped[str] = mapped_column(Text, default="outbound", server_default="outbound")
+    # Member interfaces whose availability paces the campaign; empty: the queue's members.
+    agent_group: Mapped[list[str]] = mapped_column(JSON, default=list)
+    dial_mode: Mapped[str] = mapped_column(Text)  # preview / progressive / predictive
+    caller_id: Mapped[str | None] = mapped_column(Text)
+    ruleset: Mapped[str] = mapped_column(Text)  # built-in name, or the custom set's name
+    ruleset_toml: Mapped[str | None] = mapped_column(Text)  # a custom set's TOML, kept verbatim
+    region: Mapped[str] = mapped_column(Text, default="FR", server_default="FR")
+    # The professional on whose behalf we call: caps "per consumer" count all their campaigns.
+    principal: Mapped[str | None] = mapped_column(Text)
+    retry_policy: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=4, server_default="4")
+    priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    ring_timeout_s: Mapped[int] = mapped_column(Integer, default=25, server_default="25")
+    amd: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    max_ratio: Mapped[float] = mapped_column(Double, default=2.5, server_default="2.5")
+    abandon_limit: Mapped[float] = mapped_column(Double, default=0.03, server_default="0.03")
+    abandon_window_s: Mapped[int] = mapped_column(Integer, default=30 * 86400, server_default="2592000")
+    starts_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    stops_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    state: Mapped[str] = mapped_column(Text, default="draft", server_default="draft")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=func.current_timestamp())
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, server_default=func.current_timestamp(), onupdate=func.current_timestamp()
+    )
+
+
+class DialerContact(Base):
+    """One number to call in one campaign. A contact that is not being dialled says why
+    (`why_code`, `why_not_dialed`) and, when it will be, from when (`next_attempt_at`)."""
+
+    __tablename__ = "dialer_contacts"
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "phone_e164"),
+        # The engine's pick: eligible contacts of a campaign, due first.
+        Index(None, "campaign_id", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("dialer_campaigns.id", ondelete="CASCADE")
+    )
+    phone_e164: Mapped[str] = mapped_column(Text)
+    phone_raw: Mapped[str] = mapped_column(Text)
+    fields: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    timezone: Mapped[str | None] = mapped_column(Text)
+    country: Mapped[str | None] = mapped_column(Text)
+    subdivision: Mapped[str | None] = mapped_column(Text)
+    consent: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # pending / dialing / retry / callback / done / blocked
+    status: Mapped[str] = mapped_column(Text, default="pending", server_default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    why_code: Mapped[str | None] = mapped_column(Text)
+    why_not_dialed: Mapped[str | None] = mapped_column(Text)
+    result: Mapped[str | None] = mapped_column(Text)  # final: sale, refused, max_attempts, ...
+    callback_agent: Mapped[str | None] = mapped_column(Text)
+    line: Mapped[int | None] = mapped_column(Integer)  # in the imported CSV
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class DialerAttempt(Base):
+    """One call placed (or about to be) to a contact. Written before the Originate is sent, with
+    the ActionID it will carry: a crash between the two leaves a row to reconcile, never a
+    second call for the same attempt."""
+
+    __tablename__ = "dialer_attempts"
+    __table_args__ = (
+        Index(None, "phone_e164", "created_at"),
+        Index(None, "campaign_id", "connected_at"),
+        Index(None, "state"),
+        Index(None, "contact_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("dialer_campaigns.id", ondelete="CASCADE")
+    )
+    contact_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("dialer_contacts.id", ondelete="CASCADE"))
+    phone_e164: Mapped[str] = mapped_column(Text)
+    action_id: Mapped[str] = mapped_column(Text, unique=True)
+    # reserved (written, not yet acknowledged by Asterisk) / sent / answered / connected / ended
+    state: Mapped[str] = mapped_column(Text)
+    mode: Mapped[str] = mapped_column(Text)
+    agent: Mapped[str | None] = mapped_column(Text)
+    server: Mapped[str | None] = mapped_column(Text)
+    linkedid: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # the callee picked up
+    connected_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # DialerConnected
+    agent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # an agent took it
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    originate_reason: Mapped[int | None] = mapped_column(Integer)
+    hangup_cause: Mapped[int | None] = mapped_column(Integer)
+    # busy / no_answer / congestion / failed / rejected / answered / machine / abandoned / lost
+    outcome: Mapped[str | None] = mapped_column(Text)
+    abandoned: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    disposition: Mapped[str | None] = mapped_column(Text)
+    disposition_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    disposition_by: Mapped[str | None] = mapped_column(Text)
+    callback_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    notes: Mapped[str | None] = mapped_column(Text)
+
+
+class DialerDnc(Base):
+    """Do-not-call numbers: `scope` is "*" for the global list, else a campaign's name."""
+
+    __tablename__ = "dialer_dnc"
+    __table_args__ = (UniqueConstraint("scope", "phone_e164"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    scope: Mapped[str] = mapped_column(Text)
+    phone_e164: Mapped[str] = mapped_column(Text, index=True)
+    reason: Mapped[str | None] = mapped_column(Text)
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=func.current_timestamp())
