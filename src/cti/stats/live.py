@@ -258,7 +258,7 @@ class LiveStats:
     def snapshot(self, now: float | None = None) -> dict[str, Any]:
         """Everything the wallboard shows (WebSocket `stats` message, REST `/api/stats/live`)."""
         now = self.clock() if now is None else now
-        self._roll_day(now)
+        self.tick(now)
         today = self._day(now)
         agents = self._agents(today, now)
         queues = self._queues(today, now)
@@ -285,6 +285,7 @@ class LiveStats:
     def agent_view(self, interfaces: Iterable[str], now: float | None = None) -> dict[str, Any]:
         """What an agent sees: their own figures and the waiting calls of their queues."""
         now = self.clock() if now is None else now
+        self.tick(now)
         mine = set(interfaces)
         today = self._day(now)
         me = [a for a in self._agents(today, now) if a["interface"] in mine]
