@@ -257,6 +257,37 @@ async def pbx_restart(run: Run) -> None:
     run.transcripts.append(await second.logoff())
 
 
+def mixed_calls() -> list[tuple[float, dict[str, object]]]:
+    """mixed_seed1.plan.json as the lab sent it: `[t, "in", caller, digits, stay, talk]` or
+    `[t, "out", number, index]` (outbound: campaign c1, contact 2000+index, TALK 8)."""
+    plan = json.loads((CAPTURES / "mixed_seed1.plan.json").read_text())
+    calls = []
+    for entry in plan:
+        if entry[1] == "in":
+            _, _, caller, digits, stay, talk = entry
+            calls.append((entry[0], {**inbound(digits, stay, talk), "CallerID": caller}))
+        else:
+            _, _, number, index = entry
+            call = {**outbound(number, str(2000 + index), 8), "CallerID": '"Campaign c1" <+33162000000>'}
+            calls.append((entry[0], call))
+    return calls
+
+
+async def mixed_seed1(run: Run) -> None:
+    client = run.client()
+    await client.login()
+    await client.send("QueueStatus")
+    elapsed = 0.0
+    for at, call in mixed_calls():
+        await run.advance(at - elapsed)
+        elapsed = at
+        await client.send("Originate", call)
+    await run.pbx.idle()
+    await client.send("QueueStatus")
+    await client.send("QueueSummary")
+    run.transcripts.append(await client.logoff())
+
+
 @dataclass
 class Scenario:
     script: Script
@@ -264,6 +295,9 @@ class Scenario:
     rrpos: dict[str, int] = field(default_factory=dict)
     dialplan: dict[str, Any] = field(default_factory=dict)
     captures: tuple[str, ...] = ()
+    # Simulated seconds the script waits before its first call: the clock starts that much before
+    # the capture's first event, so whole seconds (wrap-up, queue timeouts) fall where they fell.
+    lead_s: float = 0.0
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -294,6 +328,7 @@ SCENARIOS: dict[str, Scenario] = {
     "actions_midcall": Scenario(actions_midcall),
     "login_failed": Scenario(login_failed),
     "reconnect": Scenario(reconnect, rrpos={"support": 1}, captures=("reconnect_part1", "reconnect_part2")),
+    "mixed_seed1": Scenario(mixed_seed1, lead_s=mixed_calls()[0][0]),
     "pbx_restart": Scenario(
         pbx_restart,
         second_batch=True,
@@ -326,7 +361,7 @@ def config_for(name: str, scenario: Scenario) -> SimConfig:
     config = lab_config(
         scenario.second_batch,
         speed=None,
-        start_time=(min(stamps) if stamps else 1795389600.0) - 0.001,
+        start_time=(min(stamps) if stamps else 1795389600.0) - scenario.lead_s,
         initial_device_states=devices,
         initial_rrpos=scenario.rrpos,
     )
@@ -353,6 +388,12 @@ async def simulate(name: str) -> list[bytes]:
 
 
 # ---------------------------------------------------------------------- the tests
+# 40 overlapping calls: which of two calls' bursts lands first within a few milliseconds is a
+# race in Asterisk (and was in the lab); each call, each device and each member is compared on its
+# own instead (`transcript.compare_by_call`).
+BY_CALL = frozenset({"mixed_seed1"})
+
+
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
 async def test_transcript_matches_the_capture(name: str, tmp_path: Path) -> None:
     scenario = SCENARIOS[name]
@@ -361,7 +402,8 @@ async def test_transcript_matches_the_capture(name: str, tmp_path: Path) -> None
     assert len(got) == len(parts)
     for part, data in zip(parts, got, strict=True):
         (tmp_path / f"{part}.sim.ami").write_bytes(data)
-        report = transcript.compare((CAPTURES / f"{part}.ami").read_bytes(), data)
+        compare = transcript.compare_by_call if part in BY_CALL else transcript.compare
+        report = compare((CAPTURES / f"{part}.ami").read_bytes(), data)
         assert report.ok, f"{part}: {report.summary()}"
 
 
@@ -370,8 +412,9 @@ REPLAYED = ("outcome", "queue", "agent", "hangup_by", "direction", "ivr_path")
 
 def _records(paths: list[Path]) -> list[dict[str, Any]]:
     result = replay_files(paths)
-    doc = result.to_json()
-    return json.loads(json.dumps(doc["calls"]))
+    calls: list[dict[str, Any]] = json.loads(json.dumps(result.to_json()["calls"]))
+    # Calls that overlap end in any order: pair them by when they started.
+    return sorted(calls, key=lambda c: c["started_at"])
 
 
 @pytest.mark.parametrize("name", sorted(n for n in SCENARIOS if n not in ("agent_session", "login_failed")))

@@ -33,6 +33,11 @@ class QueueSpec:
     wrapuptime_s: int = 0
     servicelevel_s: int = 20
     weight: int = 0
+    # Asterisk's default: a member may be rung while busy or already ringing for someone else.
+    ringinuse: bool = True
+    # Serve several waiting callers at once. The lab's queues did not (mixed_seed1: a caller
+    # behind the head waits for its turn although an agent is free), so neither do ours.
+    autofill: bool = False
     members: tuple[MemberSpec, ...] = ()
 
 
@@ -195,11 +200,26 @@ def lab_queues(second_batch: bool = True) -> tuple[QueueSpec, ...]:
             "rrmemory",
             timeout_s=8,
             wrapuptime_s=3,
+            ringinuse=False,
             members=(MemberSpec("agent1"), MemberSpec("agent4")),
         ),
-        QueueSpec("sales", "linear", timeout_s=5, members=(MemberSpec("agent2"), MemberSpec("agent3"))),
+        QueueSpec(
+            "sales",
+            "linear",
+            timeout_s=5,
+            ringinuse=False,
+            members=(MemberSpec("agent2"), MemberSpec("agent3")),
+        ),
+        # billing and escalation leave ringinuse at Asterisk's default (yes).
         QueueSpec("billing", "ringall", timeout_s=6, members=(MemberSpec("agent2"),)),
-        QueueSpec("outbound", "rrmemory", timeout_s=10, servicelevel_s=5, members=(MemberSpec("agent3"),)),
+        QueueSpec(
+            "outbound",
+            "rrmemory",
+            timeout_s=10,
+            servicelevel_s=5,
+            ringinuse=False,
+            members=(MemberSpec("agent3"),),
+        ),
     ]
     if second_batch:
         queues += [
@@ -208,6 +228,7 @@ def lab_queues(second_batch: bool = True) -> tuple[QueueSpec, ...]:
                 "ringall",
                 timeout_s=8,
                 wrapuptime_s=2,
+                ringinuse=False,
                 members=(MemberSpec("agent1"), MemberSpec("agent3"), MemberSpec("agent4")),
             ),
             QueueSpec(
@@ -251,11 +272,13 @@ def call_centre_config(agents: int = 6, **overrides: object) -> SimConfig:
         return tuple(MemberSpec(n) for n in chosen)
 
     queues = (
-        QueueSpec("support", "rrmemory", timeout_s=8, wrapuptime_s=3, members=pick(0, 1)),
-        QueueSpec("sales", "linear", timeout_s=5, members=pick(1, 2)),
-        QueueSpec("billing", "ringall", timeout_s=6, members=pick(0, 3)),
-        QueueSpec("hotline", "ringall", timeout_s=8, wrapuptime_s=2, members=pick(2, 2)),
-        QueueSpec("outbound", "rrmemory", timeout_s=10, servicelevel_s=5, members=pick(0, 2)),
+        QueueSpec("support", "rrmemory", timeout_s=8, wrapuptime_s=3, ringinuse=False, members=pick(0, 1)),
+        QueueSpec("sales", "linear", timeout_s=5, ringinuse=False, members=pick(1, 2)),
+        QueueSpec("billing", "ringall", timeout_s=6, ringinuse=False, members=pick(0, 3)),
+        QueueSpec("hotline", "ringall", timeout_s=8, wrapuptime_s=2, ringinuse=False, members=pick(2, 2)),
+        QueueSpec(
+            "outbound", "rrmemory", timeout_s=10, servicelevel_s=5, ringinuse=False, members=pick(0, 2)
+        ),
     )
     dialplan = DialplanOptions(
         ivr_menu={"1": "support", "2": "sales", "3": "", "4": "billing", "5": "hotline"}

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from cti.sim.channels import DOWN, RING, RINGING, Channel
+from cti.sim.channels import Channel
 
 NOT_INUSE, INUSE, INVALID = "NOT_INUSE", "INUSE", "INVALID"
 # Queue member `Status` numbers (ast_device_state).
@@ -38,12 +38,11 @@ class DeviceStates:
     def local_state(self, device: str) -> str:
         if device in self.invalid:
             return INVALID
+        # chan_local: the device is in use while any pair for it exists whole, whatever its
+        # state (mixed_seed1: Agent2 is INUSE when one of its two ringing pairs ends).
         for channel in self._pairs.get(device, ()):
             peer = channel.peer
-            if channel.gone or peer is None or peer.gone:
-                continue
-            # A pair is in use once either half is past ringing (answered, busy, congested).
-            if channel.state not in (DOWN, RING, RINGING) or peer.state not in (DOWN, RING, RINGING):
+            if not channel.gone and peer is not None and not peer.gone:
                 return INUSE
         return NOT_INUSE
 

@@ -23,6 +23,7 @@ AgentProgram = Callable[[Channel, Member], Program]
 
 RESULT_HANGUP = "HANGUP"  # the conversation is over: Queue() returns -1, the dialplan stops
 RESULT_TIMEOUT = "TIMEOUT"
+RECHECK_S = 1.0
 GOTO = "GOTO:"  # GOTO:<context>:<exten>: the caller was sent elsewhere (a blind transfer)
 
 
@@ -99,8 +100,11 @@ class QueueApp:
         while True:
             if expire is not None and self.core.now >= expire:
                 return self._exit_timeout(entry, queue)
-            if self._our_turn(entry, queue):
-                rings[:] = self._ring(entry, queue)
+            if not self._our_turn(entry, queue):
+                # wait_our_turn: look again every second (app_queue's RECHECK).
+                yield self._pause(entry, RECHECK_S, expire)
+                continue
+            rings[:] = self._ring(entry, queue)
             if rings:
                 outcome = yield self._wait(entry, queue, expire)
                 if isinstance(outcome, Ring):
@@ -112,38 +116,44 @@ class QueueApp:
             yield self._pause(entry, queue.spec.retry_s, expire)
 
     def _our_turn(self, entry: Entry, queue: Queue) -> bool:
-        # Callers are served in order; a caller behind another one that is still looking for an
-        # agent waits for its turn (app_queue's is_our_turn with autofill).
-        for other in queue.entries:
-            if other is entry:
-                return True
-            if not other.ringing:
-                return False
-        return False
+        """app_queue's is_our_turn: with autofill the first N callers are served, N being the
+        members free to take a call; without it (or in a ring-all queue) only the head caller
+        is, once someone is free (mixed_seed1: a caller behind the head waits although an agent
+        is free)."""
+        free = sum(1 for m in queue.members if self.queues.free(queue, m))
+        if not queue.spec.autofill or queue.spec.strategy == "ringall":
+            free = min(free, 1)
+        ahead = queue.entries.index(entry) if entry in queue.entries else 0
+        return ahead < free
 
     def _candidates(self, entry: Entry, queue: Queue) -> list[Member]:
-        members = [m for m in queue.members if self.queues.available(queue, m)]
-        if not members:
-            return []
         strategy = queue.spec.strategy
         if strategy == "ringall":
-            return list(reversed(members))
-        position = {id(m): i for i, m in enumerate(queue.members)}
+            return [m for m in reversed(queue.members) if self.queues.available(queue, m)]
         start = queue.rrpos if strategy == "rrmemory" else entry.linpos
-
-        def metric(m: Member) -> int:
-            pos = position[id(m)]
-            return m.penalty * 1_000_000 + (pos if pos >= start else 1000 + pos)
-
-        ordered = sorted(members, key=metric)
-        # Where the next attempt starts: the member after this one (store_next_rr / _lin).
-        nxt = position[id(ordered[1])] if len(ordered) > 1 else None
-        following = nxt if nxt is not None else (0 if start >= len(queue.members) - 1 else start + 1)
+        chosen, following = self._one_by_one(queue, start)
         if strategy == "rrmemory":
             queue.rrpos = following
         else:
             entry.linpos = following
-        return ordered[:1]
+        return chosen
+
+    def _one_by_one(self, queue: Queue, start: int) -> tuple[list[Member], int]:
+        """rrmemory/linear as app_queue does it: every member gets a metric from its position
+        relative to `start`; the best one that can ring rings; the next attempt starts at the
+        best one left untried, available or not (store_next_rr / store_next_lin)."""
+        members = queue.members
+
+        def metric(pos: int) -> int:
+            return members[pos].penalty * 1_000_000 + (pos if pos >= start else 1000 + pos)
+
+        order = sorted(range(len(members)), key=metric)
+        wrapped = any(pos > start for pos in order)
+        for i, pos in enumerate(order):
+            if self.queues.available(queue, members[pos]):
+                rest = order[i + 1 :]
+                return [members[pos]], rest[0] if rest else (0 if wrapped else start + 1)
+        return [], 0 if wrapped else start + 1
 
     def _ring(self, entry: Entry, queue: Queue) -> list[Ring]:
         rings = [self._ring_member(entry, queue, m) for m in self._candidates(entry, queue)]

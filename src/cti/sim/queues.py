@@ -45,6 +45,7 @@ class Member:
     paused: bool = False
     paused_reason: str = ""
     in_call: bool = False
+    ringinuse: bool = False
     # Copied from the agent once: read on every availability check.
     interface: str = ""
     state_interface: str = ""
@@ -69,7 +70,7 @@ class Member:
             "Status": self.status,
             "Paused": int(self.paused),
             "PausedReason": self.paused_reason,
-            "Ringinuse": 0,
+            "Ringinuse": int(self.ringinuse),
             "Wrapuptime": 0,
         }
 
@@ -142,7 +143,9 @@ class Queues:
             queue = Queue(spec)
             for m in spec.members:
                 agent = self.agents[m.agent]
-                queue.members.append(Member(spec.name, agent, "static", m.penalty, boot, agent.name))
+                member = Member(spec.name, agent, "static", m.penalty, boot, agent.name)
+                member.ringinuse = spec.ringinuse
+                queue.members.append(member)
             self.by_name[spec.name] = queue
         core.devices.on_change = self.device_changed
         self._order: list[Queue] = sorted(self.by_name.values(), key=lambda q: queue_hash(q.name))
@@ -161,7 +164,7 @@ class Queues:
         """A PBX at rest: nobody waiting, every queue with someone available (no events for it)."""
         for queue in self.by_name.values():
             self.core.devices.prime(f"Queue:{queue.name}", NOT_INUSE)
-            available = any(self.available(queue, m) for m in queue.members)
+            available = any(self.free(queue, m) for m in queue.members)
             self.core.devices.prime(f"Queue:{queue.name}_avail", NOT_INUSE if available else INUSE)
 
     def reset(self) -> None:
@@ -189,15 +192,34 @@ class Queues:
 
     # ------------------------------------------------------------------ availability
     def available(self, queue: Queue, member: Member) -> bool:
-        if member.paused or member.interface in self.pending or member.in_call:
+        if member.paused:
             return False
-        if member.status not in (0, STATUS_CODE[NOT_INUSE]):
+        # With ringinuse=no, a busy member, or one already ringing for another caller, is skipped.
+        if not member.ringinuse and (
+            member.interface in self.pending
+            or member.in_call
+            or member.status not in (0, STATUS_CODE[NOT_INUSE])
+        ):
             return False
+        return not self.wrapping_up(queue, member)
+
+    def wrapping_up(self, queue: Queue, member: Member) -> bool:
+        # app_queue compares whole seconds: time(NULL) - wrapuptime < lastcall.
         wrapup = queue.spec.wrapuptime_s
-        return not (member.last_call_at and wrapup and self.core.now < member.last_call_at + wrapup)
+        return bool(member.last_call and wrapup and int(self.core.now) - wrapup < member.last_call)
+
+    def free(self, queue: Queue, member: Member) -> bool:
+        """Counted as available for whose turn it is (is_member_available): idle by its device
+        state, not paused, not in wrap-up. A member ringing for someone else still counts: a
+        Local phone's device state never says ringing."""
+        if member.paused:
+            return False
+        if not member.ringinuse and member.status not in (0, STATUS_CODE[NOT_INUSE]):
+            return False
+        return not self.wrapping_up(queue, member)
 
     def _avail_device(self, queue: Queue) -> None:
-        state = NOT_INUSE if any(self.available(queue, m) for m in queue.members) else INUSE
+        state = NOT_INUSE if any(self.free(queue, m) for m in queue.members) else INUSE
         self.core.devices.set_cached(f"Queue:{queue.name}_avail", state)
 
     # ------------------------------------------------------------------ device state
@@ -222,6 +244,7 @@ class Queues:
         self, queue: Queue, agent: AgentSpec, name: str, penalty: int, paused: bool, reason: str
     ) -> Member:
         member = Member(queue.name, agent, "dynamic", penalty, int(self.core.now), name or agent.name)
+        member.ringinuse = queue.spec.ringinuse
         member.paused, member.paused_reason = paused, reason if paused else ""
         member.status = STATUS_CODE[self.core.devices.local_state(agent.state_interface)]
         queue.members.append(member)
