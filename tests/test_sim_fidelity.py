@@ -242,6 +242,24 @@ async def blind_transfer(run: Run) -> None:
     run.transcripts.append(await client.logoff())
 
 
+async def attended_transfer(run: Run) -> None:
+    client = run.client()
+    await client.login()
+    await client.send("Originate", {**inbound("1", 60, 40), "CallerID": JEAN})
+    await run.advance(7.225)
+    agent_leg, agent_phone = run.channel("Local/agent4@agents-"), ""
+    agent_phone = agent_leg[:-1] + "2"
+    await client.send("Atxfer", {"Channel": agent_leg, "Exten": "2003", "Context": "agents"})
+    # The agent keys 2003 on its phone while the transfer feature is still reading the target.
+    for digit in "2003":
+        await run.advance(0.3)
+        await client.send("PlayDTMF", {"Channel": agent_phone, "Digit": digit})
+    await run.advance(13.438 - 7.225 - 1.2)
+    await client.send("Hangup", {"Channel": agent_phone, "Cause": 16})
+    await run.advance(40.0)
+    run.transcripts.append(await client.logoff())
+
+
 async def pbx_restart(run: Run) -> None:
     first = run.client()
     await first.login()
@@ -329,6 +347,9 @@ SCENARIOS: dict[str, Scenario] = {
     "login_failed": Scenario(login_failed),
     "reconnect": Scenario(reconnect, rrpos={"support": 1}, captures=("reconnect_part1", "reconnect_part2")),
     "mixed_seed1": Scenario(mixed_seed1, lead_s=mixed_calls()[0][0]),
+    "inbound_attended_transfer": Scenario(
+        attended_transfer, second_batch=True, rrpos={"support": 1}, dialplan={"queue_options": "tT"}
+    ),
     "pbx_restart": Scenario(
         pbx_restart,
         second_batch=True,
@@ -392,6 +413,11 @@ async def simulate(name: str) -> list[bytes]:
 # race in Asterisk (and was in the lab); each call, each device and each member is compared on its
 # own instead (`transcript.compare_by_call`).
 BY_CALL = frozenset({"mixed_seed1"})
+# The attended transfer's DTMF: when the digits the agent keys during the transfer reach each
+# half (held back while the feature reads the target, then echoed into the consultation call)
+# depends on Asterisk's frame queues and on when the lab's client sent each PlayDTMF. The same
+# digit events are demanded on each channel, in the same order, but not at the same moments.
+APART = {"inbound_attended_transfer": frozenset({"DTMFBegin", "DTMFEnd"})}
 
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
@@ -402,8 +428,11 @@ async def test_transcript_matches_the_capture(name: str, tmp_path: Path) -> None
     assert len(got) == len(parts)
     for part, data in zip(parts, got, strict=True):
         (tmp_path / f"{part}.sim.ami").write_bytes(data)
-        compare = transcript.compare_by_call if part in BY_CALL else transcript.compare
-        report = compare((CAPTURES / f"{part}.ami").read_bytes(), data)
+        want = (CAPTURES / f"{part}.ami").read_bytes()
+        if part in BY_CALL:
+            report = transcript.compare_by_call(want, data)
+        else:
+            report = transcript.compare(want, data, APART.get(part, frozenset()))
         assert report.ok, f"{part}: {report.summary()}"
 
 

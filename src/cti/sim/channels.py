@@ -85,6 +85,8 @@ class Channel:
     soft_hangup: bool = False
     # The `;1` half whose own end waits for this `;2` to be gone.
     follower: Channel | None = None
+    # Its caller ID changed (a transfer) and Asterisk says so only when it hangs up.
+    late_callerid: bool = False
     gone: bool = False
     # Device name for device state (`Local/agent1@agents`), None for devices we do not track.
     device: str | None = None

@@ -290,6 +290,8 @@ class Core:
         self.devices.channel_changed(channel)
         for listener in self.on_destroy:
             listener(channel)
+        if channel.late_callerid:
+            self.emit("NewCallerid", {"@": channel}, {"CID-CallingPres": PRESENTATION_ALLOWED})
         follower, channel.follower = channel.follower, None
         if follower is not None:
             self.destroy(follower)

@@ -17,7 +17,7 @@ from cti.sim.queueapp import QueueApp
 from cti.sim.queues import Member, Queue, Queues
 from cti.sim.threads import Program
 from cti.sim.traffic import draw
-from cti.sim.transfers import Transfers
+from cti.sim.transfers import AttendedTransfers, Transfers
 from cti.sim.truth import Truth
 
 # Who hung up, by the context of the channel whose dialplan ended the call by itself.
@@ -54,6 +54,7 @@ class Engine:
         self.dialplan = Dialplan(self.core, self.queues, self.queue_app, config.dialplan, config.agents)
         self.originator = Originator(self.core, self.dialplan)
         self.transfers = Transfers(self.core, self.queue_app, self.dialplan)
+        self.attended = AttendedTransfers(self.core, self.queue_app, self.dialplan, self.transfers)
         self.truth = Truth()
         self._originates = itertools.count(1)
         # FullyBooted's Uptime: the lab PBX had been up a while when a capture started.
@@ -83,6 +84,10 @@ class Engine:
             lambda ch, q, m, reason: truth.completed(ch.linkedid, q.name, reason, core.now)
         )
         app.on_leave.append(lambda ch, q, outcome, waited: truth.left(ch.linkedid, q.name, outcome, waited))
+        app.on_conversation_over.append(lambda ch: truth.conversation_over(ch.linkedid, core.now))
+        self.attended.on_completed.append(
+            lambda consult: truth.transferred(consult.talk.entry.channel.linkedid, core.now)
+        )
         self.originator.on_dial.append(self._dialed)
         self.originator.on_result.append(self._originate_result)
 

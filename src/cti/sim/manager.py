@@ -51,6 +51,8 @@ class Manager:
             "originate": Manager.originate,
             "hangup": Manager.hangup,
             "blindtransfer": Manager.blind_transfer,
+            "atxfer": Manager.atxfer,
+            "playdtmf": Manager.play_dtmf,
         }
 
     @property
@@ -366,7 +368,8 @@ class Manager:
         cause = int(action.get("Cause") or 16)
         session.send(wire.response("Success", action_id, "Channel Hungup"))
         for channel in targets:
-            self.engine.core.request_hangup(channel, cause, soft=True)
+            if not self.engine.attended.transferer_hangs_up(channel, cause):
+                self.engine.core.request_hangup(channel, cause)
 
     def blind_transfer(self, session: Session, action: Message, action_id: str | None) -> None:
         found = self._find(action.get("Channel", ""))
@@ -378,6 +381,29 @@ class Manager:
             return
         session.send(wire.response("Success", action_id, "Transfer succeeded"))
         self.engine.transfers.blind(talk, context, exten)
+
+    def atxfer(self, session: Session, action: Message, action_id: str | None) -> None:
+        found = self._find(action.get("Channel", ""))
+        context, exten = action.get("Context", ""), action.get("Exten", "")
+        try:
+            talk = self.engine.attended.check(found[0] if found else None, context, exten)
+        except TransferError as exc:
+            session.send(wire.response("Error", action_id, str(exc)))
+            return
+        session.send(wire.response("Success", action_id, "Atxfer successfully queued"))
+        self.engine.attended.start(talk, context, exten)
+
+    def play_dtmf(self, session: Session, action: Message, action_id: str | None) -> None:
+        found = self._find(action.get("Channel", ""))
+        digit = action.get("Digit", "")[:1]
+        if not found:
+            session.send(wire.response("Error", action_id, "No such channel"))
+            return
+        if not digit:
+            session.send(wire.response("Error", action_id, "No digit specified"))
+            return
+        session.send(wire.response("Success", action_id, "DTMF successfully queued"))
+        self.engine.attended.play(found[0], digit)
 
 
 def _truthy(value: str | None) -> bool:

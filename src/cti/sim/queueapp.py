@@ -44,6 +44,12 @@ class Conversation:
     connected_at: float
     ended: Gate = field(default_factory=Gate)
     reason: str = ""
+    # Who the caller talks to now: the agent's leg, or the target of an attended transfer.
+    partner: Channel | None = None
+
+    @property
+    def peer(self) -> Channel:
+        return self.partner or self.ring.leg
 
 
 class QueueApp:
@@ -57,6 +63,8 @@ class QueueApp:
         self.on_connect: list[Callable[[Channel, Queue, Member, float], None]] = []
         self.on_complete: list[Callable[[Channel, Queue, Member, str], None]] = []
         self.on_leave: list[Callable[[Channel, Queue, str, float], None]] = []
+        # The caller's conversation is over (after a transfer it outlives the queue segment).
+        self.on_conversation_over: list[Callable[[Channel], None]] = []
         self.conversations: dict[str, Conversation] = {}  # by caller uniqueid
 
     # ------------------------------------------------------------------ entry point
@@ -411,7 +419,7 @@ class QueueApp:
         self.core.sched.call_later(0.0, lambda: self._break_up(talk))
 
     def _break_up(self, talk: Conversation) -> None:
-        core, leg, caller = self.core, talk.ring.leg, talk.entry.channel
+        core, leg, caller = self.core, talk.peer, talk.entry.channel
         core.set_var(leg, "BRIDGEPEER", "")
         core.set_var(caller, "BRIDGEPEER", "")
         core.bridge_leave(leg)
@@ -420,6 +428,7 @@ class QueueApp:
 
     def _after_bridge(self, talk: Conversation) -> str:
         core, caller = self.core, talk.entry.channel
+        self._over(talk)
         core.bridge_leave(caller)
         if not talk.bridge.channels:
             core.bridge_destroy(talk.bridge)
@@ -435,9 +444,14 @@ class QueueApp:
         core.set_var(caller, "DIALEDTIME", int(dialed))
         core.set_var(caller, "DIALEDTIME_MS", int(dialed * 1000))
 
+    def _over(self, talk: Conversation) -> None:
+        for listener in self.on_conversation_over:
+            listener(talk.entry.channel)
+
     def _caller_left(self, talk: Conversation) -> None:
         """The caller hung up in conversation: it leaves; the agent's leg, alone, is hung up."""
-        core, leg, caller = self.core, talk.ring.leg, talk.entry.channel
+        self._over(talk)
+        core, leg, caller = self.core, talk.peer, talk.entry.channel
         core.set_var(caller, "BRIDGEPEER", "")
         core.set_var(leg, "BRIDGEPEER", "")
         core.bridge_leave(caller)
@@ -445,7 +459,7 @@ class QueueApp:
         core.sched.call_later(0.0, lambda: self._lone_leg(talk))
 
     def _lone_leg(self, talk: Conversation) -> None:
-        core, leg = self.core, talk.ring.leg
+        core, leg = self.core, talk.peer
         if leg.gone:
             return
         core.bridge_leave(leg)
@@ -454,6 +468,17 @@ class QueueApp:
         core.hangup_leg(leg, 16)
 
     # ------------------------------------------------------------------ transfers
+    def attended_transfer_done(self, talk: Conversation, target: Channel) -> None:
+        """The agent handed the caller to `target` outside the queue: the queue's part is over,
+        the caller's conversation goes on in the same bridge."""
+        self._complete(talk, talk.queue, "transfer")
+        talk.partner = target
+        self.conversations[talk.entry.channel.uniqueid] = talk
+        target.owner = lambda _leg: self._later(lambda: self._break_up(talk))
+
+    def _later(self, action: Callable[[], None]) -> None:
+        self.core.sched.call_later(0.0, action)
+
     def transferred(self, talk: Conversation, context: str, exten: str) -> None:
         """The agent blind-transferred the caller: its leg is already gone."""
         self._complete(talk, talk.queue, "transfer", with_dest=False)

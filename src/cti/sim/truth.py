@@ -39,6 +39,9 @@ class CallTruth:
     hangup_by: str | None = None
     ended_at: float | None = None
     outcome: str | None = None
+    # An attended transfer: the caller talks on with the target outside the queue.
+    transferred_at: float | None = None
+    talk_after_transfer_s: float = 0.0
 
     @property
     def queue(self) -> str | None:
@@ -55,7 +58,7 @@ class CallTruth:
     @property
     def talk_s(self) -> float | None:
         talks = [s.talk_s for s in self.segments if s.talk_s is not None]
-        return round(sum(talks), 3) if talks else None
+        return round(sum(talks) + self.talk_after_transfer_s, 3) if talks else None
 
     def settle(self) -> None:
         if self.direction == "outbound" and self.originate_reason is not None:
@@ -157,6 +160,17 @@ class Truth:
         segment = self._segment(linkedid, queue)
         if segment is not None:
             segment.outcome, segment.wait_s = outcome, round(waited, 3)
+
+    def transferred(self, linkedid: str, at: float) -> None:
+        call = self.calls.get(linkedid)
+        if call is not None:
+            call.transferred_at = at
+
+    def conversation_over(self, linkedid: str, at: float) -> None:
+        call = self.calls.get(linkedid)
+        if call is not None and call.transferred_at is not None:
+            call.talk_after_transfer_s += at - call.transferred_at
+            call.transferred_at = None
 
     def originated(self, linkedid: str, reason: int) -> None:
         call = self.calls.get(linkedid)
