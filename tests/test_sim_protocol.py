@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
+import re
+import signal
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -332,3 +336,41 @@ async def _calls(db: Path) -> list[dict[str, Any]]:
         return [c for c in await load_calls(engine) if c["closed_by"] != "shutdown"]
     finally:
         await engine.dispose()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+async def test_cti_sim_serves_traffic_and_stops_on_sigterm(tmp_path: Path) -> None:
+    truth = tmp_path / "truth.json"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "cti.cli",
+        "sim",
+        "--port",
+        "0",
+        "--speed",
+        "50",
+        "--calls-per-minute",
+        "60",
+        "--seed",
+        "3",
+        "--truth",
+        str(truth),
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stderr is not None
+        line = (await asyncio.wait_for(proc.stderr.readline(), 20)).decode()
+        port = int(re.search(r"127\.0\.0\.1:(\d+)", line).group(1))  # type: ignore[union-attr]
+        async with Client(port) as client:
+            await client.login()
+            await client.wait(lambda: client.events("QueueCallerJoin"), within=20)
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 20) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    doc = json.loads(truth.read_text())
+    assert doc["calls"] and doc["events"] > 0
+    assert all(call["direction"] == "inbound" for call in doc["calls"])

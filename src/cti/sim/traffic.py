@@ -10,7 +10,7 @@ import random
 from collections.abc import Callable
 
 from cti.sim.clock import Scheduler, Timer
-from cti.sim.config import OUTCOMES, OutboundMix, TrafficSpec
+from cti.sim.config import OutboundMix, TrafficSpec
 
 FIRST_NAMES = ("Jean", "Marie", "Karim", "Fatima", "Luc", "Sophie", "Youssef", "Claire", "Nadia", "Paul")
 LAST_NAMES = ("Dupont", "Martin", "Benali", "Petit", "Alaoui", "Bernard", "Idrissi", "Moreau")
@@ -110,5 +110,3 @@ class Traffic:
         self._outbound(number, outcome, round(rng.uniform(1.0, 6.0), 1), talk, self.spec.campaign, contact)
         self._next(self.spec.outbound_per_minute, self._dial)
 
-
-assert set(OUTCOMES) >= {"answered", "busy", "no_answer", "congestion", "failed"}
