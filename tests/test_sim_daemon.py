@@ -101,8 +101,8 @@ async def test_the_daemon_stores_what_the_simulator_did(tmp_path: Path) -> None:
         try:
             await asyncio.wait_for(_connected(daemon), 10)
             pbx.start_traffic(TRAFFIC_S)
-            await asyncio.sleep(TRAFFIC_S / SPEED)
-            await pbx.idle(timeout_s=30)
+            await asyncio.wait_for(pbx.traffic_finished(), 60)
+            await pbx.idle(timeout_s=60)
             truth = {c.linkedid: c for c in pbx.truth.finished()}
             rows = await until_stored(db, len(truth))
         finally:

@@ -62,7 +62,7 @@ class Client:
         await self._writer.drain()
         if answer:
             marker = f"ActionID: {action_id}\r\n".encode()
-            for _ in range(500):
+            for _ in range(2500):
                 if marker in self.data:
                     break
                 await asyncio.sleep(0.002)

@@ -82,7 +82,7 @@ async def serve(config: SimConfig, duration: float | None, truth_path: str | Non
         pbx.start_traffic(duration)
         tasks: set[asyncio.Task[Any]] = {asyncio.create_task(stop.wait())}
         if duration is not None:
-            tasks.add(asyncio.create_task(_run_for(pbx, duration)))
+            tasks.add(asyncio.create_task(_run_for(pbx)))
         _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for task in pending:
             task.cancel()
@@ -101,10 +101,9 @@ def _write_json(path: str, doc: object) -> None:
         json.dump(doc, handle, indent=1)
 
 
-async def _run_for(pbx: SimulatedPbx, duration: float) -> None:
+async def _run_for(pbx: SimulatedPbx) -> None:
     """Traffic for `duration` simulated seconds, then until the last call is over."""
-    speed = pbx.config.speed or 1.0
-    await asyncio.sleep(duration / speed)
+    await pbx.traffic_finished()
     await pbx.idle()
 
 

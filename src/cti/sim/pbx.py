@@ -100,6 +100,7 @@ class SimulatedPbx:
         self._restarting: asyncio.Task[None] | None = None
         self.events_sent = 0
         self.engine.sched.on_schedule = self._wake.set
+        self._traffic_over = asyncio.Event()
         # Set while no channel exists (`idle()` waits for it).
         self._quiet = asyncio.Event()
         self._quiet.set()
@@ -226,7 +227,17 @@ class SimulatedPbx:
     def start_traffic(self, duration_s: float | None = None) -> None:
         """Random traffic from now, for `duration_s` simulated seconds (None: until closed)."""
         self._catch_up()
-        self.traffic.start(None if duration_s is None else self.now + duration_s)
+        self._traffic_over.clear()
+        if duration_s is None:
+            self.traffic.start(None)
+            return
+        end = self.now + duration_s
+        self.traffic.start(end)
+        self.engine.sched.call_at(end, self._traffic_over.set)
+
+    async def traffic_finished(self) -> None:
+        """Wait until the traffic's simulated duration has passed (calls may still be going on)."""
+        await self._traffic_over.wait()
 
     def _random_inbound(
         self, number: str, name: str, digits: str, stay: float, talk: float, timeout: int | None
