@@ -192,7 +192,9 @@ class Queues:
 
     # ------------------------------------------------------------------ availability
     def available(self, queue: Queue, member: Member) -> bool:
-        if member.paused:
+        if member.paused or not member.interface.startswith("Local/"):
+            # The simulator's agents are Local phones; a member added on another device
+            # (PJSIP/1001) is listed, paused and removed like any other, but never rings.
             return False
         # With ringinuse=no, a busy member, or one already ringing for another caller, is skipped.
         if not member.ringinuse and (
