@@ -109,4 +109,3 @@ class Traffic:
         self.outbound_count += 1
         self._outbound(number, outcome, round(rng.uniform(1.0, 6.0), 1), talk, self.spec.campaign, contact)
         self._next(self.spec.outbound_per_minute, self._dial)
-
