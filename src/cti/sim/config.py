@@ -178,7 +178,9 @@ class SimConfig:
     version: str = "22.10.1"
 
     def start(self) -> float:
-        return self.start_time if self.start_time is not None else time.time()
+        # A whole second by default: Asterisk counts wrap-up and queue timeouts in whole seconds
+        # of the wall clock, so the fraction the run starts at would change what happens.
+        return self.start_time if self.start_time is not None else float(int(time.time()))
 
 
 def _lab_agents() -> tuple[AgentSpec, ...]:

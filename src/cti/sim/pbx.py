@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from types import TracebackType
 
 import structlog
@@ -88,7 +89,7 @@ class SimulatedPbx:
         self.faults = Faults(self)
         self.traffic = Traffic(
             self.engine.sched,
-            self.engine.rng,
+            random.Random(f"traffic-{self.config.seed}"),
             self.config.traffic,
             self.config.outbound_mix,
             self._random_inbound,
