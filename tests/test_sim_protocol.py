@@ -21,7 +21,7 @@ from cti.app import Daemon
 from cti.config import AsteriskServer, DatabaseSettings, Secret, Settings, WebSettings
 from cti.db.calls_store import load_calls
 from cti.db.engine import create_engine
-from cti.sim.config import OutboundMix, lab_config
+from cti.sim.config import OutboundMix, TrafficSpec, call_centre_config, lab_config
 from cti.sim.pbx import SimulatedPbx
 
 
@@ -374,3 +374,17 @@ async def test_cti_sim_serves_traffic_and_stops_on_sigterm(tmp_path: Path) -> No
     doc = json.loads(truth.read_text())
     assert doc["calls"] and doc["events"] > 0
     assert all(call["direction"] == "inbound" for call in doc["calls"])
+
+
+async def test_same_seed_same_calls_whatever_the_start() -> None:
+    async def day(start: float) -> list[tuple[str | None, str | None, str | None]]:
+        traffic = TrafficSpec(calls_per_minute=30, outbound_per_minute=6)
+        config = call_centre_config(4, speed=None, seed=5, start_time=start, traffic=traffic)
+        async with SimulatedPbx(config) as pbx:
+            pbx.start_traffic(120)
+            await pbx.advance(120)
+            await pbx.idle()
+            return [(c.outcome, c.queue, c.agent) for c in pbx.truth.calls.values()]
+
+    first = await day(1_800_000_000.0)
+    assert first and first == await day(1_800_086_400.0)
