@@ -246,7 +246,12 @@ class AgentStateSpan(Base):
     hour (UTC), so an interval report sums `duration_s` without splitting rows in SQL."""
 
     __tablename__ = "agent_state_spans"
-    __table_args__ = (Index(None, "started_at"), Index(None, "interface", "started_at"))
+    __table_args__ = (
+        Index(None, "started_at"),
+        Index(None, "interface", "started_at"),
+        # Wrap-up time per queue (DMT) reads one state over a whole period.
+        Index(None, "state", "started_at"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     server: Mapped[str] = mapped_column(Text)

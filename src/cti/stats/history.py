@@ -313,7 +313,7 @@ def _segments_in(q: ReportQuery) -> ColumnElement[bool]:
     return and_(
         s.joined_at >= q.start,
         s.joined_at < q.end,
-        not_(func.coalesce(s.outcome, "").in_(sorted(REFUSED))),
+        or_(s.outcome.is_(None), not_(s.outcome.in_(sorted(REFUSED)))),
     )
 
 

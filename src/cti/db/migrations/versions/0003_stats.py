@@ -40,11 +40,13 @@ def upgrade() -> None:
     op.create_index(
         "ix_agent_state_spans_interface_started_at", "agent_state_spans", ["interface", "started_at"]
     )
+    op.create_index("ix_agent_state_spans_state_started_at", "agent_state_spans", ["state", "started_at"])
     op.create_index("ix_call_segments_joined_at", "call_segments", ["joined_at"])
 
 
 def downgrade() -> None:
     op.drop_index("ix_call_segments_joined_at", "call_segments")
+    op.drop_index("ix_agent_state_spans_state_started_at", "agent_state_spans")
     op.drop_index("ix_agent_state_spans_interface_started_at", "agent_state_spans")
     op.drop_index("ix_agent_state_spans_started_at", "agent_state_spans")
     op.drop_table("agent_state_spans")
