@@ -446,6 +446,7 @@ def replay_live(
     thresholds: ThresholdSet | None = None,
     tz: ZoneInfo | None = None,
     server: str = "default",
+    on_spans: Callable[[list[Span]], None] | None = None,
 ) -> tuple[LiveStats, float]:
     """Recorded AMI traffic through the tracker into a `LiveStats`, as the daemon would see it;
     returns it with the time of the last event (to take a snapshot "then")."""
@@ -459,6 +460,6 @@ def replay_live(
         last = max(last, event.at)
         stats.on_event(event)
 
-    stats = LiveStats(thresholds, tz, clock=lambda: last)
+    stats = LiveStats(thresholds, tz, clock=lambda: last, on_spans=on_spans)
     replay_files(paths, server=server, on_event=feed)
     return stats, last
