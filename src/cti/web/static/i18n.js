@@ -27,3 +27,35 @@ window.CTI_I18N = {
     rate_limited: "Too many attempts, wait a minute", queue: "Queue", wait: "Wait", account: "Account", sla_breached: "SLA breached",
   },
 };
+
+// The wallboard (wallboard.js): the names supervisors use on the floor (QS, DMC, DMT, Conv ACD).
+Object.assign(window.CTI_I18N.fr, {
+  wb_title: "Mur d'information", wb_login_title: "Connexion superviseur", wb_refused: "Réservé aux superviseurs",
+  wb_to_desktop: "Aller au poste agent", wb_waiting: "Appels en attente", wb_longest: "Attente la plus longue",
+  wb_presented: "Présentés", wb_answered: "Décrochés", wb_abandoned: "Abandons", wb_timed_out: "Sorties sur délai",
+  wb_qs: "QS", wb_sl: "Niveau de service", wb_sl_short: "NS", wb_asa: "ASA", wb_abandon_rate: "Taux d'abandon",
+  wb_dmc: "DMC", wb_dmt: "DMT", wb_chart_calls: "Appels par quart d'heure", wb_chart_sl: "Niveau de service sur la journée",
+  wb_sl_interval: "par quart d'heure", wb_sl_day: "cumulé", wb_chart_states: "États des agents", wb_queues: "Files",
+  wb_waiting_short: "Attente", wb_longest_short: "Max", wb_agents_short: "Dispo / connectés",
+  wb_needed: "Besoin (Erlang C)", wb_breaks: "Pauses possibles", wb_agents: "Agents", wb_agent: "Agent",
+  wb_state: "État", wb_since: "Depuis", wb_handled: "Traités", wb_occupancy: "Occupation", wb_ivr: "SVI",
+  wb_menu: "Menu", wb_ivr_entries: "Entrées", wb_ivr_choices: "Choix", wb_ivr_invalid: "Invalides",
+  wb_ivr_timeouts: "Sans saisie", wb_ivr_hangups: "Raccrochés", wb_ivr_containment: "Rétention",
+  st_logged_out: "Déconnecté", st_available: "Disponible", st_ringing: "Sonnerie", st_acd: "Conv ACD",
+  st_outbound: "Conv sortante", st_wrapup: "Post-appel", st_paused: "Pause",
+});
+Object.assign(window.CTI_I18N.en, {
+  wb_title: "Wallboard", wb_login_title: "Supervisor login", wb_refused: "Supervisors only",
+  wb_to_desktop: "Go to the agent desktop", wb_waiting: "Calls waiting", wb_longest: "Longest wait",
+  wb_presented: "Presented", wb_answered: "Answered", wb_abandoned: "Abandoned", wb_timed_out: "Timed out",
+  wb_qs: "QS (answer rate)", wb_sl: "Service level", wb_sl_short: "SL", wb_asa: "ASA", wb_abandon_rate: "Abandon rate",
+  wb_dmc: "DMC (avg talk)", wb_dmt: "DMT (avg handling)", wb_chart_calls: "Calls per quarter hour",
+  wb_chart_sl: "Service level through the day", wb_sl_interval: "per quarter hour", wb_sl_day: "day so far",
+  wb_chart_states: "Agent states", wb_queues: "Queues", wb_waiting_short: "Waiting", wb_longest_short: "Longest",
+  wb_agents_short: "Available / logged in", wb_needed: "Needed (Erlang C)", wb_breaks: "Breaks possible",
+  wb_agents: "Agents", wb_agent: "Agent", wb_state: "State", wb_since: "For", wb_handled: "Handled",
+  wb_occupancy: "Occupancy", wb_ivr: "IVR", wb_menu: "Menu", wb_ivr_entries: "Entries", wb_ivr_choices: "Choices",
+  wb_ivr_invalid: "Invalid", wb_ivr_timeouts: "Timeouts", wb_ivr_hangups: "Hang-ups", wb_ivr_containment: "Containment",
+  st_logged_out: "Logged out", st_available: "Available", st_ringing: "Ringing", st_acd: "ACD call (Conv ACD)",
+  st_outbound: "Outbound call", st_wrapup: "Wrap-up", st_paused: "Paused",
+});
