@@ -164,7 +164,7 @@
   }
   function chartCalls() {
     const svg = $("chart-calls"), series = stats.series || [];
-    const max = Math.max(1, ...series.map((s) => s.presented));
+    const max = Math.max(2, ...series.map((s) => s.presented));
     axes(svg, max, (v) => Math.round(v));
     const step = (W - L) / Math.max(series.length, 1), bw = Math.max(2, step * 0.4);
     const y = (v) => H - B - (v / max) * (H - B - 8);
