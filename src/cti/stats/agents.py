@@ -70,6 +70,8 @@ class AgentStatus:
     talking: tuple[str, str | None, bool] | None = None
     wrapup_until: float | None = None
     wrapup_queue: str | None = None
+    # The reason of the latest pause: queues paused at different times may carry different ones.
+    last_reason: str | None = None
     state: str = "logged_out"
     reason: str | None = None
     queue: str | None = None
@@ -99,7 +101,8 @@ class AgentStatus:
         states = list(self.memberships.values())
         if not states or not all(p for p, _ in states):
             return (False, None)
-        return (True, next((r for _, r in reversed(states) if r), None))
+        reasons = {r for _, r in states if r}
+        return (True, self.last_reason if self.last_reason in reasons else next(iter(sorted(reasons)), None))
 
     @property
     def paused_queues(self) -> list[str]:
@@ -177,6 +180,8 @@ class AgentBoard:
         agent = self._agent(e.server, e.interface, e.agent)
         if e.logged_in:
             agent.memberships[e.queue] = (e.paused, e.paused_reason)
+            if e.paused and e.paused_reason:
+                agent.last_reason = e.paused_reason
         else:
             agent.memberships.pop(e.queue, None)
         if e.status is not None:
