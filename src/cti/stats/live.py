@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -284,26 +284,35 @@ class LiveStats:
 
     def agent_view(self, interfaces: Iterable[str], now: float | None = None) -> dict[str, Any]:
         """What an agent sees: their own figures and the waiting calls of their queues."""
+        return self.agent_views({"": interfaces}, now)[""]
+
+    def agent_views(
+        self, interfaces_by_user: Mapping[str, Iterable[str]], now: float | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """`agent_view` for many agents at once: the rows are computed once per push, not once
+        per connected desktop."""
         now = self.clock() if now is None else now
         self.tick(now)
-        mine = set(interfaces)
         today = self._day(now)
-        me = [a for a in self._agents(today, now) if a["interface"] in mine]
-        queues = {q for a in me for q in a["queues"]}
-        waiting = [
-            {k: q[k] for k in ("queue", "waiting", "longest_wait_s", "oldest_joined_at")}
+        by_interface = {a["interface"]: a for a in self._agents(today, now)}
+        waiting = {
+            q["queue"]: {k: q[k] for k in ("queue", "waiting", "longest_wait_s", "oldest_joined_at")}
             for q in self._queues(today, now)
-            if q["queue"] in queues
-        ]
-        return {
-            "v": 1,
-            "type": "stats",
-            "scope": "agent",
-            "now": now,
-            "day": today.isoformat(),
-            "me": me,
-            "queues": waiting,
         }
+        out = {}
+        for user, interfaces in interfaces_by_user.items():
+            me = [by_interface[i] for i in sorted(set(interfaces)) if i in by_interface]
+            queues = sorted({q for a in me for q in a["queues"]})
+            out[user] = {
+                "v": 1,
+                "type": "stats",
+                "scope": "agent",
+                "now": now,
+                "day": today.isoformat(),
+                "me": me,
+                "queues": [waiting[q] for q in queues if q in waiting],
+            }
+        return out
 
     def _queue_waiting(self, now: float) -> dict[str, list[float]]:
         out: dict[str, list[float]] = {}

@@ -154,8 +154,12 @@ class StatsService:
         self._pushed_version, self._pushed_at = self.live.version, now
         self.pushes += 1
         self.hub.broadcast(self.live.snapshot(now), roles=SUPERVISOR_ROLES)
+        agents: dict[str, Iterable[str]] = {}
         for username, clients in list(self.hub.clients.items()):
             principal = next((c.principal for c in clients), None)
             if principal is not None and principal.role not in SUPERVISOR_ROLES:
-                self.hub.send(username, self.live.agent_view(principal.interfaces, now))
+                agents[username] = principal.interfaces
+        if agents:
+            for username, view in self.live.agent_views(agents, now).items():
+                self.hub.send(username, view)
         return True
