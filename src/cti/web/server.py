@@ -30,7 +30,8 @@ from cti.web.openapi import openapi
 log = structlog.get_logger(__name__)
 STATIC = Path(__file__).parent / "static"
 COOKIE = "cti_session"
-PUBLIC = frozenset({"/healthz", "/api/login", "/api/openapi.json", "/", "/login", "/desktop"})
+# /wallboard checks the session itself: it serves its login form, and 403 to agents.
+PUBLIC = frozenset({"/healthz", "/api/login", "/api/openapi.json", "/", "/login", "/desktop", "/wallboard"})
 PRINCIPAL = web.RequestKey("principal", Principal)
 
 
