@@ -203,6 +203,92 @@ def _add_hours(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     check.set_defaults(func=_hours_check)
 
 
+def _campaign(args: argparse.Namespace) -> int:
+    from cti.dialer import commands as dialer
+    from cti.dialer.campaigns import CampaignError
+
+    settings = load_settings(args.config)
+    url = args.url or settings.database.url
+    what = args.campaign_command
+    try:
+        if what in ("create", "update"):
+            run = dialer.run_campaign_create if what == "create" else dialer.run_campaign_update
+            return run(args.name, dialer.campaign_fields(args), url=url)
+    except CampaignError as exc:
+        print(f"cti campaign {what}: {exc}", file=sys.stderr)
+        return 2
+    if what in ("start", "pause", "stop"):
+        return dialer.run_campaign_state(args.name, what, url=url)
+    if what == "list":
+        return dialer.run_campaign_list(url=url)
+    if what == "show":
+        return dialer.run_campaign_show(args.name, url=url)
+    if what == "why":
+        return dialer.run_campaign_why(args.name, url=url, code=args.code, limit=args.limit)
+    if what == "dnc":
+        from cti.dialer.settings import load_dialer_settings
+
+        region = args.region or load_dialer_settings().region
+        return dialer.run_dnc_import(
+            args.file, campaign=args.campaign, region=region, url=url, reason=args.reason
+        )
+    return dialer.run_campaign_import(
+        args.file, campaign=args.campaign, url=url, dry_run=args.dry_run, errors_path=args.errors
+    )
+
+
+def _campaign_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--queue", help="Asterisk queue the answered calls join (default outbound)")
+    parser.add_argument("--agent", action="append", help="member interface of the agent group; repeatable")
+    parser.add_argument("--mode", choices=("preview", "progressive", "predictive"))
+    parser.add_argument("--caller-id", help="caller ID presented to the callee")
+    parser.add_argument("--rules", help="calling-hours rule set: fr, ma, us, ca or a TOML file")
+    parser.add_argument("--region", help="region of national numbers in the CSV files (default FR)")
+    parser.add_argument("--principal", help="on whose behalf we call: caps per consumer span their campaigns")
+    parser.add_argument("--max-attempts", type=int)
+    parser.add_argument("--priority", type=int)
+    parser.add_argument("--ring-timeout", type=int, help="seconds (at least 15)")
+    parser.add_argument("--max-ratio", type=float, help="predictive: at most this many calls per free agent")
+    parser.add_argument("--abandon-window", help="abandon-rate window: 30d (TCPA) or 24h (Ofcom)")
+    parser.add_argument("--amd", action="store_true", help="detect answering machines (CTI_AMD=1)")
+    parser.add_argument("--retry", action="append", metavar="OUTCOME=DELAY:MAX", help="e.g. busy=15m:3")
+    parser.add_argument("--start", help="ISO-8601 instant the campaign may start dialling")
+    parser.add_argument("--stop", help="ISO-8601 instant it stops")
+
+
+def _add_campaign(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    campaign = sub.add_parser("campaign", help="outbound dialer campaigns")
+    campaign_sub = campaign.add_subparsers(dest="campaign_command", required=True)
+    parsers = []
+    for name, text in (("create", "create a campaign (draft)"), ("update", "change a campaign")):
+        p = campaign_sub.add_parser(name, help=text)
+        p.add_argument("name")
+        _campaign_options(p)
+        parsers.append(p)
+    for name in ("start", "pause", "stop", "show", "why"):
+        p = campaign_sub.add_parser(name, help=f"{name} a campaign" if name not in ("show", "why") else None)
+        p.add_argument("name")
+        parsers.append(p)
+        if name == "why":
+            p.add_argument("--code", help="only this reason code (e.g. fr:window, dnc, max_attempts)")
+            p.add_argument("--limit", type=int, default=100)
+    parsers.append(campaign_sub.add_parser("list", help="list the campaigns"))
+    imp = campaign_sub.add_parser("import", help="import contacts from a CSV file (all rows or none)")
+    imp.add_argument("file")
+    imp.add_argument("--campaign", required=True)
+    imp.add_argument("--dry-run", action="store_true", help="check everything, write nothing")
+    imp.add_argument("--errors", metavar="FILE", help="write the rejected rows (line, reason, row) as CSV")
+    dnc = campaign_sub.add_parser("dnc", help="add a file of numbers to a do-not-call list")
+    dnc.add_argument("file", help="one number per line")
+    dnc.add_argument("--campaign", help="the campaign's own list (default: the global list)")
+    dnc.add_argument("--region", help="region of national numbers")
+    dnc.add_argument("--reason")
+    for p in [*parsers, imp, dnc]:
+        p.add_argument("--config")
+        p.add_argument("--url", help="database URL (default: from settings)")
+        p.set_defaults(func=_campaign)
+
+
 def _sim(args: argparse.Namespace) -> int:
     from cti.sim.cli import main as run_sim
 
@@ -291,6 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_stats(sub)
     _add_customers(sub)
     _add_hours(sub)
+    _add_campaign(sub)
     return parser
 
 

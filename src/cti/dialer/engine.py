@@ -1,0 +1,841 @@
+"""The dialer engine: picks eligible contacts, originates, follows each attempt to its outcome.
+
+Crash safety rests on one order of operations: an attempt row (with the ActionID the Originate
+will carry) is committed, and the contact marked `dialing`, *before* the Originate is sent. A
+contact with an open attempt is never picked again, so a restart cannot dial it twice for the
+same attempt; every Originate Asterisk ever received has its row, so no attempt is lost. After a
+restart, open attempts are matched to the calls the tracker stored (by dialled number and time)
+or to late OriginateResponse events (by ActionID); those that stay unexplained are closed as
+`lost` (counted against the caps, retried by the policy) once their ring time is long past.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from cti.ami import commands
+from cti.ami.actions import ActionError, ActionTimeout, LinkDown
+from cti.calls import events as ev
+from cti.db.engine import session_factory
+from cti.db.models import Call, DialerAttempt, DialerCampaign, DialerContact
+from cti.dialer import store
+from cti.dialer.campaigns import CampaignSpec
+from cti.dialer.dispositions import outcome_counts, plan_after_disposition, plan_after_outcome
+from cti.dialer.hours import Callee, Decision, History, decide
+from cti.dialer.pacing import Agents, PacingInput, pace
+from cti.dialer.settings import DialerSettings
+from cti.dialer.timezones import NumberError
+
+log = structlog.get_logger(__name__)
+
+ACTION_PREFIX = "cti-dialer-"
+# OriginateResponse Reason → attempt outcome (Asterisk's AST_CONTROL_* codes).
+REASON_OUTCOME = {0: "failed", 1: "rejected", 2: "failed", 3: "no_answer", 5: "busy", 8: "congestion"}
+ANSWERED = 4
+SAMPLE = 200  # recent attempts the answer rate is measured on
+CONNECTED_TIMEOUT = timedelta(hours=4)  # a connected call with no end seen: closed as lost
+CLOSED_MEMORY = 2000
+Clock = Callable[[], datetime]
+KINDS = frozenset(
+    {ev.OriginateResult, ev.DialerConnected, ev.CallAnswered, ev.CallEnded, ev.AgentStateChanged}
+)
+
+
+def _at(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+@dataclass
+class OpenAttempt:
+    id: int
+    action_id: str
+    contact_id: int
+    campaign_id: int
+    campaign: str
+    phone: str
+    state: str
+    created_at: datetime
+    agent: str | None = None
+    linkedid: str | None = None
+    answered_at: datetime | None = None
+    connected_at: datetime | None = None
+    connected_seen: datetime | None = None  # engine clock: the live 2 s watch
+    agent_at: datetime | None = None
+    abandoned: bool = False
+    originate_reason: int | None = None
+
+
+class AgentBoard:
+    """Queue members as the tracker reports them (`AgentStateChanged`)."""
+
+    def __init__(self) -> None:
+        self.members: dict[tuple[str, str], ev.AgentStateChanged] = {}
+
+    def update(self, event: ev.AgentStateChanged) -> None:
+        key = (event.queue, event.interface)
+        if event.logged_in:
+            self.members[key] = event
+        else:
+            self.members.pop(key, None)
+
+    def agents(self, queue: str, group: Sequence[str] = ()) -> Agents:
+        chosen = [
+            m for (q, i), m in self.members.items() if (i in group if group else q == queue) and m.status != 5
+        ]
+        interfaces = {m.interface for m in chosen}
+        available = {m.interface for m in chosen if not m.paused}
+        busy = {m.interface for m in chosen if m.in_call or (m.status not in (None, 0, 1))}
+        return Agents(len(interfaces), len(available), len(available - busy))
+
+
+@dataclass
+class CampaignStatus:
+    """What the engine last decided for a campaign: shown by the REST API and `why`."""
+
+    dialing: bool = False
+    reason: str = ""
+    ratio: float = 0.0
+    agents: Agents = field(default_factory=lambda: Agents(0, 0, 0))
+    in_flight: int = 0
+    at: datetime | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dialing": self.dialing,
+            "reason": self.reason,
+            "ratio": round(self.ratio, 3),
+            "agents": {
+                "logged_in": self.agents.logged_in,
+                "available": self.agents.available,
+                "free": self.agents.free,
+            },
+            "in_flight": self.in_flight,
+            "at": None if self.at is None else self.at.isoformat(),
+        }
+
+
+class DialerEngine:
+    def __init__(
+        self,
+        db: AsyncEngine,
+        link: commands.ActionSender | None,
+        settings: DialerSettings | None = None,
+        clock: Clock = store.utcnow,
+        server: str = "",
+    ) -> None:
+        self.db = db
+        self.link = link
+        self.settings = settings or DialerSettings()
+        self.clock = clock
+        self.server = server
+        self.board = AgentBoard()
+        self.open: dict[str, OpenAttempt] = {}
+        self.by_contact: dict[int, OpenAttempt] = {}
+        self.by_linkedid: dict[str, OpenAttempt] = {}
+        self.closed: OrderedDict[str, int] = OrderedDict()  # action id -> attempt id
+        self.status: dict[str, CampaignStatus] = {}
+        self.specs: dict[int, CampaignSpec] = {}
+        self._lock = asyncio.Lock()
+        self._sending: set[asyncio.Task[None]] = set()
+        self._runner: asyncio.Task[None] | None = None
+        self.originated = 0
+
+    # ------------------------------------------------------------------------------ life cycle
+    def start(self) -> None:
+        self._runner = asyncio.create_task(self._run(), name="dialer")
+
+    async def close(self) -> None:
+        tasks = [t for t in (self._runner, *self._sending) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _run(self) -> None:
+        await self.recover()
+        while True:
+            try:
+                await self.tick()
+            except Exception:
+                # A database hiccup must not stop the dialer for good; the next tick retries.
+                log.exception("dialer tick failed")
+            await asyncio.sleep(self.settings.tick_s)
+
+    # ------------------------------------------------------------------------------ recovery
+    async def recover(self) -> None:
+        """Take back the attempts left open by the previous run (crash or restart)."""
+        async with self._lock:
+            rows = await self._open_rows()
+            for row in rows:
+                self._remember(row)
+            for attempt in list(self.open.values()):
+                call = await self._stored_call(attempt)
+                if call is not None:
+                    await self._close_from_call(attempt, call)
+            await self._release_orphans()
+        if rows:
+            log.info("dialer recovered open attempts", open=len(rows), still_open=len(self.open))
+
+    async def _open_rows(self) -> list[Any]:
+        async with self.db.connect() as conn:
+            query = (
+                select(DialerAttempt, DialerCampaign.name)
+                .join(DialerCampaign, DialerCampaign.id == DialerAttempt.campaign_id)
+                .where(DialerAttempt.state.in_(store.OPEN_ATTEMPT))
+            )
+            return list((await conn.execute(query)).all())
+
+    def _remember(self, row: Any) -> None:
+        m = row._mapping
+        attempt = OpenAttempt(
+            id=m["id"],
+            action_id=m["action_id"],
+            contact_id=m["contact_id"],
+            campaign_id=m["campaign_id"],
+            campaign=m["name"],
+            phone=m["phone_e164"],
+            state=m["state"],
+            created_at=m["created_at"],
+            agent=m["agent"],
+            linkedid=m["linkedid"],
+            answered_at=m["answered_at"],
+            connected_at=m["connected_at"],
+            agent_at=m["agent_at"],
+            abandoned=m["abandoned"],
+            originate_reason=m["originate_reason"],
+        )
+        self._track(attempt)
+
+    def _track(self, attempt: OpenAttempt) -> None:
+        self.open[attempt.action_id] = attempt
+        self.by_contact[attempt.contact_id] = attempt
+        if attempt.linkedid:
+            self.by_linkedid[attempt.linkedid] = attempt
+
+    def _forget(self, attempt: OpenAttempt) -> None:
+        self.open.pop(attempt.action_id, None)
+        if self.by_contact.get(attempt.contact_id) is attempt:
+            del self.by_contact[attempt.contact_id]
+        if attempt.linkedid and self.by_linkedid.get(attempt.linkedid) is attempt:
+            del self.by_linkedid[attempt.linkedid]
+        self.closed[attempt.action_id] = attempt.id
+        while len(self.closed) > CLOSED_MEMORY:
+            self.closed.popitem(last=False)
+
+    async def _stored_call(self, attempt: OpenAttempt) -> Any:
+        """The finished call the tracker stored for this attempt, if any: the dialled number,
+        started after the attempt was written (the calls table has no ActionID column)."""
+        async with self.db.connect() as conn:
+            query = (
+                select(Call)
+                .where(
+                    Call.called == attempt.phone,
+                    Call.started_at >= attempt.created_at - timedelta(seconds=5),
+                    Call.closed_by != "shutdown",
+                )
+                .order_by(Call.started_at)
+                .limit(1)
+            )
+            return (await conn.execute(query)).first()
+
+    async def _close_from_call(self, attempt: OpenAttempt, row: Any) -> None:
+        call = row._mapping
+        if call["answered_at"] is not None or call["agent"] is not None:
+            attempt.agent_at = attempt.agent_at or call["answered_at"]
+            outcome = "answered"
+        elif call["contact"] is not None or attempt.connected_at is not None:
+            attempt.abandoned = True
+            outcome = "abandoned"
+        else:
+            outcome = REASON_OUTCOME.get(call["originate_reason"] or 0, "failed")
+        await self._close(attempt, outcome, call["ended_at"] or self.clock(), call["hangup_cause"])
+
+    async def _release_orphans(self) -> None:
+        """A contact marked dialing without an open attempt cannot happen (both are written in
+        one transaction); if a hand-edited database has one, it is put back in line."""
+        async with self.db.begin() as conn:
+            open_contacts = select(DialerAttempt.contact_id).where(
+                DialerAttempt.state.in_(store.OPEN_ATTEMPT)
+            )
+            await conn.execute(
+                update(DialerContact)
+                .where(DialerContact.status == "dialing", DialerContact.id.not_in(open_contacts))
+                .values(
+                    status="retry", why_code="recovered", why_not_dialed="put back in line after a restart"
+                )
+            )
+
+    # ------------------------------------------------------------------------------ the tick
+    async def tick(self) -> None:
+        now = self.clock()
+        async with self._lock:
+            await self._expire(now)
+            specs = await self._running()
+        for spec in specs:
+            reserved = await self._dial_campaign(spec, now)
+            for attempt, variables in reserved:
+                task = asyncio.create_task(self._send(spec, attempt, variables), name="dialer-originate")
+                self._sending.add(task)
+                task.add_done_callback(self._sending.discard)
+
+    async def _running(self) -> list[CampaignSpec]:
+        async with session_factory(self.db)() as session:
+            rows = (
+                await session.scalars(select(DialerCampaign).where(DialerCampaign.state == "running"))
+            ).all()
+        specs = []
+        for row in rows:
+            try:
+                specs.append(store.spec_of(row))
+            except ValueError as exc:
+                self.status[row.name] = CampaignStatus(False, f"campaign definition unusable: {exc}")
+        self.specs = {s.id: s for s in specs}
+        return specs
+
+    async def _dial_campaign(
+        self, spec: CampaignSpec, now: datetime
+    ) -> list[tuple[OpenAttempt, dict[str, str]]]:
+        status = CampaignStatus(at=now)
+        self.status[spec.name] = status
+        closed = spec.open_at(now)
+        if closed is not None:
+            status.reason = closed
+            return []
+        if self.link is None:
+            status.reason = "no Asterisk link"
+            return []
+        async with self._lock:
+            status.agents = self.board.agents(spec.queue, spec.agent_group)
+            status.in_flight = sum(
+                1 for a in self.open.values() if a.campaign_id == spec.id and a.agent_at is None
+            )
+            attempts, answered, rate = await self._sample(spec, now)
+            decision = pace(
+                PacingInput(
+                    spec.dial_mode,
+                    status.agents,
+                    status.in_flight,
+                    attempts,
+                    answered,
+                    rate,
+                    spec.abandon_limit,
+                    spec.max_ratio,
+                )
+            )
+            status.ratio, status.reason = decision.ratio, decision.reason
+            wanted = min(decision.calls, self.settings.max_per_tick)
+            if wanted <= 0:
+                return []
+            reserved = await self._reserve(spec, now, wanted)
+            status.dialing = bool(reserved)
+            return reserved
+
+    async def _sample(self, spec: CampaignSpec, now: datetime) -> tuple[int, int, float | None]:
+        """Recent finished attempts and how many a person answered; the abandon rate over the
+        campaign's window (abandoned ÷ answered by a person)."""
+        a = DialerAttempt
+        async with self.db.connect() as conn:
+            recent = (
+                select(a.connected_at)
+                .where(a.campaign_id == spec.id, a.state == "ended")
+                .order_by(a.id.desc())
+                .limit(SAMPLE)
+                .subquery()
+            )
+            attempts, answered = (
+                await conn.execute(select(func.count(), func.count(recent.c.connected_at)))
+            ).one()
+            since = now - spec.abandon_window
+            window = select(func.count(a.connected_at), func.count().filter(a.abandoned.is_(True))).where(
+                a.campaign_id == spec.id, a.connected_at >= since
+            )
+            connected, abandoned = (await conn.execute(window)).one()
+        live = sum(1 for x in self.open.values() if x.campaign_id == spec.id and x.abandoned)
+        rate = None if connected == 0 else (abandoned + live) / connected
+        return int(attempts), int(answered), rate
+
+    # ------------------------------------------------------------------------------ picking
+    async def _reserve(
+        self, spec: CampaignSpec, now: datetime, wanted: int
+    ) -> list[tuple[OpenAttempt, dict[str, str]]]:
+        out: list[tuple[OpenAttempt, dict[str, str]]] = []
+        candidates = await self._due(spec, now, wanted * 3 + 5)
+        if not candidates:
+            self.status[spec.name].reason = "no contact is due now"
+            return out
+        async with self.db.connect() as conn:
+            since = now - _longest_cap(spec)
+            history = await store.histories(conn, [c.phone_e164 for c in candidates], spec, since)
+        for contact in candidates:
+            if len(out) >= wanted:
+                break
+            decision = self._decide(spec, contact, now, history.get(contact.phone_e164))
+            if decision is None or not decision.allowed:
+                await self._hold(contact.id, decision)
+                continue
+            attempt = await self._write_attempt(spec, contact, now)
+            if attempt is not None:
+                out.append((attempt, self._variables(spec, contact.id)))
+        return out
+
+    async def _due(self, spec: CampaignSpec, now: datetime, limit: int) -> list[Any]:
+        c = DialerContact
+        async with self.db.connect() as conn:
+            query = (
+                select(
+                    c.id, c.phone_e164, c.timezone, c.country, c.subdivision, c.consent, c.status, c.attempts
+                )
+                .where(
+                    c.campaign_id == spec.id,
+                    c.status.in_(store.ELIGIBLE),
+                    (c.next_attempt_at.is_(None)) | (c.next_attempt_at <= now),
+                )
+                .order_by(
+                    (c.status != "callback"),
+                    c.priority.desc(),
+                    c.next_attempt_at.is_not(None),
+                    c.next_attempt_at,
+                    c.id,
+                )
+                .limit(limit)
+            )
+            return [r for r in (await conn.execute(query)).all() if r.id not in self.by_contact]
+
+    def _decide(
+        self, spec: CampaignSpec, contact: Any, now: datetime, history: History | None
+    ) -> Decision | None:
+        callee = Callee(
+            contact.phone_e164,
+            contact.timezone,
+            contact.country,
+            contact.subdivision,
+            bool(contact.consent),
+            spec.region,
+        )
+        try:
+            return decide(callee, now, spec.ruleset, history)
+        except NumberError:
+            return None
+
+    async def _hold(self, contact_id: int, decision: Decision | None) -> None:
+        """Not now: store why, and from when it may be dialled (never: blocked)."""
+        if decision is None:
+            values: dict[str, Any] = {
+                "status": "blocked",
+                "why_code": "invalid_number",
+                "why_not_dialed": "not a valid phone number",
+                "next_attempt_at": None,
+            }
+        else:
+            never = decision.next_allowed_at is None
+            values = {
+                "why_code": decision.rule,
+                "why_not_dialed": decision.reason,
+                "next_attempt_at": decision.next_allowed_at,
+            }
+            if never:
+                values["status"] = "blocked"
+        async with self.db.begin() as conn:
+            await conn.execute(update(DialerContact).where(DialerContact.id == contact_id).values(**values))
+
+    async def _write_attempt(self, spec: CampaignSpec, contact: Any, now: datetime) -> OpenAttempt | None:
+        action_id = f"{ACTION_PREFIX}{spec.id}-{contact.id}-{secrets.token_hex(6)}"
+        async with self.db.begin() as conn:
+            marked = await conn.execute(
+                update(DialerContact)
+                .where(DialerContact.id == contact.id, DialerContact.status.in_(store.ELIGIBLE))
+                .values(
+                    status="dialing",
+                    attempts=DialerContact.attempts + 1,
+                    why_code=None,
+                    why_not_dialed=None,
+                    updated_at=now,
+                )
+            )
+            if marked.rowcount != 1:
+                return None
+            result = await conn.execute(
+                insert(DialerAttempt).values(
+                    campaign_id=spec.id,
+                    contact_id=contact.id,
+                    phone_e164=contact.phone_e164,
+                    action_id=action_id,
+                    state="reserved",
+                    mode=spec.dial_mode,
+                    server=self.server or None,
+                    created_at=now,
+                )
+            )
+            attempt_id = int(result.inserted_primary_key[0])  # type: ignore[index]
+        attempt = OpenAttempt(
+            attempt_id, action_id, contact.id, spec.id, spec.name, contact.phone_e164, "reserved", now
+        )
+        self._track(attempt)
+        return attempt
+
+    def _variables(self, spec: CampaignSpec, contact_id: int) -> dict[str, str]:
+        return {
+            "CTI_CAMPAIGN": spec.name,
+            "CTI_CONTACT": str(contact_id),
+            "CTI_QUEUE": spec.queue,
+            "CTI_AMD": "1" if spec.amd else "0",
+        }
+
+    # ------------------------------------------------------------------------------ sending
+    async def _send(self, spec: CampaignSpec, attempt: OpenAttempt, variables: dict[str, str]) -> None:
+        assert self.link is not None
+        channel = self.settings.dial_string.format(e164=attempt.phone, national=_national(attempt.phone))
+        try:
+            await commands.originate(
+                self.link,
+                channel,
+                self.settings.connect_context,
+                "s",
+                variables=variables,
+                caller_id=spec.caller_id,
+                timeout_ms=spec.ring_timeout_s * 1000,
+                action_id=attempt.action_id,
+            )
+        except ActionError as exc:
+            # Asterisk refused the action: nothing left the PBX.
+            log.warning("originate refused", campaign=spec.name, contact=attempt.contact_id, error=str(exc))
+            async with self._lock:
+                if attempt.action_id in self.open:
+                    await self._close(attempt, "failed", self.clock(), None)
+            return
+        except (ActionTimeout, LinkDown) as exc:
+            # Maybe sent, maybe not: left open, to be reconciled from the events or the deadline.
+            log.warning(
+                "originate unconfirmed", campaign=spec.name, contact=attempt.contact_id, error=str(exc)
+            )
+            return
+        self.originated += 1
+        async with self._lock:
+            if attempt.state == "reserved":
+                attempt.state = "sent"
+            async with self.db.begin() as conn:
+                await conn.execute(
+                    update(DialerAttempt)
+                    .where(DialerAttempt.id == attempt.id, DialerAttempt.state == "reserved")
+                    .values(state="sent", sent_at=self.clock())
+                )
+
+    # ------------------------------------------------------------------------------ events
+    async def on_event(self, event: ev.Event) -> None:
+        async with self._lock:
+            if isinstance(event, ev.AgentStateChanged):
+                self.board.update(event)
+            elif isinstance(event, ev.OriginateResult):
+                await self._on_originate(event)
+            elif isinstance(event, ev.DialerConnected):
+                await self._on_connected(event)
+            elif isinstance(event, ev.CallAnswered):
+                await self._on_agent(event)
+            elif isinstance(event, ev.CallEnded):
+                await self._on_ended(event)
+
+    async def _on_originate(self, event: ev.OriginateResult) -> None:
+        attempt = self.open.get(event.action_id or "")
+        if attempt is None:
+            return
+        attempt.originate_reason = event.reason
+        if event.reason != ANSWERED:
+            await self._close(attempt, REASON_OUTCOME.get(event.reason, "failed"), _at(event.at), None)
+            return
+        attempt.state, attempt.answered_at = "answered", _at(event.at)
+        self._link_call(attempt, event.linkedid)
+        await self._update(
+            attempt, state="answered", answered_at=attempt.answered_at, originate_reason=ANSWERED
+        )
+
+    def _link_call(self, attempt: OpenAttempt, linkedid: str) -> None:
+        if attempt.linkedid != linkedid:
+            attempt.linkedid = linkedid
+            self.by_linkedid[linkedid] = attempt
+
+    async def _on_connected(self, event: ev.DialerConnected) -> None:
+        attempt = self._by_ids(event.campaign, event.contact) or self.by_linkedid.get(event.linkedid)
+        if attempt is None or attempt.connected_at is not None:
+            return
+        attempt.state, attempt.connected_at = "connected", _at(event.at)
+        attempt.connected_seen = self.clock()
+        self._link_call(attempt, event.linkedid)
+        await self._update(
+            attempt, state="connected", connected_at=attempt.connected_at, linkedid=event.linkedid
+        )
+
+    def _by_ids(self, campaign: str | None, contact: str | None) -> OpenAttempt | None:
+        if contact is None or not contact.isdigit():
+            return None
+        attempt = self.by_contact.get(int(contact))
+        return attempt if attempt is not None and attempt.campaign == campaign else None
+
+    async def _on_agent(self, event: ev.CallAnswered) -> None:
+        attempt = self.by_linkedid.get(event.linkedid)
+        if attempt is None or attempt.agent_at is not None:
+            return
+        attempt.agent_at, attempt.agent = _at(event.at), event.agent or event.interface
+        waited = (attempt.agent_at - attempt.connected_at).total_seconds() if attempt.connected_at else 0.0
+        attempt.abandoned = attempt.abandoned or waited > self.settings.abandon_after_s
+        await self._update(
+            attempt, agent_at=attempt.agent_at, agent=attempt.agent, abandoned=attempt.abandoned
+        )
+
+    async def _on_ended(self, event: ev.CallEnded) -> None:
+        record = event.record
+        attempt = (
+            self.open.get(record.originate_action_id or "")
+            or self.by_linkedid.get(record.linkedid)
+            or self._by_ids(record.campaign, record.contact)
+        )
+        if attempt is None:
+            await self._late_cause(record.originate_action_id, record.hangup_cause, record.linkedid)
+            return
+        self._link_call(attempt, record.linkedid)
+        if attempt.agent_at is not None:
+            outcome = "answered"
+        elif attempt.connected_at is not None:
+            attempt.abandoned, outcome = True, "abandoned"
+        elif attempt.answered_at is not None:
+            outcome = "machine" if self._amd(attempt) else "rejected"
+        else:
+            outcome = REASON_OUTCOME.get(record.originate_reason or 0, "failed")
+        await self._close(attempt, outcome, _at(record.ended_at or event.at), record.hangup_cause)
+
+    def _amd(self, attempt: OpenAttempt) -> bool:
+        spec = self.specs.get(attempt.campaign_id)
+        return spec is not None and spec.amd
+
+    async def _late_cause(self, action_id: str | None, cause: int | None, linkedid: str) -> None:
+        """The call of an attempt already closed by its OriginateResponse ended: keep its cause."""
+        attempt_id = self.closed.get(action_id or "")
+        if attempt_id is None:
+            return
+        async with self.db.begin() as conn:
+            await conn.execute(
+                update(DialerAttempt)
+                .where(DialerAttempt.id == attempt_id)
+                .values(hangup_cause=cause, linkedid=linkedid)
+            )
+
+    # ------------------------------------------------------------------------------ watches
+    async def _expire(self, now: datetime) -> None:
+        """Mark live abandons (no agent 2 s after the callee answered) and close attempts whose
+        answer will never come."""
+        for attempt in list(self.open.values()):
+            if (
+                attempt.connected_seen is not None
+                and attempt.agent_at is None
+                and not attempt.abandoned
+                and (now - attempt.connected_seen).total_seconds() > self.settings.abandon_after_s
+            ):
+                attempt.abandoned = True
+                await self._update(attempt, abandoned=True)
+            if now >= self._deadline(attempt):
+                log.warning("dialer attempt closed as lost", action_id=attempt.action_id, state=attempt.state)
+                await self._close(attempt, "lost", now, None)
+
+    def _deadline(self, attempt: OpenAttempt) -> datetime:
+        if attempt.state in ("answered", "connected"):
+            return (attempt.connected_at or attempt.answered_at or attempt.created_at) + CONNECTED_TIMEOUT
+        spec = self.specs.get(attempt.campaign_id)
+        ring = spec.ring_timeout_s if spec is not None else 60
+        return attempt.created_at + timedelta(seconds=ring + self.settings.reconcile_after_s)
+
+    # ------------------------------------------------------------------------------ writing
+    async def _update(self, attempt: OpenAttempt, **values: Any) -> None:
+        async with self.db.begin() as conn:
+            await conn.execute(update(DialerAttempt).where(DialerAttempt.id == attempt.id).values(**values))
+
+    async def _close(self, attempt: OpenAttempt, outcome: str, at: datetime, cause: int | None) -> None:
+        """End the attempt and plan the contact's future (retry, done, the agent's disposition)."""
+        self._forget(attempt)
+        async with self.db.begin() as conn:
+            await conn.execute(
+                update(DialerAttempt)
+                .where(DialerAttempt.id == attempt.id)
+                .values(
+                    state="ended",
+                    ended_at=at,
+                    outcome=outcome,
+                    hangup_cause=cause,
+                    abandoned=attempt.abandoned,
+                    originate_reason=attempt.originate_reason,
+                    linkedid=attempt.linkedid,
+                    agent=attempt.agent,
+                )
+            )
+            row = (
+                await conn.execute(
+                    select(
+                        DialerAttempt.disposition, DialerAttempt.disposition_by, DialerAttempt.callback_at
+                    ).where(DialerAttempt.id == attempt.id)
+                )
+            ).one()
+            attempts, same = await outcome_counts(conn, attempt.contact_id, outcome)
+            spec = self.specs.get(attempt.campaign_id) or await self._spec(attempt.campaign)
+            now = self.clock()
+            if row.disposition is not None:
+                plan = plan_after_disposition(
+                    row.disposition,
+                    agent=row.disposition_by or "",
+                    callback_at=row.callback_at,
+                    attempts=attempts,
+                    same_outcome=same,
+                    spec=spec,
+                    now=now,
+                )
+            else:
+                plan = plan_after_outcome(outcome, attempts=attempts, same_outcome=same, spec=spec, now=now)
+            await conn.execute(
+                update(DialerContact)
+                .where(DialerContact.id == attempt.contact_id)
+                .values(updated_at=now, **plan.values())
+            )
+
+    async def _spec(self, name: str) -> CampaignSpec:
+        return store.spec_of(await store.get_campaign(self.db, name))
+
+    # ------------------------------------------------------------------------------ preview
+    async def preview_next(self, campaign: str, agent: str) -> dict[str, Any] | None:
+        """Show an agent the next contact of a preview campaign, reserved for them."""
+        spec = await self._spec(campaign)
+        now = self.clock()
+        async with self._lock:
+            for contact in await self._due(spec, now, 20):
+                async with self.db.connect() as conn:
+                    history = await store.histories(
+                        conn, [contact.phone_e164], spec, now - _longest_cap(spec)
+                    )
+                base = history.get(contact.phone_e164, History())
+                reserved = History(
+                    base.attempts,
+                    base.campaign_attempts,
+                    base.refused_at,
+                    base.abandoned_at,
+                    agent_reserved=True,
+                )
+                decision = self._decide(spec, contact, now, reserved)
+                if decision is None or not decision.allowed:
+                    await self._hold(contact.id, decision)
+                    continue
+                async with self.db.begin() as conn:
+                    marked = await conn.execute(
+                        update(DialerContact)
+                        .where(DialerContact.id == contact.id, DialerContact.status.in_(store.ELIGIBLE))
+                        .values(
+                            status="preview",
+                            callback_agent=agent,
+                            why_code="preview",
+                            why_not_dialed=f"shown to {agent}",
+                        )
+                    )
+                if marked.rowcount == 1:
+                    return await self.contact_json(contact.id)
+        return None
+
+    async def preview_dial(self, contact_id: int, agent: str, interface: str | None) -> str:
+        """Dial the contact an agent was shown; the agent is reserved, so it cannot be abandoned."""
+        async with self.db.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(DialerContact, DialerCampaign.name)
+                    .join(DialerCampaign, DialerCampaign.id == DialerContact.campaign_id)
+                    .where(DialerContact.id == contact_id)
+                )
+            ).first()
+        if row is None or row.status != "preview" or row.callback_agent != agent:
+            from cti.dialer.campaigns import CampaignError
+
+            raise CampaignError("this contact is not reserved for you", "not-reserved", 409)
+        spec = await self._spec(row.name)
+        now = self.clock()
+        async with self._lock:
+            async with self.db.begin() as conn:
+                await conn.execute(
+                    update(DialerContact).where(DialerContact.id == contact_id).values(status="pending")
+                )
+            attempt = await self._write_attempt(spec, row, now)
+        if attempt is None:
+            from cti.dialer.campaigns import CampaignError
+
+            raise CampaignError("the contact could not be reserved", "not-reserved", 409)
+        attempt.agent = agent
+        await self._update(attempt, agent=agent, mode="preview")
+        variables = self._variables(spec, contact_id)
+        if interface:
+            variables["CTI_AGENT"] = interface
+        await self._send(spec, attempt, variables)
+        return attempt.action_id
+
+    async def preview_skip(self, contact_id: int, agent: str) -> None:
+        async with self.db.begin() as conn:
+            await conn.execute(
+                update(DialerContact)
+                .where(
+                    DialerContact.id == contact_id,
+                    DialerContact.status == "preview",
+                    DialerContact.callback_agent == agent,
+                )
+                .values(
+                    status="pending",
+                    callback_agent=None,
+                    why_code="skipped",
+                    why_not_dialed=f"skipped by {agent}",
+                )
+            )
+
+    async def contact_json(self, contact_id: int) -> dict[str, Any] | None:
+        async with session_factory(self.db)() as session:
+            contact = await session.get(DialerContact, contact_id)
+            if contact is None:
+                return None
+            return {
+                "id": contact.id,
+                "campaign_id": contact.campaign_id,
+                "phone": contact.phone_e164,
+                "phone_raw": contact.phone_raw,
+                "fields": contact.fields,
+                "status": contact.status,
+                "attempts": contact.attempts,
+                "why_code": contact.why_code,
+                "why_not_dialed": contact.why_not_dialed,
+                "next_attempt_at": None
+                if contact.next_attempt_at is None
+                else contact.next_attempt_at.isoformat(),
+                "result": contact.result,
+            }
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "open_attempts": len(self.open),
+            "originated": self.originated,
+            "campaigns": {name: status.to_json() for name, status in self.status.items()},
+        }
+
+    async def wait_sent(self) -> None:
+        """Tests: wait for the Originates in flight to be acknowledged."""
+        with contextlib.suppress(Exception):
+            await asyncio.gather(*list(self._sending), return_exceptions=True)
+
+
+def _longest_cap(spec: CampaignSpec) -> timedelta:
+    periods = [c.period for c in spec.ruleset.caps]
+    periods += [c.period for area in spec.ruleset.areas for c in area.caps]
+    return max(periods, default=timedelta(days=1))
+
+
+def _national(e164: str) -> str:
+    from cti.directory.numbers import national_digits
+
+    return national_digits(e164)
