@@ -61,8 +61,7 @@ async def test_import_accepts_good_rows_and_names_every_rejected_one(db: AsyncEn
     ]
     assert rows[0].fields == {"Nom": "Dupont", "Prénom": "Zoë", "Ville": "Paris"}
     assert rows[0].status == "pending" and rows[0].updated_at is not None
-    with open(errors, encoding="utf-8-sig", newline="") as handle:
-        written = list(csv.reader(handle, delimiter=";"))
+    written = list(csv.reader(errors.read_text(encoding="utf-8-sig").splitlines(), delimiter=";"))
     assert written[0] == ["line", "reason", "Nom", "Prénom", "Téléphone", "Ville", "consentement", "fuseau"]
     assert [(int(r[0]), r[1]) for r in written[1:]] == EXPECTED_REJECTED
     assert written[1][2:] == ["Durand", "Léa", "0612345671", "Paris", "", ""]
