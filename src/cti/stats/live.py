@@ -294,7 +294,8 @@ class LiveStats:
         now = self.clock() if now is None else now
         self.tick(now)
         today = self._day(now)
-        by_interface = {a["interface"]: a for a in self._agents(today, now)}
+        wanted = {i for interfaces in interfaces_by_user.values() for i in interfaces}
+        by_interface = {a["interface"]: a for a in self._agents(today, now, wanted)}
         waiting = {
             q["queue"]: {k: q[k] for k in ("queue", "waiting", "longest_wait_s", "oldest_joined_at")}
             for q in self._queues(today, now)
@@ -384,10 +385,13 @@ class LiveStats:
         )
         return figures
 
-    def _agents(self, today: date, now: float) -> list[dict[str, Any]]:
-        cells = {k: dict(v) for k, v in self._cells("agent", today).items()}
+    def _agents(self, today: date, now: float, only: set[str] | None = None) -> list[dict[str, Any]]:
+        """Every agent's row, or only those of the `only` interfaces (an agent's own view)."""
+        cells = {k: dict(v) for k, v in self._cells("agent", today).items() if only is None or k in only}
         for span in self.board.open_spans(now):
             for piece in span.cut(not_before=self._horizon(now)):
+                if only is not None and piece.interface not in only:
+                    continue
                 if self._day(piece.started_at) == today:
                     add_tally(
                         cells.setdefault(piece.interface, {}),
@@ -395,6 +399,8 @@ class LiveStats:
                     )
         out = []
         for (_, interface), agent in sorted(self.board.agents.items(), key=lambda i: i[0][1]):
+            if only is not None and interface not in only:
+                continue
             tally = {k: v for k, v in cells.get(interface, {}).items() if not k.startswith("queue_wrapup:")}
             row = agent_figures(tally, agent.agent)
             row.update(

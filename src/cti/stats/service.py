@@ -29,6 +29,9 @@ log = structlog.get_logger(__name__)
 SUPERVISOR_ROLES = ("supervisor", "admin")
 
 
+AGENT_CHUNK = 50  # agents' views computed between two yields to the event loop
+
+
 class PrincipalLike(Protocol):
     @property
     def username(self) -> str: ...
@@ -89,6 +92,8 @@ class StatsService:
         self.tz: ZoneInfo = zone(tz)
         self.clock = clock
         self.push_interval_s = push_interval_s
+        self._agent_sent: dict[str, tuple[Any, Any]] = {}
+        self._push_state: tuple[float, bool] = (0.0, False)
         self.heartbeat_s = heartbeat_s
         self.spans = SpanWriter(engine)
         self.live = LiveStats(self.thresholds, self.tz, clock, on_spans=self.spans.submit)
@@ -136,12 +141,31 @@ class StatsService:
         while True:
             await asyncio.sleep(self.push_interval_s)
             try:
-                self.push()
+                await self.push_async()
             except Exception:
                 log.exception("stats push failed")
 
     def push(self, force: bool = False) -> bool:
         """Send the current figures if they changed (or the heartbeat is due)."""
+        due = self._push_supervisors(force)
+        if due is None:
+            return False
+        for chunk in due:
+            self._push_agents(chunk, *self._push_state)
+        return True
+
+    async def push_async(self, force: bool = False) -> bool:
+        """`push`, yielding to the event loop between chunks of agents: with a thousand desktops
+        one push is tens of milliseconds of work, and screen pops must not wait behind it."""
+        due = self._push_supervisors(force)
+        if due is None:
+            return False
+        for chunk in due:
+            self._push_agents(chunk, *self._push_state)
+            await asyncio.sleep(0)
+        return True
+
+    def _push_supervisors(self, force: bool) -> list[dict[str, Iterable[str]]] | None:
         assert self.hub is not None
         now = self.clock()
         self.live.tick(now)
@@ -150,16 +174,35 @@ class StatsService:
             and self.live.version == self._pushed_version
             and now - self._pushed_at < self.heartbeat_s
         ):
-            return False
+            return None
+        heartbeat_due = now - self._pushed_at >= self.heartbeat_s
         self._pushed_version, self._pushed_at = self.live.version, now
+        self._push_state = (now, heartbeat_due)
         self.pushes += 1
-        self.hub.broadcast(self.live.snapshot(now), roles=SUPERVISOR_ROLES)
         agents: dict[str, Iterable[str]] = {}
+        supervisors = False
         for username, clients in list(self.hub.clients.items()):
             principal = next((c.principal for c in clients), None)
-            if principal is not None and principal.role not in SUPERVISOR_ROLES:
+            if principal is None:
+                continue
+            if principal.role in SUPERVISOR_ROLES:
+                supervisors = True
+            else:
                 agents[username] = principal.interfaces
-        if agents:
-            for username, view in self.live.agent_views(agents, now).items():
-                self.hub.send(username, view)
-        return True
+        if supervisors:  # the whole-floor snapshot is the costly part: only for someone watching
+            self.hub.broadcast(self.live.snapshot(now), roles=SUPERVISOR_ROLES)
+        for gone in set(self._agent_sent) - set(agents):
+            del self._agent_sent[gone]
+        names = sorted(agents)
+        return [{n: agents[n] for n in names[i : i + AGENT_CHUNK]} for i in range(0, len(names), AGENT_CHUNK)]
+
+    def _push_agents(self, agents: dict[str, Iterable[str]], now: float, heartbeat_due: bool) -> None:
+        assert self.hub is not None
+        for username, view in self.live.agent_views(agents, now).items():
+            # Only what changed: re-sending every unchanged view on each push would hold the
+            # event loop long enough to delay screen pops.
+            figures = (view["me"], view["queues"])
+            if self._agent_sent.get(username) == figures and not heartbeat_due:
+                continue
+            self._agent_sent[username] = figures
+            self.hub.send(username, view)
