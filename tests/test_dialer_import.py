@@ -106,16 +106,16 @@ async def test_campaign_dnc_list(db: AsyncEngine) -> None:
 async def test_import_is_atomic(db: AsyncEngine, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(importer, "CHUNK", 2)
     calls = 0
-    real_flush = importer._ContactWriter.flush
+    real_write = importer._ContactWriter._write
 
-    async def failing_flush(self: importer._ContactWriter) -> None:
+    async def failing_write(self: importer._ContactWriter, rows: list[tuple[object, ...]]) -> None:
         nonlocal calls
         calls += 1
         if calls == 2:
             raise OSError("disk full")
-        await real_flush(self)
+        await real_write(self, rows)
 
-    monkeypatch.setattr(importer._ContactWriter, "flush", failing_flush)
+    monkeypatch.setattr(importer._ContactWriter, "_write", failing_write)
     with pytest.raises(OSError):
         await import_contacts(db, GOOD_FILE, "promo")
     async with db.connect() as conn:
