@@ -14,8 +14,10 @@ from typing import Any
 from sqlalchemy import case, desc, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from cti.db.engine import session_factory
 from cti.db.models import DialerAttempt, DialerCampaign, DialerContact
 from cti.dialer.campaigns import CampaignError, CampaignSpec
+from cti.dialer.store import spec_of
 
 # no_answer: the agent says nobody spoke (a machine the detection missed, silence): retried.
 # argued: "contact argumenté", the right person heard the whole pitch; sale and appointment
@@ -133,7 +135,6 @@ async def apply_disposition(
     disposition: str,
     *,
     agent: str,
-    spec_of: Any,
     now: datetime,
     callback_at: datetime | None = None,
     notes: str | None = None,
@@ -147,9 +148,10 @@ async def apply_disposition(
     async with engine.begin() as conn:
         found = (
             await conn.execute(
-                select(DialerAttempt.id, DialerAttempt.state, DialerContact.phone_e164, DialerCampaign)
+                select(
+                    DialerAttempt.id, DialerAttempt.state, DialerContact.phone_e164, DialerAttempt.campaign_id
+                )
                 .join(DialerContact, DialerContact.id == DialerAttempt.contact_id)
-                .join(DialerCampaign, DialerCampaign.id == DialerAttempt.campaign_id)
                 .where(DialerAttempt.contact_id == contact_id)
                 .order_by(desc(DialerAttempt.id))
                 .limit(1)
@@ -157,8 +159,11 @@ async def apply_disposition(
         ).first()
         if found is None:
             raise CampaignError(f"contact {contact_id} has not been called", "no-attempt", 404)
-        attempt_id, state, phone = found[0], found[1], found[2]
-        spec: CampaignSpec = spec_of(found)
+        attempt_id, state, phone, campaign_id = found
+        async with session_factory(engine)() as session:
+            campaign = await session.get(DialerCampaign, campaign_id)
+        assert campaign is not None  # the foreign key guarantees it
+        spec = spec_of(campaign)
         await conn.execute(
             update(DialerAttempt)
             .where(DialerAttempt.id == attempt_id)
@@ -213,26 +218,14 @@ async def campaign_stats(engine: AsyncEngine, spec: CampaignSpec, now: datetime)
                 )
             )
         ).one()
-        outcomes = dict(
-            (
-                await conn.execute(
-                    select(a.outcome, func.count()).where(a.campaign_id == spec.id).group_by(a.outcome)
-                )
-            )
-            .tuples()
-            .all()
+        by_outcome = select(a.outcome, func.count()).where(a.campaign_id == spec.id).group_by(a.outcome)
+        outcomes = {str(k): int(v) for k, v in (await conn.execute(by_outcome)).all()}
+        by_disposition = (
+            select(a.disposition, func.count())
+            .where(a.campaign_id == spec.id, a.disposition.is_not(None))
+            .group_by(a.disposition)
         )
-        dispositions = dict(
-            (
-                await conn.execute(
-                    select(a.disposition, func.count())
-                    .where(a.campaign_id == spec.id, a.disposition.is_not(None))
-                    .group_by(a.disposition)
-                )
-            )
-            .tuples()
-            .all()
-        )
+        dispositions = {str(k): int(v) for k, v in (await conn.execute(by_disposition)).all()}
     attempts, connected, handled, abandoned, argued, converted = (int(v or 0) for v in totals)
     window_connected, window_abandoned = (int(v or 0) for v in window)
     return {
@@ -246,8 +239,8 @@ async def campaign_stats(engine: AsyncEngine, spec: CampaignSpec, now: datetime)
         "conversion": _ratio(converted, handled),
         "abandon_rate": _ratio(window_abandoned, window_connected),
         "abandon_window_s": int(spec.abandon_window.total_seconds()),
-        "outcomes": {str(k): v for k, v in outcomes.items()},
-        "dispositions": {str(k): v for k, v in dispositions.items()},
+        "outcomes": outcomes,
+        "dispositions": dispositions,
     }
 
 
