@@ -154,10 +154,13 @@ class AgentBoard:
                 agent.since = now
         return out
 
-    def open_spans(self, now: float) -> list[Span]:
-        """The current state of every logged-in agent as a span ending `now` (nothing changes)."""
+    def open_spans(self, now: float, only: set[str] | None = None) -> list[Span]:
+        """The current state of every logged-in agent (or of the `only` interfaces) as a span
+        ending `now` (nothing changes)."""
         out = []
-        for a in self.agents.values():
+        for (_, interface), a in self.agents.items():
+            if only is not None and interface not in only:
+                continue
             if a.state == "logged_out" or now <= a.since:
                 continue
             if a.state == "wrapup" and a.wrapup_until is not None and now > a.wrapup_until:

@@ -71,6 +71,9 @@ class LiveStats:
         self.on_spans = on_spans
         self.board = AgentBoard(self.thresholds)
         self.version = 0
+        # (now, version, per-queue waiting figures) of the last agent views, shared by the chunks
+        # of one push.
+        self._waiting_cache: tuple[float, int, dict[str, dict[str, Any]]] | None = None
         self._calls: OrderedDict[tuple[str, str], _OpenCall] = OrderedDict()
         self._waiting: dict[tuple[str, str, str], float] = {}
         self._tallies: dict[Key, Tally] = {}
@@ -292,14 +295,19 @@ class LiveStats:
         """`agent_view` for many agents at once: the rows are computed once per push, not once
         per connected desktop."""
         now = self.clock() if now is None else now
-        self.tick(now)
         today = self._day(now)
+        cached = self._waiting_cache
+        if cached is not None and cached[0] == now and cached[1] == self.version:
+            waiting = cached[2]  # the same push, another chunk of agents: queues are unchanged
+        else:
+            self.tick(now)
+            waiting = {
+                q["queue"]: {k: q[k] for k in ("queue", "waiting", "longest_wait_s", "oldest_joined_at")}
+                for q in self._queues(today, now)
+            }
+            self._waiting_cache = (now, self.version, waiting)
         wanted = {i for interfaces in interfaces_by_user.values() for i in interfaces}
         by_interface = {a["interface"]: a for a in self._agents(today, now, wanted)}
-        waiting = {
-            q["queue"]: {k: q[k] for k in ("queue", "waiting", "longest_wait_s", "oldest_joined_at")}
-            for q in self._queues(today, now)
-        }
         out = {}
         for user, interfaces in interfaces_by_user.items():
             me = [by_interface[i] for i in sorted(set(interfaces)) if i in by_interface]
@@ -388,7 +396,7 @@ class LiveStats:
     def _agents(self, today: date, now: float, only: set[str] | None = None) -> list[dict[str, Any]]:
         """Every agent's row, or only those of the `only` interfaces (an agent's own view)."""
         cells = {k: dict(v) for k, v in self._cells("agent", today).items() if only is None or k in only}
-        for span in self.board.open_spans(now):
+        for span in self.board.open_spans(now, only):
             for piece in span.cut(not_before=self._horizon(now)):
                 if only is not None and piece.interface not in only:
                     continue

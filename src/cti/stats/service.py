@@ -94,6 +94,7 @@ class StatsService:
         self.push_interval_s = push_interval_s
         self._agent_sent: dict[str, tuple[Any, Any]] = {}
         self._push_state: tuple[float, bool] = (0.0, False)
+        self._dirty: set[str] = set()
         self.heartbeat_s = heartbeat_s
         self.spans = SpanWriter(engine)
         self.live = LiveStats(self.thresholds, self.tz, clock, on_spans=self.spans.submit)
@@ -106,6 +107,13 @@ class StatsService:
 
     def on_event(self, event: ev.Event) -> None:
         self.live.on_event(event)
+        # Agents whose figures this event may change: only their views are recomputed next push
+        # (every agent's on the heartbeat, for the time spent in the current state).
+        interface = getattr(event, "interface", None)
+        if isinstance(interface, str):
+            self._dirty.add(interface)
+        if isinstance(event, ev.CallEnded):
+            self._dirty.update(s.interface for s in event.record.segments if s.interface)
 
     def start(self) -> None:
         self.spans.start()
@@ -193,6 +201,11 @@ class StatsService:
             self.hub.broadcast(self.live.snapshot(now), roles=SUPERVISOR_ROLES)
         for gone in set(self._agent_sent) - set(agents):
             del self._agent_sent[gone]
+        if not heartbeat_due:
+            agents = {
+                u: i for u, i in agents.items() if u not in self._agent_sent or not self._dirty.isdisjoint(i)
+            }
+        self._dirty = set()
         names = sorted(agents)
         return [{n: agents[n] for n in names[i : i + AGENT_CHUNK]} for i in range(0, len(names), AGENT_CHUNK)]
 
