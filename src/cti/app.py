@@ -97,6 +97,7 @@ class Daemon:
         await self.users.reload()
         self.hub = Hub(web_settings.client_queue)
         stats_routes = self._start_stats()
+        dialer_routes = self._start_dialer()
         self.pops = PopRouter(self.users.user_for_interface)
         self.screen_pops = ScreenPops(self.pops, self.hub.send, self._lookup_for_pop())
         self.tickets = TicketService(self.engine, self.settings.tickets, self.bus.publish)
@@ -126,13 +127,32 @@ class Daemon:
         )
         self.web_ctx.resume_extra.append(self._resume_tickets)
         self.runner = web.AppRunner(
-            build_app(self.web_ctx, [*TICKET_ROUTES, *CUSTOMER_ROUTES, *AGENT_ROUTES, *stats_routes]),
+            build_app(
+                self.web_ctx,
+                [*TICKET_ROUTES, *CUSTOMER_ROUTES, *AGENT_ROUTES, *stats_routes, *dialer_routes],
+            ),
             access_log=None,
         )
         await self.runner.setup()
         site = web.TCPSite(self.runner, web_settings.host, web_settings.port)
         await site.start()
         log.info("web server listening", url=self.web_url)
+
+    def _start_dialer(self) -> list[web.RouteDef]:
+        """The outbound dialer on the first server's link: bus events in, Originates out."""
+        from cti.dialer.engine import KINDS, DialerEngine
+        from cti.dialer.routes import dialer_routes
+        from cti.dialer.settings import dialer_clock, load_dialer_settings
+
+        settings = load_dialer_settings()
+        link, server = (self.links[0], self.links[0].server.name) if self.links else (None, "")
+        self.dialer = DialerEngine(self.engine, link, settings, dialer_clock(settings), server)
+        # Queue members as the trackers know them now (the first resync may predate our consumer).
+        self.dialer.members = lambda: [m for t in self.trackings for m in t.tracker.members.values()]
+        self.bus.consume("dialer", self.dialer.on_event, kinds=KINDS)
+        if settings.enabled:
+            self.dialer.start()
+        return dialer_routes(self.dialer)
 
     def _start_stats(self) -> list[web.RouteDef]:
         """Statistics: live figures from the bus, agent-state spans to the database, pushes to
@@ -243,6 +263,7 @@ class Daemon:
             await self.hub.close()
             await self.runner.cleanup()
             await self.breaches.stop()
+            await self.dialer.close()
             await self.screen_pops.close()
             await self.directory.close()
         for link in self.links:

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import secrets
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -89,6 +89,11 @@ class AgentBoard:
         else:
             self.members.pop(key, None)
 
+    def reset(self, members: Iterable[ev.AgentStateChanged]) -> None:
+        self.members = {}
+        for member in members:
+            self.update(member)
+
     def agents(self, queue: str, group: Sequence[str] = ()) -> Agents:
         chosen = [
             m for (q, i), m in self.members.items() if (i in group if group else q == queue) and m.status != 5
@@ -150,6 +155,8 @@ class DialerEngine:
         self._sending: set[asyncio.Task[None]] = set()
         self._runner: asyncio.Task[None] | None = None
         self.originated = 0
+        # Where the current queue members come from (the trackers); None: only from the events.
+        self.members: Callable[[], Iterable[ev.AgentStateChanged]] | None = None
 
     # ------------------------------------------------------------------------------ life cycle
     def start(self) -> None:
@@ -279,6 +286,8 @@ class DialerEngine:
     async def tick(self) -> None:
         now = self.clock()
         async with self._lock:
+            if self.members is not None:
+                self.board.reset(self.members())
             await self._expire(now)
             specs = await self._running()
         for spec in specs:
@@ -584,7 +593,8 @@ class DialerEngine:
         attempt = self.by_linkedid.get(event.linkedid)
         if attempt is None or attempt.agent_at is not None:
             return
-        attempt.agent_at, attempt.agent = _at(event.at), event.agent or event.interface
+        # The member interface: what a desktop user's `interfaces` hold (dispositions check it).
+        attempt.agent_at, attempt.agent = _at(event.at), event.interface
         waited = (attempt.agent_at - attempt.connected_at).total_seconds() if attempt.connected_at else 0.0
         attempt.abandoned = attempt.abandoned or waited > self.settings.abandon_after_s
         await self._update(
@@ -815,6 +825,9 @@ class DialerEngine:
                 else contact.next_attempt_at.isoformat(),
                 "result": contact.result,
             }
+
+    def log_action(self, user: str, campaign: str, action: str) -> None:
+        log.info("campaign state changed", user=user, campaign=campaign, action=action)
 
     def health(self) -> dict[str, Any]:
         return {

@@ -6,8 +6,10 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
+from datetime import UTC, datetime, timedelta
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,10 @@ class DialerSettings:
     # How long an answered callee may wait for an agent before the call counts as abandoned.
     abandon_after_s: float = 2.0
     max_per_tick: int = 20  # originates started per campaign per tick, whatever the pacing says
+    # Demos and tests only: the dialer's clock starts at this ISO-8601 instant and runs
+    # `clock_speed` times faster than the wall clock (the calling hours follow it).
+    clock_start: str = ""
+    clock_speed: float = 1.0
 
 
 def load_dialer_settings(env: Mapping[str, str] | None = None) -> DialerSettings:
@@ -42,3 +48,13 @@ def load_dialer_settings(env: Mapping[str, str] | None = None) -> DialerSettings
         else:
             values[item.name] = raw
     return DialerSettings(**values)  # type: ignore[arg-type]
+
+
+def dialer_clock(settings: DialerSettings) -> Callable[[], datetime]:
+    """Now, or the demo/test clock of `clock_start` and `clock_speed`."""
+    if not settings.clock_start:
+        return lambda: datetime.now(UTC)
+    start = datetime.fromisoformat(settings.clock_start.replace("Z", "+00:00"))
+    start = start if start.tzinfo else start.replace(tzinfo=UTC)
+    origin, speed = time.monotonic(), settings.clock_speed
+    return lambda: start + timedelta(seconds=(time.monotonic() - origin) * speed)
