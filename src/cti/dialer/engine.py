@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from cti.ami import commands
 from cti.ami.actions import ActionError, ActionTimeout, LinkDown
 from cti.calls import events as ev
+from cti.calls.records import CallRecord
 from cti.db.engine import session_factory
 from cti.db.models import Call, DialerAttempt, DialerCampaign, DialerContact
 from cti.dialer import store
@@ -246,7 +247,7 @@ class DialerEngine:
             query = (
                 select(Call)
                 .where(
-                    Call.called == attempt.phone,
+                    Call.called.in_([attempt.phone, _national(attempt.phone)]),
                     Call.started_at >= attempt.created_at - timedelta(seconds=5),
                     Call.closed_by != "shutdown",
                 )
@@ -607,6 +608,7 @@ class DialerEngine:
             self.open.get(record.originate_action_id or "")
             or self.by_linkedid.get(record.linkedid)
             or self._by_ids(record.campaign, record.contact)
+            or self._by_number(record)
         )
         if attempt is None:
             await self._late_cause(record.originate_action_id, record.hangup_cause, record.linkedid)
@@ -621,6 +623,17 @@ class DialerEngine:
         else:
             outcome = REASON_OUTCOME.get(record.originate_reason or 0, "failed")
         await self._close(attempt, outcome, _at(record.ended_at or event.at), record.hangup_cause)
+
+    def _by_number(self, record: CallRecord) -> OpenAttempt | None:
+        """A call adopted after a restart carries no ActionID: the open attempt to the number it
+        dialled, placed before the call started."""
+        if record.direction != "outbound" or not record.called:
+            return None
+        started = _at(record.started_at) + timedelta(seconds=5)
+        for attempt in self.open.values():
+            if record.called in (attempt.phone, _national(attempt.phone)) and attempt.created_at <= started:
+                return attempt
+        return None
 
     def _amd(self, attempt: OpenAttempt) -> bool:
         spec = self.specs.get(attempt.campaign_id)
