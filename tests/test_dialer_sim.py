@@ -22,7 +22,6 @@ import pytest
 from sqlalchemy import select
 
 from cti.app import Daemon
-from cti.config import AsteriskServer, DatabaseSettings, Secret, Settings, WebSettings
 from cti.db.engine import create_engine, session_factory
 from cti.db.migrate import upgrade_async
 from cti.db.models import DialerAttempt, DialerContact
@@ -32,6 +31,7 @@ from cti.sim.config import OutboundMix, call_centre_config
 from cti.sim.originate import OriginateRequest
 from cti.sim.pbx import SimulatedPbx
 from cti.web.auth import UserStore
+from test_sim_daemon import settings  # the same daemon settings against the simulator
 
 SPEED = 30.0
 START = datetime(2026, 3, 2, 19, 52, tzinfo=ZoneInfo("Europe/Paris"))
@@ -49,24 +49,6 @@ CSV = (
     "Invalid;12345;x\n"
     "Empty;;x\n"
 )
-
-
-def settings(port: int, db: Path) -> Settings:
-    server = AsteriskServer(
-        name="sim",
-        host="127.0.0.1",
-        port=port,
-        username="cti",
-        secret=Secret("ctisecret"),
-        keepalive_s=1.0,
-        action_timeout_s=2.0,
-        reconnect_cap_s=0.2,
-    )
-    return Settings(
-        asterisk=(server,),
-        database=DatabaseSettings(url=f"sqlite+aiosqlite:///{db}", flush_interval_s=0.05),
-        web=WebSettings(port=0),
-    )
 
 
 def dialer_env(monkeypatch: pytest.MonkeyPatch) -> None:
