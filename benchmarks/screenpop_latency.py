@@ -101,16 +101,10 @@ async def clients_main(url: str, tokens: list[str]) -> None:
     print(json.dumps(received), flush=True)
 
 
-async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    from sqlalchemy import insert
-
-    from cti.app import Daemon
-    from cti.config import AsteriskServer, DatabaseSettings, LogSettings, Secret, Settings, WebSettings
-    from cti.db.models import User
-    from cti.logs import configure_logging
-    from cti.web.auth import hash_password
-
-    configure_logging("error", "json")
+async def pbx_main(calls: int, agents: int, rate: float) -> None:
+    """Child process: the AMI server. It stamps each `AgentCalled` as its bytes leave, on its own
+    event loop, so a daemon that stalls (garbage collection, a long push) shows as latency instead
+    of also delaying the sender and hiding itself."""
     writers: list[asyncio.StreamWriter] = []
     connected = asyncio.Event()
 
@@ -139,7 +133,57 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                     writer.write(frame(Response="Success", ActionID=aid, Message="ok", Ping="Pong"))
 
     server = await asyncio.start_server(ami, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
+    print(server.sockets[0].getsockname()[1], flush=True)
+    loop = asyncio.get_running_loop()
+    go = await loop.run_in_executor(None, sys.stdin.readline)
+    assert go.strip() == "GO", go
+    await asyncio.wait_for(connected.wait(), 10)
+    writer = writers[-1]
+    sent: dict[str, float] = {}
+    interval = 1.0 / rate
+    start = time.monotonic()
+    for n in range(calls):
+        setup, ring = call_frames(n, n % agents)
+        writer.write(setup)
+        await writer.drain()
+        # The call exists (and its customer lookup has started) before it rings, as with a real
+        # queue, where the caller waits seconds before the first agent is called.
+        await asyncio.sleep(min(interval / 2, 0.002))
+        sent[f"1800000000.{n}"] = time.monotonic()
+        writer.write(ring)
+        await writer.drain()
+        delay = start + (n + 1) * interval - time.monotonic()
+        await asyncio.sleep(max(0.0, delay))
+    print(json.dumps(sent), flush=True)
+    await loop.run_in_executor(None, sys.stdin.readline)  # stay up until the daemon is done
+    server.close()
+
+
+async def child(*args: str, env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        __file__,
+        *args,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+        limit=1 << 26,
+    )
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    from sqlalchemy import insert
+
+    from cti.app import Daemon
+    from cti.config import AsteriskServer, DatabaseSettings, LogSettings, Secret, Settings, WebSettings
+    from cti.db.models import User
+    from cti.logs import configure_logging
+    from cti.web.auth import hash_password
+
+    configure_logging("error", "json")
+    pbx = await child("--pbx", str(args.calls), str(args.agents), str(args.rate))
+    assert pbx.stdin is not None and pbx.stdout is not None
+    port = int((await pbx.stdout.readline()).decode())
     tmp = tempfile.mkdtemp()
     settings = Settings(
         asterisk=(AsteriskServer(name="bench", port=port, secret=Secret("x"), keepalive_s=30),),
@@ -168,42 +212,23 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             ],
         )
     await daemon.users.reload()
-    await asyncio.wait_for(connected.wait(), 10)
     tokens = [daemon.web_ctx.signer.issue(f"agent{i}", "agent") for i in range(args.agents)]
-    env = {**os.environ, "BENCH_CALLS": str(args.calls)}
-    child = await asyncio.create_subprocess_exec(
-        sys.executable,
-        __file__,
-        "--clients",
-        daemon.web_url,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        env=env,
-        limit=1 << 26,
-    )
-    assert child.stdin is not None and child.stdout is not None
-    child.stdin.write(json.dumps(tokens).encode() + b"\n")
-    await child.stdin.drain()
-    assert (await child.stdout.readline()).strip() == b"READY"
+    clients = await child("--clients", daemon.web_url, env={"BENCH_CALLS": str(args.calls)})
+    assert clients.stdin is not None and clients.stdout is not None
+    clients.stdin.write(json.dumps(tokens).encode() + b"\n")
+    await clients.stdin.drain()
+    assert (await clients.stdout.readline()).strip() == b"READY"
     while sum(len(c) for c in daemon.hub.clients.values()) < args.agents:  # noqa: ASYNC110 (polls another process)
         await asyncio.sleep(0.05)
-    writer = writers[-1]
-    sent: dict[str, float] = {}
-    interval = 1.0 / args.rate
-    start = time.monotonic()
-    for n in range(args.calls):
-        setup, ring = call_frames(n, n % args.agents)
-        writer.write(setup)
-        await asyncio.sleep(0)  # the call exists (and its lookup has started) before it rings
-        sent[f"1800000000.{n}"] = time.monotonic()
-        writer.write(ring)
-        await writer.drain()
-        delay = start + (n + 1) * interval - time.monotonic()
-        await asyncio.sleep(max(0.0, delay))
-    out, _ = await child.communicate()
+    await asyncio.sleep(1.0)  # let the connection burst settle
+    pbx.stdin.write(b"GO\n")
+    await pbx.stdin.drain()
+    sent = json.loads(await pbx.stdout.readline())
+    out, _ = await clients.communicate()
     received = json.loads(out.decode().strip().splitlines()[-1])
     await daemon.shutdown()
-    server.close()
+    pbx.stdin.write(b"\n")
+    await pbx.communicate()
     if os.environ.get("BENCH_DEBUG"):
         print([round((received.get(k, 0) - sent[k]) * 1000) for k in sent], file=sys.stderr)
     latencies = sorted((received[k] - sent[k]) * 1000 for k in sent if k in received)
@@ -225,7 +250,11 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--rate", type=float, default=200.0, help="calls per second")
     parser.add_argument("--clients", help=argparse.SUPPRESS)
+    parser.add_argument("--pbx", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.pbx:
+        asyncio.run(pbx_main(int(args.pbx[0]), int(args.pbx[1]), float(args.pbx[2])))
+        return 0
     if args.clients:
         tokens = json.loads(sys.stdin.readline())
         asyncio.run(clients_main(args.clients, tokens))

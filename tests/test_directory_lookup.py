@@ -18,10 +18,13 @@ from structlog.testing import capture_logs
 
 from cti.db.engine import create_engine, session_factory
 from cti.db.models import Call, Ticket
+from cti.directory import store
 from cti.directory.customer import Phone
 from cti.directory.exceptions import CustomerNotFound, DirectoryUnavailable, InvalidCustomer
 from cti.directory.lookup import CustomerDirectory
+from cti.directory.numbers import normalize, stored_forms
 from cti.directory.outage import OutageLog
+from cti.directory.sqlite_lookup import SqliteLookup
 from test_directory_support import (
     BACKENDS,
     closed_port,
@@ -177,6 +180,31 @@ async def test_many_holders_are_truncated(directory: CustomerDirectory) -> None:
     small = CustomerDirectory(directory.engine, "FR", max_matches=3)
     result = await small.lookup("+33140000000")
     assert (result.status, len(result.customers), result.truncated) == ("several", 3, True)
+
+
+async def test_sqlite_lookup_thread_answers_as_the_orm_query(tmp_path: Path) -> None:
+    """On SQLite the pop's lookup runs a plain-SQL copy of the ORM query in its own thread: both
+    must give the same customers, in the same order, truncated the same way."""
+    async with fresh_database("sqlite", tmp_path) as url, migrated_engine(url) as engine:
+        directory = CustomerDirectory(engine, "FR")
+        await seed(directory)
+        await insert_legacy_phone(engine, "Aaron Ancien", "06 12 34 56 78")
+        for n in range(4):
+            await directory.create_customer(f"Standard {n}", ["01 40 00 00 00"])
+        thread = SqliteLookup(tmp_path / "db" / "cti.db")
+        try:
+            for raw in ("0612345678", "+33140000000", "+212661234567", "0145678901", "0699999999"):
+                number = normalize(raw, "FR")
+                assert number.e164 is not None
+                forms = stored_forms(number.e164, "FR")
+                for limit in (2, 20):
+                    async with session_factory(engine)() as session:
+                        expected = await store.customers_by_phone(session, forms, limit)
+                    assert await thread.customers_by_phone(forms, limit) == expected, (raw, limit)
+            assert (await directory.lookup("0612345678")).status == "several"
+        finally:
+            await thread.close()
+            await directory.close()
 
 
 # -- customer files -----------------------------------------------------------------------------

@@ -147,12 +147,13 @@ class _Client:
 class _Hub:
     clients: dict[str, list[_Client]] = field(default_factory=dict)
     sent: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    version: int = 0
 
-    def broadcast(self, payload: dict[str, Any], roles: Iterable[str] = ("supervisor", "admin")) -> None:
-        self.sent.append(("*" + ",".join(roles), payload))
+    def broadcast_text(self, text: str, roles: Iterable[str] = ("supervisor", "admin")) -> None:
+        self.sent.append(("*" + ",".join(roles), json.loads(text)))
 
-    def send(self, username: str, payload: dict[str, Any]) -> None:
-        self.sent.append((username, payload))
+    def send_text(self, username: str, text: str) -> None:
+        self.sent.append((username, json.loads(text)))
 
 
 async def test_pushes_are_throttled_and_agents_get_their_view(tmp_path: Path) -> None:

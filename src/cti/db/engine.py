@@ -36,6 +36,13 @@ def _sqlite_file(url: URL) -> Path | None:
     return Path(url.database)
 
 
+def sqlite_file(engine: AsyncEngine) -> Path | None:
+    """The database file of a SQLite engine (None for PostgreSQL or an in-memory database)."""
+    if engine.url.get_backend_name() != "sqlite":
+        return None
+    return _sqlite_file(engine.url)
+
+
 def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:

@@ -19,7 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from cti.config import DirectorySettings
-from cti.db.engine import session_factory
+from cti.db.engine import session_factory, sqlite_file
 from cti.directory import store
 from cti.directory.crm import CrmSource, CrmUnavailable
 from cti.directory.customer import (
@@ -34,6 +34,7 @@ from cti.directory.customer import (
 from cti.directory.exceptions import CustomerNotFound, DirectoryUnavailable, InvalidCustomer
 from cti.directory.numbers import CallerNumber, normalize, stored_forms
 from cti.directory.outage import OutageLog
+from cti.directory.sqlite_lookup import SqliteLookup
 
 log = structlog.get_logger(__name__)
 
@@ -70,6 +71,10 @@ class CustomerDirectory:
         self.max_matches = max_matches
         self._sessions = session_factory(engine)
         self._sql_outage = OutageLog("sql", log)
+        path = sqlite_file(engine)
+        # On SQLite, pop lookups run in their own thread (see sqlite_lookup.py); PostgreSQL's
+        # driver already does the I/O without holding the loop.
+        self._sqlite = SqliteLookup(path) if path is not None else None
 
     @classmethod
     def from_settings(cls, engine: AsyncEngine, settings: DirectorySettings) -> CustomerDirectory:
@@ -84,9 +89,11 @@ class CustomerDirectory:
         return cls(engine, settings.region, crm)
 
     async def close(self) -> None:
-        """Close the CRM client; the engine belongs to whoever created it."""
+        """Close the CRM client and the lookup thread; the engine belongs to whoever created it."""
         if self.crm is not None:
             await self.crm.close()
+        if self._sqlite is not None:
+            await self._sqlite.close()
 
     # -- lookups (the pop's path) ------------------------------------------------------------
 
@@ -125,8 +132,12 @@ class CustomerDirectory:
         assert number.e164 is not None
         forms = stored_forms(number.e164, self.region)
         try:
-            async with asyncio.timeout(self.timeout_s), self._sessions() as session:
-                files, truncated = await store.customers_by_phone(session, forms, self.max_matches)
+            async with asyncio.timeout(self.timeout_s):
+                if self._sqlite is not None:
+                    files, truncated = await self._sqlite.customers_by_phone(forms, self.max_matches)
+                else:
+                    async with self._sessions() as session:
+                        files, truncated = await store.customers_by_phone(session, forms, self.max_matches)
         except TimeoutError:
             self._sql_outage.failed("timeout", timeout_s=self.timeout_s)
             return [], False, "timeout"

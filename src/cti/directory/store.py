@@ -30,26 +30,47 @@ _FILE_COLUMNS = (
 )
 
 
-def _files(rows: Iterable[Any]) -> list[CustomerFile]:
-    """Customer files from (customer columns, phone) rows ordered by customer: one row per phone."""
-    files: dict[int, tuple[Any, list[Phone]]] = {}
+def files_from_rows(rows: Iterable[Sequence[Any]]) -> list[CustomerFile]:
+    """Customer files from rows of `_FILE_COLUMNS` (by position) ordered by customer: one row
+    per phone."""
+    files: dict[int, tuple[Sequence[Any], list[Phone]]] = {}
     for row in rows:
-        entry = files.setdefault(row.id, (row, []))
-        if row.e164 is not None:
-            entry[1].append(Phone(row.e164, row.label))
+        entry = files.setdefault(row[0], (row, []))
+        if row[7] is not None:
+            entry[1].append(Phone(row[7], row[8]))
     return [
         CustomerFile(
-            id=row.id,
-            name=row.name,
-            account=row.account,
-            address=row.address,
-            notes=row.notes,
-            vip=bool(row.vip),
-            queue_priority=row.queue_priority,
+            id=cid,
+            name=name,
+            account=account,
+            address=address,
+            notes=notes,
+            vip=bool(vip),
+            queue_priority=priority,
             phones=tuple(phones),
         )
-        for row, phones in files.values()
+        for (cid, name, account, address, notes, vip, priority, *_), phones in files.values()
     ]
+
+
+def rank_matches(found: list[CustomerFile], exact: str, limit: int) -> tuple[list[CustomerFile], bool]:
+    """Customers holding the exact E.164 first, then by name; (the first `limit`, truncated)."""
+    found.sort(key=lambda c: (all(p.e164 != exact for p in c.phones), c.name.casefold(), c.id or 0))
+    return found[:limit], len(found) > limit
+
+
+def customers_by_phone_sql(forms: int) -> str:
+    """`customers_by_phone`'s query in plain SQL (qmark parameters: the forms, then the limit),
+    for the SQLite lookup thread, which runs it without SQLAlchemy (see `sqlite_lookup.py`).
+    tests/test_directory_lookup.py checks that both give the same answers."""
+    marks = ", ".join("?" * forms)
+    return (
+        "SELECT c.id, c.name, c.account, c.address, c.notes, c.vip, c.queue_priority, p.e164, p.label"
+        " FROM customers AS c LEFT OUTER JOIN customer_phones AS p ON p.customer_id = c.id"
+        " WHERE c.id IN (SELECT DISTINCT customer_id FROM customer_phones"
+        f" WHERE e164 IN ({marks}) LIMIT ?)"
+        " ORDER BY c.id, p.id"
+    )
 
 
 async def customers_by_phone(
@@ -67,10 +88,7 @@ async def customers_by_phone(
         .where(Customer.id.in_(matching.limit(limit + 1)))
         .order_by(Customer.id, CustomerPhone.id)
     )
-    found = _files((await session.execute(query)).all())
-    exact = forms[0]
-    found.sort(key=lambda c: (all(p.e164 != exact for p in c.phones), c.name.casefold(), c.id or 0))
-    return found[:limit], len(found) > limit
+    return rank_matches(files_from_rows((await session.execute(query)).all()), forms[0], limit)
 
 
 async def customers_by_id(session: AsyncSession, ids: Sequence[int]) -> list[CustomerFile]:
@@ -80,7 +98,7 @@ async def customers_by_id(session: AsyncSession, ids: Sequence[int]) -> list[Cus
         .where(Customer.id.in_(ids))
         .order_by(Customer.id, CustomerPhone.id)
     )
-    return _files((await session.execute(query)).all())
+    return files_from_rows((await session.execute(query)).all())
 
 
 def _escape_like(text: str) -> str:

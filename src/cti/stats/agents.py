@@ -115,6 +115,10 @@ class AgentBoard:
     def __init__(self, thresholds: ThresholdSet | None = None) -> None:
         self.thresholds = thresholds or ThresholdSet()
         self.agents: dict[tuple[str, str], AgentStatus] = {}
+        # Indexes kept beside `agents` so a push reads one agent or one queue without scanning
+        # the floor: interface -> its statuses (one per server), queue -> its members.
+        self.by_interface: dict[str, list[AgentStatus]] = {}
+        self.members: dict[str, dict[tuple[str, str], AgentStatus]] = {}
         self._outbound_calls: dict[tuple[str, str], None] = {}
         self._by_call: dict[tuple[str, str], set[str]] = {}
         self._undated: list[AgentStatus] = []
@@ -158,9 +162,12 @@ class AgentBoard:
         """The current state of every logged-in agent (or of the `only` interfaces) as a span
         ending `now` (nothing changes)."""
         out = []
-        for (_, interface), a in self.agents.items():
-            if only is not None and interface not in only:
-                continue
+        candidates = (
+            self.agents.values()
+            if only is None
+            else [a for interface in only for a in self.by_interface.get(interface, ())]
+        )
+        for a in candidates:
             if a.state == "logged_out" or now <= a.since:
                 continue
             if a.state == "wrapup" and a.wrapup_until is not None and now > a.wrapup_until:
@@ -175,18 +182,24 @@ class AgentBoard:
         status = self.agents.get((server, interface))
         if status is None:
             status = self.agents[(server, interface)] = AgentStatus(server, interface, agent)
+            self.by_interface.setdefault(interface, []).append(status)
         if agent:
             status.agent = agent
         return status
 
+    def _join(self, agent: AgentStatus, queue: str, paused: bool, reason: str | None) -> None:
+        agent.memberships[queue] = (paused, reason)
+        self.members.setdefault(queue, {})[(agent.server, agent.interface)] = agent
+
     def _on_member(self, e: ev.AgentStateChanged) -> list[Span]:
         agent = self._agent(e.server, e.interface, e.agent)
         if e.logged_in:
-            agent.memberships[e.queue] = (e.paused, e.paused_reason)
+            self._join(agent, e.queue, e.paused, e.paused_reason)
             if e.paused and e.paused_reason:
                 agent.last_reason = e.paused_reason
         else:
             agent.memberships.pop(e.queue, None)
+            self.members.get(e.queue, {}).pop((agent.server, agent.interface), None)
         if e.status is not None:
             agent.device_busy = e.status in BUSY_STATUSES
         if e.in_call and agent.talking is None:
@@ -203,7 +216,7 @@ class AgentBoard:
         agent = self._agent(e.server, e.interface, e.agent)
         if e.queue and e.queue not in agent.memberships:
             # Asterisk only rings members: a static member we never saw listed is logged in.
-            agent.memberships[e.queue] = (False, None)
+            self._join(agent, e.queue, False, None)
         key = (e.server, e.linkedid)
         self._by_call.setdefault(key, set()).add(e.interface)
         if isinstance(e, ev.AgentRinging):

@@ -4,14 +4,23 @@ written to the database, pushes to the WebSocket hub, and the historical reports
 Pushes are throttled: after a change, supervisors get the next snapshot within `push_interval_s`
 (at most 1 / `push_interval_s` per second, whatever the traffic), and an unchanged snapshot is
 still resent every `heartbeat_s` so that "time in state" and Erlang C stay fresh.
+
+The push shares the event loop with the screen pops (p99 ≤ 5 ms), so its cost must not grow in
+one piece with the floor: every agent's row is kept with its JSON, rows are recomputed only when
+an event touched the agent or, a slice per push, when older than `heartbeat_s`, a few rows
+between two yields to the loop; the wallboard's snapshot is spliced from the kept JSON.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import math
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Generator, Iterable, Mapping
 from contextlib import suppress
+from dataclasses import dataclass
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
@@ -20,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cti.calls import events as ev
 from cti.stats.history import REPORTS, Report, ReportQuery, build_query, zone
-from cti.stats.live import LiveStats
+from cti.stats.live import LiveStats, count_states
 from cti.stats.metrics import ThresholdSet
 from cti.stats.store import SpanWriter
 
@@ -29,7 +38,9 @@ log = structlog.get_logger(__name__)
 SUPERVISOR_ROLES = ("supervisor", "admin")
 
 
-AGENT_CHUNK = 50  # agents' views computed between two yields to the event loop
+# Agents' rows computed (or views sent) between two yields to the event loop: about a
+# millisecond of work, so a screen pop never waits longer behind a push.
+AGENT_CHUNK = 10
 
 
 class PrincipalLike(Protocol):
@@ -51,8 +62,10 @@ class HubLike(Protocol):
 
     @property
     def clients(self) -> Mapping[str, Iterable[Any]]: ...
-    def broadcast(self, payload: dict[str, Any], roles: Iterable[str] = ...) -> None: ...
-    def send(self, username: str, payload: dict[str, Any]) -> None: ...
+    @property
+    def version(self) -> int: ...
+    def broadcast_text(self, text: str, roles: Iterable[str] = ...) -> None: ...
+    def send_text(self, username: str, text: str) -> None: ...
 
 
 # Every event the statistics read (the bus skips the others for this consumer).
@@ -75,6 +88,27 @@ EVENT_KINDS: frozenset[type[ev.Event]] = frozenset(
 )
 
 
+@dataclass(slots=True)
+class _Rows:
+    """An interface's rows (one per server it is known on) as last computed, and their JSON."""
+
+    at: float
+    rows: list[dict[str, Any]]
+    texts: list[str]
+
+
+@dataclass(slots=True)
+class _Audience:
+    supervisors: bool  # at least one connected
+    agents: dict[str, tuple[str, ...]]  # username -> interfaces
+    users_of: dict[str, list[str]]  # interface -> usernames
+    wanted: set[str]  # the interfaces whose rows are kept
+
+
+def _dumps(payload: Any) -> str:
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+
+
 class StatsService:
     def __init__(
         self,
@@ -92,28 +126,23 @@ class StatsService:
         self.tz: ZoneInfo = zone(tz)
         self.clock = clock
         self.push_interval_s = push_interval_s
-        self._agent_sent: dict[str, tuple[Any, Any]] = {}
-        self._push_state: tuple[float, bool] = (0.0, False)
-        self._dirty: set[str] = set()
         self.heartbeat_s = heartbeat_s
         self.spans = SpanWriter(engine)
         self.live = LiveStats(self.thresholds, self.tz, clock, on_spans=self.spans.submit)
+        # Least recently computed first: the heartbeat's slice is taken from the front.
+        self._rows: OrderedDict[str, _Rows] = OrderedDict()
+        self._agent_sent: dict[str, str] = {}  # username -> their last view, without its `now`
+        self._audience_cache: tuple[tuple[int, int], _Audience] | None = None
         self._task: asyncio.Task[None] | None = None
         self._pushed_version = -1
         self._pushed_at = 0.0
         self.pushes = 0
+        self.rows_computed = 0
 
     kinds = EVENT_KINDS
 
     def on_event(self, event: ev.Event) -> None:
         self.live.on_event(event)
-        # Agents whose figures this event may change: only their views are recomputed next push
-        # (every agent's on the heartbeat, for the time spent in the current state).
-        interface = getattr(event, "interface", None)
-        if isinstance(interface, str):
-            self._dirty.add(interface)
-        if isinstance(event, ev.CallEnded):
-            self._dirty.update(s.interface for s in event.record.segments if s.interface)
 
     def start(self) -> None:
         self.spans.start()
@@ -132,10 +161,24 @@ class StatsService:
 
     # ------------------------------------------------------------------ reading
     def view_for(self, principal: PrincipalLike) -> dict[str, Any]:
-        """Supervisors see everything; an agent sees their own figures and their queues."""
+        """Supervisors see everything; an agent sees their own figures and their queues.
+        (Every row computed at once: for tools and tests; the daemon uses `live_view`.)"""
         if principal.role in SUPERVISOR_ROLES:
             return self.live.snapshot()
         return self.live.agent_view(principal.interfaces)
+
+    async def live_view(self, principal: PrincipalLike) -> str:
+        """`view_for` as JSON, built like a push (kept rows, a few recomputed between yields) so
+        that a wallboard loading does not stall the screen pops of a large floor."""
+        if principal.role not in SUPERVISOR_ROLES:
+            return _dumps(self.live.agent_view(principal.interfaces))
+        now = self.clock()
+        self.live.tick(now)
+        wanted = set(self.live.board.by_interface)
+        todo = [i for i in wanted if i not in self._rows or i in self.live.dirty]
+        for _ in self._refresh(todo, now):
+            await asyncio.sleep(0)
+        return self._floor_text(now)
 
     def query(self, **filters: Any) -> ReportQuery:
         filters.setdefault("tz", self.tz.key)
@@ -154,40 +197,32 @@ class StatsService:
                 log.exception("stats push failed")
 
     def push(self, force: bool = False) -> bool:
-        """Send the current figures if they changed (or the heartbeat is due)."""
-        due = self._push_supervisors(force)
-        if due is None:
-            return False
-        for chunk in due:
-            self._push_agents(chunk, *self._push_state)
-        return True
+        """Send what changed (everything when the heartbeat is due), in one go."""
+        steps = self._push(force)
+        try:
+            while True:
+                next(steps)
+        except StopIteration as done:
+            return bool(done.value)
 
     async def push_async(self, force: bool = False) -> bool:
-        """`push`, yielding to the event loop between chunks of agents: with a thousand desktops
-        one push is tens of milliseconds of work, and screen pops must not wait behind it."""
-        due = self._push_supervisors(force)
-        if due is None:
-            return False
-        for chunk in due:
-            self._push_agents(chunk, *self._push_state)
-            await asyncio.sleep(0)
-        return True
+        """`push`, yielding to the event loop every `AGENT_CHUNK` agents."""
+        steps = self._push(force)
+        try:
+            while True:
+                next(steps)
+                await asyncio.sleep(0)
+        except StopIteration as done:
+            return bool(done.value)
 
-    def _push_supervisors(self, force: bool) -> list[dict[str, Iterable[str]]] | None:
+    def _audience(self) -> _Audience:
+        """Who is connected (rebuilt only when a desktop connects or leaves, or the floor grows:
+        walking a thousand desktops on every push would itself hold the loop)."""
         assert self.hub is not None
-        now = self.clock()
-        self.live.tick(now)
-        if (
-            not force
-            and self.live.version == self._pushed_version
-            and now - self._pushed_at < self.heartbeat_s
-        ):
-            return None
-        heartbeat_due = now - self._pushed_at >= self.heartbeat_s
-        self._pushed_version, self._pushed_at = self.live.version, now
-        self._push_state = (now, heartbeat_due)
-        self.pushes += 1
-        agents: dict[str, Iterable[str]] = {}
+        key = (self.hub.version, len(self.live.board.by_interface))
+        if self._audience_cache is not None and self._audience_cache[0] == key:
+            return self._audience_cache[1]
+        agents: dict[str, tuple[str, ...]] = {}
         supervisors = False
         for username, clients in list(self.hub.clients.items()):
             principal = next((c.principal for c in clients), None)
@@ -196,26 +231,92 @@ class StatsService:
             if principal.role in SUPERVISOR_ROLES:
                 supervisors = True
             else:
-                agents[username] = principal.interfaces
-        if supervisors:  # the whole-floor snapshot is the costly part: only for someone watching
-            self.hub.broadcast(self.live.snapshot(now), roles=SUPERVISOR_ROLES)
-        for gone in set(self._agent_sent) - set(agents):
+                agents[username] = tuple(principal.interfaces)
+        users_of: dict[str, list[str]] = {}
+        for username, interfaces in agents.items():
+            for interface in interfaces:
+                users_of.setdefault(interface, []).append(username)
+        # Rows are kept for whoever watches them: the whole floor with a supervisor connected,
+        # otherwise only the connected agents' own.
+        wanted = set(self.live.board.by_interface) if supervisors else set(users_of)
+        audience = _Audience(supervisors, agents, users_of, wanted)
+        self._audience_cache = (key, audience)
+        for gone in self._rows.keys() - wanted:
+            del self._rows[gone]
+        for gone in self._agent_sent.keys() - agents.keys():
             del self._agent_sent[gone]
-        if not heartbeat_due:
-            agents = {
-                u: i for u, i in agents.items() if u not in self._agent_sent or not self._dirty.isdisjoint(i)
-            }
-        self._dirty = set()
-        names = sorted(agents)
-        return [{n: agents[n] for n in names[i : i + AGENT_CHUNK]} for i in range(0, len(names), AGENT_CHUNK)]
+        return audience
 
-    def _push_agents(self, agents: dict[str, Iterable[str]], now: float, heartbeat_due: bool) -> None:
+    def _push(self, force: bool) -> Generator[None, None, bool]:
         assert self.hub is not None
-        for username, view in self.live.agent_views(agents, now).items():
-            # Only what changed: re-sending every unchanged view on each push would hold the
-            # event loop long enough to delay screen pops.
-            figures = (view["me"], view["queues"])
-            if self._agent_sent.get(username) == figures and not heartbeat_due:
-                continue
-            self._agent_sent[username] = figures
-            self.hub.send(username, view)
+        now = self.clock()
+        self.live.tick(now)
+        audience = self._audience()
+        todo = (self.live.take_dirty() & audience.wanted) | (audience.wanted - self._rows.keys())
+        # The heartbeat, spread: each push recomputes the rows that are oldest, enough of them
+        # for every row to be at most `heartbeat_s` old.
+        quota = max(AGENT_CHUNK, math.ceil(len(self._rows) * self.push_interval_s / self.heartbeat_s))
+        for interface, kept in self._rows.items():
+            if quota <= 0 or kept.at > now - self.heartbeat_s:
+                break
+            if interface not in todo:
+                todo.add(interface)
+                quota -= 1
+        yield
+        changed: set[str] = set()
+        for _ in self._refresh(sorted(todo), now, changed):
+            yield
+        heartbeat = now - self._pushed_at >= self.heartbeat_s
+        floor_due = force or heartbeat or bool(changed) or self.live.version != self._pushed_version
+        unsent = audience.agents.keys() - self._agent_sent.keys()
+        if not floor_due and not unsent:
+            return False
+        self.pushes += 1
+        if floor_due:
+            self._pushed_version, self._pushed_at = self.live.version, now
+            if audience.supervisors:  # the floor's snapshot is only built for someone watching
+                self.hub.broadcast_text(self._floor_text(now), roles=SUPERVISOR_ROLES)
+                yield
+        recipients = sorted(unsent.union(*(audience.users_of.get(i, ()) for i in todo)))
+        waiting = self.live.waiting_figures(now)
+        for start in range(0, len(recipients), AGENT_CHUNK):
+            for username in recipients[start : start + AGENT_CHUNK]:
+                self._send_view(username, audience.agents[username], now, waiting)
+            yield
+        return True
+
+    def _refresh(self, interfaces: list[str], now: float, changed: set[str] | None = None) -> Iterable[None]:
+        """Recompute these interfaces' rows, `AGENT_CHUNK` at a time (yielding between chunks)."""
+        for start in range(0, len(interfaces), AGENT_CHUNK):
+            chunk = interfaces[start : start + AGENT_CHUNK]
+            by_interface: dict[str, list[dict[str, Any]]] = {i: [] for i in chunk}
+            for row in self.live.agent_rows(chunk, now):
+                by_interface[row["interface"]].append(row)
+            for interface, rows in by_interface.items():
+                texts = [_dumps(r) for r in rows]
+                kept = self._rows.pop(interface, None)
+                if changed is not None and (kept is None or kept.texts != texts):
+                    changed.add(interface)
+                self._rows[interface] = _Rows(now, rows, texts)  # to the back: the freshest
+            self.rows_computed += len(chunk)
+            yield
+
+    def _floor_text(self, now: float) -> str:
+        """The supervisors' snapshot, its agents' part spliced from the rows' kept JSON."""
+        kept = [self._rows[i] for i in sorted(self._rows)]
+        floor = self.live.floor(now)
+        floor["agent_states"] = count_states(r for k in kept for r in k.rows)
+        agents = ",".join(t for k in kept for t in k.texts)
+        return _dumps(floor)[:-1] + ',"agents":[' + agents + "]}"
+
+    def _send_view(
+        self, username: str, interfaces: Iterable[str], now: float, waiting: Mapping[str, dict[str, Any]]
+    ) -> None:
+        assert self.hub is not None
+        me = [r for i in sorted(set(interfaces)) if i in self._rows for r in self._rows[i].rows]
+        view = self.live.agent_message(now, me, waiting)
+        figures = _dumps({"me": view["me"], "queues": view["queues"]})
+        if self._agent_sent.get(username) == figures:
+            return
+        self._agent_sent[username] = figures
+        self.hub.send_text(username, _dumps(view))

@@ -21,6 +21,10 @@ from cti.web.auth import Principal
 log = structlog.get_logger(__name__)
 
 
+def _dumps(payload: dict[str, Any]) -> str:
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+
+
 @dataclass(eq=False)
 class Client:
     principal: Principal
@@ -36,12 +40,14 @@ class Hub:
         self.client_queue = client_queue
         self.clients: dict[str, set[Client]] = {}
         self.slow_disconnects = 0
+        self.version = 0  # moves whenever a desktop connects or leaves
         self._closing: set[asyncio.Task[bool]] = set()
 
     def attach(self, principal: Principal, ws: web.WebSocketResponse) -> Client:
         client = Client(principal, ws, asyncio.Queue(self.client_queue))
         client.writer = asyncio.create_task(self._write(client), name=f"ws-writer:{principal.username}")
         self.clients.setdefault(principal.username, set()).add(client)
+        self.version += 1
         return client
 
     async def detach(self, client: Client) -> None:
@@ -50,6 +56,7 @@ class Hub:
             peers.discard(client)
             if not peers:
                 del self.clients[client.principal.username]
+            self.version += 1
         if client.writer is not None:
             client.writer.cancel()
             await asyncio.gather(client.writer, return_exceptions=True)
@@ -69,19 +76,22 @@ class Hub:
             task.add_done_callback(self._closing.discard)
 
     def send(self, username: str, payload: dict[str, Any]) -> None:
-        clients = self.clients.get(username)
-        if not clients:
-            return
-        text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
-        for client in list(clients):
+        if username in self.clients:
+            self.send_text(username, _dumps(payload))
+
+    def send_text(self, username: str, text: str) -> None:
+        """`send` for a payload already serialised (the stats push keeps its JSON)."""
+        for client in list(self.clients.get(username, ())):
             self._put(client, text)
 
     def send_to(self, client: Client, payload: dict[str, Any]) -> None:
-        self._put(client, json.dumps(payload, separators=(",", ":"), ensure_ascii=False))
+        self._put(client, _dumps(payload))
 
     def broadcast(self, payload: dict[str, Any], roles: Iterable[str] = ("supervisor", "admin")) -> None:
+        self.broadcast_text(_dumps(payload), roles)
+
+    def broadcast_text(self, text: str, roles: Iterable[str] = ("supervisor", "admin")) -> None:
         wanted = set(roles)
-        text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
         for clients in list(self.clients.values()):
             for client in list(clients):
                 if client.principal.role in wanted:

@@ -57,7 +57,8 @@ def _filters(request: web.Request) -> dict[str, Any]:
 
 def stats_routes(service: StatsService) -> list[web.RouteDef]:
     async def live(request: web.Request) -> web.Response:
-        return web.json_response(service.view_for(principal_of(request)))
+        text = await service.live_view(principal_of(request))
+        return web.Response(text=text, content_type="application/json")
 
     async def metrics(request: web.Request) -> web.Response:
         principal_of(request)
