@@ -1,12 +1,14 @@
 """Screen-pop latency: from the `AgentCalled` bytes written on the AMI socket to the pop frame
 received by the agent's WebSocket client.
 
-The daemon (SQLite file, in this process) reads a local AMI server; N agents (default 1,000) are
-logged in over real WebSockets on 127.0.0.1 from a second process, so the clients' CPU is not
-charged to the daemon's event loop. Calls ring one agent each at a steady rate. Both processes
-stamp with CLOCK_MONOTONIC (`time.monotonic`), which is system-wide on Linux.
+The daemon runs as in production (SQLite file, every consumer: pops, tickets, live statistics,
+the dialer) in this process. The AMI server is a second process, so that a stalled daemon cannot
+also delay the sender and hide its own stall; N agents (default 1,000) are logged in over real
+WebSockets on 127.0.0.1 from a third. Calls arrive at a steady rate and each rings one agent, is
+answered 0.5 s later (a ticket opens) and ends after 3 s of talk. Processes stamp with
+CLOCK_MONOTONIC (`time.monotonic`), which is system-wide on Linux.
 
-    python benchmarks/screenpop_latency.py [--agents 1000] [--calls 2000] [--rate 200]
+    python benchmarks/screenpop_latency.py [--agents 1000] [--calls 2000] [--rate 100]
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import heapq
 import json
 import os
 import statistics
@@ -24,6 +27,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+# Each call is answered this long after it rings and ends after this much talk: with 100 calls/s,
+# about 350 calls are in progress at any time, and each one opens and closes its ticket.
+ANSWER_AFTER_S = 0.5
+TALK_S = 3.0
 sys.path.insert(0, str(ROOT / "src"))
 
 
@@ -31,44 +38,44 @@ def frame(**headers: object) -> bytes:
     return ("\r\n".join(f"{k}: {v}" for k, v in headers.items()) + "\r\n\r\n").encode()
 
 
-def call_frames(n: int, agent: int) -> tuple[bytes, bytes]:
-    """A new call (Newchannel, QueueCallerJoin) and the AgentCalled that rings `agent`."""
-    uid = f"1800000000.{n}"
+def call_frames(n: int, agent: int) -> tuple[bytes, bytes, bytes, bytes]:
+    """One queue call, in the order and with the headers Asterisk sends (inbound_answered.ami):
+    the caller's channel joining the queue, `AgentCalled` ringing `agent`, the answer, and the
+    end (AgentComplete and the legs' hangups)."""
+    uid, dest_uid = f"1800000000.{n}", f"1800000001.{n}"
     caller = f"+336{10000000 + n:08d}"
     ch = f"PJSIP/trunk-{n:08x}"
-    setup = frame(
-        Event="Newchannel",
-        Channel=ch,
-        CallerIDNum=caller,
-        CallerIDName="Bench",
-        Uniqueid=uid,
-        Linkedid=uid,
-        Context="ivr",
-        Exten="s",
-    ) + frame(
-        Event="QueueCallerJoin",
-        Channel=ch,
-        Uniqueid=uid,
-        Linkedid=uid,
-        Queue="support",
-        Position=1,
-        Count=1,
-        CallerIDNum=caller,
+    interface = f"PJSIP/{5000 + agent}"
+    dest = f"{interface}-{n:08x}"
+    party = {"Channel": ch, "Uniqueid": uid, "Linkedid": uid, "CallerIDNum": caller, "CallerIDName": "Bench"}
+    member = {
+        "DestChannel": dest,
+        "DestUniqueid": dest_uid,
+        "DestLinkedid": uid,
+        "Queue": "support",
+        "Interface": interface,
+        "MemberName": f"agent{agent}",
+    }
+    setup = frame(Event="Newchannel", Context="ivr", Exten="s", **party) + frame(
+        Event="QueueCallerJoin", Queue="support", Position=1, Count=1, **party
     )
     ring = frame(
-        Event="AgentCalled",
-        Channel=ch,
-        Uniqueid=uid,
+        Event="Newchannel",
+        Channel=dest,
+        Uniqueid=dest_uid,
         Linkedid=uid,
-        Queue="support",
-        Interface=f"PJSIP/{5000 + agent}",
-        MemberName=f"agent{agent}",
-        DestChannel=f"PJSIP/{5000 + agent}-{n:08x}",
-        DestUniqueid=f"1800000001.{n}",
-        DestLinkedid=uid,
         CallerIDNum=caller,
+        Context="agents",
+    ) + frame(Event="AgentCalled", **party, **member)
+    answer = frame(Event="QueueCallerLeave", Queue="support", Position=1, Count=0, **party) + frame(
+        Event="AgentConnect", HoldTime=1, RingTime=1, **party, **member
     )
-    return setup, ring
+    end = (
+        frame(Event="AgentComplete", HoldTime=1, TalkTime=3, Reason="agent", **party, **member)
+        + frame(Event="Hangup", Channel=dest, Uniqueid=dest_uid, Linkedid=uid, Cause=16)
+        + frame(Event="Hangup", Cause=16, **party)
+    )
+    return setup, ring, answer, end
 
 
 async def clients_main(url: str, tokens: list[str]) -> None:
@@ -85,7 +92,8 @@ async def clients_main(url: str, tokens: list[str]) -> None:
                 at = time.monotonic()
                 data = json.loads(msg.data)
                 if data["type"] == "pop":
-                    received[data["pop"]["linkedid"]] = at
+                    # The first frame of a call's pop: the answer and the end update it later.
+                    received.setdefault(data["pop"]["linkedid"], at)
                     if len(received) >= expected:
                         done.set()
 
@@ -140,10 +148,19 @@ async def pbx_main(calls: int, agents: int, rate: float) -> None:
     await asyncio.wait_for(connected.wait(), 10)
     writer = writers[-1]
     sent: dict[str, float] = {}
+    later: list[tuple[float, int, bytes]] = []  # (when, call, frames): answers and hang-ups
     interval = 1.0 / rate
     start = time.monotonic()
+
+    async def flush_due(until: float) -> None:
+        while later and later[0][0] <= until:
+            _, _, data = heapq.heappop(later)
+            writer.write(data)
+        await writer.drain()
+
     for n in range(calls):
-        setup, ring = call_frames(n, n % agents)
+        setup, ring, answer, end = call_frames(n, n % agents)
+        await flush_due(time.monotonic())
         writer.write(setup)
         await writer.drain()
         # The call exists (and its customer lookup has started) before it rings, as with a real
@@ -152,8 +169,14 @@ async def pbx_main(calls: int, agents: int, rate: float) -> None:
         sent[f"1800000000.{n}"] = time.monotonic()
         writer.write(ring)
         await writer.drain()
+        rang = time.monotonic()
+        heapq.heappush(later, (rang + ANSWER_AFTER_S, n, answer))
+        heapq.heappush(later, (rang + ANSWER_AFTER_S + TALK_S, n, end))
         delay = start + (n + 1) * interval - time.monotonic()
         await asyncio.sleep(max(0.0, delay))
+    while later:
+        await asyncio.sleep(max(0.0, later[0][0] - time.monotonic()))
+        await flush_due(time.monotonic())
     print(json.dumps(sent), flush=True)
     await loop.run_in_executor(None, sys.stdin.readline)  # stay up until the daemon is done
     server.close()
@@ -248,7 +271,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--agents", type=int, default=1000)
     parser.add_argument("--calls", type=int, default=2000)
-    parser.add_argument("--rate", type=float, default=200.0, help="calls per second")
+    parser.add_argument("--rate", type=float, default=100.0, help="calls per second")
     parser.add_argument("--clients", help=argparse.SUPPRESS)
     parser.add_argument("--pbx", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from cti.bus import EventBus
 from cti.calls import events as ev
@@ -67,3 +68,34 @@ async def test_taps_run_inline_and_a_raising_tap_is_isolated() -> None:
     bus.tap("pops", lambda e: seen.append(e.at))
     bus.publish(_event(1))
     assert seen == [1.0]  # delivered before publish returned, despite the raising tap before it
+
+
+async def test_a_consumer_with_a_backlog_lets_the_loop_run_between_slices() -> None:
+    """A burst queued for a slow consumer must not hold the loop until it is all handled: the
+    screen pops share that loop."""
+    bus = EventBus()
+    handled: list[float] = []
+
+    def slow(e: ev.Event) -> None:
+        until = time.perf_counter() + 0.0002  # 0.2 ms of work per event
+        while time.perf_counter() < until:
+            pass
+        handled.append(e.at)
+
+    bus.consume("slow", slow)
+    for i in range(500):
+        bus.publish(_event(i))
+    seen_while_busy: list[int] = []
+
+    async def other() -> None:
+        while len(handled) < 500:
+            seen_while_busy.append(len(handled))
+            await asyncio.sleep(0)
+
+    await asyncio.gather(other(), bus.drain(5.0))
+    # The other task ran many times while the backlog was being worked through, each time
+    # after a slice of events, not only once the queue was empty.
+    turns = [n for n in seen_while_busy if 0 < n < 500]
+    assert len(turns) >= 10
+    assert handled == [float(i) for i in range(500)]
+    await bus.close()

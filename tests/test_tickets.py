@@ -448,6 +448,25 @@ async def test_holding_delays_the_breach(service: TicketService, clock: Clock) -
     assert [b.ticket["breached_at"] for b in await service.check_breaches(T0 + 900)] == [T0 + 900]
 
 
+async def test_the_sweep_loads_only_tickets_that_can_fall_due(
+    service: TicketService, engine: AsyncEngine, clock: Clock
+) -> None:
+    """A thousand agents keep a thousand tickets open: a pass must not load them all, and
+    must still breach each one at its exact instant."""
+    first = await answered(service)
+    clock.advance(500)
+    for n in range(30):
+        await service.open_for_answer(SERVER, f"{CALL}-{n}", f"agent{n}", "support", None)
+    async with session_factory(engine)() as session:
+        # 600 s targets: by T0 + 560 only the first ticket can be due within the next 60 s.
+        assert [t.id for t in await service._breach_candidates(session, T0 + 560 + 60)] == [first.id]
+    sweep = await service.breach_sweep(T0 + 560)
+    assert (sweep.breached, sweep.next_due_at) == ([], T0 + 600)
+    assert [b.ticket_id for b in await service.check_breaches(T0 + 600)] == [first.id]
+    late = await service.check_breaches(T0 + 1100)
+    assert sorted(b.ticket["breached_at"] for b in late) == [T0 + 1100] * 30
+
+
 async def test_a_breach_the_watcher_missed_is_stored_by_the_next_change(
     service: TicketService, published: list[Event], clock: Clock
 ) -> None:

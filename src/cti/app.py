@@ -16,6 +16,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from cti import gc_policy
 from cti.ami import commands
 from cti.ami.link import AmiLink
 from cti.bus import EventBus
@@ -88,6 +89,7 @@ class Daemon:
             self._spawn(link.run(), f"ami:{server.name}")
         self._spawn(self._tick(), "tracker-tick")
         await self._start_desk()
+        gc_policy.after_startup()
         log.info("cti started", servers=[s.name for s in self.settings.asterisk], database=redact_url(db.url))
 
     async def _start_desk(self) -> None:

@@ -8,6 +8,7 @@ logged once per burst), so one stuck consumer can never hold up the tracker or t
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -18,6 +19,7 @@ from cti.calls.events import Event
 log = structlog.get_logger(__name__)
 
 Handler = Callable[[Event], Awaitable[None] | None]
+SLICE_S = 0.001
 
 
 @dataclass
@@ -89,9 +91,20 @@ class EventBus:
         return task
 
     async def _pump(self, sub: Subscription, handler: Handler) -> None:
+        # `Queue.get` does not yield while events are queued: a consumer with a backlog (the
+        # statistics after a burst) would hold the loop, and the screen pops, until it is empty.
+        # It gives the loop a turn every `SLICE_S` of work instead.
+        slice_started = time.perf_counter()
         try:
             while True:
-                event = await sub.queue.get()
+                if sub.queue.empty():
+                    event = await sub.queue.get()  # waits: the loop runs the others meanwhile
+                    slice_started = time.perf_counter()
+                else:
+                    if time.perf_counter() - slice_started > SLICE_S:
+                        await asyncio.sleep(0)
+                        slice_started = time.perf_counter()
+                    event = sub.queue.get_nowait()
                 try:
                     result = handler(event)
                     if result is not None:

@@ -102,7 +102,8 @@ class _Audience:
     supervisors: bool  # at least one connected
     agents: dict[str, tuple[str, ...]]  # username -> interfaces
     users_of: dict[str, list[str]]  # interface -> usernames
-    wanted: set[str]  # the interfaces whose rows are kept
+    wanted: set[str] | None = None  # the interfaces whose rows are kept
+    floor: int = -1  # how many interfaces the board knew when `wanted` was made
 
 
 def _dumps(payload: Any) -> str:
@@ -132,7 +133,7 @@ class StatsService:
         # Least recently computed first: the heartbeat's slice is taken from the front.
         self._rows: OrderedDict[str, _Rows] = OrderedDict()
         self._agent_sent: dict[str, str] = {}  # username -> their last view, without its `now`
-        self._audience_cache: tuple[tuple[int, int], _Audience] | None = None
+        self._audience_cache: tuple[int, _Audience] | None = None
         self._task: asyncio.Task[None] | None = None
         self._pushed_version = -1
         self._pushed_at = 0.0
@@ -216,12 +217,31 @@ class StatsService:
             return bool(done.value)
 
     def _audience(self) -> _Audience:
-        """Who is connected (rebuilt only when a desktop connects or leaves, or the floor grows:
-        walking a thousand desktops on every push would itself hold the loop)."""
+        """Who is connected, rebuilt only when a desktop connects or leaves (walking a thousand
+        desktops on every push would itself hold the loop); with a supervisor watching, the rows
+        kept follow the floor as the board learns agents."""
         assert self.hub is not None
-        key = (self.hub.version, len(self.live.board.by_interface))
-        if self._audience_cache is not None and self._audience_cache[0] == key:
-            return self._audience_cache[1]
+        cached = self._audience_cache
+        if cached is None or cached[0] != self.hub.version:
+            cached = (self.hub.version, self._connected())
+            self._audience_cache = cached
+            for gone in self._agent_sent.keys() - cached[1].agents.keys():
+                del self._agent_sent[gone]
+        audience = cached[1]
+        floor = len(self.live.board.by_interface)
+        if audience.floor != floor or audience.wanted is None:
+            # Rows are kept for whoever watches them: the whole floor with a supervisor
+            # connected, otherwise only the connected agents' own.
+            audience.wanted = (
+                set(self.live.board.by_interface) if audience.supervisors else set(audience.users_of)
+            )
+            audience.floor = floor
+            for gone in self._rows.keys() - audience.wanted:
+                del self._rows[gone]
+        return audience
+
+    def _connected(self) -> _Audience:
+        assert self.hub is not None
         agents: dict[str, tuple[str, ...]] = {}
         supervisors = False
         for username, clients in list(self.hub.clients.items()):
@@ -236,23 +256,15 @@ class StatsService:
         for username, interfaces in agents.items():
             for interface in interfaces:
                 users_of.setdefault(interface, []).append(username)
-        # Rows are kept for whoever watches them: the whole floor with a supervisor connected,
-        # otherwise only the connected agents' own.
-        wanted = set(self.live.board.by_interface) if supervisors else set(users_of)
-        audience = _Audience(supervisors, agents, users_of, wanted)
-        self._audience_cache = (key, audience)
-        for gone in self._rows.keys() - wanted:
-            del self._rows[gone]
-        for gone in self._agent_sent.keys() - agents.keys():
-            del self._agent_sent[gone]
-        return audience
+        return _Audience(supervisors, agents, users_of)
 
     def _push(self, force: bool) -> Generator[None, None, bool]:
         assert self.hub is not None
         now = self.clock()
         self.live.tick(now)
         audience = self._audience()
-        todo = (self.live.take_dirty() & audience.wanted) | (audience.wanted - self._rows.keys())
+        wanted = audience.wanted or set()
+        todo = (self.live.take_dirty() & wanted) | (wanted - self._rows.keys())
         # The heartbeat, spread: each push recomputes the rows that are oldest, enough of them
         # for every row to be at most `heartbeat_s` old.
         quota = max(AGENT_CHUNK, math.ceil(len(self._rows) * self.push_interval_s / self.heartbeat_s))

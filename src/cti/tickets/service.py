@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import cast
 
 import structlog
-from sqlalchemy import Select, select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm.attributes import flag_modified
 
@@ -242,22 +242,28 @@ class TicketService:
         """Store and publish every breach not yet stored; each ticket breaches once."""
         return (await self.breach_sweep(now)).breached
 
-    async def breach_sweep(self, now: float | None = None) -> BreachSweep:
-        """`check_breaches`, plus when the next breach falls due (the watcher sleeps until then)."""
+    async def breach_sweep(self, now: float | None = None, lookahead_s: float = 60.0) -> BreachSweep:
+        """`check_breaches`, plus when the next breach falls due (the watcher sleeps until then,
+        or its regular interval); exact for every breach due within `lookahead_s`."""
         async with self._writing(now) as unit:
-            candidates = await self._breach_candidates(unit.session)
+            candidates = await self._breach_candidates(unit.session, unit.now + lookahead_s)
             for row in candidates:
                 await self._store_breach_once(unit, row)
             views = [_view(row) for row in candidates if row.breached_at is None]
             breached = [e for e in unit.events if isinstance(e, TicketSlaBreached)]
             return BreachSweep(breached, next_breach_at(views, unit.now))
 
-    async def _breach_candidates(self, session: AsyncSession) -> Sequence[Ticket]:
-        # Only a running chronometer can reach its target; the open tickets are few (one or two
-        # per agent), so the due instant is computed here rather than in backend-specific SQL.
-        query = select(Ticket).where(
-            Ticket.status == "open", Ticket.breached_at.is_(None), Ticket.sla_target_s.is_not(None)
-        )
+    async def _breach_candidates(self, session: AsyncSession, until: float) -> Sequence[Ticket]:
+        """The running, unbreached tickets that can be due by `until`. A floor of a thousand agents
+        keeps a thousand or more tickets open: loading them all on every pass held the event loop
+        (and the screen pops) for tens of milliseconds. A ticket is due no earlier than its opening
+        plus the shortest target, so only those opened long enough ago are loaded (`opened_at` is
+        indexed); the due instant itself is computed here rather than in backend-specific SQL."""
+        pending = (Ticket.status == "open", Ticket.breached_at.is_(None), Ticket.sla_target_s.is_not(None))
+        shortest = await session.scalar(select(func.min(Ticket.sla_target_s)).where(*pending))
+        if shortest is None:
+            return []
+        query = select(Ticket).where(*pending, Ticket.opened_at <= _utc(until - shortest))
         return (await session.scalars(query)).all()
 
     async def _store_breach_once(self, unit: _Unit, row: Ticket) -> None:
