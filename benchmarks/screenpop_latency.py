@@ -4,7 +4,8 @@ received by the agent's WebSocket client.
 The daemon runs as in production (SQLite file, every consumer: pops, tickets, live statistics,
 the dialer) in this process. The AMI server is a second process, so that a stalled daemon cannot
 also delay the sender and hide its own stall; N agents (default 1,000) are logged in over real
-WebSockets on 127.0.0.1 from a third. Calls arrive at a steady rate and each rings one agent, is
+WebSockets on 127.0.0.1 from a third. Calls arrive at a steady rate; each spends 1 s in the IVR,
+then joins the queue and rings one agent (the frames and headers of inbound_answered.ami), is
 answered 0.5 s later (a ticket opens) and ends after 3 s of talk. Processes stamp with
 CLOCK_MONOTONIC (`time.monotonic`), which is system-wide on Linux.
 
@@ -27,8 +28,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-# Each call is answered this long after it rings and ends after this much talk: with 100 calls/s,
-# about 350 calls are in progress at any time, and each one opens and closes its ticket.
+# Each call spends this long in the IVR before it rings, is answered this long after it rings and
+# ends after this much talk: with 100 calls/s, about 450 calls are in progress at any time, and
+# each one opens its ticket.
+IVR_S = 1.0
 ANSWER_AFTER_S = 0.5
 TALK_S = 3.0
 sys.path.insert(0, str(ROOT / "src"))
@@ -56,17 +59,21 @@ def call_frames(n: int, agent: int) -> tuple[bytes, bytes, bytes, bytes]:
         "Interface": interface,
         "MemberName": f"agent{agent}",
     }
-    setup = frame(Event="Newchannel", Context="ivr", Exten="s", **party) + frame(
-        Event="QueueCallerJoin", Queue="support", Position=1, Count=1, **party
+    # As in the capture: the call starts in the IVR (its lookup starts then) and, seconds later,
+    # joins the queue, and Asterisk rings a free agent in the same instant.
+    setup = frame(Event="Newchannel", Context="ivr", Exten="s", **party)
+    ring = (
+        frame(Event="QueueCallerJoin", Queue="support", Position=1, Count=1, **party)
+        + frame(
+            Event="Newchannel",
+            Channel=dest,
+            Uniqueid=dest_uid,
+            Linkedid=uid,
+            CallerIDNum=caller,
+            Context="agents",
+        )
+        + frame(Event="AgentCalled", **party, **member)
     )
-    ring = frame(
-        Event="Newchannel",
-        Channel=dest,
-        Uniqueid=dest_uid,
-        Linkedid=uid,
-        CallerIDNum=caller,
-        Context="agents",
-    ) + frame(Event="AgentCalled", **party, **member)
     answer = frame(Event="QueueCallerLeave", Queue="support", Position=1, Count=0, **party) + frame(
         Event="AgentConnect", HoldTime=1, RingTime=1, **party, **member
     )
@@ -148,35 +155,27 @@ async def pbx_main(calls: int, agents: int, rate: float) -> None:
     await asyncio.wait_for(connected.wait(), 10)
     writer = writers[-1]
     sent: dict[str, float] = {}
-    later: list[tuple[float, int, bytes]] = []  # (when, call, frames): answers and hang-ups
-    interval = 1.0 / rate
-    start = time.monotonic()
-
-    async def flush_due(until: float) -> None:
-        while later and later[0][0] <= until:
-            _, _, data = heapq.heappop(later)
-            writer.write(data)
-        await writer.drain()
-
+    # (when, order, call, frames, is the ring): every frame of every call, in time order.
+    plan: list[tuple[float, int, int, bytes, bool]] = []
+    first_ring = time.monotonic() + IVR_S
     for n in range(calls):
         setup, ring, answer, end = call_frames(n, n % agents)
-        await flush_due(time.monotonic())
-        writer.write(setup)
-        await writer.drain()
-        # The call exists (and its customer lookup has started) before it rings, as with a real
-        # queue, where the caller waits seconds before the first agent is called.
-        await asyncio.sleep(min(interval / 2, 0.002))
-        sent[f"1800000000.{n}"] = time.monotonic()
-        writer.write(ring)
-        await writer.drain()
-        rang = time.monotonic()
-        heapq.heappush(later, (rang + ANSWER_AFTER_S, n, answer))
-        heapq.heappush(later, (rang + ANSWER_AFTER_S + TALK_S, n, end))
-        delay = start + (n + 1) * interval - time.monotonic()
-        await asyncio.sleep(max(0.0, delay))
-    while later:
-        await asyncio.sleep(max(0.0, later[0][0] - time.monotonic()))
-        await flush_due(time.monotonic())
+        at = first_ring + n / rate
+        plan += [
+            (at - IVR_S, 4 * n, n, setup, False),
+            (at, 4 * n + 1, n, ring, True),
+            (at + ANSWER_AFTER_S, 4 * n + 2, n, answer, False),
+            (at + ANSWER_AFTER_S + TALK_S, 4 * n + 3, n, end, False),
+        ]
+    heapq.heapify(plan)
+    while plan:
+        await asyncio.sleep(max(0.0, plan[0][0] - time.monotonic()))
+        while plan and plan[0][0] <= time.monotonic():
+            _, _, n, data, is_ring = heapq.heappop(plan)
+            if is_ring:
+                sent[f"1800000000.{n}"] = time.monotonic()
+            writer.write(data)
+            await writer.drain()
     print(json.dumps(sent), flush=True)
     await loop.run_in_executor(None, sys.stdin.readline)  # stay up until the daemon is done
     server.close()
