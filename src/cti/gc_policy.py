@@ -27,10 +27,20 @@ log = structlog.get_logger(__name__)
 THRESHOLDS = (700, 10, 100)
 
 
-def after_startup() -> None:
+_done = False
+
+
+def after_startup() -> bool:
+    """Once per process (a daemon starts once; a test process starts many, and freezing again
+    would keep the cycles of every finished daemon forever). True when it acted."""
+    global _done
+    if _done:
+        return False
+    _done = True
     gc.collect()
     gc.freeze()
     gc.set_threshold(*THRESHOLDS)
     log.debug(
         "start-up objects frozen for the collector", frozen=gc.get_freeze_count(), thresholds=THRESHOLDS
     )
+    return True
