@@ -161,15 +161,9 @@ class StatsService:
         await self.spans.close()
 
     # ------------------------------------------------------------------ reading
-    def view_for(self, principal: PrincipalLike) -> dict[str, Any]:
-        """Supervisors see everything; an agent sees their own figures and their queues.
-        (Every row computed at once: for tools and tests; the daemon uses `live_view`.)"""
-        if principal.role in SUPERVISOR_ROLES:
-            return self.live.snapshot()
-        return self.live.agent_view(principal.interfaces)
-
     async def live_view(self, principal: PrincipalLike) -> str:
-        """`view_for` as JSON, built like a push (kept rows, a few recomputed between yields) so
+        """What `GET /api/stats/live` returns, as JSON: supervisors see the floor, an agent their own
+        figures and their queues. Built like a push (kept rows, a few recomputed between yields) so
         that a wallboard loading does not stall the screen pops of a large floor."""
         if principal.role not in SUPERVISOR_ROLES:
             return _dumps(self.live.agent_view(principal.interfaces))
