@@ -9,6 +9,8 @@ wrap-up › paused › available (docs/metrics.md).
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -122,6 +124,11 @@ class AgentBoard:
         self._outbound_calls: dict[tuple[str, str], None] = {}
         self._by_call: dict[tuple[str, str], set[str]] = {}
         self._undated: list[AgentStatus] = []
+        # Wrap-ups by end time, so `tick` (on every event) costs the wrap-ups that ended rather
+        # than a scan of the floor. Entries are not removed when a wrap-up is cut short: `tick`
+        # skips those whose end no longer matches the agent's.
+        self._wrapups: list[tuple[float, int, AgentStatus]] = []
+        self._wrapup_order = itertools.count()
 
     def feed(self, event: ev.Event) -> list[Span]:
         if event.at > 0 and self._undated:
@@ -143,9 +150,10 @@ class AgentBoard:
     def tick(self, now: float) -> list[Span]:
         """Wrap-up ends with time, not with an event."""
         out: list[Span] = []
-        for agent in self.agents.values():
-            if agent.wrapup_until is not None and now >= agent.wrapup_until:
-                out.extend(self._settle(agent, agent.wrapup_until))
+        while self._wrapups and self._wrapups[0][0] <= now:
+            until, _, agent = heapq.heappop(self._wrapups)
+            if agent.wrapup_until == until:
+                out.extend(self._settle(agent, until))
                 agent.wrapup_until = None
         return out
 
@@ -239,6 +247,8 @@ class AgentBoard:
         agent.wrapup_queue = e.queue
         wrapup = self.thresholds.for_queue(e.queue).wrapup_s
         agent.wrapup_until = e.at + wrapup if wrapup > 0 else None
+        if agent.wrapup_until is not None:
+            heapq.heappush(self._wrapups, (agent.wrapup_until, next(self._wrapup_order), agent))
 
     def _on_call_ended(self, e: ev.CallEnded) -> list[Span]:
         key = (e.server, e.linkedid)
