@@ -150,6 +150,34 @@ async def test_utf8_split_between_two_tcp_writes_arrives_intact(
     assert data[:cut] in reads and data[cut:] in reads
 
 
+async def test_a_failure_handling_received_bytes_drops_the_connection_and_reconnects(
+    fake: FakeAmi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The bytes are handled inside the loop's read callback: a bug there (the callbacks are
+    # isolated, the parser is not) must end this session cleanly, not leave a link that reads
+    # nothing more.
+    feed = AmiLink._feed
+
+    def broken_once(self: AmiLink, conn: Any, data: bytes) -> None:
+        if b"Explode" in data:
+            raise ValueError("a bug in the parser")
+        feed(self, conn, data)
+
+    monkeypatch.setattr(AmiLink, "_feed", broken_once)
+    recorder = Recorder()
+    link = AmiLink(server_for(fake), recorder.on_message, on_disconnected=recorder.on_disconnected)
+    with capture_logs() as logs:
+        async with running(link):
+            await connected_link(link, fake)
+            await fake.push(frame(Event="Explode"))
+            await eventually(lambda: recorder.disconnects)
+            assert recorder.disconnects == ["reader failed"]
+            await connected_link(link, fake, logins=2)
+            await fake.push(frame(Event="Newchannel", Channel="PJSIP/100-00000002"))
+            await eventually(lambda: recorder.named("Newchannel"))
+    assert [e["log_level"] for e in logs if e["event"] == "AMI reader failed"] == ["error"]
+
+
 # 3
 async def test_a_silent_peer_is_detected_and_the_link_reconnects(fake: FakeAmi) -> None:
     recorder = Recorder()

@@ -29,7 +29,6 @@ OnDisconnected = Callable[[str], object]
 
 # The first retry comes within half a second; later ones double up to the server's cap.
 BACKOFF_BASE_S = 0.5
-READ_CHUNK = 1 << 16
 # Logoff is a courtesy to Asterisk: shutdown must not wait long for it.
 LOGOFF_TIMEOUT_S = 1.0
 CLOSE_TIMEOUT_S = 1.0
@@ -97,17 +96,48 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
+class _Protocol(asyncio.StreamReaderProtocol):
+    """Hands each chunk Asterisk sends to the link inside the loop's own read callback.
+
+    Through a StreamReader, a chunk would wait for the reading task's turn on the loop, behind
+    every callback already ready: a wait that every screen pop paid. The StreamReader is still
+    told of EOF and of a lost connection; it never holds data."""
+
+    def __init__(self, reader: asyncio.StreamReader) -> None:
+        super().__init__(reader)
+        self._on_data: Callable[[bytes], None] | None = None
+        self._early: list[bytes] = []
+
+    def deliver_to(self, on_data: Callable[[bytes], None]) -> None:
+        self._on_data = on_data
+        early, self._early = self._early, []
+        for data in early:  # bytes that came before the link took the connection
+            on_data(data)
+
+    def data_received(self, data: bytes) -> None:
+        if self._on_data is None:
+            self._early.append(data)
+        else:
+            self._on_data(data)
+
+
 class _Connection:
     """One TCP connection: its parser, the replies awaited on it, and why it ended."""
 
     def __init__(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, events: frozenset[str] | None
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        protocol: _Protocol,
+        events: frozenset[str] | None,
     ) -> None:
         self.reader = reader
         self.writer = writer
+        self.protocol = protocol
         self.parser = AmiParser(events=events)
         self.replies: dict[str, _Reply] = {}
         self.down: str | None = None
+        self.failure: str | None = None  # set when handling received bytes failed
 
     def shut(self, reason: str) -> None:
         """Mark the connection dead and fail every awaited reply now, not at its timeout."""
@@ -316,15 +346,22 @@ class AmiLink:
 
     async def _connect(self) -> _Connection | None:
         server = self.server
+        loop = asyncio.get_running_loop()
+        # asyncio.open_connection, with the protocol that feeds the parser directly.
+        reader = asyncio.StreamReader()
+        protocol = _Protocol(reader)
         try:
             async with asyncio.timeout(server.connect_timeout_s):
-                reader, writer = await asyncio.open_connection(server.host, server.port)
+                transport, _ = await loop.create_connection(lambda: protocol, server.host, server.port)
         except (OSError, TimeoutError) as exc:
             self.log.warning(
                 "AMI connect failed", host=server.host, port=server.port, error=str(exc) or type(exc).__name__
             )
             return None
-        return _Connection(reader, writer, self._events)
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        conn = _Connection(reader, writer, protocol, self._events)
+        protocol.deliver_to(partial(self._received, conn))
+        return conn
 
     async def _login(self, conn: _Connection) -> bool:
         server = self.server
@@ -350,19 +387,26 @@ class AmiLink:
         self.log.info("AMI connected", host=server.host, port=server.port, banner=self.banner)
         return True
 
-    async def _read(self, conn: _Connection) -> None:
-        reason = "connection closed by Asterisk"
+    def _received(self, conn: _Connection, data: bytes) -> None:
+        if conn.failure is not None:
+            return
         try:
-            while data := await conn.reader.read(READ_CHUNK):
-                self._feed(conn, data)
-        except OSError as exc:
-            reason = f"connection lost: {str(exc) or type(exc).__name__}"
+            self._feed(conn, data)
         except Exception:
             self.log.exception("AMI reader failed")
-            reason = "reader failed"
+            conn.failure = "reader failed"
+            conn.writer.transport.abort()  # ends `_read`, hence the session: it reconnects
+
+    async def _read(self, conn: _Connection) -> None:
+        """Return when the connection ends (the bytes themselves go to `_received`)."""
+        reason = "connection closed by Asterisk"
+        try:
+            await conn.reader.read()  # EOF or the connection's loss: the reader never holds data
+        except OSError as exc:
+            reason = f"connection lost: {str(exc) or type(exc).__name__}"
         finally:
             # Fail the awaited replies now: a list cut in the middle must not wait for its timeout.
-            conn.shut(reason)
+            conn.shut(conn.failure or reason)
 
     async def _keepalive(self, conn: _Connection) -> None:
         """Return when the peer is dead: a Ping sent one interval after the last answer and

@@ -1,14 +1,18 @@
-"""The WebSocket hub: one bounded outgoing queue and one writer task per connected desktop.
+"""The WebSocket hub: frames go to each connected desktop as they are produced.
 
-`send` never blocks. A desktop that does not keep up (its queue is full) is disconnected, not
-waited for: it reconnects and resumes (its current pop and open tickets are sent again), so one
-slow or dead client never delays the others.
+`send` never blocks. A frame is written at once, on the producer's own step (see `cti.eager`:
+through a writer task it would first wait for its turn on the loop, and a screen pop must not);
+only while a desktop's socket is full do its frames wait, in a bounded backlog drained by a task.
+A desktop that does not keep up (its backlog is full) is disconnected, not waited for: it
+reconnects and resumes (its current pop and open tickets are sent again), so one slow or dead
+client never delays the others.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +20,7 @@ from typing import Any
 import structlog
 from aiohttp import WSCloseCode, web
 
+from cti.eager import start_eagerly
 from cti.web.auth import Principal
 
 log = structlog.get_logger(__name__)
@@ -29,10 +34,12 @@ def _dumps(payload: dict[str, Any]) -> str:
 class Client:
     principal: Principal
     ws: web.WebSocketResponse
-    queue: asyncio.Queue[str]
-    writer: asyncio.Task[None] | None = None
+    # Frames produced while a send waits for the socket to drain, in order.
+    backlog: deque[str] = field(default_factory=deque)
+    # The task finishing that send and then the backlog; None when the socket keeps up.
+    flusher: asyncio.Task[None] | None = None
     dropped: bool = False
-    sent: int = field(default=0)
+    sent: int = 0
 
 
 class Hub:
@@ -44,8 +51,7 @@ class Hub:
         self._closing: set[asyncio.Task[bool]] = set()
 
     def attach(self, principal: Principal, ws: web.WebSocketResponse) -> Client:
-        client = Client(principal, ws, asyncio.Queue(self.client_queue))
-        client.writer = asyncio.create_task(self._write(client), name=f"ws-writer:{principal.username}")
+        client = Client(principal, ws)
         self.clients.setdefault(principal.username, set()).add(client)
         self.version += 1
         return client
@@ -57,16 +63,20 @@ class Hub:
             if not peers:
                 del self.clients[client.principal.username]
             self.version += 1
-        if client.writer is not None:
-            client.writer.cancel()
-            await asyncio.gather(client.writer, return_exceptions=True)
+        client.dropped = True
+        client.backlog.clear()
+        if client.flusher is not None:
+            client.flusher.cancel()
+            await asyncio.gather(client.flusher, return_exceptions=True)
 
     def _put(self, client: Client, text: str) -> None:
         if client.dropped:
             return
-        try:
-            client.queue.put_nowait(text)
-        except asyncio.QueueFull:
+        if client.flusher is None:
+            self._send_now(client, text)
+        elif len(client.backlog) < self.client_queue:
+            client.backlog.append(text)
+        else:
             client.dropped = True
             self.slow_disconnects += 1
             log.warning("desktop too slow, disconnecting it", agent=client.principal.username)
@@ -97,14 +107,29 @@ class Hub:
                 if client.principal.role in wanted:
                     self._put(client, text)
 
-    async def _write(self, client: Client) -> None:
+    def _send_now(self, client: Client, text: str) -> None:
         try:
-            while True:
-                text = await client.queue.get()
-                await client.ws.send_str(text)
+            rest = start_eagerly(client.ws.send_str(text))
+        except (ConnectionResetError, RuntimeError):
+            return  # the socket went away; the reader side detaches the client
+        if rest is None:
+            client.sent += 1
+        else:  # the frame is buffered but the socket is full: later frames wait their turn
+            client.flusher = asyncio.create_task(
+                self._flush(client, rest), name=f"ws-flush:{client.principal.username}"
+            )
+
+    async def _flush(self, client: Client, rest: asyncio.Task[None]) -> None:
+        try:
+            await rest
+            client.sent += 1
+            while client.backlog:
+                await client.ws.send_str(client.backlog.popleft())
                 client.sent += 1
         except (ConnectionResetError, RuntimeError):
             pass  # the socket went away; the reader side detaches the client
+        finally:
+            client.flusher = None
 
     async def close(self) -> None:
         for clients in list(self.clients.values()):

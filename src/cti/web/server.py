@@ -172,7 +172,9 @@ async def page(request: web.Request) -> web.StreamResponse:
 async def websocket(request: web.Request) -> web.WebSocketResponse:
     ctx = request.app[CTX]
     principal = principal_of(request)
-    ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=64 * 1024)
+    # No permessage-deflate: desktops sit on the LAN, and compressing every frame once per
+    # desktop (the same stats frame a thousand times) costs the loop that carries the pops.
+    ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=64 * 1024, compress=False)
     await ws.prepare(request)
     client = ctx.hub.attach(principal, ws)
     log.info("desktop connected", agent=principal.username)
