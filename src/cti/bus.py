@@ -8,18 +8,17 @@ logged once per burst), so one stuck consumer can never hold up the tracker or t
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import structlog
 
 from cti.calls.events import Event
+from cti.slices import Slice, next_turn
 
 log = structlog.get_logger(__name__)
 
 Handler = Callable[[Event], Awaitable[None] | None]
-SLICE_S = 0.001
 
 
 @dataclass
@@ -93,17 +92,19 @@ class EventBus:
     async def _pump(self, sub: Subscription, handler: Handler) -> None:
         # `Queue.get` does not yield while events are queued: a consumer with a backlog (the
         # statistics after a burst) would hold the loop, and the screen pops, until it is empty.
-        # It gives the loop a turn every `SLICE_S` of work instead.
-        slice_started = time.perf_counter()
+        # It works in slices instead, taking turns with the other background work
+        # (`cti.slices`), so the consumers an event wakes together do not run back to back.
+        work = Slice()
         try:
             while True:
                 if sub.queue.empty():
                     event = await sub.queue.get()  # waits: the loop runs the others meanwhile
-                    slice_started = time.perf_counter()
+                    await next_turn()
+                    work.restart()
                 else:
-                    if time.perf_counter() - slice_started > SLICE_S:
-                        await asyncio.sleep(0)
-                        slice_started = time.perf_counter()
+                    if work.over():
+                        await next_turn()
+                        work.restart()
                     event = sub.queue.get_nowait()
                 try:
                     result = handler(event)

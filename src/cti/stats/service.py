@@ -28,6 +28,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cti.calls import events as ev
+from cti.slices import Slice, next_turn
 from cti.stats.history import REPORTS, Report, ReportQuery, build_query, zone
 from cti.stats.live import LiveStats, count_states
 from cti.stats.metrics import ThresholdSet
@@ -38,9 +39,8 @@ log = structlog.get_logger(__name__)
 SUPERVISOR_ROLES = ("supervisor", "admin")
 
 
-# Agents' rows computed (or views sent) between two yields to the event loop: about a
-# millisecond of work, so a screen pop never waits longer behind a push.
-AGENT_CHUNK = 10
+# The least number of rows the heartbeat refreshes per push.
+HEARTBEAT_ROWS = 10
 
 
 class PrincipalLike(Protocol):
@@ -104,6 +104,21 @@ class _Audience:
     users_of: dict[str, list[str]]  # interface -> usernames
     wanted: set[str] | None = None  # the interfaces whose rows are kept
     floor: int = -1  # how many interfaces the board knew when `wanted` was made
+
+
+async def _sliced(steps: Iterable[None]) -> object:
+    """Run a generator that yields between small pieces of work, in slices of the loop; its
+    return value."""
+    work = Slice()
+    iterator = iter(steps)
+    try:
+        while True:
+            next(iterator)
+            if work.over():
+                await next_turn()
+                work.restart()
+    except StopIteration as done:
+        return done.value
 
 
 def _dumps(payload: Any) -> str:
@@ -171,8 +186,7 @@ class StatsService:
         self.live.tick(now)
         wanted = set(self.live.board.by_interface)
         todo = [i for i in wanted if i not in self._rows or i in self.live.dirty]
-        for _ in self._refresh(todo, now):
-            await asyncio.sleep(0)
+        await _sliced(self._refresh(todo, now))
         return self._floor_text(now)
 
     def query(self, **filters: Any) -> ReportQuery:
@@ -201,14 +215,8 @@ class StatsService:
             return bool(done.value)
 
     async def push_async(self, force: bool = False) -> bool:
-        """`push`, yielding to the event loop every `AGENT_CHUNK` agents."""
-        steps = self._push(force)
-        try:
-            while True:
-                next(steps)
-                await asyncio.sleep(0)
-        except StopIteration as done:
-            return bool(done.value)
+        """`push`, in slices that take turns with the other background work (`cti.slices`)."""
+        return bool(await _sliced(self._push(force)))
 
     def _audience(self) -> _Audience:
         """Who is connected, rebuilt only when a desktop connects or leaves (walking a thousand
@@ -261,7 +269,7 @@ class StatsService:
         todo = (self.live.take_dirty() & wanted) | (wanted - self._rows.keys())
         # The heartbeat, spread: each push recomputes the rows that are oldest, enough of them
         # for every row to be at most `heartbeat_s` old.
-        quota = max(AGENT_CHUNK, math.ceil(len(self._rows) * self.push_interval_s / self.heartbeat_s))
+        quota = max(HEARTBEAT_ROWS, math.ceil(len(self._rows) * self.push_interval_s / self.heartbeat_s))
         for interface, kept in self._rows.items():
             if quota <= 0 or kept.at > now - self.heartbeat_s:
                 break
@@ -285,26 +293,21 @@ class StatsService:
                 yield
         recipients = sorted(unsent.union(*(audience.users_of.get(i, ()) for i in todo)))
         waiting = self.live.waiting_figures(now)
-        for start in range(0, len(recipients), AGENT_CHUNK):
-            for username in recipients[start : start + AGENT_CHUNK]:
-                self._send_view(username, audience.agents[username], now, waiting)
+        for username in recipients:
+            self._send_view(username, audience.agents[username], now, waiting)
             yield
         return True
 
     def _refresh(self, interfaces: list[str], now: float, changed: set[str] | None = None) -> Iterable[None]:
-        """Recompute these interfaces' rows, `AGENT_CHUNK` at a time (yielding between chunks)."""
-        for start in range(0, len(interfaces), AGENT_CHUNK):
-            chunk = interfaces[start : start + AGENT_CHUNK]
-            by_interface: dict[str, list[dict[str, Any]]] = {i: [] for i in chunk}
-            for row in self.live.agent_rows(chunk, now):
-                by_interface[row["interface"]].append(row)
-            for interface, rows in by_interface.items():
-                texts = [_dumps(r) for r in rows]
-                kept = self._rows.pop(interface, None)
-                if changed is not None and (kept is None or kept.texts != texts):
-                    changed.add(interface)
-                self._rows[interface] = _Rows(now, rows, texts)  # to the back: the freshest
-            self.rows_computed += len(chunk)
+        """Recompute these interfaces' rows, yielding after each (the caller slices)."""
+        for interface in interfaces:
+            rows = self.live.agent_rows([interface], now)
+            texts = [_dumps(r) for r in rows]
+            kept = self._rows.pop(interface, None)
+            if changed is not None and (kept is None or kept.texts != texts):
+                changed.add(interface)
+            self._rows[interface] = _Rows(now, rows, texts)  # to the back: the freshest
+            self.rows_computed += 1
             yield
 
     def _floor_text(self, now: float) -> str:
