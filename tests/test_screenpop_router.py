@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from cti.calls.events import Event
+from cti.calls.events import CallStarted, Event
 from cti.replay import replay_files
 from cti.screenpop.router import PopRouter
 
@@ -132,3 +132,11 @@ def test_an_agent_only_ever_gets_their_own_pops() -> None:
 
     replay_files([CAPTURES / "mixed_seed1.ami"], on_event=on_event)
     assert seen == ringing_for
+
+
+def test_national_caller_ids_are_read_in_the_configured_region() -> None:
+    # A Moroccan centre: 06… is a Moroccan mobile, not a French one.
+    for region, e164 in (("MA", "+212612345678"), ("FR", "+33612345678")):
+        router = PopRouter(USERS.get, region)
+        router.feed(CallStarted("pbx", 1.0, "9.1", "inbound", "0612345678", None))
+        assert router.calls["9.1"].to_json(1.0)["caller"]["e164"] == e164

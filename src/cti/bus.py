@@ -28,9 +28,13 @@ class Subscription:
     kinds: frozenset[type[Event]] | None = None
     dropped: int = 0
     _warned: bool = field(default=False, repr=False)
+    _types: tuple[type[Event], ...] = field(default=(), repr=False)
+
+    def __post_init__(self) -> None:
+        self._types = tuple(self.kinds or ())  # built once: `wants` runs for every event
 
     def wants(self, event: Event) -> bool:
-        return self.kinds is None or isinstance(event, tuple(self.kinds))
+        return self.kinds is None or isinstance(event, self._types)
 
 
 class EventBus:

@@ -42,7 +42,7 @@ class CallView:
     contact: str | None = None
 
     def to_json(self, now: float) -> dict[str, Any]:
-        withheld = normalize(self.caller_raw, "FR").withheld
+        withheld = normalize(self.caller_raw).withheld  # the region does not matter for this
         return {
             "server": self.server,
             "linkedid": self.linkedid,
@@ -71,8 +71,9 @@ def message(kind: str, **body: Any) -> dict[str, Any]:
 
 
 class PopRouter:
-    def __init__(self, user_for_interface: Callable[[str], str | None]) -> None:
+    def __init__(self, user_for_interface: Callable[[str], str | None], region: str = "FR") -> None:
         self.user_for_interface = user_for_interface
+        self.region = region  # national caller IDs are read as numbers of this country
         self.calls: dict[str, CallView] = {}
         # username -> linkedid of the pop on their screen (for a reconnecting desktop)
         self.current: dict[str, str] = {}
@@ -109,7 +110,7 @@ class PopRouter:
         call = self._call(e)
         call.direction = e.direction
         call.caller_raw, call.caller_name = e.caller_raw, e.caller_name
-        call.caller_e164 = normalize(e.caller_raw, "FR").e164 if e.caller_raw else None
+        call.caller_e164 = normalize(e.caller_raw, self.region).e164 if e.caller_raw else None
         return []
 
     def _on_caller_identified(self, e: ev.CallerIdentified) -> list[Outgoing]:

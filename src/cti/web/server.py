@@ -4,6 +4,7 @@ the domain services (directory, tickets, screen pops) they are given."""
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,8 @@ COOKIE = "cti_session"
 # /wallboard checks the session itself: it serves its login form, and 403 to agents.
 PUBLIC = frozenset({"/healthz", "/api/login", "/api/openapi.json", "/", "/login", "/desktop", "/wallboard"})
 PRINCIPAL = web.RequestKey("principal", Principal)
+WS_HEARTBEAT_S = 20.0
+WS_HEARTBEAT_JITTER = 0.25  # each desktop's period is drawn in 20 s ± 25 %
 
 
 @dataclass
@@ -174,7 +177,10 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     principal = principal_of(request)
     # No permessage-deflate: desktops sit on the LAN, and compressing every frame once per
     # desktop (the same stats frame a thousand times) costs the loop that carries the pops.
-    ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=64 * 1024, compress=False)
+    # Each desktop's heartbeat period is drawn at random: a thousand desktops that reconnect
+    # together (after a restart) would otherwise be pinged in one burst every period, forever.
+    heartbeat = WS_HEARTBEAT_S * random.uniform(1 - WS_HEARTBEAT_JITTER, 1 + WS_HEARTBEAT_JITTER)
+    ws = web.WebSocketResponse(heartbeat=heartbeat, max_msg_size=64 * 1024, compress=False)
     await ws.prepare(request)
     client = ctx.hub.attach(principal, ws)
     log.info("desktop connected", agent=principal.username)
