@@ -37,6 +37,10 @@ SEGMENTS: Table = CallSegment.__table__  # type: ignore[assignment]
 # Keeps IN (...) lists and multi-row statements well under the bound-parameter limits of
 # asyncpg (32767) and SQLite when a caller saves a very large batch at once.
 _CHUNK = 1000
+# Rows written per statement. A statement's parameters are processed in one step of the event
+# loop that carries the screen pops (a few microseconds a value), so a large batch is written in
+# several short steps rather than one long one.
+WRITE_ROWS = 100
 # Columns an upsert must not overwrite: the key and the surrogate id the segments point to.
 _KEEP_ON_CONFLICT = frozenset({"id", "server", "linkedid"})
 _INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
@@ -142,7 +146,7 @@ class CallStore:
         self, conn: AsyncConnection, records: list[CallRecord]
     ) -> dict[tuple[str, str], int]:
         ids: dict[tuple[str, str], int] = {}
-        for chunk in _chunks(records):
+        for chunk in _chunks(records, WRITE_ROWS):
             # One multi-row statement per chunk (SQLAlchemy's "insertmanyvalues"); rows come back
             # in no guaranteed order, hence the key in RETURNING.
             result = await conn.execute(self._upsert, [call_row(r) for r in chunk])
@@ -157,7 +161,7 @@ class CallStore:
         for chunk in _chunks(call_ids):
             await conn.execute(delete(SEGMENTS).where(SEGMENTS.c.call_id.in_(chunk)))
         rows = [row for r in records for row in segment_rows(ids[(r.server, r.linkedid)], r)]
-        for chunk_rows in _chunks(rows):
+        for chunk_rows in _chunks(rows, WRITE_ROWS):
             await conn.execute(insert(SEGMENTS), list(chunk_rows))
 
 

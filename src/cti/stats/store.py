@@ -24,7 +24,9 @@ from cti.stats.agents import Span
 log = structlog.get_logger(__name__)
 
 SPANS: Table = AgentStateSpan.__table__  # type: ignore[assignment]
-_CHUNK = 1000
+# Rows per statement: a statement's parameters are processed in one step of the event loop that
+# carries the screen pops, so a second's spans are written in several short steps.
+WRITE_ROWS = 100
 
 
 def span_row(span: Span) -> dict[str, Any]:
@@ -43,11 +45,11 @@ def span_row(span: Span) -> dict[str, Any]:
 
 async def save_spans(engine: AsyncEngine, spans: Iterable[Span]) -> int:
     """Insert `spans`, each cut at quarter hours, in one transaction."""
-    rows = [span_row(piece) for span in spans if span.started_at > 0 for piece in span.cut()]
+    pieces = [piece for span in spans if span.started_at > 0 for piece in span.cut()]
     async with engine.begin() as conn:
-        for i in range(0, len(rows), _CHUNK):
-            await conn.execute(insert(SPANS), rows[i : i + _CHUNK])
-    return len(rows)
+        for i in range(0, len(pieces), WRITE_ROWS):
+            await conn.execute(insert(SPANS), [span_row(p) for p in pieces[i : i + WRITE_ROWS]])
+    return len(pieces)
 
 
 class SpanWriter:
