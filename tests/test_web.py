@@ -150,6 +150,37 @@ async def test_an_agent_gets_only_their_own_pop_and_gets_it_back_on_resume(site:
             assert state["pop"]["pop"]["linkedid"] == "1.1"  # a reconnecting desktop resumes its pop
 
 
+async def test_a_pop_sent_while_the_snapshot_is_read_is_not_undone_by_it(site: Site) -> None:
+    # The snapshot (`state`) is read first, then sent: a pop that rings in between must reach
+    # the desktop after the snapshot, or the older snapshot (no pop) would hide it.
+    reading, go_on = asyncio.Event(), asyncio.Event()
+
+    async def slow_extra(principal: Any) -> dict[str, Any]:
+        reading.set()
+        await go_on.wait()
+        return {}
+
+    site.ctx.resume_extra.append(slow_extra)
+    async with aiohttp.ClientSession() as s:
+        token = await site.token(s, "alice")
+        async with s.ws_connect(site.url(f"/ws?token={token}")) as ws:
+            await asyncio.wait_for(reading.wait(), 5)
+            for e in _ringing("3.1", "Local/agent1@agents/n"):
+                site.pops.on_event(e)
+            go_on.set()
+            first = await asyncio.wait_for(ws.receive_json(), 5)
+            assert first["type"] == "state" and first["pop"] is None  # read before the ring
+            assert (await _receive(ws, "pop"))["pop"]["linkedid"] == "3.1"  # then the ring
+            reading.clear()
+            go_on.clear()
+            await ws.send_json({"type": "resume"})  # the same on a resume
+            await asyncio.wait_for(reading.wait(), 5)
+            site.ctx.hub.send("alice", {"type": "tick", "i": 1})
+            go_on.set()
+            assert (await asyncio.wait_for(ws.receive_json(), 5))["type"] == "state"
+            assert (await asyncio.wait_for(ws.receive_json(), 5))["type"] == "tick"
+
+
 async def test_a_slow_desktop_is_dropped_without_delaying_the_others(site: Site) -> None:
     async with aiohttp.ClientSession() as sa, aiohttp.ClientSession() as sb:
         ta, tb = await site.token(sa, "alice"), await site.token(sb, "bob")

@@ -38,6 +38,9 @@ class Client:
     backlog: deque[str] = field(default_factory=deque)
     # The task finishing that send and then the backlog; None when the socket keeps up.
     flusher: asyncio.Task[None] | None = None
+    # While the desktop's snapshot (`state`) is being read, live frames wait in the backlog, so
+    # that the snapshot, read before them, cannot arrive after them and undo them.
+    holding: bool = True
     dropped: bool = False
     sent: int = 0
 
@@ -51,10 +54,25 @@ class Hub:
         self._closing: set[asyncio.Task[bool]] = set()
 
     def attach(self, principal: Principal, ws: web.WebSocketResponse) -> Client:
+        """Register a desktop; its live frames are held until `start` sends its snapshot."""
         client = Client(principal, ws)
         self.clients.setdefault(principal.username, set()).add(client)
         self.version += 1
         return client
+
+    def hold(self, client: Client) -> None:
+        """Hold live frames again while a new snapshot is read (a `resume`)."""
+        client.holding = True
+
+    def start(self, client: Client, snapshot: dict[str, Any]) -> None:
+        """Send the snapshot, then the frames produced while it was being read, in order: a
+        frame about something the snapshot already shows is applied twice, harmlessly; none is
+        lost or overtaken by older news."""
+        held, client.backlog = client.backlog, deque()
+        client.holding = False
+        self._put(client, _dumps(snapshot))
+        for text in held:
+            self._put(client, text)
 
     async def detach(self, client: Client) -> None:
         peers = self.clients.get(client.principal.username)
@@ -72,7 +90,7 @@ class Hub:
     def _put(self, client: Client, text: str) -> None:
         if client.dropped:
             return
-        if client.flusher is None:
+        if client.flusher is None and not client.holding:
             self._send_now(client, text)
         elif len(client.backlog) < self.client_queue:
             client.backlog.append(text)

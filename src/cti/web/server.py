@@ -185,7 +185,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     client = ctx.hub.attach(principal, ws)
     log.info("desktop connected", agent=principal.username)
     try:
-        ctx.hub.send_to(client, await _state(ctx, principal))
+        ctx.hub.start(client, await _state(ctx, principal))
         async for msg in ws:
             if msg.type == WSMsgType.TEXT:
                 await _on_ws_text(ctx, client, msg.data)
@@ -229,7 +229,13 @@ async def _on_ws_text(ctx: WebContext, client: Client, text: str) -> None:
         ctx.hub.send_to(client, {"v": 1, "type": "pong", "ref": ref, "now": ctx.clock()})
         return
     if kind == "resume":
-        ctx.hub.send_to(client, await _state(ctx, client.principal))
+        ctx.hub.hold(client)
+        try:
+            state = await _state(ctx, client.principal)
+        except BaseException:
+            ctx.hub.start(client, _ws_error("internal", "cannot read the current state", ref))
+            raise
+        ctx.hub.start(client, state)
         return
     handler = ctx.ws_handlers.get(kind)
     if handler is None:
