@@ -105,9 +105,10 @@ class Daemon:
         self.tickets = TicketService(self.engine, self.settings.tickets, self.bus.publish)
         # Inline: a pop must not wait behind a queue hop (target: p99 ≤ 5 ms from the AMI bytes).
         self.bus.tap("screen-pops", self.screen_pops.on_event)
-        self.ticket_consumer = TicketConsumer(
-            self.tickets, self.users.user_for_interface, self._customer_id_for_call
-        )
+        # No customer resolver: `open_for_answer` reads the customer chosen on the pop inside
+        # its own transaction (reading it first through the directory cost two more queries and
+        # a session per answered call, on the screen pops' loop).
+        self.ticket_consumer = TicketConsumer(self.tickets, self.users.user_for_interface)
         self.bus.consume("tickets", self._open_tickets, kinds=TicketConsumer.kinds)
         self.bus.consume("ticket-push", self._push_ticket, kinds=frozenset({TicketEvent}))
         self.breaches = BreachWatcher(self.tickets)
@@ -179,14 +180,6 @@ class Daemon:
     def _lookup_for_pop(self) -> Any:
         self.directory = CustomerDirectory.from_settings(self.engine, self.settings.directory)
         return self.directory.lookup_json
-
-    async def _customer_id_for_call(self, server: str, linkedid: str) -> int | None:
-        try:
-            customer = await self.directory.customer_for_call(server, linkedid)
-        except Exception as exc:  # the ticket opens without a customer rather than not at all
-            log.warning("customer for call unavailable", call=linkedid, error=str(exc) or type(exc).__name__)
-            return None
-        return None if customer is None else customer.id
 
     async def _open_tickets(self, event: ev.Event) -> None:
         """Open/hand over tickets; a database that is briefly away is waited for (the consumer's
