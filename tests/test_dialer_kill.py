@@ -19,16 +19,14 @@ from pathlib import Path
 from typing import IO
 
 import pytest
-from sqlalchemy import select
 
-from cti.db.engine import create_engine, session_factory
+from cti.db.engine import create_engine
 from cti.db.migrate import upgrade_async
-from cti.db.models import DialerAttempt, DialerContact
 from cti.dialer import store
 from cti.dialer.importer import import_contacts
 from cti.sim.originate import OriginateRequest
 from cti.sim.pbx import SimulatedPbx
-from test_dialer_sim import SPEED, START, fast_agents_config
+from test_dialer_sim import SPEED, START, fast_agents_config, rows
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -120,17 +118,6 @@ async def settled(db: Path, within_s: float = 30.0) -> None:
         if all(a.state == "ended" for a in attempts):
             return
         await asyncio.sleep(0.1)
-
-
-async def rows(db: Path) -> tuple[list[DialerAttempt], dict[int, DialerContact]]:
-    engine = create_engine(f"sqlite+aiosqlite:///{db}")
-    try:
-        async with session_factory(engine)() as session:
-            attempts = list((await session.scalars(select(DialerAttempt).order_by(DialerAttempt.id))).all())
-            contacts = {c.id: c for c in (await session.scalars(select(DialerContact))).all()}
-        return attempts, contacts
-    finally:
-        await engine.dispose()
 
 
 async def test_kill_9_mid_campaign_neither_double_dials_nor_loses_an_attempt(tmp_path: Path) -> None:
