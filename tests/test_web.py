@@ -18,7 +18,7 @@ from cti.db.engine import create_engine
 from cti.db.migrate import upgrade_async
 from cti.screenpop.router import PopRouter
 from cti.screenpop.service import ScreenPops
-from cti.web.auth import LoginLimiter, TokenSigner, UserStore
+from cti.web.auth import LoginLimiter, Principal, TokenSigner, UserStore
 from cti.web.hub import Hub
 from cti.web.server import WebContext, build_app
 
@@ -211,3 +211,33 @@ async def test_a_slow_desktop_is_dropped_without_delaying_the_others(site: Site)
 async def test_healthz_is_public(site: Site) -> None:
     async with aiohttp.ClientSession() as s, s.get(site.url("/healthz")) as r:
         assert r.status == 200 and (await r.json())["status"] == "ok"
+
+
+class _StalledSocket:
+    """A desktop's socket that stays full until `drain` is set: what `Hub` sees of a slow one."""
+
+    def __init__(self) -> None:
+        self.drain = asyncio.Event()
+        self.frames: list[str] = []
+
+    async def send_str(self, text: str) -> None:
+        self.frames.append(text)
+        await self.drain.wait()
+
+
+async def test_a_resume_on_a_full_socket_keeps_older_frames_ahead_of_the_snapshot() -> None:
+    # Frames queued behind a full socket before a resume are older than its snapshot: they go
+    # first; frames produced while the snapshot is read go after it.
+    hub = Hub(client_queue=8)
+    socket = _StalledSocket()
+    client = hub.attach(Principal("alice", "agent"), socket)  # type: ignore[arg-type]
+    hub.start(client, {"type": "state", "n": 0})  # the socket fills on this first frame
+    hub.send("alice", {"type": "tick", "n": 1})  # queued behind it
+    hub.hold(client)  # a resume: its snapshot is being read
+    hub.send("alice", {"type": "tick", "n": 3})  # happens during the read
+    hub.start(client, {"type": "state", "n": 2})
+    socket.drain.set()
+    assert client.flusher is not None
+    await client.flusher
+    assert [json.loads(f)["n"] for f in socket.frames] == [0, 1, 2, 3]
+    await hub.detach(client)

@@ -128,12 +128,10 @@ class _Connection:
         self,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
-        protocol: _Protocol,
         events: frozenset[str] | None,
     ) -> None:
         self.reader = reader
         self.writer = writer
-        self.protocol = protocol
         self.parser = AmiParser(events=events)
         self.replies: dict[str, _Reply] = {}
         self.down: str | None = None
@@ -359,7 +357,7 @@ class AmiLink:
             )
             return None
         writer = asyncio.StreamWriter(transport, protocol, reader, loop)
-        conn = _Connection(reader, writer, protocol, self._events)
+        conn = _Connection(reader, writer, self._events)
         protocol.deliver_to(partial(self._received, conn))
         return conn
 

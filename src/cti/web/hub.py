@@ -38,9 +38,10 @@ class Client:
     backlog: deque[str] = field(default_factory=deque)
     # The task finishing that send and then the backlog; None when the socket keeps up.
     flusher: asyncio.Task[None] | None = None
-    # While the desktop's snapshot (`state`) is being read, live frames wait in the backlog, so
-    # that the snapshot, read before them, cannot arrive after them and undo them.
-    holding: bool = True
+    # While the desktop's snapshot (`state`) is being read, live frames wait here (None when
+    # not holding), so that the snapshot, read before them, cannot arrive after them and undo
+    # them. Apart from the backlog: frames queued before the hold still go before the snapshot.
+    held: list[str] | None = field(default_factory=list)
     dropped: bool = False
     sent: int = 0
 
@@ -62,14 +63,14 @@ class Hub:
 
     def hold(self, client: Client) -> None:
         """Hold live frames again while a new snapshot is read (a `resume`)."""
-        client.holding = True
+        if client.held is None:
+            client.held = []
 
     def start(self, client: Client, snapshot: dict[str, Any]) -> None:
         """Send the snapshot, then the frames produced while it was being read, in order: a
         frame about something the snapshot already shows is applied twice, harmlessly; none is
         lost or overtaken by older news."""
-        held, client.backlog = client.backlog, deque()
-        client.holding = False
+        held, client.held = client.held or [], None
         self._put(client, _dumps(snapshot))
         for text in held:
             self._put(client, text)
@@ -83,6 +84,7 @@ class Hub:
             self.version += 1
         client.dropped = True
         client.backlog.clear()
+        client.held = None
         if client.flusher is not None:
             client.flusher.cancel()
             await asyncio.gather(client.flusher, return_exceptions=True)
@@ -90,10 +92,11 @@ class Hub:
     def _put(self, client: Client, text: str) -> None:
         if client.dropped:
             return
-        if client.flusher is None and not client.holding:
+        waiting = len(client.backlog) + len(client.held or ())
+        if client.held is None and client.flusher is None:
             self._send_now(client, text)
-        elif len(client.backlog) < self.client_queue:
-            client.backlog.append(text)
+        elif waiting < self.client_queue:
+            (client.backlog if client.held is None else client.held).append(text)
         else:
             client.dropped = True
             self.slow_disconnects += 1
