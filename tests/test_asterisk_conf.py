@@ -8,6 +8,8 @@ import ast
 import re
 import shutil
 import subprocess
+import sys
+import tarfile
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -188,6 +190,11 @@ NEGATIVE_CASES: dict[str, tuple[Mutation, str, str]] = {
         "Gotoo",
     ),
     "unknown function": (_dialplan("[cti-x]\nexten => 7,1,NoOp(${SHELL(id)})"), "function", "SHELL"),
+    "application removed from asterisk": (
+        _dialplan("[cti-x]\nexten => 7,1,ImportVar(A=PJSIP/1001-00000001,B)"),
+        "application",
+        "ImportVar",
+    ),
     "module not loaded": (_conf_edit("modules.conf", "load => app_amd.so", ""), "module", "app_amd.so"),
     # UserEvent contract
     "untracked user event": (
@@ -329,11 +336,85 @@ NEGATIVE_CASES: dict[str, tuple[Mutation, str, str]] = {
         "queue",
         "Tech/resource",
     ),
+    "unknown general queue keyword": (
+        _conf_edit("queues.conf", "persistentmembers = yes", "persistentmembers = yes\nkeepstats = yes"),
+        "unknown-key",
+        "keepstats",
+    ),
+    # app_queue keeps the first strategy= of a queue: the template's, not the queue's own
+    "strategy after the template's": (
+        _conf_append("queues.conf", "[lab](cti-rrmemory)\nstrategy = ringall"),
+        "queue-override",
+        "first strategy= of a queue (reload_single_queue reads it with ast_variable_retrieve), here "
+        "rrmemory from template cti-rrmemory",
+    ),
+    "joinempty added to the template's": (
+        _conf_append("queues.conf", "[lab](cti-rrmemory)\njoinempty = paused"),
+        "queue-override",
+        "joinempty = paused on line",
+    ),
+    "unknown empty condition": (
+        _conf_append("queues.conf", "[lab](cti-rrmemory)\nleavewhenempty = strict,unavailible"),
+        "queue-value",
+        "unknown conditions ['unavailible']",
+    ),
+    "queue boolean not a boolean": (
+        _conf_append("queues.conf", "[lab](cti-rrmemory)\nringinuse = never"),
+        "queue-value",
+        "neither yes nor no",
+    ),
+    "queue number with a unit": (
+        _conf_append("queues.conf", "[lab](cti-rrmemory)\nwrapuptime = 30s"),
+        "queue-value",
+        "not a whole number",
+    ),
+    "queue unknown choice": (
+        _conf_append("queues.conf", "[lab](cti-rrmemory)\nautopause = always"),
+        "queue-value",
+        "autopause = always is not one of",
+    ),
+    "position limit missing": (
+        _conf_edit("queues.conf", "announce-position-limit = 5\n", ""),
+        "queue-value",
+        "without announce-position-limit",
+    ),
+    "unknown music class": (
+        _conf_edit("queues.conf", "musicclass = default", "musicclass = jazz"),
+        "queue-value",
+        "no class of musiconhold.conf",
+    ),
     # logger.conf
     "queue_log off": (
         _conf_edit("logger.conf", "queue_log = yes", "queue_log = no"),
         "queue-log",
         "queue_log = yes",
+    ),
+    "queue_log not kept in a file": (
+        _conf_edit("logger.conf", "queue_log_to_file = yes", "queue_log_to_file = no"),
+        "queue-log",
+        "realtime queue_log",
+    ),
+    "unknown logger option": (
+        _conf_edit("logger.conf", "rotatestrategy = rotate", "rotatestrategy = rotate\nuse_callids = no"),
+        "unknown-key",
+        "use_callids",
+    ),
+    "unknown log level": (
+        _conf_edit("logger.conf", "notice,warning,error\n", "notice,warnings,error\n"),
+        "logger",
+        "level 'warnings' is no log level",
+    ),
+    "log level of a module not loaded": (
+        _conf_edit("modules.conf", "load => res_security_log.so", ""),
+        "logger",
+        "res_security_log.so",
+    ),
+    # features.conf, musiconhold.conf
+    "removed feature key": (_conf_append("features.conf", "automon => *1"), "unknown-key", "automon"),
+    "unknown moh general option": (
+        _conf_edit("musiconhold.conf", "[general]\n", "[general]\nrandom = yes\n"),
+        "unknown-key",
+        "random",
     ),
     # modules.conf
     "autoload": (_conf_edit("modules.conf", "autoload = no", "autoload = yes"), "modules", "autoload = no"),
@@ -342,6 +423,32 @@ NEGATIVE_CASES: dict[str, tuple[Mutation, str, str]] = {
         _conf_edit("modules.conf", "load => res_agi.so", ""),
         "modules",
         "res_agi.so",
+    ),
+    # what a real Asterisk 22.10.1 refused: res_agi is declined without res_speech
+    "module dependency missing": (
+        _conf_edit("modules.conf", "load => res_speech.so", ""),
+        "module-deps",
+        "res_speech.so is not loaded, and res_agi.so needs res_speech.so",
+    ),
+    "module dependency missing two levels down": (
+        _conf_append("modules.conf", "load => res_speech_aeap.so"),
+        "module-deps",
+        "res_speech_aeap.so needs res_aeap.so needs res_http_websocket.so",
+    ),
+    "module that does not exist": (
+        _conf_append("modules.conf", "load => app_queues.so"),
+        "module-unknown",
+        "app_queues.so: no such module in Asterisk 22.10.1",
+    ),
+    "module built into asterisk": (
+        _conf_append("modules.conf", "load => cdr.so"),
+        "module-unknown",
+        "part of the asterisk binary",
+    ),
+    "module merged into res_pjsip": (
+        _conf_append("modules.conf", "load => res_pjsip_transport_management.so"),
+        "modules",
+        "built into res_pjsip",
     ),
     # pjsip.conf
     "endpoint context missing": (
@@ -430,6 +537,46 @@ def test_event_classes_match_the_real_captures() -> None:
     assert len(checked) >= 20
     for name, classes in checked.items():
         assert classes == {TRACKER_EVENT_CLASSES[name]}, name
+
+
+def test_application_tables_match_asterisk_22() -> None:
+    """APP_MODULES / FUNCTION_MODULES agree with what each Asterisk 22.10.1 module documents."""
+    table = lint_mod.module_table()
+    assert table.version == "22.10.1"
+    for name, module in lint_mod.APP_MODULES.items():
+        assert table.applications.get(name, "missing") == module, name
+    for name, module in lint_mod.FUNCTION_MODULES.items():
+        assert table.functions.get(name, "missing") == module, name
+    for module in lint_mod.REQUIRED_MODULES:
+        assert table.exists(module), module
+
+
+def test_module_table_facts() -> None:
+    table = lint_mod.module_table()
+    assert table.requires["res_agi"] == ("res_speech",)
+    assert set(table.requires["chan_pjsip"]) == {"res_pjsip", "res_pjsip_session", "res_pjsip_pubsub"}
+    # res_pjsip requires dnsmgr, which is compiled into asterisk: never a .so to load
+    assert "dnsmgr" in table.requires["res_pjsip"] and "dnsmgr" in table.builtin
+    assert table.requires["res_fax_spandsp"] == ("res_fax",)  # .enhances is as hard as .requires
+    for gone in ("chan_sip", "app_macro", "res_monitor", "chan_local", "res_pjsip_transport_management"):
+        assert not table.exists(gone), gone
+
+
+def test_module_table_is_what_the_asterisk_sources_give(tmp_path: Path) -> None:
+    """scripts/asterisk-module-deps, run on the 22.10.1 sources, gives the committed table."""
+    source = Path("/tmp/astsrc/asterisk-22.10.1")
+    tarball = ROOT.parent / "shared" / "asterisk" / "asterisk-22.10.1.tar.gz"
+    if not (source / "main" / "loader.c").exists():
+        if not tarball.exists() or not hasattr(tarfile, "data_filter"):
+            pytest.skip("no Asterisk 22.10.1 sources here (or no safe tarfile extraction)")
+        with tarfile.open(tarball) as archive:
+            archive.extractall(tmp_path, filter="data")
+        source = tmp_path / "asterisk-22.10.1"
+    script = ROOT / "scripts" / "asterisk-module-deps"
+    result = subprocess.run(
+        [sys.executable, str(script), str(source), "--check"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
 
 
 def test_docs_state_the_contract() -> None:

@@ -13,7 +13,10 @@ cti tracker reads, with the headers it needs (TRACKED_USER_EVENTS); every Queue(
 queues.conf and is followed by the QueueExit event; every Goto/GotoIf/GotoIfTime/Gosub target
 exists; every application and function is known and its module loaded; the contexts the daemon
 originates into exist (ORIGINATE_CONTEXTS); the AMI user has exactly the classes the daemon needs;
-queues.conf has no keyword Asterisk 22 rejects; logger.conf keeps the queue_log.
+every module modules.conf loads exists in Asterisk 22 and has the modules it requires loaded too
+(asterisk_module_deps.json, generated from the 22.10.1 sources by scripts/asterisk-module-deps);
+queues.conf has no keyword Asterisk 22 rejects, sets each queue's strategy once (app_queue keeps
+the first) and no value app_queue would read as something else; logger.conf keeps the queue_log.
 
 Why our own: `asterisklint` (PyPI, last release 2022) parses dialplans well but knows Asterisk
 11/13 applications (it rejects AMD), none of the other files, and none of cti's contracts.
@@ -21,10 +24,14 @@ Why our own: `asterisklint` (PyPI, last release 2022) parses dialplans well but 
 
 from __future__ import annotations
 
+import functools
+import itertools
+import json
 import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
 
@@ -139,7 +146,50 @@ REMOVED_MODULES = {
     "chan_sip.so": "chan_sip was removed in Asterisk 21 (use chan_pjsip)",
     "app_macro.so": "app_macro was removed in Asterisk 21 (use Gosub)",
     "res_monitor.so": "res_monitor was removed in Asterisk 21 (use MixMonitor)",
+    "res_pjsip_transport_management.so": "no such module in Asterisk 22: its code is built into res_pjsip "
+    "(res/res_pjsip/pjsip_transport_management.c)",
 }
+
+
+@dataclass(frozen=True)
+class ModuleTable:
+    """Asterisk's loadable modules and what main/loader.c requires before starting each one, as
+    scripts/asterisk-module-deps read them from the source tree (src/cti/asterisk_module_deps.json)."""
+
+    version: str
+    builtin: frozenset[str]  # compiled into the asterisk binary: cdr, cel, extconfig, http...
+    requires: dict[str, tuple[str, ...]]  # module -> .requires + .enhances (all hard dependencies)
+    applications: dict[str, str | None]  # lower-case application -> module (None: the core)
+    functions: dict[str, str | None]
+
+    @classmethod
+    def from_json(cls, data: dict[str, object]) -> ModuleTable:
+        modules: dict[str, dict[str, list[str]]] = data["modules"]  # type: ignore[assignment]
+        core: dict[str, list[str]] = data["core"]  # type: ignore[assignment]
+        builtin: list[str] = data["builtin"]  # type: ignore[assignment]
+        provided: dict[str, dict[str, str | None]] = {"applications": {}, "functions": {}}
+        for kind, names in provided.items():
+            names.update(dict.fromkeys((n.lower() for n in core[kind]), None))
+            for module, info in modules.items():
+                names.update(dict.fromkeys((n.lower() for n in info[kind]), module + ".so"))
+        return cls(
+            str(data["asterisk"]),
+            frozenset(builtin),
+            {name: (*info["requires"], *info["enhances"]) for name, info in modules.items()},
+            provided["applications"],
+            provided["functions"],
+        )
+
+    def exists(self, module: str) -> bool:
+        return module.removesuffix(".so") in self.requires
+
+
+@functools.cache
+def module_table() -> ModuleTable:
+    text = resources.files("cti").joinpath("asterisk_module_deps.json").read_text(encoding="utf-8")
+    return ModuleTable.from_json(json.loads(text))
+
+
 REQUIRED_MODULES = frozenset(
     {
         "pbx_config.so",
@@ -159,10 +209,12 @@ REQUIRED_MODULES = frozenset(
 
 # Dialplan applications: lower-case name -> module, None for the PBX core (main/pbx_builtins.c,
 # main/pbx_*.c). Names outside this table are reported: add an entry when you really need one.
+# A test checks both tables against the applications and functions each Asterisk 22.10.1 module
+# documents (asterisk_module_deps.json): ImportVar, for one, no longer exists (use IMPORT()).
 APP_MODULES: dict[str, str | None] = {
     **dict.fromkeys(
         _words(
-            "answer background busy congestion execiftime goto gotoif gotoiftime hangup importvar incomplete "
+            "answer background busy congestion execiftime goto gotoif gotoiftime hangup incomplete "
             "noop proceeding progress raiseexception ringing set mset wait waitdigit waitexten"
         ),
         None,
@@ -281,12 +333,16 @@ class ConfFile:
 
     def effective(self, section: Section) -> list[Entry]:
         """The section's entries after its templates' (templates first, as Asterisk copies them)."""
-        entries: list[Entry] = []
+        return [entry for _, entry in self.effective_origins(section)]
+
+    def effective_origins(self, section: Section) -> list[tuple[Section, Entry]]:
+        """effective(), each entry with the section (the template, or `section`) that wrote it."""
+        entries: list[tuple[Section, Entry]] = []
         for template in section.templates:
             parent = next((s for s in self.sections if s.name == template and s.is_template), None)
             if parent is not None and parent is not section:
-                entries.extend(self.effective(parent))
-        return entries + section.entries
+                entries.extend(self.effective_origins(parent))
+        return entries + [(section, entry) for entry in section.entries]
 
     def effective_get(self, section: Section, key: str) -> str | None:
         values = [e.value for e in self.effective(section) if e.key.lower() == key.lower()]
@@ -981,7 +1037,8 @@ def _unknown_keys(section: Section, known: frozenset[str], label: str) -> list[P
 MODULES_KEYS = frozenset({"autoload", "load", "noload", "preload", "require", "preload-require"})
 
 
-def check_modules(conf: ConfFile) -> tuple[list[Problem], frozenset[str]]:
+def check_modules(conf: ConfFile, table: ModuleTable | None = None) -> tuple[list[Problem], frozenset[str]]:
+    table = table or module_table()
     problems = check_structure(conf, frozenset({"load", "noload", "preload", "require", "preload-require"}))
     section = conf.section("modules")
     if section is None:
@@ -996,9 +1053,9 @@ def check_modules(conf: ConfFile) -> tuple[list[Problem], frozenset[str]]:
         problems.append(
             Problem(section.file, section.line, "modules", "autoload = no: load only what is listed")
         )
-    loaded: set[str] = set()
+    loaded: dict[str, Entry] = {}
     for entry in section.entries:
-        if entry.key.lower() not in ("load", "preload", "require", "preload-require"):
+        if entry.key.lower() not in ("load", "noload", "preload", "require", "preload-require"):
             continue
         if not entry.value.endswith(".so"):
             problems.append(
@@ -1008,14 +1065,62 @@ def check_modules(conf: ConfFile) -> tuple[list[Problem], frozenset[str]]:
             problems.append(
                 Problem(entry.file, entry.line, "modules", f"{entry.value}: {REMOVED_MODULES[entry.value]}")
             )
+        elif not table.exists(entry.value):
+            problems.append(
+                Problem(entry.file, entry.line, "module-unknown", _unknown_module(entry.value, table))
+            )
+        if entry.key.lower() == "noload":
+            continue
         if entry.value in loaded:
             problems.append(Problem(entry.file, entry.line, "duplicate-key", f"{entry.value} loaded twice"))
-        loaded.add(entry.value)
-    for module in sorted(REQUIRED_MODULES - loaded):
+        loaded.setdefault(entry.value, entry)
+    problems += _module_dependencies(loaded, table)
+    for module in sorted(REQUIRED_MODULES - set(loaded)):
         problems.append(
             Problem(section.file, section.line, "modules", f"{module} is required by cti and not loaded")
         )
     return problems, frozenset(loaded)
+
+
+def _unknown_module(name: str, table: ModuleTable) -> str:
+    if name.removesuffix(".so") in table.builtin:
+        return f"{name}: part of the asterisk binary in Asterisk {table.version}, not a module to load"
+    return f"{name}: no such module in Asterisk {table.version} (a typo, or a module removed in 21+)"
+
+
+def _module_dependencies(loaded: dict[str, Entry], table: ModuleTable) -> list[Problem]:
+    """Every module a loaded module requires (AST_MODULE_INFO .requires/.enhances), transitively, is
+    loaded too: main/loader.c declines a module whose dependency is not running ("missing
+    dependency: ..."), and so every module that requires that one in turn. Each missing module is
+    reported once, with every chain of modules that needs it (a loaded dependency's own
+    dependencies are checked on its own line)."""
+    missing: dict[str, list[tuple[Entry, list[str]]]] = {}
+    for module, entry in loaded.items():
+        name = module.removesuffix(".so")
+        pending = [[name, dep] for dep in table.requires.get(name, ())]
+        seen: set[str] = set()
+        while pending:
+            path = pending.pop(0)
+            dep = path[-1]
+            if dep in seen or dep in table.builtin or dep + ".so" in loaded:
+                continue
+            seen.add(dep)
+            missing.setdefault(dep, []).append((entry, path))
+            pending += [[*path, d] for d in table.requires.get(dep, ())]
+    problems = []
+    for dep, needers in missing.items():
+        entry = needers[0][0]
+        who = "; ".join(" needs ".join(f"{m}.so" for m in path) for _, path in needers)
+        problems.append(
+            Problem(
+                entry.file,
+                entry.line,
+                "module-deps",
+                f"{dep}.so is not loaded, and {who} (AST_MODULE_INFO .requires in Asterisk {table.version}): "
+                f'the loader declines what needs it with "missing dependency: {dep}"',
+            )
+        )
+    return problems
 
 
 MANAGER_GENERAL_KEYS = _words(
@@ -1122,25 +1227,61 @@ def _manager_classes(section: Section) -> list[Problem]:
     return problems
 
 
+# What app_queue reads (apps/app_queue.c of 22.10.1): [general] in queue_set_global_params(), which
+# ignores anything else without a word; a queue's keys in queue_set_param() ("Unknown keyword" for
+# the rest), `member` in reload_single_member().
 QUEUE_GENERAL_KEYS = _words(
-    "persistentmembers autofill monitor-type updatecdr shared_lastcall negative_penalty_invalid "
-    "log_membername_as_agent force_longest_waiting_caller keepstats"
+    "persistentmembers autofill monitor-type shared_lastcall negative_penalty_invalid "
+    "log_membername_as_agent force_longest_waiting_caller log_unpause_on_reason_change log-caller-id-name"
 )
 QUEUE_KEYS = _words(
-    "musicclass announce strategy servicelevel context penaltymemberslimit timeout retry timeoutpriority "
-    "weight wrapuptime autofill autopause autopausedelay autopausebusy autopauseunavail maxlen "
+    "musicclass music musiconhold announce strategy servicelevel context penaltymemberslimit timeout "
+    "retry timeoutpriority weight wrapuptime autofill autopause autopausedelay autopausebusy "
+    "autopauseunavail maxlen "
     "announce-frequency min-announce-frequency announce-round-seconds announce-holdtime "
-    "announce-position announce-position-limit announce-to-first-user periodic-announce "
-    "periodic-announce-frequency random-periodic-announce relative-periodic-announce queue-youarenext "
-    "queue-thereare queue-callswaiting queue-holdtime queue-minute queue-minutes queue-seconds "
-    "queue-thankyou queue-reporthold queue-callerannounce reportholdtime ringinuse memberdelay "
-    "timeoutrestart defaultrule membergosub setinterfacevar setqueuevar setqueueentryvar joinempty "
-    "leavewhenempty member rule"
+    "announce-position announce-position-limit announce-position-only-up announce-to-first-user "
+    "periodic-announce periodic-announce-frequency periodic-announce-startdelay random-periodic-announce "
+    "relative-periodic-announce queue-youarenext queue-thereare queue-callswaiting queue-quantity1 "
+    "queue-quantity2 queue-holdtime queue-minute queue-minutes queue-seconds queue-thankyou queue-reporthold "
+    "queue-callerannounce reportholdtime ringinuse memberdelay timeoutrestart defaultrule membergosub "
+    "setinterfacevar setqueuevar setqueueentryvar joinempty leavewhenempty log-restricted-caller-id member"
 )
 QUEUE_STRATEGIES = _words("ringall leastrecent fewestcalls random rrmemory rrordered linear wrandom")
+# Keys a later line does not simply override. reload_single_queue() reads `strategy` once, with
+# ast_variable_retrieve(), which returns the FIRST strategy= of the queue's entries (its templates'
+# come first), and queue_set_param() then skips every strategy= of a static queue. joinempty and
+# leavewhenempty are ORed into the conditions the lines before set (parse_empty_options), unless the
+# value starts with one of EMPTY_RESETS. Every other key: the last line wins.
+QUEUE_FIRST_WINS = frozenset({"strategy"})
+QUEUE_ACCUMULATED = frozenset({"joinempty", "leavewhenempty"})
+EMPTY_CONDITIONS = _words("paused penalty inuse ringing invalid wrapup unavailable unknown")
+_TRUE = _words("yes true y t 1 on")  # ast_true()
+_FALSE = _words("no false n f 0 off")  # ast_false()
+EMPTY_RESETS = _words("loose strict") | _TRUE | _FALSE
+# Values app_queue parses without complaint, reading anything else as false/0/the default.
+QUEUE_BOOLEAN_KEYS = _words(
+    "ringinuse setinterfacevar setqueuevar setqueueentryvar announce-to-first-user autofill autopausebusy "
+    "autopauseunavail reportholdtime timeoutrestart relative-periodic-announce random-periodic-announce "
+    "announce-position-only-up log-restricted-caller-id"
+)
+QUEUE_INTEGER_KEYS = _words(
+    "timeout retry wrapuptime servicelevel maxlen weight memberdelay announce-frequency "
+    "min-announce-frequency periodic-announce-frequency periodic-announce-startdelay autopausedelay "
+    "announce-position-limit penaltymemberslimit"
+)
+QUEUE_CHOICES = {
+    "announce-holdtime": _TRUE | _FALSE | {"once"},
+    "announce-position": _TRUE | _FALSE | {"limit", "more"},
+    "autopause": _TRUE | _FALSE | {"all"},
+    "timeoutpriority": _words("app conf"),
+    "announce-round-seconds": _words("0 5 10 15 20 30"),
+}
 
 
-def check_queues(conf: ConfFile) -> tuple[list[Problem], frozenset[str]]:
+def check_queues(
+    conf: ConfFile, moh_classes: frozenset[str] | None = None
+) -> tuple[list[Problem], frozenset[str]]:
+    """queues.conf; `moh_classes` (from musiconhold.conf, when there is one) checks musicclass."""
     problems = check_structure(conf, frozenset({"member"}))
     queues: set[str] = set()
     for section in conf.sections:
@@ -1151,10 +1292,99 @@ def check_queues(conf: ConfFile) -> tuple[list[Problem], frozenset[str]]:
             continue
         problems += _obsolete(section)
         problems += _unknown_keys(_without(section, OBSOLETE_QUEUE_KEYS), QUEUE_KEYS, "queue")
-        problems += _queue_values(conf, section)
+        problems += _queue_values(conf, section) + _queue_typed_values(section, moh_classes)
         if not section.is_template:
+            problems += _queue_overrides(conf, section) + _queue_announce_limit(conf, section)
             queues.add(section.name)
     return problems, frozenset(queues)
+
+
+def _origin(section: Section, origin: Section, entry: Entry) -> str:
+    return f"line {entry.line}" if origin is section else f"template {origin.name}, line {entry.line}"
+
+
+def _queue_overrides(conf: ConfFile, section: Section) -> list[Problem]:
+    """Keys set more than once in a queue's entries (templates' first) that app_queue does not
+    replace with the later value: QUEUE_FIRST_WINS, QUEUE_ACCUMULATED."""
+    problems = []
+    entries = conf.effective_origins(section)
+    for key in sorted(QUEUE_FIRST_WINS):
+        found = [(origin, e) for origin, e in entries if e.key.lower() == key]
+        for _, entry in found[1:]:
+            origin, first = found[0]
+            problems.append(
+                Problem(
+                    entry.file,
+                    entry.line,
+                    "queue-override",
+                    f"[{section.name}] app_queue keeps the first {key}= of a queue (reload_single_queue "
+                    f"reads it with ast_variable_retrieve), here {first.value} from "
+                    f"{_origin(section, origin, first)}; {key} = {entry.value} on line {entry.line} "
+                    "is ignored",
+                )
+            )
+    for key in sorted(QUEUE_ACCUMULATED):
+        found = [(origin, e) for origin, e in entries if e.key.lower() == key]
+        for (origin, before), (_, entry) in itertools.pairwise(found):
+            if entry.value.split(",")[0].strip().lower() in EMPTY_RESETS:
+                continue
+            problems.append(
+                Problem(
+                    entry.file,
+                    entry.line,
+                    "queue-override",
+                    f"[{section.name}] {key} = {entry.value} on line {entry.line} is added to "
+                    f"{before.value} ({_origin(section, origin, before)}), not put in its place: "
+                    f"app_queue ORs each {key}= into the conditions before it (parse_empty_options). "
+                    f"Set the whole list once, or start it with strict, loose, yes or no",
+                )
+            )
+    return problems
+
+
+def _queue_typed_values(section: Section, moh_classes: frozenset[str] | None) -> list[Problem]:
+    """Values app_queue would read as something else without a word: a boolean that is neither
+    true nor false, a number atoi() cuts, an unknown choice or joinempty condition, a missing
+    music class."""
+    problems = []
+    for entry in section.entries:
+        key, value = entry.key.lower(), entry.value.strip().lower()
+        why = None
+        if key in QUEUE_BOOLEAN_KEYS and value not in _TRUE | _FALSE:
+            why = "is neither yes nor no: app_queue reads it as no"
+        elif key in QUEUE_INTEGER_KEYS and not re.fullmatch(r"-?\d+", value):
+            why = "is not a whole number: app_queue reads atoi() of it"
+        elif key in QUEUE_CHOICES and value not in QUEUE_CHOICES[key]:
+            why = f"is not one of {', '.join(sorted(QUEUE_CHOICES[key]))}"
+        elif key in QUEUE_ACCUMULATED:
+            unknown = [c for c in value.split(",") if c.strip() not in EMPTY_CONDITIONS | EMPTY_RESETS]
+            why = f"has unknown conditions {unknown} (app_queue skips them)" if unknown else None
+        elif key in ("musicclass", "music", "musiconhold") and entry.value not in (
+            moh_classes or {entry.value}
+        ):
+            why = "is no class of musiconhold.conf: Asterisk plays the 'default' class instead"
+        if why:
+            problems.append(
+                Problem(
+                    entry.file,
+                    entry.line,
+                    "queue-value",
+                    f"[{section.name}] {entry.key} = {entry.value} {why}",
+                )
+            )
+    return problems
+
+
+def _queue_announce_limit(conf: ConfFile, section: Section) -> list[Problem]:
+    position = (conf.effective_get(section, "announce-position") or "yes").lower()
+    limit = conf.effective_get(section, "announce-position-limit")
+    if position in ("limit", "more") and limit is None:
+        why = f"announce-position = {position} without announce-position-limit: app_queue uses 10"
+    elif position not in ("limit", "more") and limit is not None:
+        why = f"announce-position-limit = {limit} is unused unless announce-position is limit or more"
+    else:
+        return []
+    return [Problem(section.file, section.line, "queue-value", f"[{section.name}] {why}")]
 
 
 def _without(section: Section, keys: dict[str, str]) -> Section:
@@ -1200,13 +1430,18 @@ def _queue_values(conf: ConfFile, section: Section) -> list[Problem]:
     return problems
 
 
+# main/logger.c init_logger_chain() reads these and ignores any other key without a word.
 LOGGER_GENERAL_KEYS = _words(
-    "dateformat use_callids appendhostname queue_log queue_log_to_file queue_log_name "
-    "queue_log_realtime_use_gmt queue_adaptive_realtime rotatestrategy exec_after_rotate logger_queue_limit"
+    "dateformat display_callids appendhostname queue_log queue_log_to_file queue_log_name "
+    "queue_log_realtime_use_gmt rotatestrategy exec_after_rotate logger_queue_limit custom_levels"
 )
+# Level names a [logfiles] channel may list (make_components() skips unknown ones silently), and
+# the ones a module registers when it loads.
+LOGGER_LEVELS = _words("debug trace notice warning error verbose dtmf *")
+LOGGER_MODULE_LEVELS = {"security": "res_security_log.so"}
 
 
-def check_logger(conf: ConfFile) -> list[Problem]:
+def check_logger(conf: ConfFile, loaded: frozenset[str] | None = None) -> list[Problem]:
     problems = check_structure(conf, frozenset())
     general = conf.section("general")
     problems += [
@@ -1224,10 +1459,37 @@ def check_logger(conf: ConfFile) -> list[Problem]:
         problems.append(
             Problem(general.file, general.line, "queue-log", "queue_log = yes: cti reads it after reconnects")
         )
-    if not _truthy(general.get("queue_log_to_file")) and general.get("queue_log_name") is None:
+    if not _truthy(general.get("queue_log_to_file")):
         problems.append(
-            Problem(general.file, general.line, "queue-log", "queue_log_to_file = yes or queue_log_name")
+            Problem(
+                general.file,
+                general.line,
+                "queue-log",
+                "queue_log_to_file = yes: else a realtime queue_log (extconfig.conf) replaces the file "
+                "cti reads",
+            )
         )
+    custom = {c.strip().lower() for c in (general.get("custom_levels") or "").split(",") if c.strip()}
+    for section in conf.named("logfiles"):
+        problems += _logger_levels(section, LOGGER_LEVELS | custom, loaded)
+    return problems
+
+
+def _logger_levels(
+    section: Section, known: frozenset[str] | set[str], loaded: frozenset[str] | None
+) -> list[Problem]:
+    problems = []
+    for entry in section.entries:
+        levels = re.sub(r"^\s*\[[a-z]+\]", "", entry.value.lower())
+        for level in (lv.strip() for lv in levels.split(",")):
+            module = LOGGER_MODULE_LEVELS.get(level)
+            if module and loaded is not None and module not in loaded:
+                why = f"is registered by {module}, which modules.conf does not load"
+            elif level in known or module or re.fullmatch(r"verbose\(\d+\)", level) or not level:
+                continue
+            else:
+                why = "is no log level: Asterisk skips it without a word"
+            problems.append(Problem(entry.file, entry.line, "logger", f"{entry.key}: level {level!r} {why}"))
     return problems
 
 
@@ -1236,9 +1498,10 @@ FEATURE_KEYS = {
         "featuredigittimeout transferdigittimeout atxfernoanswertimeout atxferdropcall atxferloopdelay "
         "atxfercallbackretries transferdialattempts transferretrysound transferinvalidsound atxferabort "
         "atxfercomplete atxferthreeway atxferswap pickupexten pickupsound pickupfailsound courtesytone "
-        "recordingfailsound xfersound xferfailsound"
+        "recordingfailsound xfersound xferfailsound transferannouncesound"
     ),
-    "featuremap": _words("blindxfer disconnect automon atxfer parkcall automixmon"),
+    # main/features_config.c; automon went with res_monitor in Asterisk 21.
+    "featuremap": _words("blindxfer disconnect atxfer parkcall automixmon"),
 }
 
 
@@ -1366,7 +1629,12 @@ SIMPLE_FILES: dict[str, dict[str, frozenset[str]]] = {
         )
     },
 }
-MOH_KEYS = _words("mode directory sort application format digit announcement")
+# res/res_musiconhold.c moh_parse_options() and load_moh_classes().
+MOH_KEYS = _words(
+    "mode directory sort application format digit announcement entry loop_last kill_escalation_delay "
+    "kill_method answeredonly"
+)
+MOH_GENERAL_KEYS = _words("cachertclasses preferchannelclass")
 
 
 def check_simple(conf: ConfFile, schema: dict[str, frozenset[str]]) -> list[Problem]:
@@ -1379,10 +1647,18 @@ def check_simple(conf: ConfFile, schema: dict[str, frozenset[str]]) -> list[Prob
     return problems
 
 
+def _moh_classes(conf: ConfFile | None) -> frozenset[str] | None:
+    if conf is None:
+        return None
+    return frozenset(s.name for s in conf.sections if s.name != "general" and not s.is_template)
+
+
 def check_musiconhold(conf: ConfFile) -> list[Problem]:
     problems = check_structure(conf, frozenset())
     for section in conf.sections:
-        if section.name != "general":
+        if section.name == "general":
+            problems += _unknown_keys(section, MOH_GENERAL_KEYS, "musiconhold.conf [general]")
+        else:
             problems += _unknown_keys(section, MOH_KEYS, "musiconhold class")
     return problems
 
@@ -1420,7 +1696,9 @@ def lint(conf_dir: Path, dialplan_dir: Path | None = None) -> list[Problem]:
         check_modules(parsed["modules.conf"]) if "modules.conf" in parsed else ([], None)
     )
     queue_problems, queues = (
-        check_queues(parsed["queues.conf"]) if "queues.conf" in parsed else ([], frozenset())
+        check_queues(parsed["queues.conf"], _moh_classes(parsed.get("musiconhold.conf")))
+        if "queues.conf" in parsed
+        else ([], frozenset())
     )
     problems += module_problems + queue_problems
     dialplan = parse_dialplan(parsed["extensions.conf"]) if "extensions.conf" in parsed else None
@@ -1428,7 +1706,7 @@ def lint(conf_dir: Path, dialplan_dir: Path | None = None) -> list[Problem]:
         problems += dialplan.problems + check_dialplan(
             dialplan, loaded, queues, str(conf_dir / "extensions.conf")
         )
-    problems += _other_files(parsed, dialplan, queues)
+    problems += _other_files(parsed, dialplan, queues, loaded)
     return sorted(set(problems))
 
 
@@ -1445,14 +1723,17 @@ def check_dialplan(
 
 
 def _other_files(
-    parsed: dict[str, ConfFile], dialplan: Dialplan | None, queues: frozenset[str]
+    parsed: dict[str, ConfFile],
+    dialplan: Dialplan | None,
+    queues: frozenset[str],
+    loaded: frozenset[str] | None = None,
 ) -> list[Problem]:
     problems: list[Problem] = []
     for name, conf in parsed.items():
         if name == "manager.conf":
             problems += check_manager(conf)
         elif name == "logger.conf":
-            problems += check_logger(conf)
+            problems += check_logger(conf, loaded)
         elif name == "features.conf":
             problems += check_features(conf)
         elif name == "pjsip.conf":
