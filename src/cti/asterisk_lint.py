@@ -1253,6 +1253,7 @@ QUEUE_STRATEGIES = _words("ringall leastrecent fewestcalls random rrmemory rrord
 # leavewhenempty are ORed into the conditions the lines before set (parse_empty_options), unless the
 # value starts with one of EMPTY_RESETS. Every other key: the last line wins.
 QUEUE_FIRST_WINS = frozenset({"strategy"})
+MUSIC_KEYS = _words("musicclass music musiconhold")
 QUEUE_ACCUMULATED = frozenset({"joinempty", "leavewhenempty"})
 EMPTY_CONDITIONS = _words("paused penalty inuse ringing invalid wrapup unavailable unknown")
 _TRUE = _words("yes true y t 1 on")  # ast_true()
@@ -1359,9 +1360,7 @@ def _queue_typed_values(section: Section, moh_classes: frozenset[str] | None) ->
         elif key in QUEUE_ACCUMULATED:
             unknown = [c for c in value.split(",") if c.strip() not in EMPTY_CONDITIONS | EMPTY_RESETS]
             why = f"has unknown conditions {unknown} (app_queue skips them)" if unknown else None
-        elif key in ("musicclass", "music", "musiconhold") and entry.value not in (
-            moh_classes or {entry.value}
-        ):
+        elif key in MUSIC_KEYS and moh_classes is not None and entry.value not in moh_classes:
             why = "is no class of musiconhold.conf: Asterisk plays the 'default' class instead"
         if why:
             problems.append(
