@@ -300,6 +300,11 @@ NEGATIVE_CASES: dict[str, tuple[Mutation, str, str]] = {
         "manager",
         "timestampevents",
     ),
+    "manager option asterisk refuses": (
+        _conf_edit("manager.conf", "authlimit = 20", "authlimit = 20\ntlscafile = /etc/ssl/ca.pem"),
+        "unknown-key",
+        "tlscafile",
+    ),
     "open acl": (
         _conf_edit("manager.conf", "permit = 127.0.0.1/255.255.255.255", "permit = 0.0.0.0/0.0.0.0"),
         "manager-acl",

@@ -1123,10 +1123,14 @@ def _module_dependencies(loaded: dict[str, Entry], table: ModuleTable) -> list[P
     return problems
 
 
+# main/manager.c __init_manager(): its own keys, and the TLS ones ast_tls_read_conf() knows except
+# tlscafile, tlscapath, tlscadir, tlsverifyclient, tlsdontverifyserver, tls/sslclientmethod, which
+# manager.conf refuses ("Invalid keyword"): the AMI server does not verify clients.
 MANAGER_GENERAL_KEYS = _words(
     "enabled webenabled port bindaddr timestampevents displayconnects allowmultiplelogin authtimeout "
-    "authlimit httptimeout channelvars debug brokeneventsaction tlsenable tlsbindaddr tlscertfile "
-    "tlsprivatekey tlscipher tlscafile tlscapath"
+    "authlimit httptimeout channelvars debug brokeneventsaction disabledevents tlsenable sslenable "
+    "tlsbindaddr sslbindaddr tlscertfile sslcert tlscert tlsprivatekey sslprivatekey tlscipher sslcipher "
+    "tlsservercipherorder tlsdisablev1 tlsdisablev11 tlsdisablev12"
 )
 MANAGER_USER_KEYS = _words(
     "secret deny permit acl read write writetimeout displayconnects allowmultiplelogin eventfilter setvar"
@@ -1618,7 +1622,11 @@ def _pjsip_references(
 
 SIMPLE_FILES: dict[str, dict[str, frozenset[str]]] = {
     "rtp.conf": {
-        "general": _words("rtpstart rtpend strictrtp icesupport rtpchecksums dtmftimeout probation")
+        "general": _words(
+            "rtpstart rtpend strictrtp icesupport rtpchecksums dtmftimeout probation rtcpinterval "
+            "srtpreplayprotection stunaddr stun_software_attribute turnaddr turnusername turnpassword "
+            "dtls_mtu"
+        )
     },
     "cdr.conf": {"general": _words("enable unanswered congestion endbeforehexten initiatedseconds batch")},
     "amd.conf": {
