@@ -108,7 +108,13 @@ class Daemon:
         # No customer resolver: `open_for_answer` reads the customer chosen on the pop inside
         # its own transaction (reading it first through the directory cost two more queries and
         # a session per answered call, on the screen pops' loop).
-        self.ticket_consumer = TicketConsumer(self.tickets, self.users.user_for_interface)
+        # ...but a caller whose number matched exactly one customer gets that customer's ticket
+        # without the agent having to pick (the pop's lookup result, already in memory).
+        self.ticket_consumer = TicketConsumer(
+            self.tickets,
+            self.users.user_for_interface,
+            identified_customer=lambda _server, linkedid: self.pops.identified_customer(linkedid),
+        )
         self.bus.consume("tickets", self._open_tickets, kinds=TicketConsumer.kinds)
         self.bus.consume("ticket-push", self._push_ticket, kinds=frozenset({TicketEvent}))
         self.breaches = BreachWatcher(self.tickets)

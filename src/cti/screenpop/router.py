@@ -201,6 +201,17 @@ class PopRouter:
             out.append((call.answered_by, message("pop.ended", linkedid=call.linkedid)))
         return out
 
+    def identified_customer(self, linkedid: str) -> int | None:
+        """The customer the caller's number names without doubt: exactly one directory match."""
+        call = self.calls.get(linkedid)
+        lookup = call.customer if call is not None else None
+        if not lookup or lookup.get("status") != "found":
+            return None
+        customers = lookup.get("customers") or []
+        if len(customers) != 1 or not isinstance(customers[0].get("id"), int):
+            return None
+        return int(customers[0]["id"])
+
     def set_customer(self, linkedid: str, lookup: dict[str, Any]) -> list[Outgoing]:
         """The directory answered: update the pop of everyone who sees this call."""
         call = self.calls.get(linkedid)

@@ -24,6 +24,8 @@ log = structlog.get_logger(__name__)
 _REPORTED_LIMIT = 1024
 
 CustomerForCall = Callable[[str, str], Awaitable[int | None]]
+# (server, linkedid) -> the one customer the caller's number matched, from memory (the pop's lookup).
+IdentifiedCustomer = Callable[[str, str], int | None]
 
 
 class TicketConsumer:
@@ -34,10 +36,12 @@ class TicketConsumer:
         service: TicketService,
         agent_for_interface: Callable[[str], str | None],
         customer_for_call: CustomerForCall | None = None,
+        identified_customer: IdentifiedCustomer | None = None,
     ) -> None:
         self._service = service
         self._agent_for_interface = agent_for_interface
         self._customer_for_call = customer_for_call
+        self._identified_customer = identified_customer
         self._reported: set[str] = set()
 
     async def on_event(self, event: Event) -> None:
@@ -54,7 +58,12 @@ class TicketConsumer:
         customer_id = None
         if self._customer_for_call is not None:
             customer_id = await self._customer_for_call(event.server, event.linkedid)
-        await self._service.open_for_answer(event.server, event.linkedid, username, event.queue, customer_id)
+        identified = (
+            self._identified_customer(event.server, event.linkedid) if self._identified_customer else None
+        )
+        await self._service.open_for_answer(
+            event.server, event.linkedid, username, event.queue, customer_id, identified_id=identified
+        )
 
     async def _transferred(self, event: CallTransferred) -> None:
         # A blind transfer names a queue or an extension: the ticket waits for the next answer.

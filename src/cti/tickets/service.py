@@ -90,8 +90,12 @@ class TicketService:
         agent_username: str,
         queue: str | None,
         customer_id: int | None = None,
+        identified_id: int | None = None,
     ) -> TicketView:
         """The call's ticket for the agent who answered it.
+
+        Its customer: `customer_id` when given, else the one the agent picked on the pop, else
+        `identified_id` (the only customer the caller's number matched).
 
         Idempotent: the same agent answering the same call again gets the same ticket, whatever its
         state. When the call's ticket is still unresolved and another agent answers (a transfer), it
@@ -106,6 +110,8 @@ class TicketService:
                 return await self._reassign(unit, current, agent_username)
             if customer_id is None:
                 customer_id = await self._chosen_customer(unit.session, server, linkedid)
+            if customer_id is None:
+                customer_id = identified_id
             row = Ticket(
                 server=server,
                 linkedid=linkedid,
