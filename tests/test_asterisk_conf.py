@@ -591,10 +591,16 @@ def test_docs_state_the_contract() -> None:
         assert f"`{name}`" in doc, name
 
 
-def test_dialplan_calls_the_declared_agi_script() -> None:
+def test_dialplan_calls_the_daemons_fastagi_lookup() -> None:
+    from cti.config import AgiSettings
+
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["scripts"]
-    assert scripts["cti-agi"] == "cti.agi.lookup:main"
-    assert "AGI(cti-agi,lookup," in (DIALPLANS / "cti-inbound.conf").read_text(encoding="utf-8")
+    assert "cti-agi" not in scripts  # the process-per-call script is gone
+    inbound = (DIALPLANS / "cti-inbound.conf").read_text(encoding="utf-8")
+    skipped = inbound.index("Set(CTI_LOOKUP=skipped)")  # what a call shows when cti is down
+    assert inbound.index("AGI(agi://${CTI_AGI_HOST}/lookup,${CTI_REGION})") > skipped
+    globals_ = (CONF / "extensions.conf").read_text(encoding="utf-8")
+    assert f"CTI_AGI_HOST=127.0.0.1:{AgiSettings().port}" in globals_.splitlines()
 
 
 # ------------------------------------------------------------------ the parser on the lab's files

@@ -89,6 +89,7 @@ class Daemon:
             self._spawn(link.run(), f"ami:{server.name}")
         self._spawn(self._tick(), "tracker-tick")
         await self._start_desk()
+        await self._start_agi()
         gc_policy.after_startup()
         log.info("cti started", servers=[s.name for s in self.settings.asterisk], database=redact_url(db.url))
 
@@ -146,6 +147,25 @@ class Daemon:
         site = web.TCPSite(self.runner, web_settings.host, web_settings.port)
         await site.start()
         log.info("web server listening", url=self.web_url)
+
+    async def _start_agi(self) -> None:
+        """The FastAGI server for the inbound dialplan's caller lookup, when [agi] host is set."""
+        from cti.agi.lookup import CallerLookup
+        from cti.agi.server import FastAgiServer
+
+        settings = self.settings.agi
+        self.agi: FastAgiServer | None = None
+        if not settings.host:
+            return
+        lookup = CallerLookup(self.directory, self.settings.directory.region, settings.timeout_s)
+        server = FastAgiServer(
+            {"lookup": lookup},
+            session_timeout_s=settings.session_timeout_s,
+            max_sessions=settings.max_sessions,
+        )
+        await server.start(settings.host, settings.port)
+        self.agi = server
+        log.info("FastAGI server listening", addresses=[f"{h}:{p}" for h, p in server.addresses])
 
     def _start_dialer(self) -> list[web.RouteDef]:
         """The outbound dialer on the first server's link: bus events in, Originates out."""
@@ -260,6 +280,9 @@ class Daemon:
     async def shutdown(self) -> None:
         """Log off, let consumers take what was published, flush the writer, cancel the rest."""
         log.info("cti stopping")
+        agi = getattr(self, "agi", None)
+        if agi is not None:
+            await agi.close()  # first: calls in the IVR get their lookup or go on without it
         if hasattr(self, "runner"):
             await self.hub.close()
             await self.runner.cleanup()

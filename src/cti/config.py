@@ -120,6 +120,21 @@ class TicketSettings:
 
 
 @dataclass(frozen=True)
+class AgiSettings:
+    """The FastAGI server that answers the inbound dialplan's caller lookup (docs/asterisk.md)."""
+
+    # Where to listen; "" = no FastAGI server. Only the PBX may reach it: FastAGI has no authentication.
+    host: str = ""
+    port: int = 4573
+    # The directory's answer is waited for this long; then the call goes on with CTI_LOOKUP=error.
+    timeout_s: float = 0.5
+    # A whole session, from the connection to the last reply: a silent or slow peer is cut off then.
+    session_timeout_s: float = 2.0
+    # Sessions at once; connections beyond are closed at once (the call goes on, CTI_LOOKUP=skipped).
+    max_sessions: int = 500
+
+
+@dataclass(frozen=True)
 class Settings:
     asterisk: tuple[AsteriskServer, ...] = (AsteriskServer(),)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
@@ -128,6 +143,7 @@ class Settings:
     web: WebSettings = field(default_factory=WebSettings)
     directory: DirectorySettings = field(default_factory=DirectorySettings)
     tickets: TicketSettings = field(default_factory=TicketSettings)
+    agi: AgiSettings = field(default_factory=AgiSettings)
 
     def secrets(self) -> list[str]:
         """Every secret value in these settings, for the log redactor."""
@@ -224,6 +240,7 @@ def _env_overrides(settings: Settings, env: Mapping[str, str]) -> Settings:
         ("tracker", TrackerSettings),
         ("web", WebSettings),
         ("directory", DirectorySettings),
+        ("agi", AgiSettings),
     )
     for section, cls in env_sections:
         current = getattr(settings, section)
@@ -252,7 +269,7 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
             raise ConfigError(f"{chosen}: no such settings file") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{chosen}: not valid TOML ({exc})") from None
-    unknown = set(raw) - {"asterisk", "database", "log", "tracker", "web", "directory", "tickets"}
+    unknown = set(raw) - {"asterisk", "database", "log", "tracker", "web", "directory", "tickets", "agi"}
     if unknown:
         raise ConfigError(f"unknown section(s) {', '.join(sorted(unknown))}")
     settings = Settings(
@@ -263,5 +280,6 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
         web=_coerce(WebSettings, raw.get("web", {}), "web"),
         directory=_coerce(DirectorySettings, raw.get("directory", {}), "directory"),
         tickets=_coerce(TicketSettings, raw.get("tickets", {}), "tickets"),
+        agi=_coerce(AgiSettings, raw.get("agi", {}), "agi"),
     )
     return _env_overrides(settings, env)

@@ -1,1 +1,4 @@
-"""AGI scripts that Asterisk runs during calls (pyst2). Keep imports here empty: start-up time counts."""
+"""FastAGI: the daemon answers the inbound dialplan's `AGI(agi://HOST[:PORT]/lookup,...)` itself.
+
+`protocol.py` is the wire without I/O, `server.py` the asyncio server, `lookup.py` the caller
+lookup route (docs/asterisk.md, "The AGI lookup")."""
