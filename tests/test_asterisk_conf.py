@@ -259,6 +259,22 @@ NEGATIVE_CASES: dict[str, tuple[Mutation, str, str]] = {
         "pjsip",
         "helpdesk",
     ),
+    # the FastAGI lookup
+    "agi old script": (
+        _dialplan("[cti-x]\nexten => 7,1,AGI(cti-agi,lookup,FR)"),
+        "agi",
+        "cti-agi script is gone",
+    ),
+    "agi unknown route": (
+        _dialplan("[cti-x]\nexten => 7,1,AGI(agi://${CTI_AGI_HOST}/lookups,FR)"),
+        "agi",
+        "no route 'lookups'",
+    ),
+    "agi name policy": (
+        _dialplan("[cti-x]\nexten => 7,1,AGI(agi://${CTI_AGI_HOST}/lookup,FR,sometimes)"),
+        "agi",
+        "name policy 'sometimes'",
+    ),
     # originate targets
     "originate context missing": (
         lambda t: _edit(t[1] / "cti-outbound.conf", "[cti-click-to-call]", "[cti-click-2-call]"),

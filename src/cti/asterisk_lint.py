@@ -1019,6 +1019,34 @@ def check_originate_contexts(dialplan: Dialplan, path: str) -> list[Problem]:
     return problems
 
 
+# Routes of cti's FastAGI server (src/cti/agi/), reached as AGI(agi://${CTI_AGI_HOST}/ROUTE,...).
+FASTAGI_ROUTES = frozenset({"lookup"})
+LOOKUP_NAME_POLICIES = frozenset({"ifunknown", "always", "never"})
+
+
+def check_agi(dialplan: Dialplan) -> list[Problem]:
+    """AGI() calls to cti go to its FastAGI server, with a route it serves and a known policy."""
+    problems: list[Problem] = []
+    for _, _, step in dialplan.steps():
+        if step.app.lower() != "agi":
+            continue
+        args = [a.strip() for a in split_top(step.args, ",")]
+        where = (step.file, step.line, "agi")
+        if args[0].rsplit("/", 1)[-1].lower() == "cti-agi":
+            problems.append(
+                Problem(*where, "the cti-agi script is gone: AGI(agi://${CTI_AGI_HOST}/lookup,REGION)")
+            )
+        if not args[0].startswith("agi://${CTI_AGI_HOST}"):
+            continue
+        route = args[0].removeprefix("agi://${CTI_AGI_HOST}").lstrip("/").split("?", 1)[0]
+        if route not in FASTAGI_ROUTES:
+            problems.append(Problem(*where, f"cti's FastAGI server has no route {route!r} (only: lookup)"))
+        policy = args[2].lower() if len(args) > 2 else "ifunknown"
+        if not is_dynamic(policy) and policy not in LOOKUP_NAME_POLICIES:
+            problems.append(Problem(*where, f"name policy {args[2]!r}: ifunknown, always or never"))
+    return problems
+
+
 # ---------------------------------------------------------------------------- file rules
 
 
@@ -1726,6 +1754,7 @@ def check_dialplan(
         + check_user_events(dialplan)
         + check_queues_used(dialplan, queues)
         + check_originate_contexts(dialplan, path)
+        + check_agi(dialplan)
     )
 
 
