@@ -635,9 +635,12 @@ async def test_close_cancels_sessions_in_progress() -> None:
 
 
 async def test_caller_numbers_are_logged_at_debug_only(sqlite_lab: Lab) -> None:
+    broken_env = [b"agi_network: yes\n", b"agi_callerid 0612345678\n", b"\n"]  # not "key: value"
     with structlog.testing.capture_logs() as logs:
         await play_asterisk(sqlite_lab.port, "0612345678")
-        await play_asterisk(sqlite_lab.port, "0612345678", reply=lambda _a, _n: "garbage\n")
+        await play_asterisk(sqlite_lab.port, "0612345678", reply=lambda _a, _n: "0612345678\n")
+        await play_asterisk(sqlite_lab.port, "", env=broken_env)
+    assert sqlite_lab.server.problems.counts == {"protocol": 2}  # both reported, at WARNING
     for entry in logs:
         text = repr(entry)
         if "0612345678" in text or "+33612345678" in text:

@@ -46,6 +46,11 @@ class LineTooLong(AgiProtocolError):
     pass
 
 
+def sample(line: str) -> str:
+    """A bad line, fit for a WARNING: its start, digits masked (it may hold a caller's number)."""
+    return re.sub(r"\d", "#", line[:40])
+
+
 def decode(line: bytes) -> str:
     """One whole line as text. Asterisk sends channel bytes as they are: a Latin-1 caller name from
     a carrier must cost its accents, not the lookup."""
@@ -123,7 +128,7 @@ def parse_environment(lines: Iterable[str]) -> AgiEnvironment:
             raise AgiProtocolError(f"more than {MAX_ENVIRONMENT_LINES} environment lines")
         key, colon, value = line.partition(":")
         if not colon or not _KEY.match(key):
-            raise AgiProtocolError(f"not an AGI environment line: {line[:40]!r}")
+            raise AgiProtocolError(f"not an AGI environment line: {sample(line)!r}")
         values[key] = value[1:] if value.startswith(" ") else value
     if values.get("agi_network") != "yes":
         raise AgiProtocolError("no 'agi_network: yes': not a FastAGI client")
@@ -184,7 +189,7 @@ class ReplyParser:
             return self._continue_usage(line)
         match = _REPLY.match(line)
         if match is None:
-            raise AgiProtocolError(f"not an AGI reply: {line[:40]!r}")
+            raise AgiProtocolError(f"not an AGI reply: {sample(line)!r}")
         code, dash, text = int(match.group(1)), match.group(2), match.group(3)
         if dash == "-":
             self._usage = [text]

@@ -138,6 +138,7 @@ class FastAgiServer:
         self.sessions_served = 0
         self._server: asyncio.Server | None = None
         self._sessions: set[asyncio.Task[None]] = set()
+        self._closing = False
 
     async def start(self, host: str, port: int) -> None:
         if not host:
@@ -159,6 +160,9 @@ class FastAgiServer:
         return len(self._sessions)
 
     def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._closing:  # accepted just before close(): not a session close() would wait for
+            writer.close()
+            return
         if len(self._sessions) >= self.max_sessions:
             self.problems.report(
                 "busy",
@@ -247,6 +251,7 @@ class FastAgiServer:
 
     async def close(self, grace_s: float = 1.0) -> None:
         """Stop accepting, give sessions in progress `grace_s` to finish, cancel the rest."""
+        self._closing = True
         if self._server is not None:
             self._server.close()
         running = set(self._sessions)
