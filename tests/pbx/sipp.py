@@ -178,7 +178,7 @@ class _InCall:
     def hang_up(self, bye_cseq: int, me: str) -> None:
         self.main.append(
             '  <send retrans="500"><![CDATA[\n'
-            "BYE [next_url] SIP/2.0\n"
+            "BYE [$target] SIP/2.0\n"
             "Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]\n"
             f"From: {me}\nTo: [$peer]\nCall-ID: [call_id]\n"
             f"CSeq: {bye_cseq} BYE\nMax-Forwards: 70\nContent-Length: 0\n"
@@ -270,6 +270,7 @@ def uas_scenario(answer: Answer, workdir: Path) -> str:
         '<ereg regexp="[0-9]+" search_in="hdr" header="CSeq:" assign_to="invcseq"/>'
         '<ereg regexp=".*" search_in="hdr" header="From:" assign_to="peer"/>'
         '<ereg regexp=".*" search_in="hdr" header="To:" assign_to="me0"/>'
+        '<ereg regexp="sip:[^>;]*" search_in="hdr" header="Contact:" assign_to="target"/>'
         "</action>\n"
     )
     parts.append("  </recv>\n")
@@ -291,7 +292,7 @@ def uas_scenario(answer: Answer, workdir: Path) -> str:
             parts.append('  <label id="answer"/>\n')
             parts.append(
                 '  <nop><action><assignstr assign_to="me" value="[$me0];tag=[pid]SIPpTag01[call_number]"/>'
-                '<log message="dialog [$me] [$peer]"/></action></nop>\n'
+                '<log message="dialog [$me] [$peer] [$target]"/></action></nop>\n'
             )
             parts.append(_response("200 OK", sdp=True))
             parts.append('  <recv request="ACK"/>\n')
@@ -355,7 +356,8 @@ Content-Length: [len]
     parts.append('  <recv response="200" rrs="true" next="up">\n')
     parts.append(
         '    <action><ereg regexp=".*" search_in="hdr" header="To:" assign_to="peer"/>'
-        '<log message="dialog [$peer]"/></action>\n'
+        '<ereg regexp="sip:[^>;]*" search_in="hdr" header="Contact:" assign_to="target"/>'
+        '<log message="dialog [$peer] [$target]"/></action>\n'
     )
     parts.append("  </recv>\n")
     # A final refusal ends the call with an ACK (a refused code, a busy agent…).
@@ -509,6 +511,13 @@ class SipLab:
         process = Sipp(name, args, self.workdir).start()
         self.processes.append(process)
         return process
+
+    def answer_pstn(self, port: int, answer: Answer) -> None:
+        """Change how the far end of the trunk answers calls out (same port: the trunk's contact)."""
+        if self.pstn is not None:
+            self.pstn.stop()
+            time.sleep(0.05)
+        self.pstn = self.listen("pstn", port, answer)
 
     def close(self) -> None:
         for process in self.processes:
