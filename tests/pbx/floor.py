@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from lab import Asterisk
 from sipp import Answer, Dial, Phone, SipLab, Sipp
@@ -54,3 +56,41 @@ def call_in(
              hangup_after_ms=hangup_after_ms),
         port=pbx.ports.callers[line],
     )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Invite:
+    """An initial INVITE a SIPp phone or the PSTN received, as its message log has it."""
+
+    user: str  # the Request-URI user: the number dialled
+    from_user: str  # the caller ID it was sent with
+    headers: dict[str, list[str]]
+
+    def header(self, name: str) -> list[str]:
+        return self.headers.get(name.lower(), [])
+
+
+def received_invites(sip: SipLab, stem: str) -> list[Invite]:
+    """Initial INVITEs (no To tag: not re-INVITEs) received by the SIPp processes named `stem`
+    ("pstn", "phone-1003"), in the order of their logs."""
+    found = []
+    for path in sorted(sip.workdir.glob(f"*-{stem}.messages.log")):
+        for block in path.read_text(errors="replace").split("message received")[1:]:
+            lines = block.split("\n\n", 1)[-1].splitlines()
+            if not lines or not lines[0].startswith("INVITE "):
+                continue
+            headers: dict[str, list[str]] = {}
+            for line in lines[1:]:
+                if not line.strip():
+                    break
+                name, _, value = line.partition(":")
+                headers.setdefault(name.strip().lower(), []).append(value.strip())
+            if "tag=" in "".join(headers.get("to", [])):
+                continue
+            found.append(Invite(_sip_user(lines[0].split()[1]), _sip_user(headers["from"][0]), headers))
+    return found
+
+
+def _sip_user(uri: str) -> str:
+    match = re.search(r"sip:([^@;>]+)@", uri)
+    return match.group(1) if match else ""

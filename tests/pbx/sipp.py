@@ -259,20 +259,33 @@ class Answer:
     dtmf_delay_ms: int = 800
     refuse: str | None = None  # "486 Busy Here", "503 Service Unavailable": never answer
     never_answer: bool = False  # ring until CANCEL (no answer)
+    # Honour an auto-answer request as softphones set up for it do: an INVITE carrying
+    # `Call-Info: <...>;answer-after=0` is answered at once, any other after ring_ms.
+    auto_answer: bool = False
 
 
 def uas_scenario(answer: Answer, workdir: Path) -> str:
     parts = [HEAD, '<scenario name="uas">\n']
     parts.append('  <recv request="OPTIONS" optional="true" next="options"/>\n')
     parts.append('  <recv request="INVITE" crlf="true">\n')
-    parts.append(
-        "    <action>"
-        '<ereg regexp="[0-9]+" search_in="hdr" header="CSeq:" assign_to="invcseq"/>'
-        '<ereg regexp=".*" search_in="hdr" header="From:" assign_to="peer"/>'
-        '<ereg regexp=".*" search_in="hdr" header="To:" assign_to="me0"/>'
-        '<ereg regexp="sip:[^>;]*" search_in="hdr" header="Contact:" assign_to="target"/>'
-        "</action>\n"
-    )
+    captures = [
+        '<ereg regexp="[0-9]+" search_in="hdr" header="CSeq:" assign_to="invcseq"/>',
+        '<ereg regexp=".*" search_in="hdr" header="From:" assign_to="peer"/>',
+        '<ereg regexp=".*" search_in="hdr" header="To:" assign_to="me0"/>',
+        '<ereg regexp="sip:[^>;]*" search_in="hdr" header="Contact:" assign_to="target"/>',
+    ]
+    if answer.auto_answer:
+        captures.append(
+            '<ereg regexp="answer-after=0" search_in="hdr" header="Call-Info:" check_it="false"'
+            ' assign_to="autoanswer"/>'
+        )
+    # SIPp refuses a scenario that sets a variable it never reads ("Variable $x is referenced
+    # 1 times!"): a refusal reads none, a phone that never answers only the CSeq (its 487).
+    if answer.refuse:
+        captures = []
+    elif answer.never_answer:
+        captures = captures[:1]
+    parts.append("    <action>" + "".join(captures) + "</action>\n")
     parts.append("  </recv>\n")
     parts.append(_response("100 Trying", tag=False))
     if answer.refuse:
@@ -286,6 +299,8 @@ def uas_scenario(answer: Answer, workdir: Path) -> str:
             parts.append(_response("487 Request Terminated", cseq="CSeq: [$invcseq] INVITE"))
             parts.append('  <recv request="ACK" next="done"/>\n')
         else:
+            if answer.auto_answer:
+                parts.append('  <nop test="autoanswer" next="answer"/>\n')
             parts.append(
                 f'  <recv request="CANCEL" next="cancelled" timeout="{answer.ring_ms}" ontimeout="answer"/>\n'
             )
