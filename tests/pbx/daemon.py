@@ -72,6 +72,10 @@ format = "json"
 host = "127.0.0.1"
 port = {self.web_port}
 secret = "tier-web-secret-0123456789abcdef"
+
+[agi]
+host = "127.0.0.1"
+port = {self.pbx.ports.agi}
 {self.extra_toml}
 """,
             encoding="utf-8",

@@ -45,18 +45,31 @@ CTI_PROMPTS = [
     "dialer-sorry",
     "invalid-number",
 ]
-STOCK_PROMPTS = ["agent-loginok", "agent-loggedoff", "beep", "beeperr"]
+# Asterisk's core sound package is installed on every real PBX; a lab without it breaks in
+# silent ways: a DTMF transfer is abandoned when its announcement (pbx-transfer) cannot be
+# opened, and the digits the agent keys next go to the caller instead.
+STOCK_PROMPTS = [
+    *("agent-loginok", "agent-loggedoff", "beep", "beeperr"),
+    *("pbx-transfer", "pbx-invalid", "privacy-incorrect"),
+    *("queue-thankyou", "queue-thereare", "queue-callswaiting", "queue-youarenext", "queue-holdtime"),
+    *("queue-minute", "queue-minutes", "queue-seconds", "queue-reporthold", "queue-periodic-announce"),
+]
 PROMPT_S = 0.3
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-        tcp.bind(("127.0.0.1", 0))
-        port = int(tcp.getsockname()[1])
-    # SIP and RTP are UDP: make sure the same number is free there too.
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-        udp.bind(("127.0.0.1", port))
-    return port
+    """A port free on 127.0.0.1 for both TCP and UDP (SIP and RTP are UDP, AMI and HTTP TCP)."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind(("127.0.0.1", 0))
+            port = int(tcp.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+        return port
+    raise RuntimeError("no free port on 127.0.0.1")
 
 
 @dataclass(frozen=True)
@@ -165,6 +178,7 @@ class Asterisk:
     # The compose lab's switch (dialplans/cti-inbound.conf): open around the clock, so a test run
     # on a Sunday evening reaches the SVI. Tests of the closed path start Asterisk without it.
     force_open: bool = True
+    _recorder: socket.socket | None = None
 
     @property
     def etc(self) -> Path:
@@ -251,11 +265,32 @@ class Asterisk:
                     self.cli("core waitfullybooted", timeout_s=deadline - time.monotonic())
                     # A full log for the test's artefacts (runtime command: not a config change).
                     self.cli("logger add channel full.log notice,warning,error,verbose(4),dtmf")
+                    self.record_ami()
                     return
                 except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
                     pass
             time.sleep(0.05)
         raise RuntimeError(f"asterisk did not boot within {timeout_s} s: {self.tail()}")
+
+    def record_ami(self) -> None:
+        """Keep every byte Asterisk's AMI sends (to the same user as the daemon) in log/ami.raw:
+        the scenario's exact transcript, for the artefacts and for `cti replay`."""
+        import threading
+
+        sock = socket.create_connection(("127.0.0.1", self.ports.ami), timeout=5)
+        login = f"Action: Login\r\nUsername: cti\r\nSecret: {AMI_SECRET}\r\nEvents: on\r\n\r\n"
+        sock.sendall(login.encode())
+        sock.settimeout(None)
+        out = open(self.log_dir / "ami.raw", "ab")  # noqa: SIM115
+
+        def pump() -> None:
+            with out, sock:
+                while chunk := sock.recv(65536):
+                    out.write(chunk)
+                    out.flush()
+
+        threading.Thread(target=pump, name="ami-recorder", daemon=True).start()
+        self._recorder = sock
 
     def cli(self, command: str, timeout_s: float = 10.0) -> str:
         result = subprocess.run(
