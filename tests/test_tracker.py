@@ -11,6 +11,7 @@ from cti.ami.message import Message
 from cti.ami.parser import AmiParser
 from cti.calls import events as ev
 from cti.calls.queue_log import parse_lines
+from cti.calls.records import CallRecord
 from cti.calls.tracker import CallTracker
 
 CAPTURES = Path(__file__).resolve().parents[1].parent / "shared" / "ami-captures"
@@ -331,3 +332,134 @@ def test_restored_call_that_ended_while_down_is_closed_by_the_resync() -> None:
     events = second.resync([], [], at=1795389700.0)
     record = next(e for e in events if isinstance(e, ev.CallEnded)).record
     assert record.closed_by == "resync" and record.linkedid == "1795389610.8"
+
+
+# ---------------------------------------------------------------- originate paths on a real PBX
+# Transcripts trimmed from real Asterisk 22.10.1 traffic (the tier's lab: shipped dialplans, SIPp
+# phones and PSTN): the headers the tracker reads, the timestamps as they were.
+def _click_to_call(*, customer: str = "ANSWER", first_to_hang_up: str = "customer") -> list[Message]:
+    """POST /api/agent/call: Originate PJSIP/1001 into cti-click-to-call (CTI_DIAL=+33612345678);
+    the agent answers after 3 s, then their phone dials the customer through the trunk."""
+    agent = {"Channel": "PJSIP/1001-00000001", "Uniqueid": "1796590173.1", "Linkedid": "1796590173.1"}
+    trunk = {"Channel": "PJSIP/trunk-00000002", "Uniqueid": "1796590176.2", "Linkedid": "1796590173.1"}
+    dest = {"DestChannel": trunk["Channel"], "DestUniqueid": trunk["Uniqueid"], "DestAccountCode": ""}
+    msgs = [
+        Message(Event="Newchannel", **agent, CallerIDNum="1001", Exten="s", Timestamp="1796590173.160115"),
+        Message(Event="DialBegin", DestChannel=agent["Channel"], DestUniqueid=agent["Uniqueid"],
+                DestLinkedid=agent["Linkedid"], DestAccountCode="", DialString="1001",
+                Timestamp="1796590173.160996"),
+        Message(Event="DialEnd", DestChannel=agent["Channel"], DestUniqueid=agent["Uniqueid"],
+                DialStatus="ANSWER", Timestamp="1796590176.167872"),
+        Message(Event="OriginateResponse", ActionID="cti-click-abc", Response="Success",
+                Channel=agent["Channel"], Context="cti-click-to-call", Exten="s", Reason="4",
+                Uniqueid=agent["Uniqueid"], CallerIDNum="<unknown>", Timestamp="1796590176.167907"),
+        Message(Event="Newchannel", **trunk, CallerIDNum="<unknown>", Exten="s",
+                Timestamp="1796590176.168688"),
+        Message(Event="NewCallerid", **trunk, CallerIDNum="+33187654321", Timestamp="1796590176.168925"),
+        Message(Event="DialBegin", **agent, **dest, DialString="+33612345678@trunk",
+                Timestamp="1796590176.170580"),
+    ]  # fmt: skip
+    if customer != "ANSWER":  # busy: the dialplan hangs the agent's phone up
+        return [
+            *msgs,
+            Message(Event="Hangup", **trunk, Cause="17", Timestamp="1796590177.18"),
+            Message(Event="DialEnd", **agent, **dest, DialStatus=customer, Timestamp="1796590177.183395"),
+            Message(Event="SoftHangupRequest", **agent, Cause="16", Timestamp="1796590177.19"),
+            Message(Event="Hangup", **agent, Cause="16", Timestamp="1796590177.20"),
+        ]
+    msgs += [
+        Message(Event="DialEnd", **agent, **dest, DialStatus="ANSWER", Timestamp="1796590177.183395"),
+        Message(Event="BridgeEnter", **trunk, Timestamp="1796590177.183808"),
+        Message(Event="BridgeEnter", **agent, Timestamp="1796590177.183926"),
+    ]
+    first, second = (trunk, agent) if first_to_hang_up == "customer" else (agent, trunk)
+    return [
+        *msgs,
+        Message(Event="HangupRequest", **first, Cause="16", Timestamp="1796590183.523799"),
+        Message(Event="Hangup", **first, Cause="16", Timestamp="1796590183.524282"),
+        Message(Event="SoftHangupRequest", **second, Cause="16", Timestamp="1796590183.524469"),
+        Message(Event="Hangup", **second, Cause="16", Timestamp="1796590183.524998"),
+    ]
+
+
+def _ended(msgs: list[Message]) -> CallRecord:
+    events = run(CallTracker(), msgs)
+    [record] = [e.record for e in events if isinstance(e, ev.CallEnded)]
+    return record
+
+
+def test_click_to_call_records_the_customer_called_and_the_conversation_with_them() -> None:
+    record = _ended(_click_to_call())
+    # The agent's phone is the originated leg: the number called is the one it dialled, the
+    # answer is the customer's (not the agent's, 1 s earlier), and the customer hung up.
+    assert (record.direction, record.called) == ("outbound", "+33612345678")
+    assert record.outcome == "outbound_answered"
+    assert record.answered_at == 1796590177.183395
+    assert record.talk_s == round(1796590183.523799 - 1796590177.183395, 3)
+    assert (record.hangup_by, record.agent_interface) == ("caller", "PJSIP/1001")
+    assert (record.originate_action_id, record.campaign) == ("cti-click-abc", None)
+
+
+def test_click_to_call_the_agent_hangs_up_first() -> None:
+    record = _ended(_click_to_call(first_to_hang_up="agent"))
+    assert (record.hangup_by, record.called) == ("agent", "+33612345678")
+
+
+def test_click_to_call_to_a_busy_customer() -> None:
+    record = _ended(_click_to_call(customer="BUSY"))
+    assert (record.outcome, record.called, record.answered_at, record.talk_s) == (
+        "outbound_busy", "+33612345678", None, None,
+    )  # fmt: skip
+    assert record.hangup_by == "caller"
+
+
+def test_click_to_call_the_agent_does_not_pick_up() -> None:
+    msgs = [
+        *_click_to_call()[:2],
+        Message(Event="Hangup", Channel="PJSIP/1001-00000001", Uniqueid="1796590173.1",
+                Linkedid="1796590173.1", Cause="19", Timestamp="1796590203.2"),
+        Message(Event="OriginateResponse", ActionID="cti-click-abc", Response="Failure",
+                Channel="PJSIP/1001", Reason="3", Uniqueid="<unknown>", Timestamp="1796590203.3"),
+    ]  # fmt: skip
+    record = _ended(msgs)
+    # Nobody was called: not the agent's own extension.
+    assert (record.outcome, record.called, record.hangup_by) == ("outbound_no_answer", None, "system")
+
+
+def _campaign_attempt(reason: str) -> list[Message]:
+    """The dialer's Originate (Account cti-campaign:relance) to a callee who does not answer:
+    Asterisk names the campaign in DestAccountCode before anything else happens."""
+    half1 = {"Channel": "Local/+33612345678@cti-dialer-out-00000000;1", "Uniqueid": "1796590124.1",
+             "Linkedid": "1796590124.1", "AccountCode": "cti-campaign:relance"}  # fmt: skip
+    half2 = {**half1, "Channel": "Local/+33612345678@cti-dialer-out-00000000;2", "Uniqueid": "1796590124.2"}
+    return [
+        Message(Event="Newchannel", **{**half1, "AccountCode": ""}, CallerIDNum="<unknown>",
+                Exten="+33612345678", Timestamp="1796590124.398989"),
+        Message(Event="Newchannel", **{**half2, "AccountCode": ""}, CallerIDNum="<unknown>",
+                Exten="+33612345678", Timestamp="1796590124.399026"),
+        Message(Event="NewCallerid", **half1, CallerIDNum="+33187654321", Timestamp="1796590124.399100"),
+        Message(Event="DialBegin", DestChannel=half1["Channel"], DestUniqueid=half1["Uniqueid"],
+                DestLinkedid=half1["Linkedid"], DestAccountCode="cti-campaign:relance",
+                DialString="+33612345678@cti-dialer-out", Timestamp="1796590124.399569"),
+        Message(Event="Hangup", **half2, Cause="17", Timestamp="1796590126.40"),
+        Message(Event="Hangup", **half1, Cause="17", Timestamp="1796590126.41"),
+        Message(Event="OriginateResponse", ActionID="cti-dialer-1-1-abc", Response="Failure",
+                Channel="Local/+33612345678@cti-dialer-out", Context="cti-dialer-connect", Exten="s",
+                Reason=reason, Uniqueid="<unknown>", Timestamp="1796590126.42"),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(("reason", "outcome"), [("5", "busy"), ("3", "no_answer"), ("8", "congestion")])
+def test_campaign_attempt_nobody_answered_is_filed_under_its_campaign(reason: str, outcome: str) -> None:
+    record = _ended(_campaign_attempt(reason))
+    assert (record.campaign, record.contact, record.called) == ("relance", None, "+33612345678")
+    assert (record.outcome, record.direction) == (f"outbound_{outcome}", "outbound")
+    assert record.caller_raw == "+33187654321"  # the campaign's caller ID
+
+
+def test_an_accountcode_that_is_not_the_dialers_names_no_campaign() -> None:
+    msgs = [
+        Message({**m, "DestAccountCode": "site-billing-42"}) if m.get("Event") == "DialBegin" else m
+        for m in _campaign_attempt("5")
+    ]
+    assert _ended(msgs).campaign is None

@@ -29,6 +29,31 @@ def dialed_number(dial_string: str | None) -> str | None:
     return target.split("@", 1)[0] or None
 
 
+# The accountcode the dialer's Originate gives a campaign call (`Account:`). Asterisk copies it
+# to every channel of the call and echoes it in their events (`AccountCode`, `DestAccountCode`),
+# so a campaign attempt is known as such from its first DialBegin, answered or not. The prefix
+# keeps it apart from accountcodes a site sets on its own endpoints.
+CAMPAIGN_ACCOUNT_PREFIX = "cti-campaign:"
+
+
+def campaign_account(campaign: str) -> str:
+    return CAMPAIGN_ACCOUNT_PREFIX + campaign
+
+
+def campaign_of_account(accountcode: str | None) -> str | None:
+    """The campaign a dialer call's accountcode names; None for any other accountcode."""
+    if not accountcode or not accountcode.startswith(CAMPAIGN_ACCOUNT_PREFIX):
+        return None
+    return accountcode[len(CAMPAIGN_ACCOUNT_PREFIX) :] or None
+
+
+def rings_a_device(dial_string: str) -> bool:
+    """An Originate to `PJSIP/1001` rings that phone (click-to-call: the agent first); one to
+    `Local/<number>@context` or `PJSIP/<number>@trunk` calls a number."""
+    tech, _, resource = dial_string.partition("/")
+    return bool(resource) and tech != "Local" and "@" not in resource
+
+
 ORIGINATE_REASONS = {
     0: "failed",
     1: "hangup",
@@ -42,3 +67,19 @@ ORIGINATE_REASONS = {
 
 def originate_outcome(reason: int) -> str:
     return ORIGINATE_REASONS.get(reason, f"unknown_{reason}")
+
+
+# DIALSTATUS (DialEnd) of the leg a click-to-call's device dialled → outcome (as OriginateResponse's).
+DIAL_STATUSES = {
+    "ANSWER": "answered",
+    "BUSY": "busy",
+    "NOANSWER": "no_answer",
+    "CONGESTION": "congestion",
+    "CHANUNAVAIL": "failed",
+    "CANCEL": "hangup",  # the agent hung up while it rang
+}
+
+
+def dial_status_outcome(status: str | None) -> str:
+    """A dial that never started (an invalid number refused by the dialplan) failed."""
+    return DIAL_STATUSES.get(status or "", "failed")

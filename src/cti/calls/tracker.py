@@ -23,7 +23,15 @@ from dataclasses import dataclass, field
 
 from cti.ami.message import Message
 from cti.calls import events as ev
-from cti.calls.channels import device_of, dialed_number, leg_of, originate_outcome
+from cti.calls.channels import (
+    campaign_of_account,
+    device_of,
+    dial_status_outcome,
+    dialed_number,
+    leg_of,
+    originate_outcome,
+    rings_a_device,
+)
 from cti.calls.queue_log import QueueLogEntry
 from cti.calls.records import CallRecord, ClosedBy, HangupBy, IvrStep, QueueSegment
 from cti.directory.numbers import normalize
@@ -94,6 +102,11 @@ class _LiveCall:
     last_complete: tuple[str, float] | None = None
     awaiting_originate_since: float | None = None
     queue_log_uids: set[str] = field(default_factory=set)
+    # An Originate whose first leg is a device (click-to-call: the agent's phone rings first):
+    # that device, the leg it then dials (the customer) and how that dial ended.
+    origin_device: str | None = None
+    dial_out: str | None = None
+    dial_out_status: str | None = None
 
 
 class CallTracker:
@@ -312,7 +325,7 @@ class CallTracker:
 
     def _on_dial_begin(self, msg: Message, at: float) -> list[ev.Event]:
         if "Channel" in msg:
-            return []
+            return self._on_dial_out(msg, at)
         # No calling channel: the dial was started by an Originate (or a transfer feature).
         dest_uid = msg.get("DestUniqueid", "")
         call = self._call_for(msg, at, "DestUniqueid")
@@ -325,8 +338,37 @@ class CallTracker:
         call.originate_key = f"{tech}/{dial}" if dial else leg_of(dest)
         if not call.ivr_seen:
             call.record.direction = "outbound"
-        call.record.called = dialed_number(dial) or _known(msg.get("DestExten"))
+        # The dialer's Originate names its campaign in the accountcode: known now, answered or not.
+        campaign = campaign_of_account(msg.get("DestAccountCode"))
+        if campaign is not None:
+            call.record.campaign = campaign
+        if rings_a_device(f"{tech}/{dial or ''}"):
+            # A device rings first (click-to-call: the agent's phone); the number called is the
+            # one it dials once answered, not its own extension.
+            call.origin_device = device_of(dest)
+        else:
+            # Local/<number>@context, PJSIP/<number>@trunk: the number the call is for.
+            call.record.called = dialed_number(dial) or _known(msg.get("DestExten"))
         return []
+
+    def _on_dial_out(self, msg: Message, at: float) -> list[ev.Event]:
+        """The device an Originate rang first dials out: that number is the one called."""
+        call = self._call_for(msg, at, create=False)
+        if (
+            call is None
+            or call.origin_device is None
+            or call.dial_out is not None
+            or msg.get("Uniqueid") != call.record.linkedid
+        ):
+            return []
+        call.dial_out = msg.get("DestUniqueid")
+        call.record.called = dialed_number(msg.get("DialString")) or _known(msg.get("DestExten"))
+        return []
+
+    def _dial_out_ended(self, call: _LiveCall, status: str, at: float) -> None:
+        call.dial_out_status = status
+        if status == "ANSWER" and call.record.answered_at is None:
+            call.record.answered_at = at  # the customer picked up: the conversation starts
 
     def _on_dial_end(self, msg: Message, at: float) -> list[ev.Event]:
         status = msg.get("DialStatus", "")
@@ -334,6 +376,8 @@ class CallTracker:
         call = self._call_for(msg, at, create=False) if "Uniqueid" in msg else None
         if call is None:
             return []
+        if dest_uid and dest_uid == call.dial_out:
+            self._dial_out_ended(call, status, at)
         if status == "ANSWER":
             call.answered_dest.add(dest_uid)
             return []
@@ -758,7 +802,9 @@ class CallTracker:
             call, out = self._new_call(linkedid, msg, at)
             call.originated = True
             call.record.direction = "outbound"
-            call.record.called = dialed_number(msg.get("Channel")) or _known(msg.get("Exten"))
+            channel = msg.get("Channel", "")
+            if not rings_a_device(channel):
+                call.record.called = dialed_number(channel) or _known(msg.get("Exten"))
             self.calls.pop(linkedid, None)
             call.record.ended_at = at
         call.originate_resolved = True
@@ -887,6 +933,9 @@ class CallTracker:
             # An outbound call's outcome is what the callee's network said; what the queue did
             # with an answered call (agent or drop) is in its segment.
             record.outcome = "outbound_" + originate_outcome(record.originate_reason)
+            if call.origin_device is not None and record.originate_reason == 4:
+                # The device (the agent) answered; the callee is the leg it dialled.
+                record.outcome = "outbound_" + dial_status_outcome(call.dial_out_status)
         elif answered:
             record.outcome = "answered"
         elif record.segments:
@@ -902,6 +951,11 @@ class CallTracker:
             record.outcome = "no_queue"
         if record.answered_at is not None:
             record.talk_s = round(self._talk_time(call), 3)
+        if call.origin_device is not None and not record.segments:
+            # Click-to-call: the agent's own device made the call, and talked from the answer on.
+            record.agent_interface = record.agent_interface or call.origin_device
+            if record.answered_at is not None:
+                record.talk_s = round(max(0.0, self._conversation_end(call) - record.answered_at), 3)
         record.hangup_by = self._hangup_by(call)
         for segment in record.segments:
             segment.wait_s, segment.ring_s, segment.talk_s = (
@@ -911,17 +965,22 @@ class CallTracker:
             )
         record.wait_s, record.ring_s = _r(record.wait_s), _r(record.ring_s)
 
-    def _talk_time(self, call: _LiveCall) -> float:
-        """Time the caller spent talking to agents: each answered queue segment, plus the
-        conversation that goes on outside any queue after an attended transfer."""
+    def _conversation_end(self, call: _LiveCall) -> float:
+        """The first hang-up after the answer (the last channel goes a little later)."""
         record = call.record
-        end = record.ended_at or 0.0
         if (
             call.hangup_signal is not None
             and record.answered_at is not None
             and call.hangup_signal[1] >= record.answered_at
         ):
-            end = call.hangup_signal[1]
+            return call.hangup_signal[1]
+        return record.ended_at or 0.0
+
+    def _talk_time(self, call: _LiveCall) -> float:
+        """Time the caller spent talking to agents: each answered queue segment, plus the
+        conversation that goes on outside any queue after an attended transfer."""
+        record = call.record
+        end = self._conversation_end(call)
         total = 0.0
         for segment in record.segments:
             if segment.outcome != "answered":
@@ -942,11 +1001,27 @@ class CallTracker:
             reason = call.last_complete[0]
             if reason in ("caller", "agent"):
                 return reason  # type: ignore[return-value]
+        if call.origin_device is not None and not call.ivr_seen and not record.segments:
+            return self._device_call_hangup_by(call)
         if call.originated and record.answered_at is None and not call.ivr_seen and not record.segments:
             return "caller" if record.originate_reason in (1, 5) else "system"
         if call.hangup_signal is not None:
             return call.hangup_signal[0]
         return "unknown"
+
+    def _device_call_hangup_by(self, call: _LiveCall) -> HangupBy:
+        """Click-to-call: the call's first channel is the agent's phone and the customer is the
+        leg it dialled, the other way round from every other call."""
+        record = call.record
+        if record.originate_reason != 4:  # the agent's phone did not answer
+            return "agent" if record.originate_reason in (1, 5) else "system"
+        if record.answered_at is None:  # the customer did not answer
+            unanswered: dict[str, HangupBy] = {"BUSY": "caller", "CANCEL": "agent"}
+            return unanswered.get(call.dial_out_status or "", "system")
+        if call.hangup_signal is None:
+            return "unknown"
+        swapped: dict[str, HangupBy] = {"caller": "agent", "agent": "caller"}
+        return swapped.get(call.hangup_signal[0], call.hangup_signal[0])
 
     def _remember_ended(self, linkedid: str) -> None:
         self._ended[linkedid] = None
