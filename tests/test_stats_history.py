@@ -238,7 +238,7 @@ async def test_ivr_steps_and_outbound_in_sql(engine: AsyncEngine) -> None:  # no
                 ivr_path=list(steps)),
         _record(4, T0, [], direction="outbound", outcome="outbound_busy", campaign="c9"),
         _record(5, T0, [QueueSegment("outbound", T0, outcome="answered", wait_s=3.0)], direction="outbound",
-                outcome="outbound_answered", campaign="c9", answered_at=T0 + 3, wait_s=3.0),
+                outcome="outbound_answered", campaign="c9", contact="7", answered_at=T0 + 3, wait_s=3.0),
     ]  # fmt: skip
     await CallStore(engine).save(records)
     q = build_query("2026-11-23", None, "day", "Europe/Paris", now=T0)
@@ -266,6 +266,7 @@ async def test_ivr_steps_and_outbound_in_sql(engine: AsyncEngine) -> None:  # no
         0.5,
         1.0,
     )
+    assert (c9["abandoned"], c9["late_connects"]) == (0, 1)  # a late connect, not an abandon
     assert c9["conversion_rate"] is None
 
 

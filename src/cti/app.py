@@ -101,7 +101,12 @@ class Daemon:
         self.hub = Hub(web_settings.client_queue)
         stats_routes = self._start_stats()
         dialer_routes = self._start_dialer()
-        self.pops = PopRouter(self.users.user_for_interface, self.settings.tracker.default_region)
+        # A campaign call's pop presents the contact the dialer called (from its memory).
+        self.pops = PopRouter(
+            self.users.user_for_interface,
+            self.settings.tracker.default_region,
+            campaign_contact=self.dialer.contact_for_pop,
+        )
         self.screen_pops = ScreenPops(self.pops, self.hub.send, self._lookup_for_pop())
         self.tickets = TicketService(self.engine, self.settings.tickets, self.bus.publish)
         # Inline: a pop must not wait behind a queue hop (target: p99 ≤ 5 ms from the AMI bytes).

@@ -6,6 +6,7 @@ import asyncio
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 
 from lab import Asterisk
 from sipp import Answer, Dial, Phone, SipLab, Sipp
@@ -62,6 +63,7 @@ def call_in(
 class Invite:
     """An initial INVITE a SIPp phone or the PSTN received, as its message log has it."""
 
+    at: float  # when it arrived (epoch)
     user: str  # the Request-URI user: the number dialled
     from_user: str  # the caller ID it was sent with
     headers: dict[str, list[str]]
@@ -70,25 +72,54 @@ class Invite:
         return self.headers.get(name.lower(), [])
 
 
-def received_invites(sip: SipLab, stem: str) -> list[Invite]:
-    """Initial INVITEs (no To tag: not re-INVITEs) received by the SIPp processes named `stem`
-    ("pstn", "phone-1003"), in the order of their logs."""
+_LOGGED = re.compile(
+    # "UDP message received [983] bytes :" / "UDP message sent (373 bytes):", then the message
+    r"-{10,} (\S+ \S+)\n\w+ message (received|sent) (?:\[\d+\] bytes :|\(\d+ bytes\):)\n\n"
+    r"(.*?)(?=\n-{10,} |\Z)",
+    re.S,
+)
+
+
+def logged_messages(sip: SipLab, stem: str) -> list[tuple[float, str, list[str]]]:
+    """(epoch, "received"/"sent", lines) of every SIP message in the logs of the SIPp processes
+    named `stem` ("pstn", "phone-1003"), in the order of their logs."""
     found = []
     for path in sorted(sip.workdir.glob(f"*-{stem}.messages.log")):
-        for block in path.read_text(errors="replace").split("message received")[1:]:
-            lines = block.split("\n\n", 1)[-1].splitlines()
-            if not lines or not lines[0].startswith("INVITE "):
-                continue
-            headers: dict[str, list[str]] = {}
-            for line in lines[1:]:
-                if not line.strip():
-                    break
-                name, _, value = line.partition(":")
-                headers.setdefault(name.strip().lower(), []).append(value.strip())
-            if "tag=" in "".join(headers.get("to", [])):
-                continue
-            found.append(Invite(_sip_user(lines[0].split()[1]), _sip_user(headers["from"][0]), headers))
+        for stamp, way, text in _LOGGED.findall(path.read_text(errors="replace")):
+            at = datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S.%f").timestamp()  # SIPp logs local time
+            found.append((at, way, text.splitlines()))
     return found
+
+
+def received_invites(sip: SipLab, stem: str) -> list[Invite]:
+    """Initial INVITEs (no To tag: not re-INVITEs) received by the SIPp processes named `stem`."""
+    found = []
+    for at, way, lines in logged_messages(sip, stem):
+        if way != "received" or not lines or not lines[0].startswith("INVITE "):
+            continue
+        headers: dict[str, list[str]] = {}
+        for line in lines[1:]:
+            if not line.strip():
+                break
+            name, _, value = line.partition(":")
+            headers.setdefault(name.strip().lower(), []).append(value.strip())
+        if "tag=" in "".join(headers.get("to", [])):
+            continue
+        found.append(Invite(at, _sip_user(lines[0].split()[1]), _sip_user(headers["from"][0]), headers))
+    return found
+
+
+def answered_at(sip: SipLab, stem: str) -> list[float]:
+    """When the SIPp processes named `stem` sent a 200 OK to an INVITE: the first answered the
+    call, any later one a re-INVITE."""
+    return [
+        at
+        for at, way, lines in logged_messages(sip, stem)
+        if way == "sent"
+        and lines
+        and lines[0].startswith("SIP/2.0 200")
+        and any(line.startswith("CSeq:") and line.endswith("INVITE") for line in lines)
+    ]
 
 
 def _sip_user(uri: str) -> str:

@@ -231,11 +231,13 @@ def run_campaign_show(name: str, *, url: str, out: TextIO | None = None, err: Te
 
     async def work(engine: AsyncEngine) -> int:
         from cti.dialer.dispositions import campaign_stats
+        from cti.dialer.settings import load_dialer_settings
 
         row = await store.get_campaign(engine, name)
         doc = store.campaign_json(row)
         doc["contacts"] = await store.contact_counts(engine, row.id)
-        doc["stats"] = await campaign_stats(engine, store.spec_of(row), store.utcnow())
+        drop_after_s = load_dialer_settings().abandon_after_s
+        doc["stats"] = await campaign_stats(engine, store.spec_of(row), store.utcnow(), drop_after_s)
         _dump(doc, out)
         return 0
 

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from cti.db.engine import session_factory
 from cti.db.models import DialerAttempt, DialerCampaign, DialerContact
 from cti.dialer.campaigns import CampaignError, CampaignSpec
-from cti.dialer.store import spec_of
+from cti.dialer.store import late_connect, spec_of
 
 # no_answer: the agent says nobody spoke (a machine the detection missed, silence): retried.
 # argued: "contact argumenté", the right person heard the whole pitch; sale and appointment
@@ -195,9 +195,17 @@ async def apply_disposition(
     return DispositionResult(attempt_id, contact_id, spec.name, plan, dnc)
 
 
-async def campaign_stats(engine: AsyncEngine, spec: CampaignSpec, now: datetime) -> dict[str, Any]:
+async def campaign_stats(
+    engine: AsyncEngine, spec: CampaignSpec, now: datetime, drop_after_s: float = 2.0
+) -> dict[str, Any]:
+    """`abandoned`: put through, no agent ever came (the 72 h redial lock applies);
+    `late_connects`: an agent came, more than `drop_after_s` after the callee was put through;
+    `drop_rate` = (abandoned + late connects) ÷ connected over the campaign's window: the
+    regulator's figure, the one the pacing keeps under the abandon limit."""
     a = DialerAttempt
     since = now - spec.abandon_window
+    abandoned = func.sum(case((a.abandoned.is_(True), 1), else_=0))
+    late = func.sum(case((late_connect(drop_after_s), 1), else_=0))
     async with engine.connect() as conn:
         totals = (
             await conn.execute(
@@ -205,7 +213,8 @@ async def campaign_stats(engine: AsyncEngine, spec: CampaignSpec, now: datetime)
                     func.count(),
                     func.count(a.connected_at),
                     func.count(a.agent_at),
-                    func.sum(case((a.abandoned.is_(True), 1), else_=0)),
+                    abandoned,
+                    late,
                     func.sum(case((a.disposition.in_(ARGUED), 1), else_=0)),
                     func.sum(case((a.disposition.in_(CONVERTED), 1), else_=0)),
                 ).where(a.campaign_id == spec.id)
@@ -213,7 +222,7 @@ async def campaign_stats(engine: AsyncEngine, spec: CampaignSpec, now: datetime)
         ).one()
         window = (
             await conn.execute(
-                select(func.count(a.connected_at), func.sum(case((a.abandoned.is_(True), 1), else_=0))).where(
+                select(func.count(a.connected_at), abandoned, late).where(
                     a.campaign_id == spec.id, a.connected_at >= since
                 )
             )
@@ -226,18 +235,22 @@ async def campaign_stats(engine: AsyncEngine, spec: CampaignSpec, now: datetime)
             .group_by(a.disposition)
         )
         dispositions = {str(k): int(v) for k, v in (await conn.execute(by_disposition)).all()}
-    attempts, connected, handled, abandoned, argued, converted = (int(v or 0) for v in totals)
-    window_connected, window_abandoned = (int(v or 0) for v in window)
+    attempts, connected, handled, abandons, late_connects, argued, converted = (int(v or 0) for v in totals)
+    window_connected, window_abandoned, window_late = (int(v or 0) for v in window)
     return {
         "attempts": attempts,
         "connected": connected,
         "handled_by_agent": handled,
-        "abandoned": abandoned,
+        "abandoned": abandons,
+        "late_connects": late_connects,
+        "dropped": abandons + late_connects,
         "argued": argued,
         "converted": converted,
         "contact_rate": _ratio(connected, attempts),
         "conversion": _ratio(converted, handled),
         "abandon_rate": _ratio(window_abandoned, window_connected),
+        "drop_rate": _ratio(window_abandoned + window_late, window_connected),
+        "drop_after_s": drop_after_s,
         "abandon_window_s": int(spec.abandon_window.total_seconds()),
         "outcomes": outcomes,
         "dispositions": dispositions,

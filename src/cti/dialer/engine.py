@@ -21,12 +21,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cti.ami import commands
 from cti.ami.actions import ActionError, ActionTimeout, LinkDown
 from cti.calls import events as ev
+from cti.calls.channels import campaign_account
 from cti.calls.records import CallRecord
 from cti.db.engine import session_factory
 from cti.db.models import Call, DialerAttempt, DialerCampaign, DialerContact
@@ -73,8 +74,14 @@ class OpenAttempt:
     connected_at: datetime | None = None
     connected_seen: datetime | None = None  # engine clock: the live 2 s watch
     agent_at: datetime | None = None
+    # No agent ever took the call (decided when it ends): the callee was abandoned.
     abandoned: bool = False
+    # No agent yet `abandon_after_s` after DialerConnected: a drop for the regulator's figure
+    # (live, for pacing; stored rows show it as agent_at - connected_at).
+    late: bool = False
     originate_reason: int | None = None
+    phone_raw: str | None = None
+    fields: dict[str, Any] | None = None  # the contact's CSV columns, for the agent's pop
 
 
 class AgentBoard:
@@ -351,8 +358,9 @@ class DialerEngine:
             return reserved
 
     async def _sample(self, spec: CampaignSpec, now: datetime) -> tuple[int, int, float | None]:
-        """Recent finished attempts and how many a person answered; the abandon rate over the
-        campaign's window (abandoned ÷ answered by a person)."""
+        """Recent finished attempts and how many a person answered; the drop rate over the
+        campaign's window: (abandoned + late connects) ÷ put through to the queue. Finished
+        attempts are read from the database, open ones from memory (each counted once)."""
         a = DialerAttempt
         async with self.db.connect() as conn:
             recent = (
@@ -366,12 +374,16 @@ class DialerEngine:
                 await conn.execute(select(func.count(), func.count(recent.c.connected_at)))
             ).one()
             since = now - spec.abandon_window
-            window = select(func.count(a.connected_at), func.count().filter(a.abandoned.is_(True))).where(
+            dropped = and_(
+                a.state == "ended",
+                or_(a.abandoned.is_(True), store.late_connect(self.settings.abandon_after_s)),
+            )
+            window = select(func.count(a.connected_at), func.count().filter(dropped)).where(
                 a.campaign_id == spec.id, a.connected_at >= since
             )
-            connected, abandoned = (await conn.execute(window)).one()
-        live = sum(1 for x in self.open.values() if x.campaign_id == spec.id and x.abandoned)
-        rate = None if connected == 0 else (abandoned + live) / connected
+            connected, ended_drops = (await conn.execute(window)).one()
+        live = sum(1 for x in self.open.values() if x.campaign_id == spec.id and (x.abandoned or x.late))
+        rate = None if connected == 0 else (ended_drops + live) / connected
         return int(attempts), int(answered), rate
 
     # ------------------------------------------------------------------------------ picking
@@ -395,7 +407,7 @@ class DialerEngine:
                 continue
             attempt = await self._write_attempt(spec, contact, now)
             if attempt is not None:
-                out.append((attempt, self._variables(spec, contact.id)))
+                out.append((attempt, self._variables(spec, attempt)))
         return out
 
     async def _due(self, spec: CampaignSpec, now: datetime, limit: int) -> list[Any]:
@@ -403,7 +415,16 @@ class DialerEngine:
         async with self.db.connect() as conn:
             query = (
                 select(
-                    c.id, c.phone_e164, c.timezone, c.country, c.subdivision, c.consent, c.status, c.attempts
+                    c.id,
+                    c.phone_e164,
+                    c.phone_raw,
+                    c.fields,
+                    c.timezone,
+                    c.country,
+                    c.subdivision,
+                    c.consent,
+                    c.status,
+                    c.attempts,
                 )
                 .where(
                     c.campaign_id == spec.id,
@@ -490,13 +511,15 @@ class DialerEngine:
         attempt = OpenAttempt(
             attempt_id, action_id, contact.id, spec.id, spec.name, contact.phone_e164, "reserved", now
         )
+        attempt.phone_raw, attempt.fields = contact.phone_raw, dict(contact.fields or {})
         self._track(attempt)
         return attempt
 
-    def _variables(self, spec: CampaignSpec, contact_id: int) -> dict[str, str]:
+    def _variables(self, spec: CampaignSpec, attempt: OpenAttempt) -> dict[str, str]:
         return {
             "CTI_CAMPAIGN": spec.name,
-            "CTI_CONTACT": str(contact_id),
+            "CTI_CONTACT": str(attempt.contact_id),
+            "CTI_CALLEE": attempt.phone,
             "CTI_QUEUE": spec.queue,
             "CTI_AMD": "1" if spec.amd else "0",
         }
@@ -506,15 +529,22 @@ class DialerEngine:
         assert self.link is not None
         channel = self.settings.dial_string.format(e164=attempt.phone, national=_national(attempt.phone))
         try:
-            await commands.originate(
-                self.link,
-                channel,
-                self.settings.connect_context,
-                "s",
-                variables=variables,
-                caller_id=spec.caller_id,
-                timeout_ms=spec.ring_timeout_s * 1000,
-                action_id=attempt.action_id,
+            await self.link.send(
+                "Originate",
+                {
+                    "Channel": channel,
+                    "Context": self.settings.connect_context,
+                    "Exten": "s",
+                    "Priority": 1,
+                    "Async": "true",
+                    "Timeout": spec.ring_timeout_s * 1000,
+                    "CallerID": spec.caller_id,
+                    # Echoed by Asterisk in every event of the call (AccountCode, DestAccountCode):
+                    # the tracker files the attempt under its campaign even when nobody answers.
+                    "Account": campaign_account(spec.name),
+                    "Variable": variables,
+                    "ActionID": attempt.action_id,
+                },
             )
         except ActionError as exc:
             # Asterisk refused the action: nothing left the PBX.
@@ -597,10 +627,10 @@ class DialerEngine:
         # The member interface: what a desktop user's `interfaces` hold (dispositions check it).
         attempt.agent_at, attempt.agent = _at(event.at), event.interface
         waited = (attempt.agent_at - attempt.connected_at).total_seconds() if attempt.connected_at else 0.0
-        attempt.abandoned = attempt.abandoned or waited > self.settings.abandon_after_s
-        await self._update(
-            attempt, agent_at=attempt.agent_at, agent=attempt.agent, abandoned=attempt.abandoned
-        )
+        # An agent after the 2 s is a late connect, not an abandon: the callee talked to someone
+        # (no abandon redial lock, the normal outcome), and the drop rate counts it all the same.
+        attempt.late = attempt.late or waited > self.settings.abandon_after_s
+        await self._update(attempt, agent_at=attempt.agent_at, agent=attempt.agent)
 
     async def _on_ended(self, event: ev.CallEnded) -> None:
         record = event.record
@@ -653,17 +683,16 @@ class DialerEngine:
 
     # ------------------------------------------------------------------------------ watches
     async def _expire(self, now: datetime) -> None:
-        """Mark live abandons (no agent 2 s after the callee answered) and close attempts whose
-        answer will never come."""
+        """Mark live drops (no agent 2 s after the callee was put through: the pacing slows down
+        at once) and close attempts whose answer will never come. Whether the drop is an
+        abandon or a late connect is known when the call ends."""
         for attempt in list(self.open.values()):
             if (
                 attempt.connected_seen is not None
                 and attempt.agent_at is None
-                and not attempt.abandoned
                 and (now - attempt.connected_seen).total_seconds() > self.settings.abandon_after_s
             ):
-                attempt.abandoned = True
-                await self._update(attempt, abandoned=True)
+                attempt.late = True
             if now >= self._deadline(attempt):
                 log.warning("dialer attempt closed as lost", action_id=attempt.action_id, state=attempt.state)
                 await self._close(attempt, "lost", now, None)
@@ -795,7 +824,7 @@ class DialerEngine:
             raise CampaignError("the contact could not be reserved", "not-reserved", 409)
         attempt.agent = agent
         await self._update(attempt, agent=agent, mode="preview")
-        variables = self._variables(spec, contact_id)
+        variables = self._variables(spec, attempt)
         if interface:
             variables["CTI_AGENT"] = interface
         await self._send(spec, attempt, variables)
@@ -838,6 +867,22 @@ class DialerEngine:
                 else contact.next_attempt_at.isoformat(),
                 "result": contact.result,
             }
+
+    def contact_for_pop(self, campaign: str | None, contact: str | None) -> dict[str, Any] | None:
+        """The contact a campaign call is with, as the agent's pop shows it (from memory: the
+        pop must not wait on the database). None when the call is not one of our attempts."""
+        if contact is None or not contact.isdigit():
+            return None
+        attempt = self.by_contact.get(int(contact))
+        if attempt is None or attempt.campaign != campaign:
+            return None
+        return {
+            "id": attempt.contact_id,
+            "campaign": attempt.campaign,
+            "phone": attempt.phone,
+            "phone_raw": attempt.phone_raw,
+            "fields": dict(attempt.fields or {}),
+        }
 
     def log_action(self, user: str, campaign: str, action: str) -> None:
         log.info("campaign state changed", user=user, campaign=campaign, action=action)

@@ -66,7 +66,9 @@ class DialerResource:
         row = await store.get_campaign(self.db, name)
         doc = store.campaign_json(row)
         doc["contacts"] = await store.contact_counts(self.db, row.id)
-        doc["stats"] = await campaign_stats(self.db, store.spec_of(row), self.engine.clock())
+        doc["stats"] = await campaign_stats(
+            self.db, store.spec_of(row), self.engine.clock(), self.engine.settings.abandon_after_s
+        )
         status = self.engine.status.get(row.name)
         doc["engine"] = None if status is None else status.to_json()
         return doc

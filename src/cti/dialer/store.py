@@ -11,10 +11,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, Double, and_, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
 from cti.db.engine import session_factory
 from cti.db.models import DialerAttempt, DialerCampaign, DialerContact, DialerDnc
@@ -36,6 +39,38 @@ OPEN_ATTEMPT = ("reserved", "sent", "answered", "connected")
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+class seconds_between(FunctionElement[float]):
+    """`later - earlier` in seconds, to the microsecond, for two stored UTC timestamps."""
+
+    type = Double()
+    inherit_cache = True
+    name = "seconds_between"
+
+
+@compiles(seconds_between, "sqlite")
+def _between_sqlite(element: seconds_between, compiler: SQLCompiler, **kw: Any) -> str:
+    earlier, later = (compiler.process(c, **kw) for c in element.clauses)
+    return f"((julianday({later}) - julianday({earlier})) * 86400.0)"
+
+
+@compiles(seconds_between, "postgresql")
+def _between_pg(element: seconds_between, compiler: SQLCompiler, **kw: Any) -> str:
+    earlier, later = (compiler.process(c, **kw) for c in element.clauses)
+    return f"extract(epoch FROM ({later} - {earlier}))"
+
+
+def late_connect(after_s: float) -> ColumnElement[bool]:
+    """An attempt an agent took more than `after_s` after the callee was put through
+    (DialerConnected): not an abandon (the callee talked to someone), but a drop in the
+    regulator's figure (Ofcom, TCPA: no agent within 2 s of the answer)."""
+    a = DialerAttempt
+    return and_(
+        a.connected_at.is_not(None),
+        a.agent_at.is_not(None),
+        seconds_between(a.connected_at, a.agent_at) > after_s,
+    )
 
 
 # ----------------------------------------------------------------------------------- campaigns

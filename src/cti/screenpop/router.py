@@ -5,6 +5,9 @@
 - withdraw it from every other ringing agent when one answers (ring-all queues), when the
   caller leaves, or when the agent's ring times out;
 - update it on answer; transferred calls pop at the new agent with the same customer.
+- a campaign call presents the callee: the call's own caller ID is the centre's number, so the
+  pop shows the contact the dialer called (number and campaign fields) instead, and the
+  directory's answer about the centre's number is not shown.
 An agent receives only the pops of the interfaces mapped to them.
 """
 
@@ -19,6 +22,8 @@ from cti.directory.numbers import normalize
 
 SCHEMA_VERSION = 1
 Outgoing = tuple[str, dict[str, Any]]
+# (campaign, contact id) of a DialerConnected → the contact as the dialer knows it, or None.
+ContactSource = Callable[[str | None, str | None], dict[str, Any] | None]
 
 
 @dataclass
@@ -71,9 +76,15 @@ def message(kind: str, **body: Any) -> dict[str, Any]:
 
 
 class PopRouter:
-    def __init__(self, user_for_interface: Callable[[str], str | None], region: str = "FR") -> None:
+    def __init__(
+        self,
+        user_for_interface: Callable[[str], str | None],
+        region: str = "FR",
+        campaign_contact: ContactSource | None = None,
+    ) -> None:
         self.user_for_interface = user_for_interface
         self.region = region  # national caller IDs are read as numbers of this country
+        self.campaign_contact = campaign_contact
         self.calls: dict[str, CallView] = {}
         # username -> linkedid of the pop on their screen (for a reconnecting desktop)
         self.current: dict[str, str] = {}
@@ -115,6 +126,8 @@ class PopRouter:
 
     def _on_caller_identified(self, e: ev.CallerIdentified) -> list[Outgoing]:
         call = self._call(e)
+        if call.campaign is not None:
+            return []  # the centre's caller ID changing: the pop shows the callee
         call.caller_raw, call.caller_e164, call.caller_name = e.caller_raw, e.caller_e164, e.caller_name
         return []
 
@@ -130,6 +143,13 @@ class PopRouter:
     def _on_dialer_connected(self, e: ev.DialerConnected) -> list[Outgoing]:
         call = self._call(e)
         call.direction, call.campaign, call.contact = "outbound", e.campaign, e.contact
+        found = self.campaign_contact(e.campaign, e.contact) if self.campaign_contact else None
+        contact = found or {"id": int(e.contact) if e.contact and e.contact.isdigit() else e.contact}
+        contact.setdefault("campaign", e.campaign)
+        # The customer is the callee, not the centre's number the call carries as caller ID.
+        phone = contact.get("phone")
+        call.caller_raw, call.caller_e164, call.caller_name = contact.get("phone_raw") or phone, phone, None
+        call.customer = {"status": "contact", "contact": contact}
         return []
 
     def _on_agent_ringing(self, e: ev.AgentRinging) -> list[Outgoing]:
@@ -215,8 +235,8 @@ class PopRouter:
     def set_customer(self, linkedid: str, lookup: dict[str, Any]) -> list[Outgoing]:
         """The directory answered: update the pop of everyone who sees this call."""
         call = self.calls.get(linkedid)
-        if call is None:
-            return []
+        if call is None or call.campaign is not None:
+            return []  # a campaign call's customer is its contact, not the centre's caller ID
         call.customer = lookup
         users = set(call.ringing) | ({call.answered_by} if call.answered_by else set())
         now = max([call.answered_at or 0.0, *call.ringing.values(), call.queue_joined_at or 0.0])

@@ -265,6 +265,7 @@ class Report:
     rows: list[dict[str, Any]]
     totals: list[dict[str, Any]]
     overall: dict[str, Any]
+    extra: dict[str, Any] = field(default_factory=dict)  # report-specific sections
 
     def to_json(self) -> dict[str, Any]:
         q = self.query
@@ -277,6 +278,7 @@ class Report:
             "rows": self.rows,
             "totals": self.totals,
             "overall": self.overall,
+            **self.extra,
         }
 
 
@@ -486,7 +488,9 @@ def ivr_figures(tally: Mapping[str, float]) -> dict[str, Any]:
 def outbound_statement(q: ReportQuery, width: int) -> Select[Any]:
     c = CALLS.c
     bucket = bucket_of(c.started_at, width)
-    columns = outbound_sql_columns(c.outcome, c.answered_at, c.wait_s, q.thresholds.default)
+    columns = outbound_sql_columns(
+        c.campaign, c.contact, c.outcome, c.answered_at, c.wait_s, q.thresholds.default
+    )
     return (
         select(bucket, c.campaign, *columns)
         .where(
@@ -499,21 +503,40 @@ def outbound_statement(q: ReportQuery, width: int) -> Select[Any]:
     )
 
 
-def outbound_figures(tally: Mapping[str, float]) -> dict[str, Any]:
-    base: dict[str, float | None] = {k: tally.get(k, 0.0) for k in ("attempts", "connects", "dropped")}
-    # Dispositions do not exist yet (the dialer stores them): unknown, not zero.
+OUTBOUND_CALL_COUNTERS = ("attempts", "connects", "abandoned", "late_connects", "dropped")
+
+
+def outbound_figures(tally: Mapping[str, float], campaign: bool = True) -> dict[str, Any]:
+    """A campaign's figures (`kind: campaign`), or those of the outbound calls of no campaign
+    (`kind: manual`: click-to-call, manual or test Originates), which are never drops."""
+    base: dict[str, float | None] = {k: tally.get(k, 0.0) for k in OUTBOUND_CALL_COUNTERS}
+    # Dispositions are the dialer's (`cti campaign show`), not in the calls table: unknown here.
     base.update(contacts_argued=None, sales=None)
-    return apply_metrics(base, OUTBOUND_METRICS)
+    out = apply_metrics(base, OUTBOUND_METRICS)
+    out["kind"] = "campaign" if campaign else "manual"
+    if not campaign:
+        out["drop_rate"] = None
+    return out
 
 
 async def outbound_report(engine: AsyncEngine, q: ReportQuery) -> Report:
+    """One row per campaign, and one (`campaign: null`, `kind: manual`) for the outbound calls
+    of no campaign; `overall` sums the campaigns only, `manual` is that other row's total."""
     width = sql_width(q)
     rollup = Rollup(q)
     async with engine.connect() as conn:
         for row in await conn.execute(outbound_statement(q, width)):
             values = row._asdict()
             rollup.add(values.pop("bucket"), values.pop("campaign"), values)
-    return _report("outbound", "campaign", rollup, lambda t, _k: outbound_figures(t))
+    report = _report("outbound", "campaign", rollup, lambda t, k: outbound_figures(t, k is not None))
+    campaigns: Tally = {}
+    by_key = rollup.totals()
+    for key, tally in by_key.items():
+        if key is not None:
+            add_tally(campaigns, tally)
+    report.overall = outbound_figures(campaigns)
+    report.extra["manual"] = outbound_figures(by_key.get(None, {}), campaign=False)
+    return report
 
 
 REPORTS = {

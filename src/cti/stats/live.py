@@ -330,7 +330,7 @@ class LiveStats:
             "totals": self._totals(today, now),
             "ivr": self._ivr(today),
             "outbound": [
-                {"campaign": k, **outbound_figures(t)}
+                {"campaign": k, **outbound_figures(t, campaign=k is not None)}
                 for k, t in sorted(self._cells("outbound", today).items(), key=lambda i: i[0] or "")
             ],
             "series": self._series(today),

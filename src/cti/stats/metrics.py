@@ -42,7 +42,7 @@ class Thresholds:
     short_abandon_s: float = 5.0
     # Asterisk's queue `wrapuptime`: AMI does not announce it, so it is configured here.
     wrapup_s: float = 0.0
-    # Outbound: a connected callee who reaches no agent within this is a drop (nuisance call).
+    # Outbound: a campaign callee who reaches no agent within this is a drop (nuisance call).
     drop_s: float = 2.0
     # Service-level target of the staffing aid (Erlang C) and the break advisor.
     target_sl: float = 0.8
@@ -555,13 +555,39 @@ IVR_METRICS: tuple[Metric, ...] = (
 )
 
 OUTBOUND_COUNTERS: tuple[tuple[str, str, str, str], ...] = (
-    ("attempts", "Tentatives", "Attempts", "originated calls (direction outbound)"),
-    ("connects", "Contacts (décrochés)", "Connects", "attempts the callee answered"),
+    (
+        "attempts",
+        "Tentatives",
+        "Attempts",
+        "a campaign's Originates (the accountcode names the campaign); the row without a campaign "
+        "holds the other outbound calls (click-to-call, manual or test Originates)",
+    ),
+    (
+        "connects",
+        "Contacts (décrochés)",
+        "Connects",
+        "campaign: attempts put through to the queue (DialerConnected: a person answered, or any "
+        "answer without AMD); no campaign: calls the callee answered",
+    ),
+    (
+        "abandoned",
+        "Abandons (appels silencieux)",
+        "Abandoned",
+        "campaign connects no agent ever took (the callee heard silence or the apology, then nobody)",
+    ),
+    (
+        "late_connects",
+        "Mises en relation tardives",
+        "Late connects",
+        "campaign connects an agent took more than drop_s (default 2 s) after they were put "
+        "through: the callee talked to someone, after a silence the regulator counts as a drop",
+    ),
     (
         "dropped",
         "Appels perdus (drop)",
         "Dropped",
-        "connects that reached no agent within drop_s (default 2 s)",
+        "abandoned + late_connects: no agent within drop_s of the answer (Ofcom's abandoned and "
+        "silent calls, the TCPA's 2-second rule); never counted for calls of no campaign",
     ),
     (
         "contacts_argued",
@@ -589,7 +615,7 @@ OUTBOUND_METRICS: tuple[Metric, ...] = (
         "drop_rate",
         "Taux de drop",
         "Drop rate",
-        "dropped ÷ connects",
+        "dropped ÷ connects (campaigns only: null for calls of no campaign)",
         lambda t: ratio(_g(t, "dropped"), _g(t, "connects")),
     ),
     Metric(
@@ -627,6 +653,11 @@ class IvrStepLike(Protocol):
 
 class CallLike(Protocol):
     """A call record (`records.CallRecord`) as the IVR and outbound definitions read it."""
+
+    @property
+    def campaign(self) -> str | None: ...
+    @property
+    def contact(self) -> str | None: ...
 
     @property
     def direction(self) -> str: ...
@@ -703,26 +734,44 @@ def ivr_sql_columns(
 
 
 def outbound_call_tally(call: CallLike, thresholds: Thresholds) -> Tally:
+    """A campaign attempt (its campaign known from the Originate's accountcode) counts towards
+    the dialer's figures; any other outbound call (click-to-call, a manual Originate) is an
+    attempt of no campaign, answered or not, never a drop."""
     if call.direction != "outbound":
         return {}
-    connected = call.outcome == "outbound_answered"
-    reached = call.answered_at is not None and (call.wait_s or 0.0) <= thresholds.drop_s
-    return {"attempts": 1.0, "connects": float(connected), "dropped": float(connected and not reached)}
+    if call.campaign is None:
+        return {"attempts": 1.0, "connects": float(call.outcome == "outbound_answered")}
+    connected = call.contact is not None  # DialerConnected: put through to the queue
+    abandoned = connected and call.answered_at is None
+    late = connected and call.answered_at is not None and (call.wait_s or 0.0) > thresholds.drop_s
+    return {
+        "attempts": 1.0,
+        "connects": float(connected),
+        "abandoned": float(abandoned),
+        "late_connects": float(late),
+        "dropped": float(abandoned or late),
+    }
 
 
 def outbound_sql_columns(
+    campaign: ColumnElement[Any],
+    contact: ColumnElement[Any],
     outcome: ColumnElement[Any],
     answered_at: ColumnElement[Any],
     wait_s: ColumnElement[Any],
     thresholds: Thresholds,
 ) -> list[ColumnElement[Any]]:
     """`outbound_call_tally` in SQL over `calls` rows already restricted to direction outbound."""
-    connected = outcome == "outbound_answered"
-    reached = and_(answered_at.is_not(None), func.coalesce(wait_s, 0.0) <= thresholds.drop_s)
+    connected = and_(campaign.is_not(None), contact.is_not(None))
+    answered_manual = and_(campaign.is_(None), outcome == "outbound_answered")
+    abandoned = and_(connected, answered_at.is_(None))
+    late = and_(connected, answered_at.is_not(None), func.coalesce(wait_s, 0.0) > thresholds.drop_s)
     return [
         func.count().label("attempts"),
-        func.coalesce(func.sum(_one_if(connected)), 0).label("connects"),
-        func.coalesce(func.sum(_one_if(and_(connected, not_(reached)))), 0).label("dropped"),
+        func.coalesce(func.sum(_one_if(or_(connected, answered_manual))), 0).label("connects"),
+        func.coalesce(func.sum(_one_if(abandoned)), 0).label("abandoned"),
+        func.coalesce(func.sum(_one_if(late)), 0).label("late_connects"),
+        func.coalesce(func.sum(_one_if(or_(abandoned, late))), 0).label("dropped"),
     ]
 
 

@@ -223,7 +223,8 @@ async def agent_call(request: web.Request) -> web.Response:
     number = normalize(raw, ctx.region if hasattr(ctx, "region") else "FR")
     if number.e164 is None:
         raise ApiError("not a phone number we can dial", {"number": raw}, error_id="bad-number")
-    action_id = await _agent_link(ctx).click_to_call(_device(principal), number.e164, None)
+    # The agent's phone rings first, showing the customer's number: they see whom they call.
+    action_id = await _agent_link(ctx).click_to_call(_device(principal), number.e164, number.e164)
     return web.json_response({"dialing": number.e164, "action_id": action_id}, status=202)
 
 
