@@ -72,7 +72,10 @@ class Daemon:
         self.bus.consume("call-writer", self._write_ended, kinds=frozenset({ev.CallEnded}))
         for server in self.settings.asterisk:
             tracker = CallTracker(
-                server.name, self.settings.tracker.default_region, self.settings.tracker.originate_grace_s
+                server.name,
+                self.settings.tracker.default_region,
+                self.settings.tracker.originate_grace_s,
+                internal_contexts=self.settings.tracker.internal_contexts,
             )
             # Calls in progress when we last stopped: the first resync adopts or closes them.
             tracker.restore(await load_open_calls(self.engine, server.name))
@@ -86,10 +89,13 @@ class Daemon:
             )
             self.trackings.append(tracking)
             self.links.append(link)
-            self._spawn(link.run(), f"ami:{server.name}")
         self._spawn(self._tick(), "tracker-tick")
         await self._start_desk()
         await self._start_agi()
+        # Only now: every consumer has subscribed, so the first resync's events (queue members,
+        # calls in progress) reach statistics and the dialer too, not just the call writer.
+        for link in self.links:
+            self._spawn(link.run(), f"ami:{link.server.name}")
         gc_policy.after_startup()
         log.info("cti started", servers=[s.name for s in self.settings.asterisk], database=redact_url(db.url))
 
@@ -302,6 +308,11 @@ class Daemon:
         if hasattr(self, "stats"):
             await self.stats.close()  # after the drain: the last spans are written too
         for tracking in self.trackings:
+            # Over, but still waiting for a late event (AgentComplete, OriginateResponse): stored
+            # with what is known rather than lost.
+            for event in tracking.tracker.flush():
+                if isinstance(event, ev.CallEnded):
+                    self.writer.submit(event.record)
             # Still going on in Asterisk: kept as "shutdown" so the next start takes them back.
             for record in tracking.tracker.open_calls():
                 record.closed_by = "shutdown"

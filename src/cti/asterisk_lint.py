@@ -110,7 +110,7 @@ FORBIDDEN_WRITE_CLASSES = frozenset({"all", "system", "command", "config"})
 TRACKER_EVENT_CLASSES: dict[str, str] = {
     **dict.fromkeys(
         _words(
-            "Newchannel NewCallerid DialBegin DialEnd BridgeEnter BlindTransfer AttendedTransfer "
+            "Newchannel NewCallerid DialBegin DialEnd BridgeEnter BridgeLeave BlindTransfer AttendedTransfer "
             "SoftHangupRequest HangupRequest Hangup OriginateResponse"
         ),
         "call",

@@ -86,6 +86,8 @@ class TrackerSettings:
     short_abandon_s: float = 5.0
     # An originated call that ended before its OriginateResponse waits this long for it.
     originate_grace_s: float = 10.0
+    # Dialplan contexts of the agents' phones: calls starting there are direction "internal".
+    internal_contexts: tuple[str, ...] = ("cti-agents", "cti-agent-features")
 
 
 @dataclass(frozen=True)

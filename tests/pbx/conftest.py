@@ -72,7 +72,7 @@ def pbx(prefix: Path, request: pytest.FixtureRequest) -> Iterator[Asterisk]:
         yield asterisk
     finally:
         asterisk.stop()
-        if _failed(request):
+        if _failed(request) or os.environ.get("CTI_PBX_KEEP") == "1":
             ARTEFACTS.mkdir(parents=True, exist_ok=True)
             kept = ARTEFACTS / f"{request.node.name}"
             shutil.rmtree(kept, ignore_errors=True)

@@ -64,14 +64,18 @@ def _int(value: str | None) -> int | None:
         return None
 
 
+MEMBER_VERBS = frozenset({"ADDMEMBER", "REMOVEMEMBER", "PAUSE", "UNPAUSE", "PAUSEALL", "UNPAUSEALL"})
+
+
 def member_events(path: Path) -> list[tuple[str, str, str, tuple[str, ...]]]:
-    """(queue, agent, verb, data) of member lines: ADDMEMBER, REMOVEMEMBER, PAUSE, UNPAUSE…"""
-    found = []
+    """(queue, agent, verb, data) of member lines: ADDMEMBER, REMOVEMEMBER, PAUSE, UNPAUSE…
+    (ADDMEMBER's callid is the channel that ran AddQueueMember, the others' NONE)."""
+    found: list[tuple[str, str, str, tuple[str, ...]]] = []
     if not path.is_file():
         return found
     for line in path.read_text(errors="replace").splitlines():
         parts = line.split("|")
-        if len(parts) >= 5 and parts[1] == "NONE" and parts[4] not in ("QUEUESTART", "CONFIGRELOAD"):
+        if len(parts) >= 5 and parts[4] in MEMBER_VERBS:
             found.append((parts[2], parts[3], parts[4], tuple(parts[5:])))
     return found
 

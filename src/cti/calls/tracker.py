@@ -33,7 +33,7 @@ from cti.calls.channels import (
     rings_a_device,
 )
 from cti.calls.queue_log import QueueLogEntry
-from cti.calls.records import CallRecord, ClosedBy, HangupBy, IvrStep, QueueSegment
+from cti.calls.records import CallRecord, ClosedBy, Direction, HangupBy, IvrStep, QueueSegment
 from cti.directory.numbers import normalize
 
 _UNKNOWN = frozenset({"", "<unknown>", "<null>", "unknown"})
@@ -43,7 +43,13 @@ _QUEUE_EXIT_TIMEOUTS = frozenset(
 )
 _SHUTDOWN_CAUSE = "4"
 ENDED_MEMORY = 20_000
+# How long a call whose queue conversation ended waits for a late AgentComplete.
+COMPLETE_GRACE_S = 2.0
 RESYNC_EVENTS = frozenset({"CoreShowChannel", "QueueParams", "QueueMember", "QueueEntry"})
+# Dialplan contexts of the agents' own phones (dialplans/cti-agents.conf): a call that starts
+# there is an agent's, not a customer's (feature codes, calls between agents), until it reaches
+# the SVI (the 7000 test number) or is dialled out.
+INTERNAL_CONTEXTS = frozenset({"cti-agents", "cti-agent-features"})
 
 
 def _known(value: str | None) -> str | None:
@@ -72,6 +78,7 @@ class _Channel:
     seen_at: float = 0.0
     bridged: bool = False
     excluded: bool = False  # a transferer that left the conversation
+    bridge: str | None = None  # the bridge it is in now (BridgeEnter/BridgeLeave)
 
 
 @dataclass(slots=True)
@@ -101,6 +108,9 @@ class _LiveCall:
     pbx_cut: bool = False
     last_complete: tuple[str, float] | None = None
     awaiting_originate_since: float | None = None
+    # Every channel hung up but Asterisk's AgentComplete for the conversation is still to come:
+    # it may follow the last Hangup (seen with PJSIP phones, carrying only Dest* headers).
+    awaiting_complete_since: float | None = None
     queue_log_uids: set[str] = field(default_factory=set)
     # An Originate whose first leg is a device (click-to-call: the agent's phone rings first):
     # that device, the leg it then dials (the customer) and how that dial ended.
@@ -118,8 +128,10 @@ class CallTracker:
         region: str = "FR",
         originate_grace_s: float = 10.0,
         clock: Callable[[], float] | None = None,
+        internal_contexts: Iterable[str] = INTERNAL_CONTEXTS,
     ) -> None:
         self.server = server
+        self.internal_contexts = frozenset(internal_contexts)
         self.region = region
         self.originate_grace_s = originate_grace_s
         self._clock = clock
@@ -132,6 +144,8 @@ class CallTracker:
         # during a transfer's tear-down), which must not bring them back.
         self._dead: OrderedDict[str, None] = OrderedDict()
         self._awaiting: dict[str, _LiveCall] = {}
+        # Calls waiting for a late AgentComplete, oldest first (insertion order = hang-up order).
+        self._completing: dict[str, _LiveCall] = {}
         self.members: dict[tuple[str, str], ev.AgentStateChanged] = {}
         self.unhandled: dict[str, int] = {}
         self._handlers: dict[str, Callable[[Message, float], list[ev.Event]]] = {
@@ -148,6 +162,7 @@ class CallTracker:
             "AgentConnect": self._on_agent_connect,
             "AgentComplete": self._on_agent_complete,
             "BridgeEnter": self._on_bridge_enter,
+            "BridgeLeave": self._on_bridge_leave,
             "BlindTransfer": self._on_blind_transfer,
             "AttendedTransfer": self._on_attended_transfer,
             "SoftHangupRequest": self._on_hangup_request,
@@ -176,11 +191,15 @@ class CallTracker:
         handler = self._handlers.get(name)
         if handler is None:
             return []
-        return handler(msg, self._time(msg, now))
+        at = self._time(msg, now)
+        if self._completing:
+            # A replay has no ticks: the events' own clock ends the wait.
+            return [*self._expire_completing(at), *handler(msg, at)]
+        return handler(msg, at)
 
     def tick(self, now: float) -> list[ev.Event]:
         """Close originated calls whose OriginateResponse never came within the grace period."""
-        out: list[ev.Event] = []
+        out: list[ev.Event] = self._expire_completing(now)
         for linkedid, call in list(self._awaiting.items()):
             if (
                 call.awaiting_originate_since is not None
@@ -190,11 +209,22 @@ class CallTracker:
                 out.extend(self._finalize(call, call.record.ended_at or now))
         return out
 
+    def _expire_completing(self, now: float) -> list[ev.Event]:
+        out: list[ev.Event] = []
+        while self._completing:
+            linkedid, call = next(iter(self._completing.items()))
+            if call.awaiting_complete_since is None or now - call.awaiting_complete_since < COMPLETE_GRACE_S:
+                break
+            del self._completing[linkedid]
+            out.extend(self._finalize(call, call.record.ended_at or now))
+        return out
+
     def flush(self) -> list[ev.Event]:
         """End of a replay: finalize calls still waiting for an OriginateResponse."""
         out: list[ev.Event] = []
-        for call in list(self._awaiting.values()):
+        for call in [*self._completing.values(), *self._awaiting.values()]:
             out.extend(self._finalize(call, call.record.ended_at or self._last_at))
+        self._completing.clear()
         self._awaiting.clear()
         return out
 
@@ -234,9 +264,9 @@ class CallTracker:
         return call
 
     def _new_call(
-        self, linkedid: str, msg: Message, at: float, prefix: str = ""
+        self, linkedid: str, msg: Message, at: float, prefix: str = "", direction: Direction = "inbound"
     ) -> tuple[_LiveCall, list[ev.Event]]:
-        record = CallRecord(server=self.server, linkedid=linkedid, direction="inbound", started_at=at)
+        record = CallRecord(server=self.server, linkedid=linkedid, direction=direction, started_at=at)
         call = _LiveCall(record=record)
         self.calls[linkedid] = call
         self._set_caller(call, msg.get(prefix + "CallerIDNum"), msg.get(prefix + "CallerIDName"))
@@ -309,7 +339,8 @@ class CallTracker:
         out: list[ev.Event] = []
         call = self.calls.get(linkedid)
         if call is None:
-            call, out = self._new_call(linkedid, msg, at)
+            internal = msg.get("Context") in self.internal_contexts
+            call, out = self._new_call(linkedid, msg, at, direction="internal" if internal else "inbound")
         self._add_channel(call, uid, msg.get("Channel", ""))
         return out
 
@@ -616,8 +647,31 @@ class CallTracker:
         if record.agent is None:
             record.agent, record.agent_interface = agent, interface
 
+    def _completion_due(self, call: _LiveCall) -> bool:
+        """The queue conversation is over but its AgentComplete has not come yet."""
+        if call.pbx_cut or not call.record.segments:
+            return False
+        last = call.record.segments[-1]
+        return last.outcome == "answered" and last.completed_by is None
+
+    def _completing_call(self, msg: Message, at: float) -> _LiveCall | None:
+        """The call an AgentComplete is about. Asterisk names the caller's channel, or, when that
+        channel is already gone, only the agent's (Dest* headers), possibly after both hangups."""
+        if "Uniqueid" in msg:
+            call = self._call_for(msg, at)
+            if call is not None:
+                return call
+        call = self._call_for(msg, at, "DestUniqueid", create=False)
+        if call is not None:
+            return call
+        for key in ("Linkedid", "DestLinkedid"):
+            waiting = self._completing.get(_known(msg.get(key)) or "")
+            if waiting is not None:
+                return waiting
+        return None
+
     def _on_agent_complete(self, msg: Message, at: float) -> list[ev.Event]:
-        call = self._call_for(msg, at)
+        call = self._completing_call(msg, at)
         if call is None:
             return []
         queue = msg.get("Queue")
@@ -649,19 +703,66 @@ class CallTracker:
                 segment.talk_s = talk
             segment.completed_by = reason
         call.last_complete = (reason, at)
-        return [
+        out: list[ev.Event] = [
             ev.AgentCompleted(self.server, at, call.record.linkedid, queue, agent, interface, reason, talk)
         ]
+        if call.awaiting_complete_since is not None and not self._completion_due(call):
+            self._completing.pop(call.record.linkedid, None)
+            call.awaiting_complete_since = None
+            out.extend(self._call_over(call, call.record.ended_at or at))
+        return out
 
     # ------------------------------------------------------------------ bridges and transfers
     def _on_bridge_enter(self, msg: Message, at: float) -> list[ev.Event]:
         channel = self.channels.get(msg.get("Uniqueid", ""))
         if channel is not None:
+            channel.bridge = _known(msg.get("BridgeUniqueid"))
             channel.bridged = True
             peer = self._peer(channel)
             if peer is not None:
                 peer.bridged = True
         return []
+
+    def _on_bridge_leave(self, msg: Message, at: float) -> list[ev.Event]:
+        channel = self.channels.get(msg.get("Uniqueid", ""))
+        if channel is not None and channel.bridge == _known(msg.get("BridgeUniqueid")):
+            channel.bridge = None
+        return []
+
+    def _bridged_with(self, call: _LiveCall, channel: _Channel) -> list[_Channel]:
+        if channel.bridge is None:
+            return []
+        return [c for c in call.channels.values() if c is not channel and c.bridge == channel.bridge]
+
+    def _device_behind(self, call: _LiveCall, channel: _Channel, depth: int = 0) -> str:
+        """The phone a channel leads to: a Local channel's far half is bridged to it."""
+        peer = self._peer(channel)
+        if peer is None or depth > 3:
+            return device_of(channel.name)
+        for other in self._bridged_with(call, peer):
+            return self._device_behind(call, other, depth + 1)
+        return device_of(channel.name)
+
+    def _transfer_target(self, call: _LiveCall, msg: Message) -> str | None:
+        """Whom an attended transfer handed the caller to. A transfer keyed on the phone (DTMF
+        *2) merges bridges: the event names no target channel, only the bridge the caller is in
+        now, where the target (often the Local channel the agent dialled) already sits."""
+        target = _known(msg.get("TransferTargetChannel"))
+        if target:
+            # Often a Local channel (the agent dialled 1004, a Local pair rang the phone).
+            channel = next((c for c in call.channels.values() if c.name == target), None)
+            return self._device_behind(call, channel) if channel is not None else device_of(target)
+        bridge = _known(msg.get("DestBridgeUniqueid"))
+        if bridge is None:
+            return None
+        parties = {
+            msg.get(key)
+            for key in ("TransfereeUniqueid", "OrigTransfererUniqueid", "SecondTransfererUniqueid")
+        }
+        for channel in call.channels.values():
+            if channel.bridge == bridge and channel.uniqueid not in parties:
+                return self._device_behind(call, channel)
+        return None
 
     def _exclude(self, uid: str | None) -> None:
         channel = self.channels.get(uid or "")
@@ -698,10 +799,8 @@ class CallTracker:
         call.hangup_signal = None
         self._exclude(msg.get("OrigTransfererUniqueid"))
         self._exclude(msg.get("SecondTransfererUniqueid"))
-        target = _known(msg.get("TransferTargetChannel"))
-        device = None
-        if target:
-            device = device_of(target)
+        device = self._transfer_target(call, msg)
+        if device:
             call.record.transferred_to.append(device)
         agent, interface = self._transferring_agent(call)
         return [
@@ -765,6 +864,10 @@ class CallTracker:
     def _call_over(self, call: _LiveCall, at: float) -> list[ev.Event]:
         call.record.ended_at = at
         self.calls.pop(call.record.linkedid, None)
+        if self._completion_due(call):
+            call.awaiting_complete_since = at
+            self._completing[call.record.linkedid] = call
+            return []
         if call.originated and not call.originate_resolved and not call.ivr_seen:
             # The OriginateResponse may still be on its way: it carries the outcome.
             call.awaiting_originate_since = at
@@ -1035,9 +1138,7 @@ class CallTracker:
             if closed_by == "pbx_restart":
                 call.pbx_cut = True
             out.extend(self._finalize(call, at, closed_by))
-        for call in list(self._awaiting.values()):
-            out.extend(self._finalize(call, call.record.ended_at or at))
-        self._awaiting.clear()
+        out.extend(self.flush())
         return out
 
     # ------------------------------------------------------------------ resynchronisation

@@ -21,6 +21,9 @@ from cti.stats.metrics import ThresholdSet
 WRAPUP_REASONS = frozenset({"wrapup", "wrap-up", "acw", "post-appel", "postappel", "after-call", "aftercall"})
 # AST_DEVICE_* codes meaning the phone is on a call: in use, busy, ring-in-use, on hold.
 BUSY_STATUSES = frozenset({2, 3, 7, 8})
+# AST_DEVICE_INVALID (4: no such device, e.g. a static member whose phone was never set up) and
+# AST_DEVICE_UNAVAILABLE (5: not registered, or failing its qualify): queues skip such members.
+UNREACHABLE_STATUSES = frozenset({4, 5})
 QUARTER_S = 900
 # Calls marked outbound (DialerConnected) remembered at most this many at once.
 MAX_OUTBOUND_CALLS = 100_000
@@ -67,6 +70,7 @@ class AgentStatus:
     # queue -> (paused, reason)
     memberships: dict[str, tuple[bool, str | None]] = field(default_factory=dict)
     device_busy: bool = False
+    device_unreachable: bool = False
     ringing: dict[str, str | None] = field(default_factory=dict)  # linkedid -> queue
     # (linkedid, queue, outbound); linkedid "" when only a resync told us the member is in call.
     talking: tuple[str, str | None, bool] | None = None
@@ -96,6 +100,9 @@ class AgentStatus:
             return ("wrapup", None, self.wrapup_queue)
         if paused:
             return ("paused", reason, None)
+        if self.device_unreachable:
+            # In the queue but out of reach: no call can be offered, so never "available".
+            return ("unavailable", None, None)
         return ("available", None, None)
 
     def _pause(self) -> tuple[bool, str | None]:
@@ -210,6 +217,7 @@ class AgentBoard:
             self.members.get(e.queue, {}).pop((agent.server, agent.interface), None)
         if e.status is not None:
             agent.device_busy = e.status in BUSY_STATUSES
+            agent.device_unreachable = e.status in UNREACHABLE_STATUSES
         if e.in_call and agent.talking is None:
             # A resync found the member on a queue call we never saw being answered.
             agent.talking = ("", e.queue, False)

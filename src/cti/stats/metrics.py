@@ -325,6 +325,7 @@ AGENT_STATES: tuple[tuple[str, str, str], ...] = (
     ("outbound", "Conv sortante", "Outbound call"),
     ("wrapup", "Post-appel", "Wrap-up"),
     ("paused", "Pause", "Paused"),
+    ("unavailable", "Injoignable", "Unreachable"),
 )
 SPAN_STATES = tuple(s for s, _, _ in AGENT_STATES if s != "logged_out")
 STATE_COUNTERS = tuple(f"{s}_s" for s in SPAN_STATES)
@@ -517,10 +518,10 @@ AGENT_METRICS: tuple[Metric, ...] = (
         "occupancy",
         "Taux d'occupation",
         "Occupancy",
-        "(Conv ACD + outbound + wrap-up time) ÷ (logged-in − paused time)",
+        "(Conv ACD + outbound + wrap-up time) ÷ (logged-in − paused − unreachable time)",
         lambda t: ratio(
             _g(t, "acd_s") + _g(t, "outbound_s") + _g(t, "wrapup_s"),
-            _g(t, "logged_in_s") - _g(t, "paused_s"),
+            _g(t, "logged_in_s") - _g(t, "paused_s") - _g(t, "unavailable_s"),
         ),
     ),
 )

@@ -198,6 +198,16 @@ async def agent_pause(request: web.Request) -> web.Response:
     return web.json_response({"paused": paused, "reason": reason if paused else None})
 
 
+def member_name(interface: str, principal: Principal) -> str:
+    """The queue member name, as the *41 feature code gives it to the same phone ("Agent 1001",
+    dialplans/cti-agents.conf): queue_log and every report then show one name per agent,
+    whichever way they logged in. Interfaces of other kinds keep the user's own name."""
+    tech, _, resource = interface.partition("/")
+    if tech == "PJSIP" and resource and "@" not in resource:
+        return f"Agent {resource}"
+    return principal.display_name or principal.username
+
+
 async def agent_queue(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     principal = principal_of(request)
@@ -205,9 +215,8 @@ async def agent_queue(request: web.Request) -> web.Response:
     link = _agent_link(ctx)
     if action == "login":
         devices = principal.devices or (None,)
-        await link.queue_add(
-            queue, _interface(principal), principal.display_name or principal.username, devices[0]
-        )
+        interface = _interface(principal)
+        await link.queue_add(queue, interface, member_name(interface, principal), devices[0])
     elif action == "logout":
         await link.queue_remove(queue, _interface(principal))
     else:

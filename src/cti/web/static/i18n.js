@@ -41,7 +41,7 @@ Object.assign(window.CTI_I18N.fr, {
   wb_state: "État", wb_since: "Depuis", wb_handled: "Traités", wb_occupancy: "Occupation", wb_ivr: "SVI",
   wb_menu: "Menu", wb_ivr_entries: "Entrées", wb_ivr_choices: "Choix", wb_ivr_invalid: "Invalides",
   wb_ivr_timeouts: "Sans saisie", wb_ivr_hangups: "Raccrochés", wb_ivr_containment: "Rétention",
-  st_logged_out: "Déconnecté", st_available: "Disponible", st_ringing: "Sonnerie", st_acd: "Conv ACD",
+  st_unavailable: "Injoignable", st_logged_out: "Déconnecté", st_available: "Disponible", st_ringing: "Sonnerie", st_acd: "Conv ACD",
   st_outbound: "Conv sortante", st_wrapup: "Post-appel", st_paused: "Pause",
 });
 Object.assign(window.CTI_I18N.en, {
@@ -56,6 +56,6 @@ Object.assign(window.CTI_I18N.en, {
   wb_agents: "Agents", wb_agent: "Agent", wb_state: "State", wb_since: "For", wb_handled: "Handled",
   wb_occupancy: "Occupancy", wb_ivr: "IVR", wb_menu: "Menu", wb_ivr_entries: "Entries", wb_ivr_choices: "Choices",
   wb_ivr_invalid: "Invalid", wb_ivr_timeouts: "Timeouts", wb_ivr_hangups: "Hang-ups", wb_ivr_containment: "Containment",
-  st_logged_out: "Logged out", st_available: "Available", st_ringing: "Ringing", st_acd: "ACD call (Conv ACD)",
+  st_unavailable: "Unreachable", st_logged_out: "Logged out", st_available: "Available", st_ringing: "Ringing", st_acd: "ACD call (Conv ACD)",
   st_outbound: "Outbound call", st_wrapup: "Wrap-up", st_paused: "Paused",
 });

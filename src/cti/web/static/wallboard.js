@@ -6,7 +6,7 @@
   const $ = (id) => document.getElementById(id);
   const SVG = "http://www.w3.org/2000/svg";
   const STATE_COLORS = { available: "#27ae60", ringing: "#f39c12", acd: "#2980b9", outbound: "#8e44ad",
-    wrapup: "#16a085", paused: "#7f8c8d", logged_out: "#3a4252" };
+    wrapup: "#16a085", paused: "#7f8c8d", unavailable: "#c0392b", logged_out: "#3a4252" };
   let lang = localStorage.getItem("cti.lang") || "fr";
   let ws = null, stats = null, offset = 0, retry = 500;
   const t = (key) => (window.CTI_I18N[lang] || {})[key] || key;
@@ -192,7 +192,7 @@
   function chartStates() {
     const svg = $("chart-states"); svg.replaceChildren();
     const counts = stats.agent_states || {};
-    const order = ["available", "ringing", "acd", "outbound", "wrapup", "paused", "logged_out"];
+    const order = ["available", "ringing", "acd", "outbound", "wrapup", "paused", "unavailable", "logged_out"];
     const max = Math.max(1, ...order.map((s) => counts[s] || 0));
     const bh = (H - 10) / order.length;
     order.forEach((s, i) => {

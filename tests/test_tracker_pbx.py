@@ -1,0 +1,133 @@
+"""The tracker on transcripts recorded on the real-PBX tier (tests/captures/pbx/README.md),
+checked against Asterisk's own queue_log of the same runs, and on the variants of them that
+Asterisk's thread races produce."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cti.calls.queue_log import parse_lines
+from cti.calls.records import CallRecord
+from cti.replay import replay_files
+
+PBX = Path(__file__).parent / "captures" / "pbx"
+SCENARIOS = sorted(p.stem for p in PBX.glob("*.ami"))
+
+
+def blocks(path: Path) -> list[str]:
+    return path.read_bytes().decode("utf-8").split("\r\n\r\n")
+
+
+def write(path: Path, parts: list[str]) -> Path:
+    path.write_bytes("\r\n\r\n".join(parts).encode("utf-8"))
+    return path
+
+
+def customer_calls(path: Path) -> list[CallRecord]:
+    result = replay_files([path])
+    assert not result.open_calls
+    return [r for r in result.records if r.direction != "internal"]
+
+
+def truth(name: str) -> dict[str, dict[str, Any]]:
+    """Per caller uniqueid: what app_queue logged."""
+    calls: dict[str, dict[str, Any]] = {}
+    for e in parse_lines((PBX / f"{name}.queue_log").read_text().splitlines()):
+        call = calls.setdefault(e.callid, {"queues": []})
+        if e.verb == "ENTERQUEUE":
+            call["queues"].append(e.queue)
+        elif e.verb == "CONNECT" and "agent" not in call:  # the record's agent and wait: the first
+            call.update(outcome="answered", agent=e.agent, wait=int(e.data(0) or 0))
+        elif e.verb in ("COMPLETECALLER", "COMPLETEAGENT"):
+            call.update(
+                talk=int(e.data(1) or 0), completed="caller" if e.verb == "COMPLETECALLER" else "agent"
+            )
+        elif e.verb == "ABANDON":
+            call.update(outcome="abandoned", wait=int(e.data(2) or 0))
+        elif e.verb == "EXITWITHTIMEOUT":
+            call.update(outcome="timeout", wait=int(e.data(2) or 0))
+    return calls
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_each_recorded_call_agrees_with_asterisks_queue_log(name: str) -> None:
+    expected = truth(name)
+    for record in customer_calls(PBX / f"{name}.ami"):
+        if not record.segments:
+            assert record.linkedid not in expected
+            continue
+        first = expected[record.linkedid]
+        assert [s.queue for s in record.segments] == first["queues"], name
+        assert record.outcome == first["outcome"], name
+        assert record.wait_s is not None and abs(record.wait_s - first["wait"]) <= 1.01, name
+        if first.get("agent"):
+            assert record.agent == first["agent"]
+        if "completed" in first and "BLINDTRANSFER" not in (PBX / f"{name}.queue_log").read_text():
+            assert record.segments[-1].completed_by == first["completed"], name
+            assert record.talk_s is not None and abs(record.talk_s - first["talk"]) <= 1.01, name
+
+
+def test_feature_code_calls_are_internal() -> None:
+    records = replay_files([PBX / "feature_codes.ami"]).records
+    assert len(records) == 4
+    assert {r.direction for r in records} == {"internal"} and {r.caller_raw for r in records} == {"1001"}
+    assert {r.outcome for r in records} == {"no_queue"}
+
+
+def test_attended_transfer_by_dtmf_names_the_colleagues_phone_not_the_local_channel() -> None:
+    [call] = customer_calls(PBX / "attended_transfer_dtmf.ami")
+    assert call.transfers == 1 and call.transferred_to == ["PJSIP/1004"]
+    assert call.hangup_by == "agent" and call.agent == "Agent 1001"
+
+
+def test_attended_transfer_without_a_target_channel_header_is_found_in_the_bridge(tmp_path: Path) -> None:
+    # The same transfer as Asterisk reports it when the bridges merge (DestType: Bridge) and the
+    # event names no TransferTarget* channel: only the bridge the caller is now in.
+    parts = []
+    for block in blocks(PBX / "attended_transfer_dtmf.ami"):
+        if "Event: AttendedTransfer" in block:
+            block = "\r\n".join(line for line in block.split("\r\n") if not line.startswith("TransferTarget"))
+        parts.append(block)
+    [call] = customer_calls(write(tmp_path / "bridge_merge.ami", parts))
+    assert call.transferred_to == ["PJSIP/1004"]
+
+
+def _dest_only_complete_after_hangups(source: Path, target: Path) -> Path:
+    """Move AgentComplete after the last Hangup and keep only its Dest*/queue headers, as
+    Asterisk sends it when the caller's channel snapshot is gone (seen with PJSIP phones)."""
+    parts = blocks(source)
+    [complete] = [b for b in parts if "Event: AgentComplete" in b]
+    parts.remove(complete)
+    kept = [
+        line
+        for line in complete.split("\r\n")
+        if line.startswith(("Event", "Privilege", "Timestamp", "Dest", "Queue", "Interface", "MemberName"))
+        or line.startswith(("HoldTime", "TalkTime", "Reason"))
+    ]
+    last_hangup = max(i for i, b in enumerate(parts) if "Event: Hangup" in b)
+    parts.insert(last_hangup + 1, "\r\n".join(kept))
+    return write(target, parts)
+
+
+def test_agent_complete_after_the_hangups_with_only_dest_headers_still_says_who_ended(tmp_path: Path) -> None:
+    plain = customer_calls(PBX / "ring_all.ami")
+    late = customer_calls(_dest_only_complete_after_hangups(PBX / "ring_all.ami", tmp_path / "late.ami"))
+    assert [c.segments[-1].completed_by for c in plain] == ["caller"]
+    assert [c.segments[-1].completed_by for c in late] == ["caller"]
+    assert late[0].talk_s == pytest.approx(plain[0].talk_s, abs=1.01)
+    assert late[0].hangup_by == "caller"
+
+
+def test_ring_no_answer_auto_pauses_the_agent_in_all_queues() -> None:
+    paused: dict[str, str | None] = {}
+    from cti.calls.events import AgentStateChanged
+
+    def seen(event: object) -> None:
+        if isinstance(event, AgentStateChanged) and event.interface == "PJSIP/1001" and event.paused:
+            paused[event.queue] = event.paused_reason
+
+    replay_files([PBX / "ring_no_answer.ami"], on_event=seen)
+    assert paused == {"support": "Auto-Pause", "hotline": "Auto-Pause"}
