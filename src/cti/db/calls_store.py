@@ -166,11 +166,12 @@ class CallStore:
 
 
 async def load_calls(
-    engine: AsyncEngine, since: float | datetime | None = None, where: Any = None
+    engine: AsyncEngine, since: float | datetime | None = None, where: Any = None, limit: int | None = None
 ) -> list[dict[str, Any]]:
-    """Calls started at or after `since` (epoch or aware datetime), oldest first, each with its
-    `segments` (ordered by seq). A plain read helper for tests and tools, not for reporting."""
-    query = select(CALLS).order_by(CALLS.c.started_at, CALLS.c.id)
+    """Calls started at or after `since` (epoch or aware datetime), oldest first (by start, then
+    id: `limit` pages through them), each with its `segments` (ordered by seq). A plain read
+    helper for tests, tools and the statistics' restart, not for reporting."""
+    query = select(CALLS).order_by(CALLS.c.started_at, CALLS.c.id).limit(limit)
     if where is not None:
         query = query.where(where)
     if since is not None:

@@ -192,6 +192,14 @@ class AgentBoard:
             out.append(self._span(a, now))
         return out
 
+    def know(self, server: str, interface: str, agent: str | None, last_seen: float = 0.0) -> None:
+        """An agent seen before a restart (stored spans, answered calls): their row is shown,
+        logged out since `last_seen` until an event (the first resync) says otherwise."""
+        status = self.agents.get((server, interface)) or self._agent(server, interface, agent)
+        status.agent = status.agent or agent
+        if status.state == "logged_out" and last_seen > status.since:
+            status.since = last_seen
+
     # ------------------------------------------------------------------ events
     def _agent(self, server: str, interface: str, agent: str | None) -> AgentStatus:
         status = self.agents.get((server, interface))

@@ -87,6 +87,8 @@ class LiveStats:
         self._today: date | None = None
         # Interfaces whose figures changed since `take_dirty` was last called.
         self._dirty: set[str] = set()
+        # Queue joins of restored calls, until `finish_restore` sorts them into `_arrivals`.
+        self._restored_arrivals: list[tuple[str, float]] = []
 
     # ------------------------------------------------------------------ input
     def on_event(self, event: ev.Event) -> None:
@@ -140,10 +142,7 @@ class LiveStats:
 
     @staticmethod
     def _span_tally(span: Span) -> Tally:
-        tally = span_tally(span.state, span.reason, span.duration_s)
-        if span.state == "wrapup" and span.queue:
-            tally["queue_wrapup:" + span.queue] = span.duration_s
-        return tally
+        return span_contribution(span.state, span.reason, span.queue, span.duration_s)
 
     # ------------------------------------------------------------------ calls
     def _on_call_event(self, e: ev.CallEvent) -> None:
@@ -282,9 +281,67 @@ class LiveStats:
             if not calls:
                 del self._waiting[queue]
 
+    # ------------------------------------------------------------------ after a restart
+    # Today's figures rebuilt from the database (`stats/restore.py` reads it): each stored call
+    # and span adds what the live path would have added for it, through the same functions.
+    def restore_call(self, record: CallRecord, today: date, still_open: bool) -> None:
+        """A stored call. One still in progress at the stop (`closed_by="shutdown"`) is open
+        again, counted provisionally as before the stop: its events and its final record will
+        replace it. A finished one adds its contribution to `today`'s tables."""
+        key = (record.server, record.linkedid)
+        if still_open:
+            if key not in self._calls:
+                self._update(self._open(key, record), record, ended=False)
+        else:
+            for cell, tally in self._contribution(record, ended=True).items():
+                if cell[2] == today:
+                    self._add(cell, tally)
+        for seg in record.segments:
+            if seg.outcome not in REFUSED:
+                self._restored_arrivals.append((seg.queue, seg.joined_at))
+            if seg.interface and seg.outcome == "answered" and self._day(seg.joined_at) == today:
+                self.board.know(record.server, seg.interface, seg.agent)
+
+    def restore_span(
+        self,
+        server: str,
+        interface: str,
+        agent: str | None,
+        state: str,
+        reason: str | None,
+        queue: str | None,
+        seconds: float,
+        day: date,
+        last_ended_at: float = 0.0,
+    ) -> None:
+        """Stored agent-state spans (any number of them summed: every counter of a span is
+        proportional to its duration) of one agent in one state on `day`."""
+        self._add(("agent", interface, day), span_contribution(state, reason, queue, seconds))
+        self.board.know(server, interface, agent, last_ended_at)
+
+    def finish_restore(self, now: float) -> None:
+        """After the stored calls and spans: the staffing aid's recent arrivals, and every row
+        to be recomputed."""
+        for queue, at in self._restored_arrivals:
+            if at > now - ARRIVAL_WINDOW_S:
+                self._arrivals.setdefault(queue, deque()).append(at)
+        self._restored_arrivals = []
+        for queue, arrivals in self._arrivals.items():
+            self._arrivals[queue] = deque(sorted(arrivals))  # `tick` drops them from the left
+        self._dirty.update(self.board.by_interface)
+        self.version += 1
+
     # ------------------------------------------------------------------ days
     def _day(self, epoch: float) -> date:
         return datetime.fromtimestamp(epoch, self.tz).date()
+
+    def day_of(self, epoch: float) -> date:
+        """The local day (the service's zone) an instant belongs to."""
+        return self._day(epoch)
+
+    def day_start(self, day: date) -> float:
+        """The first instant of a local day (midnight, or the end of a gap at midnight)."""
+        return datetime(day.year, day.month, day.day, tzinfo=self.tz).timestamp()
 
     def _horizon(self, now: float) -> float:
         """Start of yesterday: older figures are never shown, so spans are not cut before it."""
@@ -529,6 +586,15 @@ class LiveStats:
                 }
             )
         return out
+
+
+def span_contribution(state: str, reason: str | None, queue: str | None, seconds: float) -> Tally:
+    """What time in one state adds to its agent's cell: the dictionary's span counters
+    (`span_tally`), and a queue's wrap-up time (its DMT) for a wrap-up after that queue's call."""
+    tally = span_tally(state, reason, seconds)
+    if state == "wrapup" and queue:
+        tally["queue_wrapup:" + queue] = seconds
+    return tally
 
 
 @functools.lru_cache(maxsize=1024)

@@ -9,6 +9,13 @@ The push shares the event loop with the screen pops (p99 ≤ 5 ms), so its cost 
 one piece with the floor: every agent's row is kept with its JSON, rows are recomputed only when
 an event touched the agent or, a slice per push, when older than `heartbeat_s`, a few rows
 between two yields to the loop; the wallboard's snapshot is spliced from the kept JSON.
+
+After a restart, `start` first rebuilds today's figures from the database (`stats/restore.py`).
+Meanwhile the events are held, in order, and applied once the stored day is in: the daemon
+subscribes the service before its AMI links start, so none is missed. A call this daemon ends
+while the rebuild runs may be stored by the call writer before the rebuild reads that far: the
+service notes every call ended meanwhile (`on_published`, a bus tap, sees it when it is
+published, hence before it is stored) and leaves those rows to their events.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ import asyncio
 import json
 import math
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Generator, Iterable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass
@@ -30,8 +37,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from cti.calls import events as ev
 from cti.slices import Slice, next_turn
 from cti.stats.history import REPORTS, Report, ReportQuery, build_query, zone
-from cti.stats.live import LiveStats, count_states
+from cti.stats.live import CallKey, LiveStats, count_states
 from cti.stats.metrics import ThresholdSet
+from cti.stats.restore import Restored, restore_today
 from cti.stats.store import SpanWriter
 
 log = structlog.get_logger(__name__)
@@ -41,6 +49,11 @@ SUPERVISOR_ROLES = ("supervisor", "admin")
 
 # The least number of rows the heartbeat refreshes per push.
 HEARTBEAT_ROWS = 10
+# A rebuild of today's figures that takes longer is given up (logged): live figures then count
+# from the restart, rather than holding events without bound.
+RESTORE_TIMEOUT_S = 120.0
+# How long `GET /api/stats/live` waits for the rebuild before answering with what it has.
+RESTORE_WAIT_S = 10.0
 
 
 class PrincipalLike(Protocol):
@@ -154,32 +167,110 @@ class StatsService:
         self._pushed_at = 0.0
         self.pushes = 0
         self.rows_computed = 0
+        # While today's figures are rebuilt: the events held (None once applied), and the calls
+        # this daemon ended meanwhile (their stored rows are left to the events).
+        self._held: deque[ev.Event] | None = None
+        self._ended_meanwhile: set[CallKey] | None = None
+        self._restoring: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+        self._ready.set()
+        self.restored: Restored | None = None
 
     kinds = EVENT_KINDS
 
     def on_event(self, event: ev.Event) -> None:
+        if self._held is not None:
+            self._held.append(event)
+            self.on_published(event)
+            return
         self.live.on_event(event)
 
-    def start(self) -> None:
+    def on_published(self, event: ev.Event) -> None:
+        """A bus tap (inline in `publish`, so before the call writer can store the call): while
+        the rebuild runs, note the calls this daemon ends."""
+        ended = self._ended_meanwhile
+        if ended is not None and isinstance(event, ev.CallEnded):
+            ended.add((event.server, event.linkedid))
+
+    @property
+    def ready(self) -> bool:
+        """Today's stored figures are in (or there was nothing to rebuild)."""
+        return self._ready.is_set()
+
+    def start(self, restore: bool = True) -> None:
+        """Write spans, push (with a hub), and first rebuild today's figures from the database
+        (`restore`); call it before any event can be published."""
+        loop = asyncio.get_running_loop()
         self.spans.start()
+        if restore and self._restoring is None:
+            self._held = deque()
+            self._ended_meanwhile = set()
+            self._ready.clear()
+            self._restoring = loop.create_task(self._restore(), name="cti-stats-restore")
         if self.hub is not None and self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._push_loop(), name="cti-stats-push")
+            self._task = loop.create_task(self._push_loop(), name="cti-stats-push")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        for task in (self._task, self._restoring):
+            if task is not None:
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._restoring = None
+        if self._held is not None:
+            # Stopped during the rebuild: this daemon's own events still count (their spans
+            # are stored below).
+            for event in self._held:
+                self.live.on_event(event)
+            self._held = self._ended_meanwhile = None
         # Open spans end now, so today's last state is stored too.
         self.live.close()
         await self.spans.close()
+
+    async def wait_ready(self, timeout_s: float = RESTORE_WAIT_S) -> bool:
+        """Wait (at most `timeout_s`) for today's stored figures; whether they are in."""
+        with suppress(TimeoutError):
+            await asyncio.wait_for(self._ready.wait(), timeout_s)
+        return self.ready
+
+    # ------------------------------------------------------------------ restart
+    async def _restore(self) -> None:
+        """Today's figures from the database, then the events held meanwhile, in order."""
+        try:
+            async with asyncio.timeout(RESTORE_TIMEOUT_S):
+                self.restored = await restore_today(
+                    self.engine, self.live, self.clock(), self._left_to_events
+                )
+            log.info("live statistics restored from the database", **self.restored.to_log())
+        except Exception as exc:
+            log.error(
+                "live statistics not restored from the database: today's figures count from now",
+                error=f"{type(exc).__name__}: {str(exc)[:300]}",
+            )
+        await self._apply_held()
+
+    def _left_to_events(self, call: CallKey) -> bool:
+        return self._ended_meanwhile is not None and call in self._ended_meanwhile
+
+    async def _apply_held(self) -> None:
+        held = self._held
+        work = Slice()
+        while held:
+            # Taken off before it is applied: a cancelled rebuild leaves `close` the rest.
+            self.live.on_event(held.popleft())
+            if work.over():
+                await next_turn()
+                work.restart()
+        # No await between the last check and here: an event published now is applied directly.
+        self._held = self._ended_meanwhile = None
+        self._ready.set()
 
     # ------------------------------------------------------------------ reading
     async def live_view(self, principal: PrincipalLike) -> str:
         """What `GET /api/stats/live` returns, as JSON: supervisors see the floor, an agent their own
         figures and their queues. Built like a push (kept rows, a few recomputed between yields) so
         that a wallboard loading does not stall the screen pops of a large floor."""
+        await self.wait_ready()
         if principal.role not in SUPERVISOR_ROLES:
             return _dumps(self.live.agent_view(principal.interfaces))
         now = self.clock()
@@ -262,6 +353,8 @@ class StatsService:
 
     def _push(self, force: bool) -> Generator[None, None, bool]:
         assert self.hub is not None
+        if not self.ready:
+            return False  # no wallboard sees a day being rebuilt
         now = self.clock()
         self.live.tick(now)
         audience = self._audience()

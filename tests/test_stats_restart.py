@@ -1,0 +1,448 @@
+"""Live figures survive a daemon restart: the real daemon against a fake AMI server, real
+Asterisk 22 traffic (mixed_seed1: answered, abandoned, timed-out, IVR-only and campaign calls;
+agent_session: a dynamic member who logs in, pauses and leaves) re-stamped to today, agent
+pauses; then a stop (graceful, or `kill -9` of a `cti serve` subprocess) and a new daemon on
+the same database. `/api/stats/live` over HTTP must show what the first daemon showed, and
+equal `cti stats` for today, on SQLite and PostgreSQL.
+
+The restart's own edges (events arriving while the rebuild reads the database, a call the
+writer stores meanwhile, calls still open at the stop, a restart just after local midnight)
+are unit tests on `StatsService` with a fake clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import IO, Any
+
+import aiohttp
+import pytest
+
+from cti.app import Daemon
+from cti.cli import main as cli_main
+from cti.config import AsteriskServer, DatabaseSettings, Secret, Settings, WebSettings
+from cti.db.calls_store import load_calls
+from cti.db.engine import create_engine
+from cti.db.migrate import upgrade_async
+from cti.web.auth import UserStore
+from fakeami import CAPTURES, FakeAmi, frame
+from test_daemon import event_bytes, until
+from test_db import backend, db_url, pg_admin  # noqa: F401 - fixtures
+
+pytestmark = pytest.mark.skipif(not CAPTURES.is_dir(), reason="../shared/ami-captures not present")
+PASSWORD = "correct horse battery"
+TIMESTAMP = re.compile(rb"Timestamp: ([0-9]+\.[0-9]+)")
+# Keys of a queue row that move with the clock, not with the calls.
+MOVING = ("waiting", "oldest_joined_at", "longest_wait_s")
+
+
+# ------------------------------------------------------------------------------------- traffic
+def restamped(data: bytes, first_at: float) -> bytes:
+    """The frames with every `Timestamp` moved so that the first one is `first_at`."""
+    stamps = [float(m) for m in TIMESTAMP.findall(data)]
+    shift = first_at - min(stamps)
+    return TIMESTAMP.sub(lambda m: b"Timestamp: %.6f" % (float(m.group(1)) + shift), data)
+
+
+def pause_frame(at: float, queue: str, name: str, interface: str, paused: bool, reason: str = "") -> bytes:
+    """A `QueueMemberPause` as Asterisk 22 sends it (agent_session.ami)."""
+    return frame(
+        Event="QueueMemberPause",
+        Privilege="agent,all",
+        Timestamp=f"{at:.6f}",
+        Queue=queue,
+        MemberName=name,
+        Interface=interface,
+        StateInterface=interface.removesuffix("/n"),
+        Membership="static",
+        Penalty=0,
+        CallsTaken=0,
+        LastCall=0,
+        LastPause=int(at),
+        LoginTime=int(at) - 3600,
+        InCall=0,
+        Status=1,
+        Paused=int(paused),
+        PausedReason=reason if paused else "",
+        Ringinuse=0,
+        Wrapuptime=0,
+    )
+
+
+def day_traffic(end_at: float) -> bytes:
+    """About two minutes of a day ending at `end_at`: 40 calls, Agent5's session (login, pauses,
+    logout), Agent1 paused then back, Agent3 paused in both their queues until the end."""
+    start = end_at - 135
+    agent3 = "Local/agent3@agents/n"
+    agent1 = "Local/agent1@agents/n"
+    return b"".join(
+        [
+            restamped(event_bytes("mixed_seed1"), start),  # 97 s
+            restamped(event_bytes("agent_session"), start + 100),  # 9.5 s
+            pause_frame(start + 112, "support", "Agent1", agent1, True, "pause-cafe"),
+            pause_frame(start + 120, "support", "Agent1", agent1, False),
+            pause_frame(start + 125, "sales", "Agent3", agent3, True, "formation"),
+            pause_frame(start + 125.1, "outbound", "Agent3", agent3, True, "formation"),
+        ]
+    )
+
+
+def queue_status(live: dict[str, Any]) -> list[dict[str, object]]:
+    """What Asterisk's QueueStatus answers for the members a snapshot shows logged in."""
+    out: list[dict[str, object]] = []
+    for a in live["agents"]:
+        if a["state"] == "logged_out":
+            continue
+        for queue in a["queues"]:
+            paused = queue in a["paused_queues"]
+            out.append(
+                {
+                    "Event": "QueueMember",
+                    "Queue": queue,
+                    "Name": a["agent"],
+                    "Location": a["interface"],
+                    "StateInterface": a["interface"].removesuffix("/n"),
+                    "Membership": "static",
+                    "Penalty": 0,
+                    "CallsTaken": a["handled"],
+                    "LastCall": 0,
+                    "LastPause": 0,
+                    "LoginTime": 0,
+                    "InCall": 0,
+                    "Status": 1,
+                    "Paused": int(paused),
+                    "PausedReason": (a["reason"] or "") if paused else "",
+                    "Wrapuptime": 0,
+                }
+            )
+    return out
+
+
+# ------------------------------------------------------------------------------------- helpers
+def settings_for(fake: FakeAmi, url: str) -> Settings:
+    server = AsteriskServer(
+        name="pbx1",
+        host="127.0.0.1",
+        port=fake.port,
+        username="cti",
+        secret=Secret("s3cret"),
+        keepalive_s=0.5,
+        action_timeout_s=2.0,
+        reconnect_cap_s=0.2,
+    )
+    return Settings(
+        asterisk=(server,),
+        database=DatabaseSettings(url=url, flush_interval_s=0.05),
+        web=WebSettings(port=0),
+    )
+
+
+async def stored(url: str) -> list[dict[str, Any]]:
+    engine = create_engine(url)
+    try:
+        return await load_calls(engine)
+    finally:
+        await engine.dispose()
+
+
+async def finished(url: str, n: int) -> bool:
+    return len([c for c in await stored(url) if c["closed_by"] != "shutdown"]) >= n
+
+
+async def live_of(url: str) -> dict[str, Any]:
+    """`GET /api/stats/live` as a supervisor, over HTTP."""
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+        async with session.post(f"{url}/api/login", json={"username": "sam", "password": PASSWORD}) as r:
+            assert r.status == 200, await r.text()
+        async with session.get(f"{url}/api/stats/live") as r:
+            assert r.status == 200, await r.text()
+            body: dict[str, Any] = await r.json()
+            return body
+
+
+def cti_stats(url: str, report: str, live: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> Any:
+    """`cti stats --report R --format json` for the live view's day and zone."""
+    argv = ["stats", "--url", url, "--report", report, "--from", live["day"], "--tz", live["tz"]]
+    capsys.readouterr()
+    assert cli_main([*argv, "--interval", "day", "--format", "json"]) == 0
+    out = capsys.readouterr().out
+    return json.loads(out[out.index("{\n") :])
+
+
+def day_figures(live: dict[str, Any]) -> dict[str, Any]:
+    """What a restart must keep: queues, totals, IVR, outbound, the quarter-hour series."""
+    return {
+        "day": live["day"],
+        "queues": {q["queue"]: {k: v for k, v in q.items() if k not in MOVING} for q in live["queues"]},
+        "totals": {k: v for k, v in live["totals"].items() if k not in MOVING},
+        "ivr": live["ivr"],
+        "outbound": live["outbound"],
+        "series": live["series"],
+    }
+
+
+def assert_close(got: Any, expected: Any, path: str = "") -> None:
+    """Equal, floats within one unit of the figures' last digit (sums in another order may fall
+    on either side of a rounding: 72.105 / 11 s is ASA 6.55 or 6.56)."""
+    if isinstance(expected, dict):
+        assert isinstance(got, dict) and got.keys() == expected.keys(), path
+        for key, value in expected.items():
+            assert_close(got[key], value, f"{path}.{key}")
+    elif isinstance(expected, list):
+        assert isinstance(got, list) and len(got) == len(expected), path
+        for i, (g, e) in enumerate(zip(got, expected, strict=True)):
+            assert_close(g, e, f"{path}[{i}]")
+    elif isinstance(expected, float) and isinstance(got, int | float):
+        assert got == pytest.approx(expected, abs=0.0101), path
+    else:
+        assert got == expected, path
+
+
+def check_agents(before: dict[str, Any], after: dict[str, Any], tolerance_s: float) -> None:
+    """Same agents, states and counters; time per state equal within `tolerance_s` (the clock
+    moved on between the two snapshots; the daemon was down meanwhile)."""
+    rows = {a["interface"]: a for a in after["agents"]}
+    assert sorted(rows) == sorted(a["interface"] for a in before["agents"])
+    for old in before["agents"]:
+        new = rows[old["interface"]]
+        for key, value in old.items():
+            if key in ("since", "occupancy", "calls_per_hour"):
+                continue
+            if key.endswith("_s") and value is not None and key not in ("dmc_s",):
+                assert new[key] == pytest.approx(value, abs=tolerance_s), (old["interface"], key)
+            elif key == "pause_by_reason":
+                assert new[key].keys() == value.keys(), old["interface"]
+                for reason, seconds in value.items():
+                    assert new[key][reason] == pytest.approx(seconds, abs=tolerance_s), reason
+            else:
+                assert new[key] == (pytest.approx(value) if isinstance(value, float) else value), (
+                    old["interface"],
+                    key,
+                )
+        if old["state"] == "logged_out":
+            assert new["since"] == pytest.approx(old["since"], abs=0.01)  # when they left
+        for ratio in ("occupancy", "calls_per_hour"):
+            if old[ratio] is not None:
+                assert new[ratio] == pytest.approx(old[ratio], rel=0.05, abs=0.01), (old["interface"], ratio)
+
+
+QUEUE_KEYS = ("presented", "answered", "answered_within_sl", "abandoned", "short_abandoned", "timed_out")
+
+
+def check_against_cti_stats(
+    url: str, live: dict[str, Any], tolerance_s: float, capsys: pytest.CaptureFixture[str]
+) -> None:
+    queues = cti_stats(url, "queues", live, capsys)
+    by_queue = {q["queue"]: q for q in live["queues"]}
+    assert queues["totals"], "nothing stored today"
+    for row in queues["totals"]:
+        mine = by_queue[row["queue"]]
+        for key, value in row.items():
+            if key in mine and key not in MOVING:
+                assert mine[key] == (
+                    pytest.approx(value, abs=0.0101) if isinstance(value, float) else value
+                ), (
+                    row["queue"],
+                    key,
+                )
+    assert sum(q["presented"] for q in live["queues"]) == sum(q["presented"] for q in queues["totals"])
+
+    ivr = cti_stats(url, "ivr", live, capsys)
+    menus = {m["menu"]: m for m in live["ivr"]["menus"]}
+    assert {m["menu"]: m for m in ivr["totals"]} == menus
+    for key in ("entries", "contained", "hangups", "containment"):
+        assert live["ivr"]["totals"][key] == ivr["overall"][key], key
+
+    outbound = cti_stats(url, "outbound", live, capsys)
+    rows = {o["campaign"]: o for o in live["outbound"]}
+    assert {o["campaign"]: o for o in outbound["totals"]} == rows
+    assert {"campaign": None, **outbound["manual"]} == rows[None]
+
+    agents = cti_stats(url, "agents", live, capsys)
+    mine_by_interface = {a["interface"]: a for a in live["agents"]}
+    for row in agents["totals"]:
+        mine = mine_by_interface[row["interface"]]
+        assert (mine["agent"], mine["handled"], mine["talk_s"]) == (
+            row["agent"],
+            row["handled"],
+            pytest.approx(row["talk_s"]),
+        )
+        # The live row also counts the open state since the new daemon's first resync.
+        for state in ("logged_in_s", "available_s", "ringing_s", "acd_s", "wrapup_s", "paused_s"):
+            assert 0 <= mine[state] - row[state] <= tolerance_s, (row["interface"], state)
+        mine_p, theirs_p = mine["pause_by_reason"], row["pause_by_reason"]
+        for reason in mine_p.keys() | theirs_p.keys():
+            assert 0 <= mine_p.get(reason, 0) - theirs_p.get(reason, 0) <= tolerance_s, reason
+
+
+# ------------------------------------------------------------------------------ graceful restart
+@pytest.fixture
+async def url(db_url: str) -> AsyncIterator[str]:  # noqa: F811
+    """The test's database with the schema and a supervisor, as a URL the daemon takes."""
+    if db_url.startswith("sqlite:///"):
+        Path(db_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(db_url)
+    try:
+        await upgrade_async(engine)
+        await UserStore(engine).add("sam", PASSWORD, "supervisor", "Sam")
+    finally:
+        await engine.dispose()
+    yield db_url
+
+
+async def test_a_restart_keeps_todays_live_figures(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    async with FakeAmi() as fake:
+        fake.lists = {"coreshowchannels": [], "queuestatus": []}
+        first = Daemon(settings_for(fake, url))
+        await first.start()
+        try:
+            await until(lambda: fake.actions("QueueStatus"))
+            await fake.push(day_traffic(time.time() - 1))
+            await until(lambda: finished(url, 40), within_s=20)
+            await first.bus.drain()
+            before = await live_of(first.web_url)
+        finally:
+            await first.shutdown()
+        assert sum(q["presented"] for q in before["queues"]) >= 20, before["queues"]
+        assert before["totals"]["abandoned"] and before["ivr"]["totals"]["contained"]
+        assert any(o["campaign"] == "c1" and o["attempts"] for o in before["outbound"])
+        states = {a["agent"]: (a["state"], a["reason"]) for a in before["agents"]}
+        assert states["Agent3"] == ("paused", "formation") and states["Agent5"] == ("logged_out", None)
+
+        # Asterisk kept the members as they were; the new daemon asks it.
+        fake.lists = {"coreshowchannels": [], "queuestatus": list(queue_status(before))}
+        second = Daemon(settings_for(fake, url))
+        await second.start()
+        try:
+            await until(lambda: second.trackings[0].resyncs == 1)
+            await second.bus.drain()
+            after = await live_of(second.web_url)
+            assert_close(day_figures(after), day_figures(before))
+            tolerance = after["now"] - before["now"] + 0.1
+            check_agents(before, after, tolerance)
+            await asyncio.to_thread(check_against_cti_stats, url, after, tolerance, capsys)
+        finally:
+            await second.shutdown()
+
+
+# ------------------------------------------------------------------------------------ kill -9
+def config_file(tmp_path: Path, port: int, url: str) -> Path:
+    config = tmp_path / "cti.toml"
+    config.write_text(
+        f'[[asterisk]]\nname = "pbx1"\nhost = "127.0.0.1"\nport = {port}\nusername = "cti"\n'
+        "keepalive_s = 0.5\nreconnect_cap_s = 0.2\n"
+        f'[database]\nurl = "{url}"\nflush_interval_s = 0.05\n'
+        '[log]\nformat = "json"\nlevel = "info"\n[web]\nport = 0\n',
+        encoding="utf-8",
+    )
+    return config
+
+
+def _append(path: Path) -> IO[bytes]:
+    return open(path, "ab")
+
+
+def web_url_in(log: Path) -> str | None:
+    for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+        if '"web server listening"' in line:
+            return str(json.loads(line)["url"])
+    return None
+
+
+async def test_kill_9_counts_the_calls_stored_before_it_once(
+    url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A `cti serve` killed with SIGKILL in the middle of the day (a call in conversation): the
+    40 calls it stored are counted once by the next daemon, and the call it never stored is
+    counted when it ends, also once."""
+    stop_at = b"Event: AgentConnect\r\n"
+    log = tmp_path / "cti.log"
+    async with FakeAmi() as fake:
+        fake.lists = {"coreshowchannels": [], "queuestatus": []}
+        config = config_file(tmp_path, fake.port, url)
+        env = {**os.environ, "CTI_AMI_PBX1_SECRET": "s3cret"}
+        with _append(log) as handle:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "cti.cli", "serve", "--config", str(config), env=env, stderr=handle
+            )
+        try:
+            await until(lambda: fake.actions("QueueStatus"), within_s=30)
+            now = time.time()
+            answered = restamped(event_bytes("inbound_answered"), now - 8)
+            head, tail = answered.split(stop_at, 1)
+            await fake.push(day_traffic(now - 10) + head)
+            await until(lambda: finished(url, 40), within_s=20)
+            await asyncio.sleep(0.5)  # the stats consumer and the span writer catch up
+            web = web_url_in(log)
+            assert web is not None
+            before = await live_of(web)
+            proc.send_signal(signal.SIGKILL)
+            await proc.wait()
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        assert len(await stored(url)) == 40  # the call in conversation died with the process
+
+        # Asterisk still has the call in conversation; the new daemon adopts it.
+        fake.lists = {
+            "coreshowchannels": [
+                {
+                    "Event": "CoreShowChannel",
+                    "Channel": name,
+                    "Uniqueid": uid,
+                    "Linkedid": "1795389610.8",
+                    "Application": app,
+                    "BridgeId": "",
+                    "Duration": "00:00:03",
+                }
+                for name, uid, app in (
+                    ("Local/s@ivr-00000004;1", "1795389610.8", "Wait"),
+                    ("Local/s@ivr-00000004;2", "1795389610.9", "Queue"),
+                    ("Local/agent1@agents-00000005;1", "1795389611.10", "AppDial"),
+                    ("Local/agent1@agents-00000005;2", "1795389611.11", "Wait"),
+                )
+            ],
+            "queuestatus": list(queue_status(before)),
+        }
+        second = Daemon(settings_for(fake, url))
+        await second.start()
+        try:
+            await until(lambda: second.trackings[0].resyncs == 1)
+            await second.bus.drain()
+            after = await live_of(second.web_url)
+            # Before the kill the first daemon counted the call in conversation provisionally
+            # (presented and answered in `support`): the figures are otherwise the same.
+            support = next(q for q in before["queues"] if q["queue"] == "support")
+            support_after = next(q for q in after["queues"] if q["queue"] == "support")
+            assert support_after["presented"] == support["presented"] - 1
+            assert (
+                sum(q["presented"] for q in after["queues"])
+                == sum(q["presented"] for q in before["queues"]) - 1
+            )
+            assert after["ivr"]["totals"]["entries"] == before["ivr"]["totals"]["entries"] - 1
+            assert after["outbound"] == before["outbound"]
+            # Time per state: what the killed daemon had stored (its open spans died with it).
+            tolerance = after["now"] - before["now"] + 0.1
+            await asyncio.to_thread(check_against_cti_stats, url, after, tolerance, capsys)
+            await fake.push(stop_at + tail)
+            await until(lambda: finished(url, 41), within_s=20)
+            await second.bus.drain()
+            assert await second.stats.spans.flush()  # the spans of that call, stored now
+            ended = await live_of(second.web_url)
+            tolerance = ended["now"] - before["now"] + 0.1
+            await asyncio.to_thread(check_against_cti_stats, url, ended, tolerance, capsys)
+            assert sum(q["presented"] for q in ended["queues"]) <= sum(
+                q["presented"] for q in before["queues"]
+            )
+        finally:
+            await second.shutdown()
+    assert "Traceback" not in log.read_text(encoding="utf-8", errors="replace")
