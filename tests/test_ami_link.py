@@ -453,3 +453,26 @@ async def test_the_secret_never_appears_in_log_output(fake: FakeAmi) -> None:
     assert SECRET not in text
     assert SECRET not in str(timeout.value)
     assert SECRET in fake.actions("Login")[-1]["Secret"]  # it was sent, only to Asterisk
+
+
+async def test_a_resync_refused_while_asterisk_boots_is_retried_until_it_works(fake: FakeAmi) -> None:
+    # Right after a PBX restart Asterisk accepts the login before app_queue is loaded (seen on
+    # the real-PBX tier): QueueStatus is refused as an unknown command for a moment.
+    fake.errors["queuestatus"] = (
+        "Invalid/unknown command: QueueStatus. Use Action: ListCommands to show available commands."
+    )
+    fake.lists["queuestatus"] = [{"Event": "QueueParams", "Queue": "support"}]
+    attempts: list[int] = []
+
+    async def on_connected(link: AmiLink) -> None:
+        attempts.append(1)
+        _, status = await link.send_list("QueueStatus")
+        assert status[0]["Queue"] == "support"
+
+    link = AmiLink(server_for(fake), Recorder().on_message, on_connected)
+    async with running(link):
+        await eventually(lambda: len(attempts) >= 2)
+        assert not link.synced and link.resync_failures >= 1
+        del fake.errors["queuestatus"]  # app_queue is loaded now
+        await eventually(lambda: link.synced, within=10)
+    assert fake.logins == 1, "retried on the same connection, not by reconnecting"

@@ -463,3 +463,18 @@ def test_an_accountcode_that_is_not_the_dialers_names_no_campaign() -> None:
         for m in _campaign_attempt("5")
     ]
     assert _ended(msgs).campaign is None
+
+
+def test_a_gap_call_closed_from_queue_log_ends_when_queue_log_says_not_at_the_resync() -> None:
+    tracker = CallTracker()
+    before, _after = _until(messages("inbound_answered"), "AgentCalled")
+    run(tracker, before)
+    lines = [
+        "1795389613|1795389610.9|support|Agent1|CONNECT|2|1795389611.10|2",
+        "1795389619|1795389610.9|support|Agent1|COMPLETEAGENT|2|6|1",
+    ]
+    # The link came back 11 s after the agent hung up.
+    events = tracker.resync([], [], at=1795389630.0, queue_log=parse_lines(lines))
+    record = next(e for e in events if isinstance(e, ev.CallEnded)).record
+    assert record.ended_at == 1795389619.0
+    assert record.talk_s == 6.0

@@ -267,12 +267,14 @@ class Daemon:
             {
                 "server": link.server.name,
                 "connected": link.connected,
+                "synced": link.synced,
                 "events_received": link.events_received,
                 "reconnects": link.reconnects,
             }
             for link in self.links
         ]
-        ok = all(item["connected"] for item in links)
+        # Connected is not enough: until its resync succeeds the daemon does not know the PBX.
+        ok = all(item["connected"] and item["synced"] for item in links)
         return {"status": "ok" if ok else "degraded", "links": links, "pending_writes": self.writer.pending}
 
     def _write_ended(self, event: ev.Event) -> None:

@@ -28,6 +28,7 @@ class CtiDaemon:
     run: Path
     web_port: int = field(default_factory=free_port)
     extra_toml: str = ""
+    ami_port: int | None = None  # through a relay a test can cut (netcut.AmiRelay), else direct
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -54,7 +55,7 @@ class CtiDaemon:
             f"""[[asterisk]]
 name = "pbx1"
 host = "127.0.0.1"
-port = {self.pbx.ports.ami}
+port = {self.ami_port or self.pbx.ports.ami}
 username = "cti"
 keepalive_s = 2.0
 reconnect_cap_s = 0.5

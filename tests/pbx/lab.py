@@ -272,6 +272,20 @@ class Asterisk:
             time.sleep(0.05)
         raise RuntimeError(f"asterisk did not boot within {timeout_s} s: {self.tail()}")
 
+    def wait_booted(self, timeout_s: float = 30.0) -> None:
+        """After `core restart`: the same process boots again; runtime settings are gone."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                self.cli("core waitfullybooted", timeout_s=5)
+                break
+            except (subprocess.SubprocessError, OSError):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"asterisk did not come back: {self.tail()}") from None
+                time.sleep(0.2)
+        self.cli("logger add channel full.log notice,warning,error,verbose(4),dtmf")
+        self.record_ami()
+
     def record_ami(self) -> None:
         """Keep every byte Asterisk's AMI sends (to the same user as the daemon) in log/ami.raw:
         the scenario's exact transcript, for the artefacts and for `cti replay`."""

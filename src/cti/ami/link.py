@@ -31,6 +31,10 @@ OnDisconnected = Callable[[str], object]
 BACKOFF_BASE_S = 0.5
 # Logoff is a courtesy to Asterisk: shutdown must not wait long for it.
 LOGOFF_TIMEOUT_S = 1.0
+# A failing resync is retried (0.5, 1, 2, 4, 5, 5... s) for up to a minute, then the link reconnects.
+RESYNC_FIRST_RETRY_S = 0.5
+RESYNC_MAX_RETRY_S = 5.0
+RESYNC_GIVE_UP_S = 60.0
 CLOSE_TIMEOUT_S = 1.0
 
 
@@ -169,6 +173,9 @@ class AmiLink:
         self._events = events
         self.log = structlog.get_logger(__name__).bind(server=server.name)
         self.connected = False
+        # The first resync after the latest login succeeded: cti's view of the PBX is whole.
+        self.synced = False
+        self.resync_failures = 0
         self.banner: str | None = None
         self.events_received = 0
         self.reconnects = 0
@@ -335,7 +342,7 @@ class AmiLink:
                 return False
             tasks.append(asyncio.create_task(self._keepalive(conn), name=f"ami-ping:{self.server.name}"))
             if self._on_connected is not None:
-                resync = self._resync(self._on_connected)
+                resync = self._resync(conn, self._on_connected)
                 tasks.append(asyncio.create_task(resync, name=f"ami-resync:{self.server.name}"))
             await asyncio.wait(tasks[:2], return_when=asyncio.FIRST_COMPLETED)
             return True
@@ -422,19 +429,43 @@ class AmiLink:
             except LinkDown:
                 return
 
-    async def _resync(self, on_connected: OnConnected) -> None:
-        try:
-            await on_connected(self)
-        except LinkDown as exc:
-            self.log.warning("on_connected interrupted, the link dropped", error=str(exc))
-        except Exception:
-            self.log.exception("on_connected failed")
+    async def _resync(self, conn: _Connection, on_connected: OnConnected) -> None:
+        """Run the resync, retried while it fails: Asterisk accepts AMI logins before its modules
+        are loaded, so right after a PBX restart QueueStatus is "Invalid/unknown command" for a
+        moment (seen on the real-PBX tier). A resync that still fails after RESYNC_GIVE_UP_S
+        drops the connection: the reconnect starts over."""
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + RESYNC_GIVE_UP_S
+        delay = RESYNC_FIRST_RETRY_S
+        while True:
+            try:
+                await on_connected(self)
+            except LinkDown as exc:
+                self.log.warning("on_connected interrupted, the link dropped", error=str(exc))
+                return
+            except Exception as exc:
+                self.resync_failures += 1
+                if loop.time() + delay > give_up_at:
+                    self.log.error("resync keeps failing: reconnecting", error=str(exc) or type(exc).__name__)
+                    conn.shut("resync failed")
+                    conn.writer.transport.abort()
+                    return
+                self.log.warning(
+                    "resync failed, retrying", error=str(exc) or type(exc).__name__, retry_in_s=delay
+                )
+                self.log.debug("resync failure", exc_info=exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RESYNC_MAX_RETRY_S)
+                continue
+            self.synced = True
+            return
 
     async def _teardown(self, conn: _Connection, tasks: list[asyncio.Task[None]]) -> None:
         # Every state change comes before the first await, so a cancellation while waiting
         # below (close() on a slow teardown) leaves nothing half done.
         was_up = self.connected
         self.connected = False
+        self.synced = False
         conn.shut("link closed" if self._closing else "connection ended")
         # abort, not close: a dead peer would never take the bytes still buffered for it.
         conn.writer.transport.abort()

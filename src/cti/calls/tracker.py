@@ -112,6 +112,9 @@ class _LiveCall:
     # it may follow the last Hangup (seen with PJSIP phones, carrying only Dest* headers).
     awaiting_complete_since: float | None = None
     queue_log_uids: set[str] = field(default_factory=set)
+    # The latest queue_log line that ended a queue visit (COMPLETE*, ABANDON, EXIT*): when the
+    # call ended unseen, its best known end (the resync's own time can be much later).
+    queue_log_end: float | None = None
     # An Originate whose first leg is a device (click-to-call: the agent's phone rings first):
     # that device, the leg it then dials (the customer) and how that dial ended.
     origin_device: str | None = None
@@ -1175,11 +1178,8 @@ class CallTracker:
         out.extend(self.apply_queue_log(entries))
         for call in list(self.calls.values()):
             if not call.channels:
-                out.extend(
-                    self._finalize(
-                        call, call.record.ended_at or at, "queue_log" if call.queue_log_uids else "resync"
-                    )
-                )
+                ended = call.record.ended_at or call.queue_log_end or at
+                out.extend(self._finalize(call, ended, "queue_log" if call.queue_log_uids else "resync"))
         return out
 
     def _adopt_channel(self, m: Message, at: float) -> list[ev.Event]:
@@ -1273,6 +1273,7 @@ class CallTracker:
             segment.talk_s = _float(e.data(1))
             segment.completed_by = "caller" if e.verb == "COMPLETECALLER" else "agent"
             call.last_complete = (segment.completed_by, e.at)
+            call.queue_log_end = max(call.queue_log_end or e.at, e.at)
         elif e.verb in ("ABANDON", "EXITWITHTIMEOUT", "EXITEMPTY") and segment.outcome in (None, "unknown"):
             segment.left_at = e.at
             segment.wait_s = _float(e.data(2))
@@ -1282,6 +1283,7 @@ class CallTracker:
                 "EXITEMPTY": "leaveempty",
             }[e.verb]
             call.caller_hung_up = call.caller_hung_up or e.verb == "ABANDON"
+            call.queue_log_end = max(call.queue_log_end or e.at, e.at)
         elif e.verb in ("BLINDTRANSFER", "ATTENDEDTRANSFER"):
             segment.completed_by = "transfer"
         return []
