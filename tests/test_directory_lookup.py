@@ -460,3 +460,26 @@ def test_outage_is_logged_once_then_at_debug_until_it_recovers() -> None:
     outage.succeeded()
     outage.failed("refused")
     assert [level for level, _ in recorder.calls] == ["warning", "debug", "debug", "info", "warning"]
+
+
+async def test_lookups_of_one_number_in_the_same_moments_share_one_query(
+    directory: CustomerDirectory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An inbound call is looked up twice within milliseconds: by the FastAGI lookup before the
+    # SVI and by the screen pop. One database query serves both (and any other within seconds).
+    await directory.create_customer("Jeanne Martin", ["06 12 34 56 78"])
+    queries: list[str] = []
+    real = directory._lookup_e164
+
+    async def counted(number: Any) -> Any:
+        queries.append(number.e164)
+        return await real(number)
+
+    monkeypatch.setattr(directory, "_lookup_e164", counted)
+    agi, pop = await asyncio.gather(directory.lookup("0612345678"), directory.lookup("+33 6 12 34 56 78"))
+    assert names(agi) == names(pop) == ["Jeanne Martin"] and queries == ["+33612345678"]
+    assert pop.number.raw == "+33 6 12 34 56 78"  # each caller gets its own number back
+    # A change to the directory is seen by the next lookup, shared or not.
+    await directory.create_customer("Paul Martin", ["06 12 34 56 78"])
+    assert sorted(names(await directory.lookup("0612345678"))) == ["Jeanne Martin", "Paul Martin"]
+    assert len(queries) == 2

@@ -29,6 +29,7 @@ class CtiDaemon:
     web_port: int = field(default_factory=free_port)
     extra_toml: str = ""
     ami_port: int | None = None  # through a relay a test can cut (netcut.AmiRelay), else direct
+    log_level: str = "debug"  # every step in the artefacts; benchmarks use "info"
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -66,7 +67,7 @@ url = "sqlite+aiosqlite:///{self.db_path}"
 flush_interval_s = 0.1
 
 [log]
-level = "debug"
+level = "{self.log_level}"
 format = "json"
 
 [web]

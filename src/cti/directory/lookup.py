@@ -9,7 +9,10 @@ from the source that did answer). The other methods serve the desktop's REST cal
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
+import functools
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Final
@@ -42,6 +45,11 @@ LOOKUP_TIMEOUT_S: Final = 0.5
 MAX_MATCHES: Final = 20
 FIELD_LIMITS: Final = {"name": 200, "account": 64, "address": 500, "notes": 4000, "label": 40}
 MAX_PRIORITY: Final = 1000
+# One answer serves every lookup of the same number for a few seconds: an inbound call is looked
+# up twice within milliseconds (the FastAGI lookup before the SVI, and the screen pop at the
+# call's first event), and the second one should not queue behind the first for the database.
+SHARED_FOR_S: Final = 5.0
+SHARED_MAX: Final = 2048
 
 # A phone as callers give it: "06 12 34 56 78", or (number, label).
 PhoneInput = str | tuple[str, str | None] | Phone
@@ -75,6 +83,7 @@ class CustomerDirectory:
         # On SQLite, pop lookups run in their own thread (see sqlite_lookup.py); PostgreSQL's
         # driver already does the I/O without holding the loop.
         self._sqlite = SqliteLookup(path) if path is not None else None
+        self._shared: OrderedDict[str, tuple[float, asyncio.Future[LookupResult]]] = OrderedDict()
 
     @classmethod
     def from_settings(cls, engine: AsyncEngine, settings: DirectorySettings) -> CustomerDirectory:
@@ -101,6 +110,42 @@ class CustomerDirectory:
         number = normalize(raw_caller_id, self.region)
         if number.kind != "e164":
             return LookupResult(number, number.kind, region=self.region)
+        assert number.e164 is not None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        shared = self._shared.get(number.e164)
+        future: asyncio.Future[LookupResult]
+        if shared is None or shared[0] <= now:
+            future = asyncio.ensure_future(self._lookup_e164(number))
+            self._shared[number.e164] = (now + SHARED_FOR_S, future)
+            self._shared.move_to_end(number.e164)
+            future.add_done_callback(functools.partial(self._unshare_degraded, number.e164))
+            # Oldest first: expired entries and, past the bound, the least recently asked.
+            while self._shared and (
+                len(self._shared) > SHARED_MAX or next(iter(self._shared.values()))[0] <= now
+            ):
+                self._shared.popitem(last=False)
+        else:
+            future = shared[1]
+        # shield: a caller that gives up (the FastAGI's deadline) does not cancel it for the other.
+        result = await asyncio.shield(future)
+        return result if result.number == number else dataclasses.replace(result, number=number)
+
+    def _unshare_degraded(self, key: str, done: asyncio.Future[LookupResult]) -> None:
+        """An answer from a degraded directory is not kept for the next caller."""
+        degraded = done.cancelled() or done.exception() is not None
+        if not degraded:
+            degraded = any(state != "ok" for _, state in done.result().sources)
+        if degraded:
+            entry = self._shared.get(key)
+            if entry is not None and entry[1] is done:
+                del self._shared[key]
+
+    def forget_lookups(self) -> None:
+        """A customer changed: the next lookups go to the database again."""
+        self._shared.clear()
+
+    async def _lookup_e164(self, number: CallerNumber) -> LookupResult:
         if self.crm is None:
             sql_files, truncated, sql_state = await self._sql_lookup(number)
             return self._result(number, sql_files, truncated, (("sql", sql_state),))
@@ -203,6 +248,7 @@ class CustomerDirectory:
         async with self._unit() as session:
             customer_id = await store.insert_customer(session, fields, checked)
         log.info("customer created", customer=customer_id, phones=len(checked))
+        self.forget_lookups()
         return await self.get_customer(customer_id)
 
     async def update_customer(
@@ -231,6 +277,7 @@ class CustomerDirectory:
         async with self._unit() as session:
             if not await store.update_customer(session, customer_id, fields, checked):
                 raise CustomerNotFound(customer_id)
+        self.forget_lookups()
         return await self.get_customer(customer_id)
 
     def _fields(self, **given: Any) -> dict[str, Any]:
