@@ -22,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "pbx"))
 
-from daemon import CtiDaemon  # noqa: E402
-from lab import Asterisk, Ports, asterisk_prefix, new_run_dir  # noqa: E402
+from daemon import CtiDaemon
+from lab import Asterisk, Ports, asterisk_prefix, new_run_dir
 
 LINE = re.compile(
     r"^\[(\S+ \S+)\] VERBOSE\[\d+\]\[(C-[0-9a-f]+)\] pbx\.c: Executing \[s@cti-inbound:\d+\] (\w+)\("
