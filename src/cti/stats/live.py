@@ -284,10 +284,11 @@ class LiveStats:
     # ------------------------------------------------------------------ after a restart
     # Today's figures rebuilt from the database (`stats/restore.py` reads it): each stored call
     # and span adds what the live path would have added for it, through the same functions.
-    def restore_call(self, record: CallRecord, today: date, still_open: bool) -> None:
+    def restore_call(self, record: CallRecord, today: date, still_open: bool, now: float) -> None:
         """A stored call. One still in progress at the stop (`closed_by="shutdown"`) is open
         again, counted provisionally as before the stop: its events and its final record will
-        replace it. A finished one adds its contribution to `today`'s tables."""
+        replace it. A finished one adds its contribution to `today`'s tables. Its queue joins
+        of the last quarter hour are arrivals for the staffing aid."""
         key = (record.server, record.linkedid)
         if still_open:
             if key not in self._calls:
@@ -297,7 +298,7 @@ class LiveStats:
                 if cell[2] == today:
                     self._add(cell, tally)
         for seg in record.segments:
-            if seg.outcome not in REFUSED:
+            if seg.joined_at > now - ARRIVAL_WINDOW_S and seg.outcome not in REFUSED:
                 self._restored_arrivals.append((seg.queue, seg.joined_at))
             if seg.interface and seg.outcome == "answered" and self._day(seg.joined_at) == today:
                 self.board.know(record.server, seg.interface, seg.agent)
@@ -323,8 +324,7 @@ class LiveStats:
         """After the stored calls and spans: the staffing aid's recent arrivals, and every row
         to be recomputed."""
         for queue, at in self._restored_arrivals:
-            if at > now - ARRIVAL_WINDOW_S:
-                self._arrivals.setdefault(queue, deque()).append(at)
+            self._arrivals.setdefault(queue, deque()).append(at)
         self._restored_arrivals = []
         for queue, arrivals in self._arrivals.items():
             self._arrivals[queue] = deque(sorted(arrivals))  # `tick` drops them from the left

@@ -20,24 +20,22 @@ pages reach them.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Select, and_, func, or_, select, union
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from cti.db.calls_store import load_calls, record_from_row
+from cti.db.calls_store import record_from_row
 from cti.slices import Slice, next_turn
 from cti.stats.history import CALLS, SEGMENTS, SPANS
 from cti.stats.live import CallKey, LiveStats
 
-# Calls per page: a page's rows are converted in one step of the loop (about 40 µs a call with
-# its segments), so a page stays near one slice of background work.
-PAGE_CALLS = 25
-# Ids of calls started before today, per read.
-PAGE_IDS = 500
+# Calls per read (with their segments in a second one): the rows come back in one piece, and are
+# converted and absorbed between turns of the loop.
+PAGE_CALLS = 100
 
 
 @dataclass
@@ -111,75 +109,97 @@ async def restore_today(
     start = live.day_start(today)
     end = live.day_start(today + timedelta(days=1))
     done = Restored(today)
-    await _restore_spans(engine, live, today, start, end, done)
+    work = _Turns()
     async with engine.connect() as conn:
-        earlier = sorted(row.id for row in await conn.execute(earlier_calls_statement(start, start - 86400)))
-    for i in range(0, len(earlier), PAGE_IDS):
-        rows = await load_calls(engine, where=CALLS.c.id.in_(earlier[i : i + PAGE_IDS]))
-        await _absorb(live, rows, today, left_to_events, done)
-    after: tuple[datetime, int] | None = None
-    while True:
-        page = CALLS.c.started_at >= _utc(start)
-        if after is not None:
-            page = and_(
-                page,
-                or_(
-                    CALLS.c.started_at > after[0], and_(CALLS.c.started_at == after[0], CALLS.c.id > after[1])
-                ),
+        for row in await conn.execute(span_totals_statement(start, end)):
+            last = row.last_ended_at.timestamp() if row.last_ended_at is not None else 0.0
+            live.restore_span(
+                row.server,
+                row.interface,
+                row.agent,
+                row.state,
+                row.reason,
+                row.queue,
+                row.seconds or 0.0,
+                today,
+                last,
             )
-        rows = await load_calls(engine, where=page, limit=PAGE_CALLS)
-        await _absorb(live, rows, today, left_to_events, done)
-        if len(rows) < PAGE_CALLS:
-            break
-        after = (rows[-1]["started_at"], rows[-1]["id"])
+            done.span_groups += 1
+            await work.turn()
+        earlier = [row.id for row in await conn.execute(earlier_calls_statement(start, start - 86400))]
+        for i in range(0, len(earlier), PAGE_CALLS):
+            calls = await _page(conn, CALLS.c.id.in_(earlier[i : i + PAGE_CALLS]), work)
+            await _absorb(live, calls, today, now, left_to_events, done, work)
+        after: tuple[datetime, int] | None = None
+        while True:
+            where = CALLS.c.started_at >= _utc(start)
+            if after is not None:
+                where = and_(
+                    where,
+                    or_(
+                        CALLS.c.started_at > after[0],
+                        and_(CALLS.c.started_at == after[0], CALLS.c.id > after[1]),
+                    ),
+                )
+            calls = await _page(conn, where, work, PAGE_CALLS)
+            await _absorb(live, calls, today, now, left_to_events, done, work)
+            if len(calls) < PAGE_CALLS:
+                break
+            after = (calls[-1]["started_at"], calls[-1]["id"])
     live.finish_restore(now)
     done.agents = len(live.board.agents)
     done.seconds = time.perf_counter() - started
     return done
 
 
-async def _restore_spans(
-    engine: AsyncEngine, live: LiveStats, today: date, start: float, end: float, done: Restored
-) -> None:
-    async with engine.connect() as conn:
-        rows = (await conn.execute(span_totals_statement(start, end))).all()
-    work = Slice()
-    for row in rows:
-        last = row.last_ended_at.timestamp() if row.last_ended_at is not None else 0.0
-        live.restore_span(
-            row.server,
-            row.interface,
-            row.agent,
-            row.state,
-            row.reason,
-            row.queue,
-            row.seconds or 0.0,
-            today,
-            last,
-        )
-        done.span_groups += 1
-        if work.over():
+class _Turns:
+    """Yields to the loop when the current slice of work is spent (`cti.slices`)."""
+
+    def __init__(self) -> None:
+        self.slice = Slice()
+
+    async def turn(self) -> None:
+        if self.slice.over():
             await next_turn()
-            work.restart()
+            self.slice.restart()
+
+
+async def _page(
+    conn: AsyncConnection, where: Any, work: _Turns, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """Calls (oldest first) with their segments, as `load_calls` gives them; the rows are
+    converted one at a time between turns (a whole page at once would be one long step)."""
+    calls = []
+    for row in await conn.execute(
+        select(CALLS).where(where).order_by(CALLS.c.started_at, CALLS.c.id).limit(limit)
+    ):
+        calls.append({**row._mapping, "segments": []})
+        await work.turn()
+    by_id = {call["id"]: call for call in calls}
+    if by_id:
+        segments = select(SEGMENTS).where(SEGMENTS.c.call_id.in_(list(by_id)))
+        for row in await conn.execute(segments.order_by(SEGMENTS.c.call_id, SEGMENTS.c.seq)):
+            by_id[row.call_id]["segments"].append(dict(row._mapping))
+            await work.turn()
+    return calls
 
 
 async def _absorb(
     live: LiveStats,
-    rows: Sequence[dict[str, Any]] | Iterable[dict[str, Any]],
+    rows: Iterable[dict[str, Any]],
     today: date,
+    now: float,
     left_to_events: Callable[[CallKey], bool],
     done: Restored,
+    work: _Turns,
 ) -> None:
-    work = Slice()
     for row in rows:
         if left_to_events((row["server"], row["linkedid"])):
-            # This daemon ended it (and its writer stored it): its CallEnded counts it.
+            # This daemon ended it (and its writer may have stored it): its CallEnded counts it.
             done.left_to_events += 1
             continue
         still_open = row["closed_by"] == "shutdown"
-        live.restore_call(record_from_row(row), today, still_open)
+        live.restore_call(record_from_row(row), today, still_open, now)
         done.calls += 1
         done.open_calls += still_open
-        if work.over():
-            await next_turn()
-            work.restart()
+        await work.turn()
