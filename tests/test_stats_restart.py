@@ -487,8 +487,10 @@ def _answered(queue: str, joined: float, wait: float = 4.0, agent: str = "A1") -
     )
 
 
-async def _database(tmp_path: Path, calls: list[CallRecord], spans: list[Span]) -> AsyncEngine:
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path}/cti.db")
+async def _database(where: Path | str, calls: list[CallRecord], spans: list[Span]) -> AsyncEngine:
+    """A migrated database (a SQLite file in `where`, or the migrated database at URL `where`)
+    holding these calls and spans."""
+    engine = create_engine(where if isinstance(where, str) else f"sqlite+aiosqlite:///{where}/cti.db")
     await upgrade_async(engine)
     await CallStore(engine).save(calls)
     await save_spans(engine, spans)
@@ -511,21 +513,25 @@ def _queues_of(report: dict[str, Any]) -> dict[str, tuple[int, int, int]]:
     return {q["queue"]: (q["presented"], q["answered"], q["abandoned"]) for q in report["totals"]}
 
 
-async def test_events_during_the_rebuild_are_held_and_counted_once(tmp_path: Path) -> None:
-    """Stored: 60 finished calls (three pages), one call still in conversation at the stop, an
-    agent's spans. While the rebuild runs: a call of this daemon ends and the writer has already
-    stored it (the rebuild must leave the row to the event), the open call ends, an agent logs
-    in. Afterwards: each call counted once, the figures equal `cti stats` for today."""
+async def test_events_during_the_rebuild_are_held_and_counted_once(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stored: 60 finished calls (three pages of 25, calls starting two by two at the same instant
+    across the pages' edges), one call still in conversation at the stop, an agent's spans.
+    While the rebuild runs: a call of this daemon ends and the writer has already stored it (the
+    rebuild must leave the row to the event), the open call ends, an agent logs in. Afterwards:
+    each call counted once, the figures equal `cti stats` for today; SQLite and PostgreSQL."""
+    monkeypatch.setattr("cti.stats.restore.PAGE_CALLS", 25)
     now = _paris(2026, 11, 23, 10, 0)
     finished = [
-        _call(f"1.{i}", now - 3600 + 30 * i, segments=[_answered("support", now - 3590 + 30 * i)])
+        _call(f"1.{i}", now - 3600 + 30 * (i // 2), segments=[_answered("support", now - 3590 + 30 * i)])
         for i in range(60)
     ]
     open_call = _call("2.1", now - 100, segments=[_answered("sales", now - 95)], ended_at=None)
     open_call.closed_by = "shutdown"
     open_call.segments[0].talk_s = open_call.segments[0].completed_by = None
     spans = [Span(S, "PJSIP/A1", "A1", "available", None, None, now - 3600, now - 200)]
-    engine = await _database(tmp_path, [*finished, open_call], spans)
+    engine = await _database(url, [*finished, open_call], spans)
     # Ended by the new daemon just after its start, and already stored by its writer.
     fresh = _call(
         "3.1", now - 30, segments=[QueueSegment("support", now - 25, now - 5, "abandoned", wait_s=20.0)]

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -106,46 +106,12 @@ async def restore_today(
     caller until this returns)."""
     started = time.perf_counter()
     today = live.day_of(now)
-    start = live.day_start(today)
-    end = live.day_start(today + timedelta(days=1))
     done = Restored(today)
-    work = _Turns()
+    read = _Reading(live, today, now, left_to_events, done)
     async with engine.connect() as conn:
-        for row in await conn.execute(span_totals_statement(start, end)):
-            last = row.last_ended_at.timestamp() if row.last_ended_at is not None else 0.0
-            live.restore_span(
-                row.server,
-                row.interface,
-                row.agent,
-                row.state,
-                row.reason,
-                row.queue,
-                row.seconds or 0.0,
-                today,
-                last,
-            )
-            done.span_groups += 1
-            await work.turn()
-        earlier = [row.id for row in await conn.execute(earlier_calls_statement(start, start - 86400))]
-        for i in range(0, len(earlier), PAGE_CALLS):
-            calls = await _page(conn, CALLS.c.id.in_(earlier[i : i + PAGE_CALLS]), work)
-            await _absorb(live, calls, today, now, left_to_events, done, work)
-        after: tuple[datetime, int] | None = None
-        while True:
-            where = CALLS.c.started_at >= _utc(start)
-            if after is not None:
-                where = and_(
-                    where,
-                    or_(
-                        CALLS.c.started_at > after[0],
-                        and_(CALLS.c.started_at == after[0], CALLS.c.id > after[1]),
-                    ),
-                )
-            calls = await _page(conn, where, work, PAGE_CALLS)
-            await _absorb(live, calls, today, now, left_to_events, done, work)
-            if len(calls) < PAGE_CALLS:
-                break
-            after = (calls[-1]["started_at"], calls[-1]["id"])
+        await read.spans(conn)
+        await read.earlier_calls(conn)
+        await read.todays_calls(conn)
     live.finish_restore(now)
     done.agents = len(live.board.agents)
     done.seconds = time.perf_counter() - started
@@ -184,22 +150,72 @@ async def _page(
     return calls
 
 
-async def _absorb(
-    live: LiveStats,
-    rows: Iterable[dict[str, Any]],
-    today: date,
-    now: float,
-    left_to_events: Callable[[CallKey], bool],
-    done: Restored,
-    work: _Turns,
-) -> None:
-    for row in rows:
-        if left_to_events((row["server"], row["linkedid"])):
-            # This daemon ended it (and its writer may have stored it): its CallEnded counts it.
-            done.left_to_events += 1
-            continue
-        still_open = row["closed_by"] == "shutdown"
-        live.restore_call(record_from_row(row), today, still_open, now)
-        done.calls += 1
-        done.open_calls += still_open
-        await work.turn()
+@dataclass
+class _Reading:
+    live: LiveStats
+    today: date
+    now: float
+    left_to_events: Callable[[CallKey], bool]
+    done: Restored
+    work: _Turns = field(default_factory=_Turns)
+
+    @property
+    def start(self) -> float:
+        return self.live.day_start(self.today)
+
+    async def spans(self, conn: AsyncConnection) -> None:
+        end = self.live.day_start(self.today + timedelta(days=1))
+        for row in await conn.execute(span_totals_statement(self.start, end)):
+            last = row.last_ended_at.timestamp() if row.last_ended_at is not None else 0.0
+            self.live.restore_span(
+                row.server,
+                row.interface,
+                row.agent,
+                row.state,
+                row.reason,
+                row.queue,
+                row.seconds or 0.0,
+                self.today,
+                last,
+            )
+            self.done.span_groups += 1
+            await self.work.turn()
+
+    async def earlier_calls(self, conn: AsyncConnection) -> None:
+        yesterday = self.live.day_start(self.today - timedelta(days=1))
+        ids = [row.id for row in await conn.execute(earlier_calls_statement(self.start, yesterday))]
+        for i in range(0, len(ids), PAGE_CALLS):
+            await self._absorb(await _page(conn, CALLS.c.id.in_(ids[i : i + PAGE_CALLS]), self.work))
+
+    async def todays_calls(self, conn: AsyncConnection) -> None:
+        """A page at a time in (started_at, id) order: each read starts after the last call of
+        the page before (calls starting at the same instant are told apart by id)."""
+        after: tuple[datetime, int] | None = None
+        while True:
+            where = CALLS.c.started_at >= _utc(self.start)
+            if after is not None:
+                where = and_(
+                    where,
+                    or_(
+                        CALLS.c.started_at > after[0],
+                        and_(CALLS.c.started_at == after[0], CALLS.c.id > after[1]),
+                    ),
+                )
+            calls = await _page(conn, where, self.work, PAGE_CALLS)
+            await self._absorb(calls)
+            if len(calls) < PAGE_CALLS:
+                return
+            after = (calls[-1]["started_at"], calls[-1]["id"])
+
+    async def _absorb(self, rows: Iterable[dict[str, Any]]) -> None:
+        done = self.done
+        for row in rows:
+            if self.left_to_events((row["server"], row["linkedid"])):
+                # This daemon ended it (and its writer may have stored it): its event counts it.
+                done.left_to_events += 1
+                continue
+            still_open = row["closed_by"] == "shutdown"
+            self.live.restore_call(record_from_row(row), self.today, still_open, self.now)
+            done.calls += 1
+            done.open_calls += still_open
+            await self.work.turn()

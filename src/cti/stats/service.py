@@ -244,7 +244,8 @@ class StatsService:
             log.info("live statistics restored from the database", **self.restored.to_log())
         except Exception as exc:
             log.error(
-                "live statistics not restored from the database: today's figures count from now",
+                "live statistics not (fully) restored from the database: today's figures miss "
+                "some of what was stored before the restart",
                 error=f"{type(exc).__name__}: {str(exc)[:300]}",
             )
         await self._apply_held()
