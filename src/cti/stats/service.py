@@ -229,6 +229,8 @@ class StatsService:
 
     async def wait_ready(self, timeout_s: float = RESTORE_WAIT_S) -> bool:
         """Wait (at most `timeout_s`) for today's stored figures; whether they are in."""
+        if self.ready:
+            return True
         with suppress(TimeoutError):
             await asyncio.wait_for(self._ready.wait(), timeout_s)
         return self.ready
