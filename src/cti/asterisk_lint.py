@@ -1656,7 +1656,10 @@ SIMPLE_FILES: dict[str, dict[str, frozenset[str]]] = {
             "dtls_mtu"
         )
     },
-    "cdr.conf": {"general": _words("enable unanswered congestion endbeforehexten initiatedseconds batch")},
+    "cdr.conf": {
+        "general": _words("enable unanswered congestion endbeforehexten initiatedseconds batch"),
+        "csv": _words("usegmtime accountlogs loguniqueid loguserfield newcdrcolumns"),
+    },
     "amd.conf": {
         "general": _words(
             "initial_silence greeting after_greeting_silence total_analysis_time min_word_length "

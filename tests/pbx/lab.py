@@ -211,6 +211,8 @@ class Asterisk:
         dirs = {name: self.run / name for name in ("var", "data", "spool", "runtime", "log", "cache", "agi")}
         for path in dirs.values():
             path.mkdir(exist_ok=True)
+        # As Asterisk's `make install` and packages do: cdr_csv writes there, never creates it.
+        (dirs["log"] / "cdr-csv").mkdir()
         # Deploy step 7: prompts (silences here), and music on hold for the queues.
         sounds = dirs["data"] / "sounds"
         for language in ("fr", "en"):
@@ -362,7 +364,7 @@ class Asterisk:
             return [line.rstrip("\n").split("|") for line in handle if line.strip()]
 
     def cdr_rows(self) -> list[dict[str, str]]:
-        """Master.csv (cdr_csv) with Asterisk's documented column order."""
+        """Master.csv (cdr_csv, with the columns cdr.conf [csv] turns on), in its column order."""
         path = self.log_dir / "cdr-csv" / "Master.csv"
         if not path.is_file():
             return []
@@ -383,10 +385,10 @@ class Asterisk:
             "billsec",
             "disposition",
             "amaflags",
-            "userfield",
             "uniqueid",
-            "linkedid",
+            "userfield",
             "peeraccount",
+            "linkedid",
             "sequence",
         ]
         with path.open(encoding="utf-8", errors="replace", newline="") as handle:

@@ -6,11 +6,13 @@ stored and pushed against Asterisk's own queue_log for the same calls.
 
 from __future__ import annotations
 
+import json
+
 from daemon import CtiDaemon, Desk
 from floor import call_in, finish, log_in
 from lab import Asterisk
 from sipp import Answer, SipLab
-from truth import close, queue_calls
+from truth import agrees_with_cdr, close, queue_calls
 
 SUPPORT = "1,1,1"  # French, then "problème technique", then "panne ou incident"
 
@@ -50,6 +52,12 @@ async def test_svi_queue_answer_pops_opens_ticket_and_matches_queue_log(
     assert truth.outcome == "answered" and truth.agent == "Agent 1001" and truth.completed_by == "caller"
     assert close(call["wait_s"], truth.wait_s), (call["wait_s"], truth.wait_s)
     assert close(call["talk_s"], truth.talk_s), (call["talk_s"], truth.talk_s)
+    assert agrees_with_cdr(call, pbx.cdr_rows()) == []
+    # The history report reads the same stored call: one presented, one answered, its wait.
+    report = json.loads(cti.cli("stats", "--format", "json", "--interval", "day"))
+    support = next(t for t in report["totals"] if t["queue"] == "support")
+    assert (support["presented"], support["answered"], support["abandoned"]) == (1, 1, 0)
+    assert close(support["asa_s"], truth.wait_s), support
 
 
 async def test_caller_hangs_up_in_queue_is_an_abandon_and_the_pop_is_withdrawn(
@@ -68,6 +76,9 @@ async def test_caller_hangs_up_in_queue_is_an_abandon_and_the_pop_is_withdrawn(
     assert truth.outcome == "abandoned"
     assert call["outcome"] == "abandoned" and call["hangup_by"] == "caller" and call["agent"] is None
     assert close(call["wait_s"], truth.wait_s), (call["wait_s"], truth.wait_s)
+    report = json.loads(cti.cli("stats", "--format", "json", "--interval", "day"))
+    support = next(t for t in report["totals"] if t["queue"] == "support")
+    assert (support["presented"], support["answered"], support["abandoned"]) == (1, 0, 1)
 
 
 async def test_ivr_only_call_never_reaches_a_queue(pbx: Asterisk, sip: SipLab, cti: CtiDaemon) -> None:
@@ -78,6 +89,7 @@ async def test_ivr_only_call_never_reaches_a_queue(pbx: Asterisk, sip: SipLab, c
     assert call["outcome"] == "ivr_only" and call["segments"] == [] and call["hangup_by"] == "caller"
     assert ("main", "choice", "4") in [(s["menu"], s["kind"], s["value"]) for s in call["ivr_path"]]
     assert call["linkedid"] not in queue_calls(pbx.queue_log)
+    assert agrees_with_cdr(call, pbx.cdr_rows()) == []
 
 
 async def test_ivr_invalid_key_and_silence_count_then_fallback_to_hotline(

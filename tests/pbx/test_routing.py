@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from daemon import CtiDaemon, Desk
 from floor import call_in, finish, log_in, register
 from lab import Asterisk
 from sipp import Answer, SipLab
-from truth import close, queue_calls
+from truth import agrees_with_cdr, close, queue_calls
 
 SUPPORT = "1,1,1"
 HOTLINE = "1,0"
@@ -40,6 +38,7 @@ async def test_ring_all_rings_every_free_agent_and_withdraws_the_losers_pops(
     # the agent's side (Dest* headers) and arrives after the caller's hangup.
     assert segment["completed_by"] == truth.completed_by == "caller"
     assert call["hangup_by"] == "caller"
+    assert agrees_with_cdr(call, pbx.cdr_rows()) == []
 
 
 async def test_ring_no_answer_pauses_the_agent_and_the_next_one_answers(
@@ -66,6 +65,7 @@ async def test_ring_no_answer_pauses_the_agent_and_the_next_one_answers(
     live = await desks["chef"].get("/api/stats/live")
     first = next(a for a in live["agents"] if a["interface"] == "PJSIP/1001")
     assert first["state"] == "paused", first
+    assert agrees_with_cdr(call, pbx.cdr_rows()) == []
 
 
 async def test_blind_transfer_to_another_queue_keeps_one_call_and_hands_the_ticket_over(
@@ -87,6 +87,7 @@ async def test_blind_transfer_to_another_queue_keeps_one_call_and_hands_the_tick
     assert call["transfers"] == 1 and [s["queue"] for s in call["segments"]] == ["support", "sales"]
     assert [s["agent"] for s in call["segments"]] == ["Agent 1001", "Agent 1003"]
     assert call["hangup_by"] == "agent"
+    assert agrees_with_cdr(call, pbx.cdr_rows()) == []
 
 
 async def test_attended_transfer_to_a_colleague_hands_the_ticket_over(
@@ -109,4 +110,4 @@ async def test_attended_transfer_to_a_colleague_hands_the_ticket_over(
     assert "ATTENDEDTRANSFER" in truth.verbs
     # Talk time: the queue conversation and the one that went on with the colleague.
     assert call["talk_s"] > 8, call["talk_s"]
-    await asyncio.sleep(0)
+    assert agrees_with_cdr(call, pbx.cdr_rows()) == []

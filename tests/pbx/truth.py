@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,37 @@ def close(a: float | None, b: float | None, within: float = 1.01) -> bool:
 
 def cdr_for(rows: list[dict[str, str]], linkedid: str) -> list[dict[str, str]]:
     return [row for row in rows if row.get("linkedid") == linkedid]
+
+
+def cdr_time(value: str) -> float:
+    """A CDR time (cdr.conf [csv] usegmtime = yes: UTC, whole seconds) as epoch seconds."""
+    return datetime.strptime(value, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC).timestamp()
+
+
+def epoch(value: Any) -> float:
+    """A stored call's time (datetime from the database, or epoch seconds) as epoch seconds."""
+    return float(value.timestamp()) if hasattr(value, "timestamp") else float(value)
+
+
+def agrees_with_cdr(call: dict[str, Any], rows: list[dict[str, str]]) -> list[str]:
+    """What differs between a stored call and Asterisk's CDRs of the same Linkedid (empty: none).
+    CDR times are whole seconds, hence the 1.5 s tolerance."""
+    legs = cdr_for(rows, call["linkedid"])
+    if not legs:
+        return ["no CDR for this call"]
+    problems = []
+    start = min(cdr_time(leg["start"]) for leg in legs)
+    end = max(cdr_time(leg["end"]) for leg in legs)
+    if not close(epoch(call["started_at"]), start, 1.5):
+        problems.append(f"started_at {epoch(call['started_at'])} vs CDR {start}")
+    if not close(epoch(call["ended_at"]), end, 1.5):
+        problems.append(f"ended_at {epoch(call['ended_at'])} vs CDR {end}")
+    if call.get("caller_raw") and call["direction"] == "inbound" and legs[0]["src"] != call["caller_raw"]:
+        problems.append(f"caller {call['caller_raw']} vs CDR src {legs[0]['src']}")
+    agents = {leg["dstchannel"].rsplit("-", 1)[0] for leg in legs if leg["dstchannel"]}
+    if call.get("agent_interface") and call["agent_interface"] not in agents:
+        problems.append(f"agent {call['agent_interface']} not among the CDR's {sorted(agents)}")
+    return problems
 
 
 def summary(call: dict[str, Any]) -> dict[str, Any]:
