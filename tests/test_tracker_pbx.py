@@ -35,7 +35,8 @@ def customer_calls(path: Path) -> list[CallRecord]:
 def truth(name: str) -> dict[str, dict[str, Any]]:
     """Per caller uniqueid: what app_queue logged."""
     calls: dict[str, dict[str, Any]] = {}
-    for e in parse_lines((PBX / f"{name}.queue_log").read_text().splitlines()):
+    path = PBX / f"{name}.queue_log"  # none for calls that never met a queue
+    for e in parse_lines(path.read_text().splitlines() if path.is_file() else []):
         call = calls.setdefault(e.callid, {"queues": []})
         if e.verb == "ENTERQUEUE":
             call["queues"].append(e.queue)
@@ -131,3 +132,14 @@ def test_ring_no_answer_auto_pauses_the_agent_in_all_queues() -> None:
 
     replay_files([PBX / "ring_no_answer.ami"], on_event=seen)
     assert paused == {"support": "Auto-Pause", "hotline": "Auto-Pause"}
+
+
+@pytest.mark.parametrize("who", ["agent", "caller"])
+def test_an_outbound_call_put_through_by_dial_is_answered_and_knows_who_hung_up(who: str) -> None:
+    # Originate Local/+33612345678@cti-dialer-out into cti-agents,1001: the callee answers
+    # through the trunk, then Dial() rings the agent's phone, outside any queue. Before, the
+    # call had no answered_at, no talk time, and "system" hung up whoever did.
+    [call] = replay_files([PBX / f"outbound_dial_{who}_hangs_up.ami"]).records
+    assert (call.direction, call.outcome, call.called) == ("outbound", "outbound_answered", "+33612345678")
+    assert call.answered_at is not None and call.hangup_by == who
+    assert call.talk_s == pytest.approx(3.5, abs=1.0)

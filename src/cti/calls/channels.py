@@ -21,12 +21,41 @@ def is_local_half(channel: str, half: str) -> bool:
     return channel.startswith("Local/") and channel.endswith(";" + half)
 
 
+# Channel technologies a dial string may start with (`Tech/resource[/options]`).
+_TECHS = frozenset({"Local", "PJSIP", "SIP", "IAX2", "DAHDI", "Motif", "WebRTC", "Console", "Multicast"})
+_URI_SCHEMES = ("sip:", "sips:", "tel:")
+
+
 def dialed_number(dial_string: str | None) -> str | None:
-    """The number part of a DialString (`0600000001@fake-pstn`, `PJSIP/0600000001@trunk`)."""
+    """The number a dial string calls, whatever its form:
+
+    `Local/0611111111@fake-pstn/n` (options after the last slash), `0611111111@fake-pstn/nj`
+    (DialBegin's DialString: no technology), `PJSIP/+33611111111@trunk`,
+    `PJSIP/trunk/sip:0611111111@operator.example` (an endpoint and a URI), `SIP/trunk/0611111111`
+    (chan_sip's peer/number), `DAHDI/g1/0611111111`. A bare device (`PJSIP/1001`) names its
+    resource. None when nothing number-like is there."""
     if not dial_string:
         return None
-    target = dial_string.rsplit("/", 1)[-1]
-    return target.split("@", 1)[0] or None
+    parts = dial_string.strip().split("/")
+    tech = parts.pop(0) if len(parts) > 1 and parts[0] in _TECHS else None
+    if not parts:
+        return None
+    if tech == "Local":
+        target = parts[0]  # anything after the next slash is Local channel options
+    else:
+        with_host = [p for p in parts if "@" in p]
+        if with_host:
+            target = with_host[0]
+        elif tech is None and len(parts) > 1:
+            target = parts[0]  # `exten/options` as DialBegin reports a Local dial
+        else:
+            target = parts[-1]  # SIP/peer/number, DAHDI/group/number, PJSIP/1001
+    for scheme in _URI_SCHEMES:
+        if target.lower().startswith(scheme):
+            target = target[len(scheme) :]
+            break
+    number = target.split("@", 1)[0].split(";", 1)[0].strip()
+    return number or None
 
 
 # The accountcode the dialer's Originate gives a campaign call (`Account:`). Asterisk copies it

@@ -43,6 +43,7 @@ _QUEUE_EXIT_TIMEOUTS = frozenset(
 )
 _SHUTDOWN_CAUSE = "4"
 ENDED_MEMORY = 20_000
+ORIGINATE_ANSWERED = 4  # OriginateResponse Reason: AST_CONTROL_ANSWER
 # How long a call whose queue conversation ended waits for a late AgentComplete.
 COMPLETE_GRACE_S = 2.0
 RESYNC_EVENTS = frozenset({"CoreShowChannel", "QueueParams", "QueueMember", "QueueEntry"})
@@ -108,6 +109,7 @@ class _LiveCall:
     pbx_cut: bool = False
     last_complete: tuple[str, float] | None = None
     awaiting_originate_since: float | None = None
+    originate_answered_at: float | None = None  # OriginateResponse Reason 4
     # Every channel hung up but Asterisk's AgentComplete for the conversation is still to come:
     # it may follow the last Hangup (seen with PJSIP phones, carrying only Dest* headers).
     awaiting_complete_since: float | None = None
@@ -304,9 +306,13 @@ class CallTracker:
         if channel is None:
             return False
         peer = self._peer(channel)
-        return peer is not None and (
-            peer.uniqueid == call.record.linkedid or peer.uniqueid in call.system_uids
-        )
+        if peer is not None and (peer.uniqueid == call.record.linkedid or peer.uniqueid in call.system_uids):
+            return True
+        # An originated call's first channel is a Local pair: the customer is whatever its far
+        # half (;2) is bridged to (the trunk leg it dialled), not the channel itself.
+        first = self.channels.get(call.record.linkedid)
+        far = self._peer(first) if first is not None else None
+        return far is not None and far.bridge is not None and channel.bridge == far.bridge
 
     def _peer(self, channel: _Channel) -> _Channel | None:
         """The other half of a Local channel pair."""
@@ -916,6 +922,10 @@ class CallTracker:
         call.originate_resolved = True
         call.record.originate_reason = reason
         call.record.originate_action_id = msg.get("ActionID")
+        if reason == ORIGINATE_ANSWERED and call.origin_device is None:
+            # The callee answered: an outbound call is answered, queue or no queue (decided when
+            # the call ends: an Originate that then runs the SVI is the lab's inbound caller).
+            call.originate_answered_at = at
         out.append(
             ev.OriginateResult(
                 self.server,
@@ -1057,11 +1067,15 @@ class CallTracker:
             record.outcome = "no_queue"
         if record.answered_at is not None:
             record.talk_s = round(self._talk_time(call), 3)
+        if call.originated and not call.ivr_seen and call.originate_answered_at is not None:
+            record.answered_at = min(record.answered_at or call.originate_answered_at, call.originate_answered_at)
         if call.origin_device is not None and not record.segments:
-            # Click-to-call: the agent's own device made the call, and talked from the answer on.
+            # Click-to-call: the agent's own device made the call.
             record.agent_interface = record.agent_interface or call.origin_device
-            if record.answered_at is not None:
-                record.talk_s = round(max(0.0, self._conversation_end(call) - record.answered_at), 3)
+        if record.answered_at is not None and not record.segments:
+            # Answered outside any queue (click-to-call, an outbound call put through by Dial):
+            # talking from the answer to the first hang-up.
+            record.talk_s = round(max(0.0, self._conversation_end(call) - record.answered_at), 3)
         record.hangup_by = self._hangup_by(call)
         for segment in record.segments:
             segment.wait_s, segment.ring_s, segment.talk_s = (
