@@ -1563,7 +1563,8 @@ PJSIP_KEYS: dict[str, frozenset[str]] = {
     ),
     "endpoint": _words(
         "type context disallow allow direct_media rtp_symmetric force_rport rewrite_contact dtmf_mode "
-        "device_state_busy_at allow_subscribe language send_pai send_rpid send_connected_line trust_id_inbound trust_id_outbound "
+        "device_state_busy_at allow_subscribe language send_pai send_rpid send_connected_line "
+        "trust_id_inbound trust_id_outbound "
         "from_domain from_user outbound_auth auth aors callerid callerid_privacy set_var transport "
         "identify_by media_encryption media_encryption_optimistic ice_support webrtc use_avpf "
         "timers timers_min_se timers_sess_expires t38_udptl tone_zone moh_suggest mailboxes "

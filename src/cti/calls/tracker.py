@@ -1045,37 +1045,11 @@ class CallTracker:
             record.wait_s = record.segments[0].wait_s
         if answered:
             record.ring_s = answered[0].ring_s
-        if call.originated and not call.ivr_seen and record.originate_reason is not None:
-            # An outbound call's outcome is what the callee's network said; what the queue did
-            # with an answered call (agent or drop) is in its segment.
-            record.outcome = "outbound_" + originate_outcome(record.originate_reason)
-            if call.origin_device is not None and record.originate_reason == 4:
-                # The device (the agent) answered; the callee is the leg it dialled.
-                record.outcome = "outbound_" + dial_status_outcome(call.dial_out_status)
-        elif answered:
-            record.outcome = "answered"
-        elif record.segments:
-            last = record.segments[-1].outcome or "unknown"
-            record.outcome = (
-                "abandoned" if last == "abandoned" else ("timeout" if last != "unknown" else "unknown")
-            )
-        elif call.originated and not call.ivr_seen:
-            record.outcome = "outbound_unknown"
-        elif call.ivr_seen:
-            record.outcome = "ivr_only"
-        else:
-            record.outcome = "no_queue"
+        record.outcome = self._outcome(call, bool(answered))
         if record.answered_at is not None:
             record.talk_s = round(self._talk_time(call), 3)
-        if call.originated and not call.ivr_seen and call.originate_answered_at is not None:
-            record.answered_at = min(record.answered_at or call.originate_answered_at, call.originate_answered_at)
-        if call.origin_device is not None and not record.segments:
-            # Click-to-call: the agent's own device made the call.
-            record.agent_interface = record.agent_interface or call.origin_device
-        if record.answered_at is not None and not record.segments:
-            # Answered outside any queue (click-to-call, an outbound call put through by Dial):
-            # talking from the answer to the first hang-up.
-            record.talk_s = round(max(0.0, self._conversation_end(call) - record.answered_at), 3)
+        if not record.segments:
+            self._settle_outside_queues(call)
         record.hangup_by = self._hangup_by(call)
         for segment in record.segments:
             segment.wait_s, segment.ring_s, segment.talk_s = (
@@ -1084,6 +1058,37 @@ class CallTracker:
                 _r(segment.talk_s),
             )
         record.wait_s, record.ring_s = _r(record.wait_s), _r(record.ring_s)
+
+    def _outcome(self, call: _LiveCall, answered: bool) -> str:
+        record = call.record
+        if call.originated and not call.ivr_seen and record.originate_reason is not None:
+            # An outbound call's outcome is what the callee's network said; what the queue did
+            # with an answered call (agent or drop) is in its segment.
+            if call.origin_device is not None and record.originate_reason == ORIGINATE_ANSWERED:
+                # The device (the agent) answered; the callee is the leg it dialled.
+                return "outbound_" + dial_status_outcome(call.dial_out_status)
+            return "outbound_" + originate_outcome(record.originate_reason)
+        if answered:
+            return "answered"
+        if record.segments:
+            last = record.segments[-1].outcome or "unknown"
+            return "abandoned" if last == "abandoned" else ("timeout" if last != "unknown" else "unknown")
+        if call.originated and not call.ivr_seen:
+            return "outbound_unknown"
+        return "ivr_only" if call.ivr_seen else "no_queue"
+
+    def _settle_outside_queues(self, call: _LiveCall) -> None:
+        """Answered outside any queue (click-to-call, an outbound call put through by Dial):
+        answered when the callee answered, talking from then to the first hang-up."""
+        record = call.record
+        if call.originated and not call.ivr_seen and call.originate_answered_at is not None:
+            first = call.originate_answered_at
+            record.answered_at = min(record.answered_at or first, first)
+        if call.origin_device is not None:
+            # Click-to-call: the agent's own device made the call.
+            record.agent_interface = record.agent_interface or call.origin_device
+        if record.answered_at is not None:
+            record.talk_s = round(max(0.0, self._conversation_end(call) - record.answered_at), 3)
 
     def _conversation_end(self, call: _LiveCall) -> float:
         """The first hang-up after the answer (the last channel goes a little later)."""
