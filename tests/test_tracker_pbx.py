@@ -22,7 +22,8 @@ def blocks(path: Path) -> list[str]:
 
 
 def write(path: Path, parts: list[str]) -> Path:
-    path.write_bytes("\r\n\r\n".join(parts).encode("utf-8"))
+    text = "\r\n\r\n".join(p for p in parts if p) + "\r\n\r\n"
+    path.write_bytes(text.encode("utf-8"))
     return path
 
 
@@ -143,3 +144,29 @@ def test_an_outbound_call_put_through_by_dial_is_answered_and_knows_who_hung_up(
     assert (call.direction, call.outcome, call.called) == ("outbound", "outbound_answered", "+33612345678")
     assert call.answered_at is not None and call.hangup_by == who
     assert call.talk_s == pytest.approx(3.5, abs=1.0)
+
+
+def test_an_originate_response_ahead_of_its_newchannel_is_held_not_a_second_call(tmp_path: Path) -> None:
+    # Asterisk's threads race: the OriginateResponse (Success, Reason 4, Uniqueid X) can reach
+    # the client before the Newchannel of X, in the same millisecond. The recorded transcript,
+    # with that response moved ahead of the Newchannel it names.
+    parts = blocks(PBX / "outbound_dial_agent_hangs_up.ami")
+    [response] = [b for b in parts if "Event: OriginateResponse" in b]
+    uid = next(line.split(": ", 1)[1] for line in response.split("\r\n") if line.startswith("Uniqueid: "))
+    parts.remove(response)
+    first = next(i for i, b in enumerate(parts) if "Event: Newchannel" in b and f"Uniqueid: {uid}" in b)
+    parts.insert(first, response)
+    records = replay_files([write(tmp_path / "early.ami", parts)]).records
+    [call] = records
+    assert call.linkedid == uid and call.originate_reason == 4 and call.originate_action_id == "tier-1"
+    assert (call.outcome, call.called, call.hangup_by) == ("outbound_answered", "+33612345678", "agent")
+
+
+def test_an_originate_response_whose_channel_never_comes_is_still_recorded(tmp_path: Path) -> None:
+    # Only the response (its channel's events lost): after the grace period it is a record of
+    # its own, as a failed Originate's always was.
+    parts = blocks(PBX / "outbound_dial_agent_hangs_up.ami")
+    [response] = [b for b in parts if "Event: OriginateResponse" in b]
+    records = replay_files([write(tmp_path / "lonely.ami", [parts[0], response])]).records
+    [call] = records
+    assert call.direction == "outbound" and call.originate_reason == 4 and call.called == "+33612345678"

@@ -313,19 +313,20 @@ class Asterisk:
         with socket.create_connection(("127.0.0.1", self.ports.ami), timeout=10) as sock:
             lines = ["Action: Login", "Username: cti", f"Secret: {AMI_SECRET}", "Events: off"]
             sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
-            body = [f"Action: {action}", "ActionID: tier-1"]
+            action_id = headers.pop("ActionID", "tier-1")
+            body = [f"Action: {action}", f"ActionID: {action_id}"]
             for key, value in headers.items():
                 for item in value.split("\n"):
                     body.append(f"{key}: {item}")
             sock.sendall(("\r\n".join(body) + "\r\n\r\n").encode())
             data = b""
-            while b"ActionID: tier-1" not in data or not data.endswith(b"\r\n\r\n"):
+            while f"ActionID: {action_id}".encode() not in data or not data.endswith(b"\r\n\r\n"):
                 chunk = sock.recv(65536)
                 if not chunk:
                     break
                 data += chunk
         text = data.decode(errors="replace")
-        return next((b for b in text.split("\r\n\r\n") if "ActionID: tier-1" in b), text)
+        return next((b for b in text.split("\r\n\r\n") if f"ActionID: {action_id}" in b), text)
 
     def cli(self, command: str, timeout_s: float = 10.0) -> str:
         result = subprocess.run(

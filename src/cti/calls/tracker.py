@@ -95,6 +95,7 @@ class _Ringing:
 class _LiveCall:
     record: CallRecord
     channels: dict[str, _Channel] = field(default_factory=dict)
+    uids: set[str] = field(default_factory=set)  # every channel it ever had, hung up or not
     originated: bool = False
     originate_key: str | None = None
     originate_resolved: bool = False
@@ -151,6 +152,9 @@ class CallTracker:
         self._awaiting: dict[str, _LiveCall] = {}
         # Calls waiting for a late AgentComplete, oldest first (insertion order = hang-up order).
         self._completing: dict[str, _LiveCall] = {}
+        # OriginateResponses that arrived before their channel's Newchannel (Asterisk's threads
+        # race: same millisecond), by the Uniqueid they name: held until the channel appears.
+        self._early: OrderedDict[str, tuple[float, Message]] = OrderedDict()
         self.members: dict[tuple[str, str], ev.AgentStateChanged] = {}
         self.unhandled: dict[str, int] = {}
         self._handlers: dict[str, Callable[[Message, float], list[ev.Event]]] = {
@@ -197,14 +201,14 @@ class CallTracker:
         if handler is None:
             return []
         at = self._time(msg, now)
-        if self._completing:
-            # A replay has no ticks: the events' own clock ends the wait.
-            return [*self._expire_completing(at), *handler(msg, at)]
+        if self._completing or self._early:
+            # A replay has no ticks: the events' own clock ends the waits.
+            return [*self._expire_completing(at), *self._expire_early(at), *handler(msg, at)]
         return handler(msg, at)
 
     def tick(self, now: float) -> list[ev.Event]:
         """Close originated calls whose OriginateResponse never came within the grace period."""
-        out: list[ev.Event] = self._expire_completing(now)
+        out: list[ev.Event] = [*self._expire_completing(now), *self._expire_early(now)]
         for linkedid, call in list(self._awaiting.items()):
             if (
                 call.awaiting_originate_since is not None
@@ -212,6 +216,17 @@ class CallTracker:
             ):
                 del self._awaiting[linkedid]
                 out.extend(self._finalize(call, call.record.ended_at or now))
+        return out
+
+    def _expire_early(self, now: float, everything: bool = False) -> list[ev.Event]:
+        """Early OriginateResponses whose channel never appeared: recorded on their own."""
+        out: list[ev.Event] = []
+        while self._early:
+            uid, (at, msg) = next(iter(self._early.items()))
+            if not everything and now - at < self.originate_grace_s:
+                break
+            del self._early[uid]
+            out.extend(self._on_originate_response(msg, at, hold=False))
         return out
 
     def _expire_completing(self, now: float) -> list[ev.Event]:
@@ -226,7 +241,7 @@ class CallTracker:
 
     def flush(self) -> list[ev.Event]:
         """End of a replay: finalize calls still waiting for an OriginateResponse."""
-        out: list[ev.Event] = []
+        out: list[ev.Event] = self._expire_early(self._last_at, everything=True)
         for call in [*self._completing.values(), *self._awaiting.values()]:
             out.extend(self._finalize(call, call.record.ended_at or self._last_at))
         self._completing.clear()
@@ -284,6 +299,7 @@ class CallTracker:
         channel = _Channel(uid, name, call, self._last_at)
         self.channels[uid] = channel
         call.channels[uid] = channel
+        call.uids.add(uid)
         return channel
 
     def _set_caller(self, call: _LiveCall, number: str | None, name: str | None) -> bool:
@@ -351,6 +367,10 @@ class CallTracker:
             internal = msg.get("Context") in self.internal_contexts
             call, out = self._new_call(linkedid, msg, at, direction="internal" if internal else "inbound")
         self._add_channel(call, uid, msg.get("Channel", ""))
+        early = self._early.pop(uid, None)
+        if early is not None:
+            call.originated = True
+            out.extend(self._on_originate_response(early[1], early[0]))
         return out
 
     def _on_newcallerid(self, msg: Message, at: float) -> list[ev.Event]:
@@ -896,18 +916,29 @@ class CallTracker:
                 call.originated
                 and not call.originate_resolved
                 and (
-                    call.originate_key == channel
+                    (uid is not None and uid in call.uids)
+                    or call.originate_key == channel
                     or leg_of(channel) in {leg_of(c.name) for c in call.channels.values()}
                 )
             ):
                 return call
         return None
 
-    def _on_originate_response(self, msg: Message, at: float) -> list[ev.Event]:
+    def _on_originate_response(self, msg: Message, at: float, hold: bool = True) -> list[ev.Event]:
         reason = _int(msg.get("Reason")) or 0
         outcome = originate_outcome(reason)
         call = self._find_originated(msg)
         out: list[ev.Event] = []
+        uid = _known(msg.get("Uniqueid"))
+        if call is None and uid is not None:
+            if uid in self._dead:
+                return []  # its call was recorded when its channels hung up
+            if hold:
+                # Its Newchannel has not come yet: the same millisecond, another Asterisk thread.
+                self._early[uid] = (at, msg)
+                while len(self._early) > ENDED_MEMORY:
+                    self._early.popitem(last=False)
+                return []
         if call is None:
             # Nothing was ever created for it (e.g. an unknown endpoint): record the attempt anyway.
             linkedid = f"originate-{msg.get('ActionID') or at}"
