@@ -170,3 +170,24 @@ def test_an_originate_response_whose_channel_never_comes_is_still_recorded(tmp_p
     records = replay_files([write(tmp_path / "lonely.ami", [parts[0], response])]).records
     [call] = records
     assert call.direction == "outbound" and call.originate_reason == 4 and call.called == "+33612345678"
+
+
+def test_traffic_without_timestamps_keeps_asterisks_own_durations(tmp_path: Path) -> None:
+    # manager.conf `timestampevents = no` is Asterisk's default: many sites send no Timestamp.
+    # The recorded ring-all call, with every Timestamp header removed.
+    parts = [
+        "\r\n".join(line for line in block.split("\r\n") if not line.startswith("Timestamp: "))
+        for block in blocks(PBX / "ring_all.ami")
+    ]
+    result = replay_files([write(tmp_path / "untimed.ami", parts)])
+    [call] = [r for r in result.records if r.direction != "internal"]
+    expected = truth("ring_all")[call.linkedid]
+    # Before: every time was 0, so talk_s was 0 (overwriting AgentComplete's TalkTime).
+    assert call.talk_s == expected["talk"] and call.wait_s == expected["wait"]
+    assert call.segments[0].completed_by == "caller" and call.hangup_by == "caller"
+    doc = result.to_json()
+    assert doc["stats"]["times_absolute"] is False
+    [shown] = [c for c in doc["calls"] if c["linkedid"] == call.linkedid]
+    assert (shown["started_at"], shown["ended_at"], shown["answered_at"]) == (None, None, None)
+    assert shown["talk_s"] == expected["talk"]
+    assert replay_files([PBX / "ring_all.ami"]).to_json()["stats"]["times_absolute"] is True

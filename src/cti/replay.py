@@ -32,12 +32,15 @@ class ReplayResult:
     parse_problems: int = 0
     # Events no part of cti reads (VarSet, Newexten...), skipped unparsed.
     skipped: int = 0
+    times_absolute: bool = True
     # QueueParams seen in each QueueStatus answer: queue -> (Completed, Abandoned), in order.
     asterisk_snapshots: list[dict[str, dict[str, int]]] = field(default_factory=list)
 
     def to_json(self, service_level_s: float = 20.0, short_abandon_s: float = 5.0) -> dict[str, Any]:
         counters = queue_counters(self.records, service_level_s, short_abandon_s)
         calls = [r.to_json() for r in self.records] + [dict(r.to_json(), open=True) for r in self.open_calls]
+        if not self.times_absolute:
+            calls = [_without_instants(call) for call in calls]
         return {
             "calls": calls,
             "stats": {
@@ -49,8 +52,23 @@ class ReplayResult:
                 "short_abandon_s": short_abandon_s,
                 "ami_messages": self.messages + self.skipped,
                 "parse_problems": self.parse_problems,
+                # False when the traffic carried no Timestamp (manager.conf timestampevents =
+                # no): instants are unknown (null) and durations are Asterisk's own figures.
+                "times_absolute": self.times_absolute,
             },
         }
+
+
+_INSTANTS = ("started_at", "ended_at", "answered_at", "joined_at", "left_at", "at")
+
+
+def _without_instants(value: Any) -> Any:
+    """A call's JSON with every instant (epoch seconds) replaced by null, durations kept."""
+    if isinstance(value, dict):
+        return {k: None if k in _INSTANTS else _without_instants(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_instants(v) for v in value]
+    return value
 
 
 def _call_totals(records: Iterable[CallRecord]) -> dict[str, Any]:
@@ -180,6 +198,7 @@ class Replayer:
 
     def finish(self) -> ReplayResult:
         self._emit(self.tracker.flush())
+        self.result.times_absolute = not self.tracker.untimed
         self.result.open_calls = self.tracker.open_calls()
         return self.result
 

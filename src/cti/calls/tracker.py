@@ -142,6 +142,7 @@ class CallTracker:
         self.originate_grace_s = originate_grace_s
         self._clock = clock
         self._last_at = 0.0
+        self.untimed = False
         self.calls: dict[str, _LiveCall] = {}
         self.channels: dict[str, _Channel] = {}
         # Recently ended calls: late events for them must not resurrect a ghost call.
@@ -260,6 +261,10 @@ class CallTracker:
     def _time(self, msg: Message, now: float | None) -> float:
         stamp = _float(msg.get("Timestamp"))
         if stamp is None:
+            if now is None and self._clock is None:
+                # No clock at all (a replay of traffic from `timestampevents = no`, Asterisk's
+                # default): times are not absolute, durations come from Asterisk's own figures.
+                self.untimed = True
             stamp = now if now is not None else (self._clock() if self._clock else self._last_at)
         if stamp > self._last_at:
             self._last_at = stamp
@@ -725,6 +730,7 @@ class CallTracker:
                 and segment.left_at is not None
                 and segment.left_at <= at
                 and talk is not None
+                and not self.untimed
             ):
                 # The timestamps are finer than Asterisk's whole-second TalkTime.
                 segment.talk_s = round(at - segment.left_at, 3)
@@ -1118,7 +1124,7 @@ class CallTracker:
         if call.origin_device is not None:
             # Click-to-call: the agent's own device made the call.
             record.agent_interface = record.agent_interface or call.origin_device
-        if record.answered_at is not None:
+        if record.answered_at is not None and not self.untimed:
             record.talk_s = round(max(0.0, self._conversation_end(call) - record.answered_at), 3)
 
     def _conversation_end(self, call: _LiveCall) -> float:
