@@ -191,3 +191,43 @@ def test_traffic_without_timestamps_keeps_asterisks_own_durations(tmp_path: Path
     assert (shown["started_at"], shown["ended_at"], shown["answered_at"]) == (None, None, None)
     assert shown["talk_s"] == expected["talk"]
     assert replay_files([PBX / "ring_all.ami"]).to_json()["stats"]["times_absolute"] is True
+
+
+def _another_sites_ivr(block: str) -> str:
+    """The same IVR events in another site's words: `Step: prompt` + `Try: 1`, `Choice:
+    invalid`, `Choice: timeout` (the wording reported from a second Asterisk 22 site)."""
+    if "UserEvent: IVR" not in block:
+        return block
+    out = []
+    for line in block.split("\r\n"):
+        if line == "Step: enter":
+            out += ["Step: prompt", "Try: 1"]
+        elif line.startswith("Invalid: "):
+            out.append("Choice: invalid")
+        elif line == "Timeout: yes":
+            out.append("Choice: timeout")
+        else:
+            out.append(line)
+    return "\r\n".join(out)
+
+
+def test_another_sites_ivr_words_count_invalid_keys_and_silences(tmp_path: Path) -> None:
+    ours = replay_files([PBX / "ivr_invalid_timeout_fallback.ami"]).to_json()["stats"]["ivr"]
+    parts = [_another_sites_ivr(b) for b in blocks(PBX / "ivr_invalid_timeout_fallback.ami")]
+    theirs = replay_files([write(tmp_path / "their_words.ami", parts)]).to_json()["stats"]["ivr"]
+    # Before: two choices named "invalid" and one named "timeout", and no invalid or timeout.
+    assert theirs["menus"]["main"] == ours["menus"]["main"]
+    assert (theirs["menus"]["main"]["invalid"], theirs["menus"]["main"]["timeout"]) == (2, 1)
+    assert theirs["menus"]["main"]["choices"] == {}
+
+
+def test_ivr_vocabulary_is_a_setting() -> None:
+    from cti.calls.ivr import IvrVocabulary
+
+    words = IvrVocabulary.from_lists("SVI", invalid_words=["erreur"], timeout_words=["sans_saisie"])
+    assert words.classify({"Choix": "1", "Choice": "erreur"}) == ("invalid", "")
+    assert words.classify({"Choice": "sans_saisie"}) == ("timeout", "yes")
+    assert words.classify({"Choice": "invalid"}) == ("choice", "invalid")  # not their word
+    assert words.classify({"Step": "prompt", "Try": "2"}) == ("step", "reprompt")
+    assert words.classify({"Node": "accueil", "Step": "prompt"}) == ("enter", "enter")
+    assert words.menu({"Node": "accueil"}) == "accueil"

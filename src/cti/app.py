@@ -21,9 +21,10 @@ from cti.ami import commands
 from cti.ami.link import AmiLink
 from cti.bus import EventBus
 from cti.calls import events as ev
+from cti.calls.ivr import IvrVocabulary
 from cti.calls.live import LiveTracking
 from cti.calls.tracker import CallTracker
-from cti.config import Settings, redact_url
+from cti.config import Settings, TrackerSettings, redact_url
 from cti.db.calls_store import CallStore, CallWriter, load_open_calls
 from cti.db.engine import create_engine
 from cti.db.migrate import upgrade_async
@@ -76,6 +77,7 @@ class Daemon:
                 self.settings.tracker.default_region,
                 self.settings.tracker.originate_grace_s,
                 internal_contexts=self.settings.tracker.internal_contexts,
+                ivr=ivr_vocabulary(self.settings.tracker),
             )
             # Calls in progress when we last stopped: the first resync adopts or closes them.
             tracker.restore(await load_open_calls(self.engine, server.name))
@@ -347,6 +349,12 @@ def run_daemon(settings: Settings) -> int:
     configure_logging(settings.log.level, settings.log.format, settings.secrets())
     asyncio.run(serve(settings))
     return 0
+
+
+def ivr_vocabulary(tracker: TrackerSettings) -> IvrVocabulary:
+    return IvrVocabulary.from_lists(
+        tracker.ivr_event, tracker.ivr_invalid_words, tracker.ivr_timeout_words, tracker.ivr_enter_words
+    )
 
 
 def _warm_phone_metadata() -> None:

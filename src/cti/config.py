@@ -88,6 +88,12 @@ class TrackerSettings:
     originate_grace_s: float = 10.0
     # Dialplan contexts of the agents' phones: calls starting there are direction "internal".
     internal_contexts: tuple[str, ...] = ("cti-agents", "cti-agent-features")
+    # Your IVR's words (docs/asterisk.md, "Another site's IVR"): the UserEvent name, and the
+    # values of Choice:/Step: that mean an invalid key, no key, or entering a menu.
+    ivr_event: str = "IVR"
+    ivr_invalid_words: tuple[str, ...] = ("invalid", "i", "bad", "wrong", "unknown", "error")
+    ivr_timeout_words: tuple[str, ...] = ("timeout", "t", "noinput", "no_input", "no-input", "silence")
+    ivr_enter_words: tuple[str, ...] = ("enter", "prompt", "start", "menu", "play")
 
 
 @dataclass(frozen=True)
@@ -102,6 +108,31 @@ class WebSettings:
     # Signs session tokens. Set it (CTI_WEB_SECRET) so desktops stay logged in across restarts;
     # empty = a random one per start.
     secret: Secret = field(default_factory=lambda: Secret(""))
+    # Attempts (failed or still being checked) per client address and minute: a floor behind one
+    # NAT address shares it. A successful login gives its attempt back.
+    login_attempts_per_address_per_minute: int = 50
+    # Password checks (argon2, ~0.3 s of CPU each) run in this many threads, off the event loop;
+    # at most `login_queue` wait for one, further logins get 503 login-busy at once.
+    login_workers: int = 1
+    login_queue: int = 32
+    # A revoked session (logout, password change, user disabled) is refused at once by this
+    # process and within this many seconds by the others sharing the database.
+    session_recheck_s: float = 5.0
+    # The public side is HTTPS (a TLS-terminating proxy): the session cookie gets `Secure`.
+    behind_tls_proxy: bool = False
+    # Addresses (or networks, "10.0.0.0/8") of reverse proxies whose X-Forwarded-For and
+    # X-Forwarded-Proto/-Host are believed; nobody else's are.
+    trusted_proxies: tuple[str, ...] = ()
+    # Origins allowed to send state-changing requests besides the page's own
+    # ("https://cti.example.com").
+    allowed_origins: tuple[str, ...] = ()
+    # A connection must send a whole request's headers within this time of connecting or of its
+    # last response (slow clients, idle keep-alive connections); a body within body_timeout_s.
+    header_timeout_s: float = 15.0
+    body_timeout_s: float = 15.0
+    # A WebSocket opened without a cookie or Authorization header must authenticate in its first
+    # message within this time.
+    ws_auth_timeout_s: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -203,6 +234,8 @@ def _convert(value: Any, default: Any, where: str) -> Any:
         except (TypeError, ValueError):
             raise ConfigError(f"{where}: expected numbers") from None
     if isinstance(default, tuple):
+        if isinstance(value, str):  # from the environment: "a,b"
+            value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{where}: expected a list")
         return tuple(str(v) for v in value)

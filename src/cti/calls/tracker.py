@@ -32,6 +32,7 @@ from cti.calls.channels import (
     originate_outcome,
     rings_a_device,
 )
+from cti.calls.ivr import IvrVocabulary
 from cti.calls.queue_log import QueueLogEntry
 from cti.calls.records import CallRecord, ClosedBy, Direction, HangupBy, IvrStep, QueueSegment
 from cti.directory.numbers import normalize
@@ -135,9 +136,11 @@ class CallTracker:
         originate_grace_s: float = 10.0,
         clock: Callable[[], float] | None = None,
         internal_contexts: Iterable[str] = INTERNAL_CONTEXTS,
+        ivr: IvrVocabulary | None = None,
     ) -> None:
         self.server = server
         self.internal_contexts = frozenset(internal_contexts)
+        self.ivr = ivr or IvrVocabulary()
         self.region = region
         self.originate_grace_s = originate_grace_s
         self._clock = clock
@@ -475,7 +478,7 @@ class CallTracker:
         if call is None:
             return []
         uid = msg.get("Uniqueid", "")
-        if kind == "IVR":
+        if kind == self.ivr.event:
             return self._ivr_step(call, uid, msg, at)
         if kind == "QueueExit":
             return self._queue_exit(call, msg, at)
@@ -495,19 +498,8 @@ class CallTracker:
         call.ivr_seen = True
         call.system_uids.add(uid)
         call.record.direction = "inbound"
-        menu = msg.get("Menu", "")
-        for header, kind in (
-            ("Choice", "choice"),
-            ("Invalid", "invalid"),
-            ("Timeout", "timeout"),
-            ("Step", "step"),
-        ):
-            if header in msg:
-                value = msg[header]
-                kind = "enter" if kind == "step" and value == "enter" else kind
-                break
-        else:
-            kind, value = "step", ""
+        menu = self.ivr.menu(msg)
+        kind, value = self.ivr.classify(msg)
         call.record.ivr_path.append(IvrStep(at, menu, kind, value))
         return [ev.IvrStepped(self.server, at, call.record.linkedid, menu, kind, value)]
 
