@@ -217,3 +217,24 @@ async def test_cti_stats_command(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "A1" in capsys.readouterr().out
     assert await asyncio.to_thread(cli_main, [*base[:-1], "fortnight"]) == 2
     assert "interval" in capsys.readouterr().err
+
+
+async def test_the_rest_view_is_fresh_after_a_push_nobody_watched(tmp_path: Path) -> None:
+    """A push with no supervisor connected takes the agents' "changed" marks without recomputing
+    their rows (nobody watches them): `GET /api/stats/live` must not then serve a row it kept
+    from before the change."""
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path}/cti.db")
+    now = [T0]
+    service = StatsService(engine, _Hub(), tz="Europe/Paris", clock=lambda: now[0])
+    sam = _Principal("sam", "supervisor")
+    try:
+        service.on_event(_member(T0))
+        service.push()  # pushes run every half second, watched or not
+        assert json.loads(await service.live_view(sam))["agents"][0]["state"] == "available"
+        service.on_event(_member(T0 + 1, paused=True, reason="lunch"))
+        service.push()
+        [agent] = json.loads(await service.live_view(sam))["agents"]
+        assert (agent["state"], agent["reason"]) == ("paused", "lunch")
+    finally:
+        await service.close()
+        await engine.dispose()

@@ -125,8 +125,8 @@ def queue_status(live: dict[str, Any]) -> list[dict[str, object]]:
                     "LastCall": 0,
                     "LastPause": 0,
                     "LoginTime": 0,
-                    "InCall": 0,
-                    "Status": 1,
+                    "InCall": int(a["state"] == "acd"),
+                    "Status": 2 if a["state"] == "acd" else 1,
                     "Paused": int(paused),
                     "PausedReason": (a["reason"] or "") if paused else "",
                     "Wrapuptime": 0,
@@ -307,14 +307,46 @@ async def url(db_url: str) -> AsyncIterator[str]:  # noqa: F811
     yield db_url
 
 
+# The call of inbound_answered.ami, in conversation (Agent1) when a daemon stops, as Asterisk's
+# CoreShowChannels then lists it.
+IN_CONVERSATION = [
+    {
+        "Event": "CoreShowChannel",
+        "Channel": name,
+        "Uniqueid": uid,
+        "Linkedid": "1795389610.8",
+        "Application": app,
+        "BridgeId": bridge,
+        "Duration": "00:00:05",
+    }
+    for name, uid, app, bridge in (
+        ("Local/s@ivr-00000004;1", "1795389610.8", "Wait", ""),
+        ("Local/s@ivr-00000004;2", "1795389610.9", "Queue", "b-1"),
+        ("Local/agent1@agents-00000005;1", "1795389611.10", "AppDial", "b-1"),
+        ("Local/agent1@agents-00000005;2", "1795389611.11", "Wait", ""),
+    )
+]
+
+
+def in_conversation(first_at: float, cut: bytes) -> tuple[bytes, bytes]:
+    """inbound_answered.ami re-stamped to start at `first_at`, cut before `cut`: the call so far,
+    and the rest (to re-stamp when it is pushed)."""
+    head, tail = restamped(event_bytes("inbound_answered"), first_at).split(cut, 1)
+    return head, cut + tail
+
+
 async def test_a_restart_keeps_todays_live_figures(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Stopped (SIGTERM's path) with 40 calls over and one in conversation: the new daemon shows
+    the same day, the call in conversation counted once (before and after it ends)."""
     async with FakeAmi() as fake:
         fake.lists = {"coreshowchannels": [], "queuestatus": []}
         first = Daemon(settings_for(fake, url))
         await first.start()
         try:
             await until(lambda: fake.actions("QueueStatus"))
-            await fake.push(day_traffic(time.time() - 1))
+            now = time.time()
+            talking, rest = in_conversation(now - 8, b"Event: AgentComplete\r\n")
+            await fake.push(day_traffic(now - 10) + talking)
             await until(lambda: finished(url, 40), within_s=20)
             await first.bus.drain()
             before = await live_of(first.web_url)
@@ -325,9 +357,11 @@ async def test_a_restart_keeps_todays_live_figures(url: str, capsys: pytest.Capt
         assert any(o["campaign"] == "c1" and o["attempts"] for o in before["outbound"])
         states = {a["agent"]: (a["state"], a["reason"]) for a in before["agents"]}
         assert states["Agent3"] == ("paused", "formation") and states["Agent5"] == ("logged_out", None)
+        assert states["Agent1"] == ("acd", None)
+        assert [c["closed_by"] for c in await stored(url)].count("shutdown") == 1
 
-        # Asterisk kept the members as they were; the new daemon asks it.
-        fake.lists = {"coreshowchannels": [], "queuestatus": list(queue_status(before))}
+        # Asterisk kept the call and the members as they were; the new daemon asks it.
+        fake.lists = {"coreshowchannels": list(IN_CONVERSATION), "queuestatus": list(queue_status(before))}
         second = Daemon(settings_for(fake, url))
         await second.start()
         try:
@@ -337,7 +371,18 @@ async def test_a_restart_keeps_todays_live_figures(url: str, capsys: pytest.Capt
             assert_close(day_figures(after), day_figures(before))
             tolerance = after["now"] - before["now"] + 0.1
             check_agents(before, after, tolerance)
-            await asyncio.to_thread(check_against_cti_stats, url, after, tolerance, capsys)
+            # The call in conversation ends now.
+            await fake.push(restamped(rest, time.time()))
+            await until(lambda: finished(url, 41), within_s=20)
+            await second.bus.drain()
+            assert await second.stats.spans.flush()
+            ended = await live_of(second.web_url)
+            assert sum(q["presented"] for q in ended["queues"]) == sum(
+                q["presented"] for q in before["queues"]
+            )
+            assert ended["ivr"]["totals"]["entries"] == before["ivr"]["totals"]["entries"]
+            tolerance = ended["now"] - before["now"] + 0.1
+            await asyncio.to_thread(check_against_cti_stats, url, ended, tolerance, capsys)
         finally:
             await second.shutdown()
 
@@ -372,7 +417,6 @@ async def test_kill_9_counts_the_calls_stored_before_it_once(
     """A `cti serve` killed with SIGKILL in the middle of the day (a call in conversation): the
     40 calls it stored are counted once by the next daemon, and the call it never stored is
     counted when it ends, also once."""
-    stop_at = b"Event: AgentConnect\r\n"
     log = tmp_path / "cti.log"
     async with FakeAmi() as fake:
         fake.lists = {"coreshowchannels": [], "queuestatus": []}
@@ -385,8 +429,7 @@ async def test_kill_9_counts_the_calls_stored_before_it_once(
         try:
             await until(lambda: fake.actions("QueueStatus"), within_s=30)
             now = time.time()
-            answered = restamped(event_bytes("inbound_answered"), now - 8)
-            head, tail = answered.split(stop_at, 1)
+            head, tail = in_conversation(now - 8, b"Event: AgentComplete\r\n")
             await fake.push(day_traffic(now - 10) + head)
             await until(lambda: finished(url, 40), within_s=20)
             await asyncio.sleep(0.5)  # the stats consumer and the span writer catch up
@@ -403,23 +446,7 @@ async def test_kill_9_counts_the_calls_stored_before_it_once(
 
         # Asterisk still has the call in conversation; the new daemon adopts it.
         fake.lists = {
-            "coreshowchannels": [
-                {
-                    "Event": "CoreShowChannel",
-                    "Channel": name,
-                    "Uniqueid": uid,
-                    "Linkedid": "1795389610.8",
-                    "Application": app,
-                    "BridgeId": "",
-                    "Duration": "00:00:03",
-                }
-                for name, uid, app in (
-                    ("Local/s@ivr-00000004;1", "1795389610.8", "Wait"),
-                    ("Local/s@ivr-00000004;2", "1795389610.9", "Queue"),
-                    ("Local/agent1@agents-00000005;1", "1795389611.10", "AppDial"),
-                    ("Local/agent1@agents-00000005;2", "1795389611.11", "Wait"),
-                )
-            ],
+            "coreshowchannels": list(IN_CONVERSATION),
             "queuestatus": list(queue_status(before)),
         }
         second = Daemon(settings_for(fake, url))
@@ -442,7 +469,7 @@ async def test_kill_9_counts_the_calls_stored_before_it_once(
             # Time per state: what the killed daemon had stored (its open spans died with it).
             tolerance = after["now"] - before["now"] + 0.1
             await asyncio.to_thread(check_against_cti_stats, url, after, tolerance, capsys)
-            await fake.push(stop_at + tail)
+            await fake.push(restamped(tail, time.time()))
             await until(lambda: finished(url, 41), within_s=20)
             await second.bus.drain()
             assert await second.stats.spans.flush()  # the spans of that call, stored now

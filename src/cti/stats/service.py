@@ -362,7 +362,11 @@ class StatsService:
         self.live.tick(now)
         audience = self._audience()
         wanted = audience.wanted or set()
-        todo = (self.live.take_dirty() & wanted) | (wanted - self._rows.keys())
+        dirty = self.live.take_dirty()
+        for unwatched in dirty - wanted:
+            # Changed, and not recomputed here: a kept row would be served stale by `live_view`.
+            self._rows.pop(unwatched, None)
+        todo = (dirty & wanted) | (wanted - self._rows.keys())
         # The heartbeat, spread: each push recomputes the rows that are oldest, enough of them
         # for every row to be at most `heartbeat_s` old.
         quota = max(HEARTBEAT_ROWS, math.ceil(len(self._rows) * self.push_interval_s / self.heartbeat_s))
