@@ -225,9 +225,15 @@ def test_cli_hours_check(capsys: pytest.CaptureFixture[str]) -> None:
     assert doc == {
         "allowed": False,
         "number": FR_MOBILE,
+        "territory": "FR",
         "timezones": ["Europe/Paris"],
         "zone_source": "region",
         "local_time": {"Europe/Paris": "2026-04-06T11:00:00+02:00"},
+        "ruleset": {
+            "name": "fr",
+            "why": "rule set fr, applied to every number (not auto)",
+            "source": BUILTIN["fr"].source,
+        },
         "rule": "fr:holiday",
         "reason": "public holiday in Europe/Paris: Easter Monday (2026-04-06)",
         "next_allowed_at": "2026-04-07T08:00:00Z",

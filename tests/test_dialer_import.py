@@ -35,7 +35,8 @@ EXPECTED_REJECTED = [
 async def db(tmp_path: Path) -> AsyncEngine:
     engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'cti.db'}")
     await upgrade_async(engine)
-    await store.create_campaign(engine, "promo", {"ruleset": "fr"})
+    # The file has a Moroccan number: the campaign declares it calls Morocco too.
+    await store.create_campaign(engine, "promo", {"ruleset": "fr", "countries": ["FR", "MA"]})
     await store.add_dnc(engine, ["+33612345676"])
     yield engine  # type: ignore[misc]
     await engine.dispose()
@@ -160,7 +161,7 @@ def test_fast_number_path_agrees_with_phonenumbers() -> None:
 
 def test_cli_import(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     url = f"sqlite:///{tmp_path / 'cli.db'}"
-    assert main(["campaign", "create", "promo", "--rules", "fr", "--url", url]) == 0
+    assert main(["campaign", "create", "promo", "--rules", "fr", "--countries", "FR,MA", "--url", url]) == 0
     capsys.readouterr()
     errors = tmp_path / "rejected.csv"
     code = main(

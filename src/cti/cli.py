@@ -182,6 +182,9 @@ def _hours_check(args: argparse.Namespace) -> int:
         timezone=args.timezone,
         subdivision=args.subdivision,
         consent=args.consent,
+        countries=args.countries,
+        allow_numbers=args.allow_numbers,
+        fallback=args.fallback,
     )
 
 
@@ -193,14 +196,28 @@ def _add_hours(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     check.add_argument("number", help="E.164 (+33612345678) or national in --region")
     check.add_argument("--at", help="ISO-8601 instant (default: now; no zone = UTC)")
-    check.add_argument("--rules", default="fr", help="built-in rule set (fr, ma, us, ca) or a TOML file")
+    check.add_argument(
+        "--rules", default="fr", help="rule set: fr, ma, us, ca, auto (the number's country's) or a TOML file"
+    )
     check.add_argument("--region", help="region of national numbers (default: CTI_DIALER_REGION or FR)")
     check.add_argument("--timezone", help="the contact's own time zone (overrides the number's)")
     check.add_argument("--subdivision", help="holiday subdivision, e.g. 57, 67, 68 for Alsace-Moselle")
     check.add_argument(
         "--consent", action="store_true", help="the consumer consented to calls outside the hours"
     )
+    _scope_options(check)
     check.set_defaults(func=_hours_check)
+
+
+def _scope_options(parser: argparse.ArgumentParser) -> None:
+    """The countries and number types a campaign calls (docs/dialer.md, "Territories")."""
+    parser.add_argument(
+        "--countries", help="countries called, e.g. FR,MA (default: the rule set's; FR includes overseas)"
+    )
+    parser.add_argument(
+        "--allow-numbers", help="special number types called anyway, e.g. toll_free (default: none)"
+    )
+    parser.add_argument("--fallback", help="auto: rule set for countries without one (default: refuse)")
 
 
 def _campaign(args: argparse.Namespace) -> int:
@@ -242,7 +259,8 @@ def _campaign_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--agent", action="append", help="member interface of the agent group; repeatable")
     parser.add_argument("--mode", choices=("preview", "progressive", "predictive"))
     parser.add_argument("--caller-id", help="caller ID presented to the callee")
-    parser.add_argument("--rules", help="calling-hours rule set: fr, ma, us, ca or a TOML file")
+    parser.add_argument("--rules", help="calling-hours rule set: fr, ma, us, ca, auto or a TOML file")
+    _scope_options(parser)
     parser.add_argument("--region", help="region of national numbers in the CSV files (default FR)")
     parser.add_argument("--principal", help="on whose behalf we call: caps per consumer span their campaigns")
     parser.add_argument("--max-attempts", type=int)

@@ -6,10 +6,13 @@ edge, so pacing and retries never see ORM objects.
 
 from __future__ import annotations
 
+import re
+import tomllib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from cti.dialer.jurisdiction import AUTO, CampaignRules, make_rules
 from cti.dialer.rulesets import BUILTIN, RuleSet, RuleSetError, parse_duration, ruleset_from_toml
 
 DialMode = Literal["preview", "progressive", "predictive"]
@@ -94,7 +97,7 @@ class CampaignSpec:
     name: str
     queue: str
     dial_mode: DialMode
-    ruleset: RuleSet
+    rules: CampaignRules
     retry: RetryPolicy
     max_attempts: int
     state: str = "draft"
@@ -123,17 +126,88 @@ class CampaignSpec:
         return None
 
 
-def resolve_ruleset(name: str, toml_text: str | None) -> RuleSet:
-    if toml_text:
-        import tomllib
+# What a campaign's rules declare besides a rule set: kept in the campaign's rule TOML
+# (`ruleset_toml`), alone for a built-in set, beside the windows for a custom one.
+SCOPE_KEYS = ("countries", "allow_numbers", "fallback")
 
-        try:
-            return ruleset_from_toml(tomllib.loads(toml_text), default_name=name)
-        except tomllib.TOMLDecodeError as exc:
-            raise CampaignError(f"rule set {name}: {exc}") from None
-    if name not in BUILTIN:
-        raise CampaignError(f"unknown rule set {name!r}: use {', '.join(sorted(BUILTIN))} or a TOML file")
-    return BUILTIN[name]
+
+def resolve_rules(name: str, toml_text: str | None) -> CampaignRules:
+    """The campaign's rules from its stored columns: a built-in set or `auto` by name, a custom
+    set from its TOML, and the scope keys (countries, allow_numbers, fallback) of that TOML."""
+    data = _toml(name, toml_text)
+    scope = {key: data.pop(key) for key in SCOPE_KEYS if key in data}
+    rule_keys = set(data) - {"name"}
+    try:
+        if name == AUTO:
+            if rule_keys:
+                raise CampaignError("auto rules take no windows or caps: each country's set applies")
+            fixed: RuleSet | None = None
+        elif rule_keys:
+            fixed = ruleset_from_toml(data, default_name=name)
+        elif name in BUILTIN:
+            fixed = BUILTIN[name]
+        else:
+            known = ", ".join([*sorted(BUILTIN), AUTO])
+            raise CampaignError(f"unknown rule set {name!r}: use {known} or a TOML file")
+        return make_rules(
+            name,
+            fixed,
+            _strings(scope, "countries"),
+            _strings(scope, "allow_numbers"),
+            None if scope.get("fallback") is None else str(scope["fallback"]),
+        )
+    except RuleSetError as exc:
+        raise CampaignError(f"rule set {name}: {exc}") from None
+
+
+def _toml(name: str, toml_text: str | None) -> dict[str, Any]:
+    if not toml_text:
+        return {}
+    try:
+        return tomllib.loads(toml_text)
+    except tomllib.TOMLDecodeError as exc:
+        raise CampaignError(f"rule set {name}: {exc}") from None
+
+
+def _strings(scope: dict[str, Any], key: str) -> list[str] | None:
+    value = scope.get(key)
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = [v for v in re.split(r"[,\s]+", value) if v]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise CampaignError(f'{key} must be a list of strings, e.g. ["FR", "MA"]')
+    return value
+
+
+def scope_of(toml_text: str | None) -> dict[str, Any]:
+    """The scope keys a stored rule TOML holds."""
+    data = _toml("campaign", toml_text)
+    return {key: data[key] for key in SCOPE_KEYS if key in data}
+
+
+def with_scope(toml_text: str | None, scope: dict[str, Any]) -> str | None:
+    """The rule TOML with its scope keys replaced by `scope` (None values dropped): the scope
+    lines first (TOML keys after a table would belong to it), then the rule set's own text."""
+    head, tables = _split_tables(toml_text or "")
+    kept = [line for line in head if not re.match(rf"\s*({'|'.join(SCOPE_KEYS)})\s*=", line)]
+    lines = [f"{key} = {_toml_value(value)}" for key, value in scope.items() if value is not None]
+    text = "\n".join([*lines, *kept, *tables]).strip("\n")
+    if text and set(scope_of(text + "\n")) != {k for k, v in scope.items() if v is not None}:
+        raise CampaignError("the rule TOML spreads countries/allow_numbers/fallback over lines: edit it")
+    return text + "\n" if text else None
+
+
+def _split_tables(text: str) -> tuple[list[str], list[str]]:
+    lines = text.splitlines()
+    first = next((i for i, line in enumerate(lines) if line.lstrip().startswith("[")), len(lines))
+    return lines[:first], lines[first:]
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return "[" + ", ".join(_toml_value(str(v)) for v in value) + "]"
 
 
 def check_mode(mode: str) -> DialMode:

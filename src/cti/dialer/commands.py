@@ -21,9 +21,10 @@ from cti.config import redact_url
 from cti.db.engine import create_engine
 from cti.db.migrate import upgrade
 from cti.dialer import store
-from cti.dialer.campaigns import CampaignError
+from cti.dialer.campaigns import CampaignError, scope_of
 from cti.dialer.csv_import import ImportFileError
-from cti.dialer.hours import Callee, decide
+from cti.dialer.hours import Callee, decide_for
+from cti.dialer.jurisdiction import AUTO, CampaignRules, make_rules
 from cti.dialer.rulesets import BUILTIN, RuleSetError, load_ruleset
 from cti.dialer.timezones import NumberError
 
@@ -54,22 +55,57 @@ def run_hours_check(
     timezone: str | None = None,
     subdivision: str | None = None,
     consent: bool = False,
+    countries: str | None = None,
+    allow_numbers: str | None = None,
+    fallback: str | None = None,
     out: TextIO | None = None,
     err: TextIO | None = None,
 ) -> int:
-    """Print the decision as JSON; exit 0 allowed, 1 not allowed, 2 bad input."""
+    """Print the decision as JSON; exit 0 allowed, 1 not allowed, 2 bad input. The number is
+    judged as a campaign with these rules would judge it: `auto` picks its country's rule set,
+    and a number outside the rules' countries or of a special type is refused."""
     out, err = out or sys.stdout, err or sys.stderr
     try:
         instant = parse_instant(at)
-        ruleset = load_ruleset(rules)
+        campaign_rules = load_rules(rules, _listed(countries), _listed(allow_numbers), fallback)
         callee = Callee(number, timezone, None, subdivision, consent, region.upper())
-        decision = decide(callee, instant, ruleset)
+        decision = decide_for(callee, instant, campaign_rules)
     except (NumberError, RuleSetError, ValueError) as exc:
         print(f"cti hours check: {exc}", file=err)
         return EXIT_BAD_INPUT
     json.dump(decision.to_json(), out, ensure_ascii=False, indent=1)
     out.write("\n")
     return 0 if decision.allowed else 1
+
+
+def load_rules(
+    rules: str,
+    countries: list[str] | None = None,
+    allow_numbers: list[str] | None = None,
+    fallback: str | None = None,
+) -> CampaignRules:
+    """Campaign rules from a built-in name, `auto` or a TOML file (whose own countries,
+    allow_numbers and fallback keys apply unless given here)."""
+    if rules == AUTO:
+        return make_rules(AUTO, None, countries, allow_numbers, fallback)
+    ruleset = load_ruleset(rules)
+    scope: dict[str, Any] = {}
+    if rules not in BUILTIN:
+        scope = scope_of(Path(rules).read_text(encoding="utf-8"))
+    return make_rules(
+        ruleset.name,
+        ruleset,
+        countries if countries is not None else scope.get("countries"),
+        allow_numbers if allow_numbers is not None else scope.get("allow_numbers"),
+        fallback if fallback is not None else scope.get("fallback"),
+    )
+
+
+def _listed(text: str | None) -> list[str] | None:
+    """`FR,MA` or `FR MA` → ['FR', 'MA']."""
+    if text is None:
+        return None
+    return [item for item in text.replace(",", " ").split() if item]
 
 
 # ----------------------------------------------------------------------------------- campaigns
@@ -160,10 +196,18 @@ def campaign_fields(args: Any) -> dict[str, Any]:
     rules = getattr(args, "rules", None)
     if rules is not None:
         fields.update(_ruleset_fields(rules))
+    for option in ("countries", "allow_numbers"):
+        value = getattr(args, option, None)
+        if value is not None:
+            fields[option] = _listed(value)
+    if getattr(args, "fallback", None) is not None:
+        fields["fallback"] = args.fallback
     return fields
 
 
 def _ruleset_fields(rules: str) -> dict[str, Any]:
+    if rules == AUTO:
+        return {"ruleset": AUTO, "ruleset_toml": None}
     try:
         ruleset = load_ruleset(rules)
     except RuleSetError as exc:

@@ -27,7 +27,22 @@ from typing import IO, Any
 
 import phonenumbers
 
+from cti.dialer.jurisdiction import SUBSCRIBER_TYPES, CampaignRules
+from cti.dialer.territories import (
+    FRENCH_TERRITORIES,
+    Place,
+    PlaceConflict,
+    address_place,
+    combine,
+    country_code,
+    department_place,
+    number_place_conflict,
+    overseas_hint,
+    short_name,
+)
+from cti.dialer.territories import country_place as _country_place
 from cti.dialer.timezones import valid_zone
+from cti.directory.numbers import FRENCH_PLAN_REGIONS, OVERSEAS_LEADS, overseas_e164, regions_of
 
 _CHUNK = 1 << 20
 _PHONE = ("phone", "telephone", "tel", "numero", "numero_telephone", "num_tel", "mobile", "portable", "gsm")
@@ -45,6 +60,10 @@ _KNOWN = {
     "priority": "priority",
     "priorite": "priority",
 }
+# Columns that say where the contact lives (kept as contact fields too): read for the place check.
+_PLACE_KEYS = frozenset({"cp", "code_postal", "codepostal", "postal_code", "postcode", "zip", "zip_code",
+                         "zipcode", "region", "territoire", "territory"})  # fmt: skip
+_PLACE_PREFIXES = ("adresse", "address")
 _YES = frozenset({"oui", "o", "yes", "y", "1", "true", "vrai", "x"})
 _NO = frozenset({"", "non", "n", "no", "0", "false", "faux"})
 _SEPARATORS = str.maketrans("", "", " .-()/\u00a0\t")
@@ -68,6 +87,11 @@ class Layout:
     known: dict[str, int]  # timezone/country/subdivision/consent/priority -> column
     extra: tuple[tuple[int, str], ...]  # other columns: (index, header as written)
     extra_keys: tuple[tuple[int, str], ...] = ()  # the same, names already as JSON strings
+    places: tuple[int, ...] = ()  # address-like columns: postal codes, territory names
+
+    @property
+    def has_place(self) -> bool:
+        return bool(self.places) or "country" in self.known or "subdivision" in self.known
 
     @property
     def width(self) -> int:
@@ -153,6 +177,7 @@ def layout_of(header: list[str], encoding: str, delimiter: str) -> Layout:
         raise ImportFileError(f"no phone column (expected one of: {', '.join(_PHONE)}); columns: {header}")
     known: dict[str, int] = {}
     extra: list[tuple[int, str]] = []
+    places: list[int] = []
     for i, key in enumerate(keys):
         if i == phone:
             continue
@@ -161,9 +186,11 @@ def layout_of(header: list[str], encoding: str, delimiter: str) -> Layout:
             known[name] = i
         elif header[i].strip():
             extra.append((i, header[i].strip()))
+            if key in _PLACE_KEYS or key.startswith(_PLACE_PREFIXES):
+                places.append(i)
     json_keys = tuple((i, _json_string(name)) for i, name in extra)
     stripped = tuple(h.strip() for h in header)
-    return Layout(encoding, delimiter, stripped, phone, known, tuple(extra), json_keys)
+    return Layout(encoding, delimiter, stripped, phone, known, tuple(extra), json_keys, tuple(places))
 
 
 def records(handle: IO[str], delimiter: str, skipped: int) -> Iterator[tuple[int, list[str]]]:
@@ -182,24 +209,89 @@ def records(handle: IO[str], delimiter: str, skipped: int) -> Iterator[tuple[int
 # ----------------------------------------------------------------------------------- numbers
 class NumberCheck:
     """Normalise and validate numbers for one default region; the same answers as phonenumbers
-    (parse, is_valid_number, E.164), about ten times faster for the usual spellings."""
+    (parse, is_valid_number, E.164), about ten times faster for the usual spellings.
 
-    def __init__(self, region: str) -> None:
+    National numbers of any French territory are read in the French plan: 0692 16 97 86 is
+    +262 692 16 97 86 (La Réunion), not the +33 number phonenumbers makes of it. With a
+    campaign's `rules`, special numbers (premium rate, shared cost...) and numbers of countries
+    the campaign does not call are refused (RowError with the reason)."""
+
+    def __init__(self, region: str, rules: CampaignRules | None = None) -> None:
         self.region = region.upper()
-        self._fast = _FastPath.build(self.region)
+        self.plan = _plan(self.region)
+        self.rules = rules
+        self._fast = _FastPath.build(self.plan, rules)
+        self._in_scope = _scope_prefixes(rules)
 
     def e164(self, raw: str, region: str | None = None) -> str:
+        return self.read(raw, region).e164
+
+    def read(self, raw: str, region: str | None = None) -> Reading:
         text = raw.strip()
         if not text:
             raise RowError("no phone number")
-        if region is None or region == self.region:
-            found = self._fast.e164(text) if self._fast is not None else None
+        plan = self.plan if region is None else _plan(region)
+        if plan == self.plan and self._fast is not None:
+            found = self._fast.e164(text)
             if found is not None:
-                return found
-        return _slow(text, region or self.region)
+                if self._in_scope is None or found.startswith(self._in_scope):
+                    return Reading(found)
+                self._check_country(found, phonenumbers.parse(found))
+                return Reading(found)
+        parsed, note = _parse(text, plan)
+        e164 = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+        if self.rules is not None:
+            refusal = self.rules.special_refusal(_TYPE_NAMES.get(phonenumbers.number_type(parsed), "unknown"))
+            if refusal is not None:
+                raise RowError(f"{text!r} is {refusal}")
+            self._check_country(e164, parsed)
+        return Reading(e164, note)
+
+    def _check_country(self, e164: str, parsed: phonenumbers.PhoneNumber) -> None:
+        if self.rules is None:
+            return
+        regions = regions_of(parsed)
+        refusal = self.rules.country_refusal(regions[0] if regions else None)
+        if refusal is not None:
+            raise RowError(refusal)
 
 
-def _slow(text: str, region: str) -> str:
+@dataclass(frozen=True, slots=True)
+class Reading:
+    e164: str
+    note: str | None = None  # the number was read otherwise than written (a wrong +33)
+
+
+def _plan(region: str) -> str:
+    """The numbering plan national numbers of `region` are read in: France's is one plan."""
+    region = region.upper()
+    return "FR" if region in FRENCH_PLAN_REGIONS else region
+
+
+def _scope_prefixes(rules: CampaignRules | None) -> tuple[str, ...] | None:
+    """'+CC' of the country codes whose every region the campaign calls (the others are checked
+    number by number); None: every country."""
+    if rules is None:
+        return None
+    allowed = rules.allowed_regions()
+    if allowed is None and not rules.auto:
+        return None
+    if rules.auto and rules.fallback is None:
+        from cti.dialer.jurisdiction import COUNTRY_RULES
+
+        allowed = frozenset(COUNTRY_RULES) if allowed is None else allowed & frozenset(COUNTRY_RULES)
+    if allowed is None:
+        return None
+    return tuple(
+        f"+{code}"
+        for code, regions in phonenumbers.COUNTRY_CODE_TO_REGION_CODE.items()
+        if regions and all(r in allowed for r in regions)
+    )
+
+
+def _parse(text: str, region: str) -> tuple[phonenumbers.PhoneNumber, str | None]:
+    """phonenumbers' reading of `text`, French plan included, or RowError saying why not; and a
+    note when the number was read otherwise than written."""
     cleaned = text.replace("(0)", "")
     if cleaned.startswith("00"):
         cleaned = "+" + cleaned[2:]
@@ -207,13 +299,32 @@ def _slow(text: str, region: str) -> str:
         parsed = phonenumbers.parse(cleaned, region)
     except phonenumbers.NumberParseException:
         raise RowError(f"{text!r} is not a phone number") from None
+    note = None
+    significant = phonenumbers.national_significant_number(parsed)
+    if parsed.country_code == 33:
+        overseas = overseas_e164(significant)
+        if overseas is not None:
+            parsed = phonenumbers.parse(overseas)
+            if cleaned.lstrip().startswith("+"):
+                where = short_name(phonenumbers.region_code_for_number(parsed))
+                note = f"{text!r} read as {overseas}, a {where} number: +33 is metropolitan France only"
     if not phonenumbers.is_valid_number(parsed):
-        raise RowError(f"{text!r} is not a valid number (region {region})")
+        hint = overseas_hint(significant) if parsed.country_code == 33 else None
+        extra = f": {hint}, but no operator holds this block" if hint else ""
+        raise RowError(f"{text!r} is not a valid number (region {region}){extra}")
+    return parsed, note
+
+
+def _slow(text: str, region: str) -> str:
+    parsed, _ = _parse(text, _plan(region))
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
 _TYPES = ("fixed_line", "mobile", "toll_free", "premium_rate", "shared_cost", "personal_number", "voip",
           "pager", "uan", "voicemail")  # fmt: skip
+_TYPE_NAMES = {
+    getattr(phonenumbers.PhoneNumberType, name.upper()): name for name in (*_TYPES, "fixed_line_or_mobile")
+}
 
 
 @dataclass(frozen=True)
@@ -221,9 +332,11 @@ class _FastPath:
     code: str
     trunk: str
     valid: re.Pattern[str]
+    special: re.Pattern[str] | None  # types a campaign refuses: the slow path says why
+    overseas: bool  # the French plan: overseas blocks first
 
     @classmethod
-    def build(cls, region: str) -> _FastPath | None:
+    def build(cls, region: str, rules: CampaignRules | None = None) -> _FastPath | None:
         meta = phonenumbers.PhoneMetadata.metadata_for_region(region)
         if meta is None or meta.country_code is None:
             return None
@@ -231,33 +344,47 @@ class _FastPath:
         if not trunk.isdigit() or meta.national_prefix_transform_rule:
             return None  # a prefix rule more subtle than a digit string: phonenumbers decides
         code = str(meta.country_code)
-        return cls(code, trunk, _valid_pattern(code))
+        if rules is None:
+            return cls(code, trunk, _valid_pattern(code), None, region == "FR")
+        callable_ = tuple(t for t in _TYPES if t in SUBSCRIBER_TYPES or t in rules.allow_numbers)
+        refused = tuple(t for t in _TYPES if t not in callable_)
+        special = _valid_pattern(code, refused) if refused else None
+        return cls(code, trunk, _valid_pattern(code, callable_), special, region == "FR")
 
     def e164(self, text: str) -> str | None:
         digits = text.translate(_SEPARATORS)
+        international = True
         if digits.startswith("+"):
             national = digits[1 + len(self.code) :] if digits[1:].startswith(self.code) else None
         elif digits.startswith("00"):
             national = digits[2 + len(self.code) :] if digits[2:].startswith(self.code) else None
-        elif self.trunk and digits.startswith(self.trunk):
-            national = digits[len(self.trunk) :]
         else:
-            national = digits  # a national number written without its trunk prefix
-        if national and national.isdigit() and national.isascii() and self.valid.fullmatch(national):
+            international = False
+            # A national number, with its trunk prefix or without it.
+            national = digits[len(self.trunk) :] if self.trunk and digits.startswith(self.trunk) else digits
+        if not (national and national.isdigit() and national.isascii()):
+            return None
+        if self.overseas and national[:2] in OVERSEAS_LEADS:
+            if international:
+                return None  # +33 6 92…: the slow path reads it and says so
+            found = overseas_e164(national)
+            if found is not None:
+                return found
+        if self.valid.fullmatch(national) and (self.special is None or not self.special.fullmatch(national)):
             return f"+{self.code}{national}"
         return None
 
 
-@lru_cache(maxsize=32)
-def _valid_pattern(code: str) -> re.Pattern[str]:
-    """Every number type of every region sharing the country code (a number is valid when it is
-    of some type in one of them)."""
+@lru_cache(maxsize=64)
+def _valid_pattern(code: str, kinds: tuple[str, ...] = _TYPES) -> re.Pattern[str]:
+    """Every number type in `kinds` of every region sharing the country code (a number is valid
+    when it is of some type in one of them)."""
     patterns: list[str] = []
     for region in phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(int(code), ()):
         meta = phonenumbers.PhoneMetadata.metadata_for_region(region)
         if meta is None:
             continue
-        for kind in _TYPES:
+        for kind in kinds:
             desc = getattr(meta, kind, None)
             if desc is not None and desc.national_number_pattern:
                 patterns.append(desc.national_number_pattern)
@@ -268,14 +395,26 @@ def _valid_pattern(code: str) -> re.Pattern[str]:
 _json_string: Callable[[str], str] = json.encoder.encode_basestring
 
 
-def checked_values(line: int, cells: list[str], layout: Layout, numbers: NumberCheck) -> tuple[Any, ...]:
+def checked_values(
+    line: int,
+    cells: list[str],
+    layout: Layout,
+    numbers: NumberCheck,
+    notes: list[tuple[int, str]] | None = None,
+) -> tuple[Any, ...]:
     """What the bulk insert writes for a row, in `importer._COLUMNS` order (the fields as JSON
-    text), or RowError: the million-row path builds no objects."""
+    text), or RowError: the million-row path builds no objects. A number read otherwise than
+    written is noted in `notes` (line, what was done)."""
     if len(cells) < layout.width:
         cells += [""] * (layout.width - len(cells))
     known = layout.known
     country = _country(cells[known["country"]]) if "country" in known else None
-    e164 = numbers.e164(cells[layout.phone], country)
+    reading = numbers.read(cells[layout.phone], country)
+    e164 = reading.e164
+    if layout.has_place:
+        country = _placed(e164, cells, layout) or country
+    if reading.note is not None and notes is not None:
+        notes.append((line, reading.note))
     zone = cells[known["timezone"]].strip() or None if "timezone" in known else None
     if zone is not None and _known_zone(zone) is None:
         raise RowError(f"unknown time zone {zone!r} (e.g. Europe/Paris, Africa/Casablanca)")
@@ -300,12 +439,73 @@ def _known_zone(name: str) -> str | None:
 
 
 def _country(text: str) -> str | None:
-    if not text:
+    """The region a country cell names: an ISO code or a name ('La Réunion', 'Maroc', 'France')."""
+    if not text.strip():
         return None
-    code = text.strip().upper()
-    if code not in phonenumbers.SUPPORTED_REGIONS:
+    code = _country_code(text)
+    if code is None:
         raise RowError(f"unknown country {text!r}: use a two-letter code such as FR or MA")
     return code
+
+
+@lru_cache(maxsize=1024)
+def _country_code(text: str) -> str | None:
+    code = country_code(text)
+    if code == "FR*":
+        return "FR"
+    return code if code in phonenumbers.SUPPORTED_REGIONS else None
+
+
+def _placed(e164: str, cells: list[str], layout: Layout) -> str | None:
+    """Check the number against where the row says the contact is (address, department, country);
+    RowError on a conflict. The territory the row names when the number alone cannot tell it (a
+    Saint-Martin mobile is in Guadeloupe's block too), else None.
+
+    Postal and department codes are French ones only for a number of the French plan or a row
+    whose country is France: 20250 is Casablanca in Morocco, 97401 Eugene in Oregon."""
+    regions = _number_regions(e164)
+    known = layout.known
+    places = []
+    country = _cached_country_place(cells[known["country"]].strip()) if "country" in known else None
+    if country is not None:
+        places.append(country)
+    french = bool(regions) and all(r in FRENCH_TERRITORIES for r in regions)
+    if french or (country is not None and country.regions <= FRENCH_TERRITORIES.keys()):
+        if "subdivision" in known and (found := _department(cells[known["subdivision"]].strip())):
+            places.append(found)
+        places += [p for index in layout.places if (p := address_place(cells[index])) is not None]
+    else:
+        places += [p for index in layout.places if (p := address_place(cells[index], codes=False))]
+    try:
+        place = combine(places)
+    except PlaceConflict as exc:
+        raise RowError(str(exc)) from None
+    if place is None:
+        return None
+    conflict = number_place_conflict(e164, regions, place)
+    if conflict is not None:
+        raise RowError(conflict)
+    narrowed = [r for r in regions if r in place.regions]
+    return narrowed[0] if len(regions) > 1 and len(narrowed) == 1 else None
+
+
+@lru_cache(maxsize=1024)
+def _cached_country_place(text: str) -> Place | None:
+    return _country_place(text) if text else None
+
+
+@lru_cache(maxsize=1024)
+def _department(text: str) -> Place | None:
+    return department_place(text) if text else None
+
+
+def _number_regions(e164: str) -> tuple[str, ...]:
+    """The regions a valid E.164 number may be in (one for most country codes)."""
+    for size in (1, 2, 3):
+        regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(int(e164[1 : 1 + size]))
+        if regions:
+            return tuple(regions) if len(regions) == 1 else regions_of(phonenumbers.parse(e164))
+    return ()
 
 
 def _consent(text: str) -> bool:

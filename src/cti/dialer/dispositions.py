@@ -97,8 +97,8 @@ def plan_after_disposition(
         why = f"callback requested for {callback_at.isoformat()} (by {agent})"
         return ContactPlan("callback", callback_at, "callback", why, None, agent)
     if disposition == "refused":
-        cooldown = spec.ruleset.refusal_cooldown
-        extra = f"; no call for {cooldown.days} days under {spec.ruleset.name}" if cooldown else ""
+        cooldowns = [(r.name, r.refusal_cooldown) for r in spec.rules.rulesets() if r.refusal_cooldown]
+        extra = "".join(f"; no call for {span.days} days under {name}" for name, span in cooldowns)
         return ContactPlan("done", None, "refused", f"the consumer refused{extra}", "refused")
     if disposition == "wrong_number":
         return ContactPlan(

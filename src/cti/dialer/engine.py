@@ -34,7 +34,7 @@ from cti.db.models import Call, DialerAttempt, DialerCampaign, DialerContact
 from cti.dialer import store
 from cti.dialer.campaigns import CampaignSpec
 from cti.dialer.dispositions import outcome_counts, plan_after_disposition, plan_after_outcome
-from cti.dialer.hours import Callee, Decision, History, decide
+from cti.dialer.hours import Callee, Decision, History, decide_for
 from cti.dialer.pacing import Agents, PacingInput, pace
 from cti.dialer.settings import DialerSettings
 from cti.dialer.timezones import NumberError
@@ -454,7 +454,7 @@ class DialerEngine:
             spec.region,
         )
         try:
-            return decide(callee, now, spec.ruleset, history)
+            return decide_for(callee, now, spec.rules, history)
         except NumberError:
             return None
 
@@ -471,7 +471,7 @@ class DialerEngine:
             never = decision.next_allowed_at is None
             values = {
                 "why_code": decision.rule,
-                "why_not_dialed": decision.reason,
+                "why_not_dialed": _why_text(decision),
                 "next_attempt_at": decision.next_allowed_at,
             }
             if never:
@@ -901,9 +901,17 @@ class DialerEngine:
 
 
 def _longest_cap(spec: CampaignSpec) -> timedelta:
-    periods = [c.period for c in spec.ruleset.caps]
-    periods += [c.period for area in spec.ruleset.areas for c in area.caps]
+    rulesets = spec.rules.rulesets()
+    periods = [c.period for ruleset in rulesets for c in ruleset.caps]
+    periods += [c.period for ruleset in rulesets for area in ruleset.areas for c in area.caps]
     return max(periods, default=timedelta(days=1))
+
+
+def _why_text(decision: Decision) -> str:
+    """The reason a contact waits; under `auto` rules, also which rule set judged it and why."""
+    if decision.ruleset_why.startswith("auto:"):
+        return f"{decision.reason} [{decision.ruleset}: {decision.ruleset_why}]"
+    return decision.reason
 
 
 def _national(e164: str) -> str:

@@ -17,7 +17,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import holidays
+import phonenumbers
 
+from cti.dialer.jurisdiction import CampaignRules
 from cti.dialer.rulesets import END_OF_DAY, AreaRule, Cap, RuleSet, Window
 from cti.dialer.timezones import CalleeZones, callee_zones
 
@@ -39,6 +41,21 @@ _FR_SUBDIVISION = {
     "ALSACE": "6AE",
     "MOSELLE": "57",
     "ALSACE-MOSELLE": "57",
+    # Department (INSEE) codes of the overseas territories.
+    "971": "971",
+    "972": "972",
+    "973": "973",
+    "974": "974",
+    "975": "PM",
+    "976": "976",
+    "977": "BL",
+    "978": "MF",
+}
+# Public holidays the `holidays` package does not have: Saint-Martin commemorates the abolition of
+# slavery on 28 May since 2018 (the package's date), but art. L.3422-2 of the Code du travail
+# still says 27 May: both are kept.
+_EXTRA_HOLIDAYS: dict[tuple[str, str], dict[tuple[int, int], str]] = {
+    ("FR", "MF"): {(5, 27): "Abolition of Slavery (27 May, art. L.3422-2 Code du travail)"},
 }
 
 
@@ -77,14 +94,20 @@ class Decision:
     next_allowed_at: datetime | None
     zone_source: str = ""
     details: dict[str, Any] = field(default_factory=dict)
+    territory: str | None = None  # the number's region (RE, GP, US...)
+    ruleset: str = ""  # the rule set that judged the number
+    ruleset_why: str = ""  # why that one
+    ruleset_source: str = ""  # the law or practice it encodes
 
     def to_json(self) -> dict[str, Any]:
         return {
             "allowed": self.allowed,
             "number": self.number,
+            "territory": self.territory,
             "timezones": list(self.timezones),
             "zone_source": self.zone_source,
             "local_time": self.local_time,
+            "ruleset": {"name": self.ruleset, "why": self.ruleset_why, "source": self.ruleset_source},
             "rule": self.rule,
             "reason": self.reason,
             "next_allowed_at": _iso(self.next_allowed_at),
@@ -108,16 +131,25 @@ class _Plan:
     hours_waived: bool
 
 
-def decide(callee: Callee | str, at: datetime, ruleset: RuleSet, history: History | None = None) -> Decision:
+def decide(
+    callee: Callee | str,
+    at: datetime,
+    ruleset: RuleSet,
+    history: History | None = None,
+    *,
+    why: str = "",
+    found: CalleeZones | None = None,
+) -> Decision:
     """Raises `timezones.NumberError` for a number that is not a valid phone number."""
     if isinstance(callee, str):
         callee = Callee(callee)
     if at.tzinfo is None:
         raise ValueError("`at` must be an aware datetime")
     history = history or History()
-    found = callee_zones(callee.number, callee.timezone, callee.country, callee.region)
+    found = found or callee_zones(callee.number, callee.timezone, callee.country, callee.region)
+    chosen = _Chosen(ruleset.name, why or f"the rule set asked for ({ruleset.name})", ruleset.source)
     if not found.zones:
-        return _no_zone(found, ruleset)
+        return _no_zone(found, ruleset, chosen)
     plan = _plan(ruleset, found, callee)
     local = {z.key: at.astimezone(z).isoformat(timespec="seconds") for z in plan.zones}
     bounds = _bounds(ruleset, plan, history, at)
@@ -126,12 +158,69 @@ def decide(callee: Callee | str, at: datetime, ruleset: RuleSet, history: Histor
     next_at = _next_open(plan, earliest)
     if blocking:
         rule, reason, _ = blocking[0]
-        return _decision(False, found, local, f"{plan.name}:{rule}", reason, next_at)
+        return _decision(False, found, local, f"{plan.name}:{rule}", reason, next_at, chosen)
     closed = _closed_reason(plan, at)
     if closed is not None:
         rule, reason = closed
-        return _decision(False, found, local, f"{plan.name}:{rule}", reason, next_at)
-    return _decision(True, found, local, f"{plan.name}:window", _open_reason(plan, at), at)
+        return _decision(False, found, local, f"{plan.name}:{rule}", reason, next_at, chosen)
+    return _decision(True, found, local, f"{plan.name}:window", _open_reason(plan, at), at, chosen)
+
+
+def decide_for(
+    callee: Callee | str, at: datetime, rules: CampaignRules, history: History | None = None
+) -> Decision:
+    """`decide` under a campaign's rules: the number's own country's rule set for `auto`, and
+    no call at all for a special number or a country the campaign does not call (`*:country`,
+    `*:number_type`, never allowed). Raises `timezones.NumberError` for an invalid number."""
+    if isinstance(callee, str):
+        callee = Callee(callee)
+    found = callee_zones(callee.number, callee.timezone, callee.country, callee.region)
+    kind = number_kind(found.e164)
+    refused = rules.special_refusal(kind)
+    if refused is not None:
+        return _refusal(found, rules.name, "number_type", f"{found.e164} is {refused}")
+    choice = rules.choose(found.region)
+    if choice.refusal is not None or choice.ruleset is None:
+        rule, reason = choice.refusal or ("country", choice.why)
+        return _refusal(found, rules.name, rule, reason)
+    return decide(callee, at, choice.ruleset, history, why=choice.why, found=found)
+
+
+@lru_cache(maxsize=4096)
+def number_kind(e164: str) -> str:
+    """phonenumbers' type of a number, by name (mobile, premium_rate...)."""
+    kind = phonenumbers.number_type(phonenumbers.parse(e164))
+    return _KIND_NAMES.get(kind, "unknown")
+
+
+_KIND_NAMES = {
+    value: name.lower()
+    for name, value in vars(phonenumbers.PhoneNumberType).items()
+    if name.isupper() and isinstance(value, int)
+}
+
+
+def _refusal(found: CalleeZones, name: str, rule: str, reason: str) -> Decision:
+    return Decision(
+        False,
+        found.e164,
+        found.zones,
+        {},
+        f"{name}:{rule}",
+        reason,
+        None,
+        found.source,
+        territory=found.region,
+        ruleset=name,
+        ruleset_why=reason,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Chosen:
+    name: str
+    why: str
+    source: str
 
 
 def _decision(
@@ -141,13 +230,27 @@ def _decision(
     rule: str,
     reason: str,
     next_at: datetime | None,
+    chosen: _Chosen,
 ) -> Decision:
-    return Decision(allowed, found.e164, found.zones, local, rule, reason, next_at, found.source)
+    return Decision(
+        allowed,
+        found.e164,
+        found.zones,
+        local,
+        rule,
+        reason,
+        next_at,
+        found.source,
+        territory=found.region,
+        ruleset=chosen.name,
+        ruleset_why=chosen.why,
+        ruleset_source=chosen.source,
+    )
 
 
-def _no_zone(found: CalleeZones, ruleset: RuleSet) -> Decision:
+def _no_zone(found: CalleeZones, ruleset: RuleSet, chosen: _Chosen) -> Decision:
     reason = f"no time zone is known for {found.e164}: give the contact a timezone (e.g. Europe/Paris)"
-    return Decision(False, found.e164, (), {}, f"{ruleset.name}:zone", reason, None, found.source)
+    return _decision(False, found, {}, f"{ruleset.name}:zone", reason, None, chosen)
 
 
 def _plan(ruleset: RuleSet, found: CalleeZones, callee: Callee) -> _Plan:
@@ -162,6 +265,9 @@ def _plan(ruleset: RuleSet, found: CalleeZones, callee: Callee) -> _Plan:
 
 
 def _subdivision(ruleset: RuleSet, found: CalleeZones, callee: Callee) -> str | None:
+    """The contact's own subdivision (57, 974...), else the number's territory (refined by the
+    contact's country where the number is in several: a 0690 mobile is Guadeloupe's for
+    phonenumbers, Saint-Martin's when the contact's country says MF)."""
     if ruleset.holiday_country != "FR":
         return callee.subdivision or ruleset.holiday_subdivision
     for key in (callee.subdivision, found.region):
@@ -225,7 +331,8 @@ def holiday_name(plan: _Plan, day: date) -> str | None:
     if plan.holiday_country is None:
         return None
     calendar = _holiday_calendar(plan.holiday_country, plan.holiday_subdivision)
-    name = calendar.get(day)
+    extra = _EXTRA_HOLIDAYS.get((plan.holiday_country, plan.holiday_subdivision or ""), {})
+    name = calendar.get(day) or extra.get((day.month, day.day))
     return None if name is None else str(name)
 
 

@@ -27,6 +27,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cti.db.models import DialerContact
+from cti.dialer.campaigns import resolve_rules
 from cti.dialer.csv_import import (
     ImportFileError,
     Layout,
@@ -70,6 +71,8 @@ class ImportReport:
     accepted: int = 0
     rejected: int = 0
     reasons: list[tuple[int, str]] = field(default_factory=list)
+    # Accepted rows whose number was read otherwise than written (+33 6 92… → +262 692…).
+    notes: list[tuple[int, str]] = field(default_factory=list)
 
     def summary(self) -> str:
         verb = "would be imported" if self.dry_run else "imported"
@@ -77,7 +80,8 @@ class ImportReport:
         lines = [f"read {self.rows} rows ({self.encoding}, '{shown}' delimited)"]
         if self.fields:
             lines.append(f"contact fields kept: {', '.join(self.fields)}")
-        lines += [f"line {line}: {reason}" for line, reason in self.reasons]
+        told = sorted([*self.reasons, *((line, f"note: {note}") for line, note in self.notes)])
+        lines += [f"line {line}: {text}" for line, text in told]
         if self.rejected > len(self.reasons):
             lines.append(f"... and {self.rejected - len(self.reasons)} more rejected rows (see --errors)")
         lines.append(
@@ -95,6 +99,7 @@ class ImportReport:
             "accepted": self.accepted,
             "rejected": self.rejected,
             "reasons": [{"line": line, "reason": reason} for line, reason in self.reasons],
+            "notes": [{"line": line, "note": note} for line, note in self.notes],
         }
 
 
@@ -138,7 +143,7 @@ async def import_contacts(
         raise ImportFileError(f"no such file: {path}")
     campaign = await get_campaign(engine, campaign_name)
     report = ImportReport(campaign.name, dry_run)
-    checker = NumberCheck(campaign.region)
+    checker = NumberCheck(campaign.region, resolve_rules(campaign.ruleset, campaign.ruleset_toml))
     encoding = sniff_encoding(path)
     with contextlib.ExitStack() as stack:
         spool = (
@@ -193,6 +198,7 @@ async def _load(
     dnc_campaign = await dnc_numbers(conn, [campaign.name])
     writer = _ContactWriter(conn, campaign.id)
     await writer.prepare()
+    notes = rejections.report.notes
     handle, delimiter, skipped = open_rows(path, encoding)
     try:
         with handle:
@@ -203,7 +209,7 @@ async def _load(
             layout = layout_of(header[1], encoding, delimiter)
             for count, (line, cells) in enumerate(rows, 1):
                 try:
-                    values = checked_values(line, cells, layout, checker)
+                    values = checked_values(line, cells, layout, checker, notes)
                 except RowError as exc:
                     rejections.add(line, str(exc), cells)
                     continue
@@ -211,9 +217,13 @@ async def _load(
                 if number in dnc_global or number in dnc_campaign:
                     which = "global" if number in dnc_global else "campaign's"
                     rejections.add(line, f"{values[0]} on the {which} do-not-call list", cells)
+                    if notes and notes[-1][0] == line:
+                        notes.pop()
                     continue
                 accepted.lines.append(line)
                 accepted.numbers.append(number)
+                if len(notes) > 2 * KEEP_REASONS:
+                    del notes[KEEP_REASONS:]
                 await writer.add(values)
                 if progress is not None and count % 50_000 == 0:
                     progress("importing", count)

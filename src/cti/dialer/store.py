@@ -22,14 +22,18 @@ from sqlalchemy.sql.functions import FunctionElement
 from cti.db.engine import session_factory
 from cti.db.models import DialerAttempt, DialerCampaign, DialerContact, DialerDnc
 from cti.dialer.campaigns import (
+    SCOPE_KEYS,
     CampaignError,
     CampaignSpec,
     RetryPolicy,
     check_mode,
     next_state,
-    resolve_ruleset,
+    resolve_rules,
+    scope_of,
+    with_scope,
 )
 from cti.dialer.hours import History
+from cti.dialer.jurisdiction import CampaignRules
 from cti.dialer.rulesets import parse_duration
 
 GLOBAL_DNC = "*"
@@ -80,7 +84,7 @@ def spec_of(row: DialerCampaign) -> CampaignSpec:
         name=row.name,
         queue=row.queue,
         dial_mode=check_mode(row.dial_mode),
-        ruleset=resolve_ruleset(row.ruleset, row.ruleset_toml),
+        rules=resolve_rules(row.ruleset, row.ruleset_toml),
         retry=RetryPolicy.parse(row.retry_policy),
         max_attempts=row.max_attempts,
         state=row.state,
@@ -100,6 +104,8 @@ def spec_of(row: DialerCampaign) -> CampaignSpec:
 
 
 def campaign_json(row: DialerCampaign) -> dict[str, Any]:
+    rules = resolve_rules(row.ruleset, row.ruleset_toml)
+    countries = rules.countries()
     return {
         "id": row.id,
         "name": row.name,
@@ -108,6 +114,11 @@ def campaign_json(row: DialerCampaign) -> dict[str, Any]:
         "dial_mode": row.dial_mode,
         "caller_id": row.caller_id,
         "ruleset": row.ruleset,
+        # The countries it calls (declared, or its rule set's own); null: any country.
+        "countries": None if countries is None else list(countries),
+        "countries_declared": rules.declared is not None,
+        "allow_numbers": sorted(rules.allow_numbers),
+        "fallback": _fallback_name(rules),
         "region": row.region,
         "principal": row.principal,
         "retry_policy": RetryPolicy.parse(row.retry_policy).to_json(),
@@ -122,6 +133,17 @@ def campaign_json(row: DialerCampaign) -> dict[str, Any]:
         "stops_at": _iso(row.stops_at),
         "state": row.state,
     }
+
+
+def _ruleset_of(why_code: str | None) -> str | None:
+    head, sep, _ = (why_code or "").partition(":")
+    return head if sep and head not in ("retry",) else None
+
+
+def _fallback_name(rules: CampaignRules) -> str | None:
+    if not rules.auto:
+        return None
+    return rules.fallback.name if rules.fallback is not None else "refuse"
 
 
 def _iso(at: datetime | None) -> str | None:
@@ -150,8 +172,15 @@ _EDITABLE = {
 }
 
 
-def campaign_values(data: dict[str, Any]) -> dict[str, Any]:
-    """Checked column values for a campaign from user input (CLI or REST)."""
+def campaign_values(data: dict[str, Any], current: DialerCampaign | None = None) -> dict[str, Any]:
+    """Checked column values for a campaign from user input (CLI or REST); the scope keys
+    (countries, allow_numbers, fallback) go into the rule TOML, over the `current` one's."""
+    data = dict(data)
+    scope = {key: data.pop(key) for key in SCOPE_KEYS if key in data}
+    if isinstance(scope.get("countries"), str):
+        scope["countries"] = [c for c in scope["countries"].replace(",", " ").split() if c]
+    if scope or "ruleset" in data or "ruleset_toml" in data:
+        data.update(_rule_columns(data, scope, current))
     values: dict[str, Any] = {}
     for key, value in data.items():
         if key not in _EDITABLE:
@@ -162,7 +191,7 @@ def campaign_values(data: dict[str, Any]) -> dict[str, Any]:
     if "retry_policy" in values:
         RetryPolicy.parse(values["retry_policy"])
     if "ruleset" in values or "ruleset_toml" in values:
-        resolve_ruleset(values.get("ruleset") or "custom", values.get("ruleset_toml"))
+        resolve_rules(values.get("ruleset") or "custom", values.get("ruleset_toml"))
     if values.get("ring_timeout_s") is not None and values["ring_timeout_s"] < 15:
         raise CampaignError("ring_timeout_s must be at least 15 s: shorter rings make false no-answers")
     if values.get("abandon_limit") is not None and not 0 <= values["abandon_limit"] <= 0.03:
@@ -170,6 +199,24 @@ def campaign_values(data: dict[str, Any]) -> dict[str, Any]:
     if values.get("max_ratio") is not None and not 1.0 <= values["max_ratio"] <= 5.0:
         raise CampaignError("max_ratio must be between 1 and 5")
     return values
+
+
+def _rule_columns(
+    data: dict[str, Any], scope: dict[str, Any], current: DialerCampaign | None
+) -> dict[str, Any]:
+    """`ruleset` and `ruleset_toml` with the scope folded in: what is given now, else what the
+    new rule TOML says, else what the campaign had."""
+    for key in ("countries", "allow_numbers"):
+        if key in scope and not (scope[key] is None or isinstance(scope[key], list)):
+            raise CampaignError(f'{key} must be a list, e.g. ["FR", "MA"]')
+    name = data.get("ruleset") or (current.ruleset if current is not None else "fr")
+    if "ruleset" in data or "ruleset_toml" in data:
+        toml_text = data.get("ruleset_toml")
+    else:
+        toml_text = current.ruleset_toml if current is not None else None
+    merged = {**(scope_of(current.ruleset_toml) if current is not None else {}), **scope_of(toml_text)}
+    merged.update(scope)
+    return {"ruleset": name, "ruleset_toml": with_scope(toml_text, merged)}
 
 
 def _coerce(key: str, value: Any) -> Any:
@@ -219,8 +266,8 @@ async def list_campaigns(engine: AsyncEngine) -> list[DialerCampaign]:
 
 
 async def update_campaign(engine: AsyncEngine, name: str, data: dict[str, Any]) -> DialerCampaign:
-    values = campaign_values(data)
-    await get_campaign(engine, name)
+    current = await get_campaign(engine, name)
+    values = campaign_values(data, current)
     async with engine.begin() as conn:
         await conn.execute(update(DialerCampaign).where(DialerCampaign.name == name).values(**values))
     return await get_campaign(engine, name)
@@ -387,6 +434,8 @@ async def why_not_dialed(
                 "status": r.status,
                 "attempts": r.attempts,
                 "why_code": r.why_code,
+                # The rule set that holds it (fr, us/FL...) when a calling-hours rule does.
+                "ruleset": _ruleset_of(r.why_code),
                 "why_not_dialed": r.why_not_dialed,
                 "next_attempt_at": _iso(r.next_attempt_at),
                 "result": r.result,

@@ -8,7 +8,12 @@ every country we ship rules for (docs/dialer.md, "Time zones"); where it is wron
   hour, enough to ring a Moroccan at 20:30 when the window closes at 19:30.
 - Réunion and Mayotte mobiles (+262 69x / +262 639): it answers both islands' zones, an hour
   apart; `region_code_for_number` tells them apart, so each gets its own zone. Every other French
-  overseas region has one zone; we map the region code straight to it.
+  overseas region has one zone; we map the region code straight to it. Where the number cannot
+  tell the territory (a 0690 mobile is Guadeloupe's, Saint-Martin's or Saint-Barthélemy's), the
+  contact's `country`, when it is one of them, says which.
+- National numbers are read in the French plan when the region is a French territory: 0692 16 97
+  86 is +262 692 16 97 86 (`cti.directory.numbers.overseas_e164`), as dialled from anywhere in
+  France.
 - North American area codes that straddle a zone line answer one zone (depending on the exchange)
   where the area code covers two or more, e.g. 850 (Florida panhandle: Eastern and Central), 270,
   812, 906, 541, 308, 867 (Yukon, NWT and Nunavut: four zones), 807, 418, 250: we use every zone
@@ -27,6 +32,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
 from phonenumbers.timezone import time_zones_for_number
+
+from cti.directory.numbers import FRENCH_PLAN_REGIONS, overseas_e164, regions_of
 
 UNKNOWN_ZONE = "Etc/Unknown"
 
@@ -135,14 +142,21 @@ class CalleeZones:
     region: str | None  # ISO region of the number (GP, RE, ... for overseas France)
     zones: tuple[str, ...]  # empty: no zone known, no call
     source: str  # contact / region / area_code / phonenumbers / country
+    # Every region the number may be in (a 0690 mobile: GP, BL, MF), `region` first.
+    regions: tuple[str, ...] = ()
 
 
 def parse_number(number: str, region: str | None = None) -> phonenumbers.PhoneNumber:
-    """A valid number, or NumberError saying why not."""
+    """A valid number, or NumberError saying why not. National numbers of a French territory
+    are read in the French plan (0692… is La Réunion's +262 692…, +33 is metropolitan only)."""
+    french = region is not None and region.upper() in FRENCH_PLAN_REGIONS
     try:
-        parsed = phonenumbers.parse(number, region)
+        parsed = phonenumbers.parse(number, "FR" if french else region)
     except phonenumbers.NumberParseException as exc:
         raise NumberError(f"{number!r} is not a phone number: {exc}") from None
+    if parsed.country_code == 33:
+        overseas = overseas_e164(phonenumbers.national_significant_number(parsed))
+        parsed = parsed if overseas is None else phonenumbers.parse(overseas)
     if not phonenumbers.is_valid_number(parsed):
         raise NumberError(f"{number!r} is not a valid number")
     return parsed
@@ -165,15 +179,19 @@ def callee_zones(
     """The zones the callee may be in; raises NumberError for a number that cannot be dialled."""
     parsed = parse_number(number, region)
     e164 = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
-    number_region = phonenumbers.region_code_for_number(parsed)
+    regions = regions_of(parsed)
+    chosen = (country or "").upper()
+    if chosen in regions:
+        regions = (chosen,)  # the contact's own country picks among the number's regions
+    number_region = regions[0] if regions else None
     own = valid_zone(contact_zone)
     if own is not None:
-        return CalleeZones(e164, number_region, (own,), "contact")
+        return CalleeZones(e164, number_region, (own,), "contact", regions)
     zones, source = _zones(e164, number_region)
     if not zones:
         fallback = COUNTRY_ZONES.get((country or number_region or "").upper(), ())
         zones, source = fallback, "country"
-    return CalleeZones(e164, number_region, zones, source)
+    return CalleeZones(e164, number_region, zones, source, regions)
 
 
 @lru_cache(maxsize=4096)

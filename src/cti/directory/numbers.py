@@ -111,3 +111,69 @@ def national_digits(e164: str) -> str:
         return e164
     national = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.NATIONAL)
     return _DIGITS.sub("", national)
+
+
+# ----------------------------------------------------------------------------------- the French plan
+# France has one national numbering plan for metropolitan France and the overseas territories
+# (ARCEP): a number is written 0 + nine digits wherever it is dialled in France, but +33 is
+# metropolitan France only; the overseas territories have their own country codes. Read as
+# national numbers of region FR, phonenumbers turns 0692 16 97 86 into +33 692 16 97 86, which
+# does not exist (its FR metadata even counts some overseas blocks, 0269 and 0596 among them, as
+# metropolitan fixed lines). The overseas territories' own metadata says which blocks are theirs.
+FRENCH_PLAN_REGIONS = ("FR", "GP", "BL", "MF", "MQ", "GF", "RE", "YT", "PM")
+_OVERSEAS = ("RE", "YT", "GP", "BL", "MF", "MQ", "GF", "PM")
+_SUBSCRIBER_TYPES = ("fixed_line", "mobile", "voip")
+# The first two significant digits of every overseas subscriber block (0262/0263/0269 fixed,
+# 0639/069x and 0709x mobiles, 0590/0594/0596 fixed, 0939x/0947x/0976x VoIP, 0508 and 0708 for
+# Saint-Pierre-et-Miquelon): only numbers starting so are looked up (a test checks the list
+# against phonenumbers' metadata).
+OVERSEAS_LEADS = frozenset({"26", "50", "59", "63", "69", "70", "93", "94", "97"})
+# Saint-Pierre-et-Miquelon's six-digit numbers are dialled 05 08 + the six digits from France.
+_SPM_PREFIX = "508"
+
+
+@lru_cache(maxsize=1)
+def _overseas_blocks() -> tuple[tuple[str, re.Pattern[str]], ...]:
+    """(country code, pattern of its subscriber numbers) for each overseas country code."""
+    by_code: dict[str, list[str]] = {}
+    for region in _OVERSEAS:
+        meta = phonenumbers.PhoneMetadata.metadata_for_region(region)
+        if meta is None:
+            continue
+        for kind in _SUBSCRIBER_TYPES:
+            desc = getattr(meta, kind, None)
+            if desc is not None and desc.national_number_pattern:
+                by_code.setdefault(str(meta.country_code), []).append(desc.national_number_pattern)
+    return tuple((code, re.compile("|".join(f"(?:{p})" for p in pats))) for code, pats in by_code.items())
+
+
+def overseas_e164(significant: str) -> str | None:
+    """The E.164 number of an overseas territory's subscriber written in the French national plan,
+    from its nine significant digits (what follows the trunk 0, or a wrong +33): 692169786 →
+    +262692169786, 508412345 → +508412345; None when no overseas territory has that block.
+    Numbers starting with 8 (0800, 0806, 0899...) are national service numbers, never overseas."""
+    if len(significant) != 9 or significant[:2] not in OVERSEAS_LEADS:
+        return None
+    if significant.startswith(_SPM_PREFIX):
+        six = significant[len(_SPM_PREFIX) :]
+        spm = phonenumbers.PhoneMetadata.metadata_for_region("PM")
+        if spm is not None and any(
+            (desc := getattr(spm, kind, None)) is not None
+            and desc.national_number_pattern
+            and re.fullmatch(desc.national_number_pattern, six)
+            for kind in _SUBSCRIBER_TYPES
+        ):
+            return f"+508{six}"
+    for code, pattern in _overseas_blocks():
+        if pattern.fullmatch(significant):
+            return f"+{code}{significant}"
+    return None
+
+
+def regions_of(parsed: phonenumbers.PhoneNumber) -> tuple[str, ...]:
+    """Every region whose metadata has this number (phonenumbers' own answer first): a Saint-Martin
+    or Saint-Barthélemy mobile is in Guadeloupe's block too, and phonenumbers then says GP."""
+    first = phonenumbers.region_code_for_number(parsed)
+    regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(parsed.country_code or 0, ())
+    others = tuple(r for r in regions if r != first and phonenumbers.is_valid_number_for_region(parsed, r))
+    return ((first,) if first else ()) + others
