@@ -231,3 +231,18 @@ def test_ivr_vocabulary_is_a_setting() -> None:
     assert words.classify({"Step": "prompt", "Try": "2"}) == ("step", "reprompt")
     assert words.classify({"Node": "accueil", "Step": "prompt"}) == ("enter", "enter")
     assert words.menu({"Node": "accueil"}) == "accueil"
+
+
+def test_a_recording_that_starts_mid_call_adopts_what_its_lists_say_is_up(tmp_path: Path) -> None:
+    # mid_call_connection: a client logs in while a caller talks to agent 1001 and asks
+    # CoreShowChannels and QueueStatus at once. Cut right after the lists, before any event
+    # of the call: the replay still knows the call is there (before: 0 calls).
+    parts = blocks(PBX / "mid_call_connection.ami")
+    end = next(i for i, b in enumerate(parts) if "Event: QueueStatusComplete" in b)
+    result = replay_files([write(tmp_path / "lists_only.ami", parts[: end + 1])])
+    assert not result.records
+    [call] = result.open_calls
+    assert call.caller_raw == "0612345678"
+    # The whole recording: the same call, ended, with Asterisk's own figures.
+    [whole] = replay_files([PBX / "mid_call_connection.ami"]).records
+    assert whole.linkedid == call.linkedid and whole.outcome == "answered" and whole.agent == "Agent 1001"

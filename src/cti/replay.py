@@ -136,9 +136,10 @@ class Replayer:
 
     def connection(self, chunks: Iterable[bytes]) -> None:
         """One AMI connection's bytes, from banner to logoff (or to an abrupt end)."""
-        if self._connections:
-            self._resync_pending = True
-            self._channels = None
+        # Every connection's first CoreShowChannels + QueueStatus is a resync, the first one's
+        # too: a recording that starts mid-traffic adopts the calls already up, as the daemon does.
+        self._resync_pending = True
+        self._channels = None
         self._connections += 1
         parser = AmiParser(events=self.tracker.handled_events)
         feed, handle = parser.feed, self._handle
