@@ -689,11 +689,6 @@ async def test_a_restart_just_after_midnight_rebuilds_the_new_local_day(tmp_path
         await engine.dispose()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="calls/tracker.py: restore() does not key a restored call's open queue stay, so the "
-    "resync's QueueEntry opens a second one (in the stored record too); not the statistics",
-)
 def test_a_call_waiting_in_its_queue_at_the_restart_is_presented_once() -> None:
     from cti.ami.message import Message
     from cti.calls.tracker import CallTracker

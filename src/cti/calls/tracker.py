@@ -1260,6 +1260,18 @@ class CallTracker:
         if uid in call.open_segments:
             return []
         queue = m.get("Queue", "")
+        restored = next(
+            (
+                s
+                for s in reversed(call.record.segments)
+                if s.queue == queue and s.outcome is None and s.left_at is None
+            ),
+            None,
+        )
+        if restored is not None:
+            # A call restored after a daemon restart, still waiting where it was: the same stay.
+            call.open_segments[uid] = restored
+            return []
         wait = _float(m.get("Wait")) or 0.0
         segment = QueueSegment(queue=queue, joined_at=at - wait, position=_int(m.get("Position")))
         call.record.segments.append(segment)
