@@ -246,3 +246,46 @@ def test_a_recording_that_starts_mid_call_adopts_what_its_lists_say_is_up(tmp_pa
     # The whole recording: the same call, ended, with Asterisk's own figures.
     [whole] = replay_files([PBX / "mid_call_connection.ami"]).records
     assert whole.linkedid == call.linkedid and whole.outcome == "answered" and whole.agent == "Agent 1001"
+
+
+def test_a_call_whose_hangups_never_came_is_closed_by_the_reconcile() -> None:
+    from cti.calls.events import CallEnded
+    from cti.calls.tracker import CallTracker
+
+    # The recorded ring-all call, up to the agent's answer only: its hangups were lost.
+    parts = blocks(PBX / "ring_all.ami")
+    cut = next(i for i, b in enumerate(parts) if "Event: AgentConnect" in b)
+    tracker = CallTracker("pbx1")
+    from cti.ami.parser import AmiParser
+
+    for message in AmiParser().feed(("\r\n\r\n".join(parts[: cut + 1]) + "\r\n\r\n").encode()):
+        tracker.feed(message)
+    [open_call] = [r for r in tracker.open_calls() if r.direction == "inbound"]
+    # CoreShowChannels lists none of its channels any more.
+    gone = tracker.calls_gone([], tracker.last_event_at)
+    assert [r.linkedid for r in gone] == [open_call.linkedid]
+    events = tracker.resync([], [], tracker.last_event_at + 300, closed_by="reconcile")
+    [ended] = [
+        e.record for e in events if isinstance(e, CallEnded) and e.record.linkedid == open_call.linkedid
+    ]
+    assert ended.closed_by == "reconcile" and tracker.calls.get(open_call.linkedid) is None
+
+
+def test_live_calls_are_capped_oldest_first() -> None:
+    from cti.ami.message import Message
+    from cti.calls.events import CallEnded
+    from cti.calls.tracker import CallTracker
+
+    tracker = CallTracker("pbx1", max_calls=1000)
+    ended = []
+    for n in range(5000):  # a million in production: every one without its hangup
+        uid = f"1796000000.{n}"
+        for event in tracker.feed(
+            Message(Event="Newchannel", Uniqueid=uid, Linkedid=uid, Channel=f"PJSIP/trunk-{n:08x}"),
+            1796000000.0 + n,
+        ):
+            if isinstance(event, CallEnded):
+                ended.append(event.record)
+    assert len(tracker.calls) == 1000 and len(tracker.channels) == 1000
+    assert len(ended) == 4000 and ended[0].linkedid == "1796000000.0"
+    assert {r.closed_by for r in ended} == {"evicted"} and tracker.evicted == 4000

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from cti import gc_policy
 from cti.ami import commands
+from cti.ami.actions import ActionError, ActionTimeout, LinkDown
 from cti.ami.link import AmiLink
 from cti.bus import EventBus
 from cti.calls import events as ev
@@ -78,6 +79,7 @@ class Daemon:
                 self.settings.tracker.originate_grace_s,
                 internal_contexts=self.settings.tracker.internal_contexts,
                 ivr=ivr_vocabulary(self.settings.tracker),
+                max_calls=self.settings.tracker.max_live_calls,
             )
             # Calls in progress when we last stopped: the first resync adopts or closes them.
             tracker.restore(await load_open_calls(self.engine, server.name))
@@ -96,8 +98,10 @@ class Daemon:
         await self._start_agi()
         # Only now: every consumer has subscribed, so the first resync's events (queue members,
         # calls in progress) reach statistics and the dialer too, not just the call writer.
-        for link in self.links:
+        for link, tracking in zip(self.links, self.trackings, strict=True):
             self._spawn(link.run(), f"ami:{link.server.name}")
+            if self.settings.tracker.reconcile_s > 0:
+                self._spawn(self._reconcile(link, tracking), f"reconcile:{link.server.name}")
         gc_policy.after_startup()
         log.info("cti started", servers=[s.name for s in self.settings.asterisk], database=redact_url(db.url))
 
@@ -282,6 +286,19 @@ class Daemon:
     def _write_ended(self, event: ev.Event) -> None:
         if isinstance(event, ev.CallEnded):
             self.writer.submit(event.record)
+
+    async def _reconcile(self, link: AmiLink, tracking: LiveTracking) -> None:
+        """Close, every reconcile_s, the calls whose channels Asterisk no longer has."""
+        while True:
+            await asyncio.sleep(self.settings.tracker.reconcile_s)
+            if not link.synced:
+                continue
+            try:
+                await tracking.reconcile(link)
+            except (ActionError, ActionTimeout, LinkDown) as exc:
+                log.info("reconcile skipped", server=link.server.name, error=str(exc))
+            except Exception:
+                log.exception("reconcile failed", server=link.server.name)
 
     async def _tick(self) -> None:
         while True:

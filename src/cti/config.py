@@ -86,6 +86,10 @@ class TrackerSettings:
     short_abandon_s: float = 5.0
     # An originated call that ended before its OriginateResponse waits this long for it.
     originate_grace_s: float = 10.0
+    # Every so often, calls whose channels Asterisk no longer has (a hangup never seen) are closed
+    # ("reconcile"); 0 = never. Live calls beyond max_live_calls close the oldest ("evicted").
+    reconcile_s: float = 300.0
+    max_live_calls: int = 50_000
     # Dialplan contexts of the agents' phones: calls starting there are direction "internal".
     internal_contexts: tuple[str, ...] = ("cti-agents", "cti-agent-features")
     # Your IVR's words (docs/asterisk.md, "Another site's IVR"): the UserEvent name, and the

@@ -38,6 +38,7 @@ class LiveTracking:
         self.lost_at: float | None = None
         self.resyncs = 0
         self.errors = 0
+        self._evicted_reported = 0
 
     def _emit(self, events: Sequence[ev.Event]) -> None:
         for event in events:
@@ -94,5 +95,37 @@ class LiveTracking:
             )
             return []
 
+    async def reconcile(self, link: ListActions) -> int:
+        """Close the calls whose channels Asterisk no longer has (a Hangup lost, a PBX bug): the
+        same check as a resync, against CoreShowChannels alone. Returns how many were closed."""
+        snapshot_at = self.tracker.last_event_at
+        _, channels = await link.send_list("CoreShowChannels")
+        alive = [m["Uniqueid"] for m in channels if "Uniqueid" in m]
+        gone = self.tracker.calls_gone(alive, snapshot_at)
+        if not gone:
+            return 0
+        entries: list[QueueLogEntry] = []
+        if self.queue_log_path:
+            since = min(r.started_at for r in gone)
+            try:
+                entries = await asyncio.to_thread(read_since, self.queue_log_path, since)
+            except OSError as exc:
+                self.log.warning("queue_log unreadable for the reconcile", error=str(exc))
+        events = self.tracker.resync(channels, [], self.clock(), entries, snapshot_at, closed_by="reconcile")
+        self._emit(events)
+        self.log.warning(
+            "calls closed by the reconcile: their channels were gone without a hangup seen",
+            calls=len(gone),
+            linkedids=[r.linkedid for r in gone[:10]],
+        )
+        return len(gone)
+
     def tick(self) -> None:
         self._emit(self.tracker.tick(self.clock()))
+        if self.tracker.evicted != self._evicted_reported:
+            self.log.error(
+                "live calls over the limit: the oldest were closed unfinished",
+                evicted=self.tracker.evicted - self._evicted_reported,
+                limit=self.tracker.max_calls,
+            )
+            self._evicted_reported = self.tracker.evicted

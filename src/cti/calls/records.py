@@ -9,7 +9,7 @@ Direction = Literal["inbound", "outbound", "internal"]
 # answered / abandoned / timeout / ivr_only / outbound_<reason>; see README "replay schema".
 HangupBy = Literal["caller", "agent", "system", "pbx", "unknown"]
 # How the record was closed: seen end to end, reconstructed after a reconnect, or cut by a PBX restart.
-ClosedBy = Literal["events", "resync", "queue_log", "pbx_restart", "shutdown"]
+ClosedBy = Literal["events", "resync", "queue_log", "pbx_restart", "shutdown", "reconcile", "evicted"]
 
 
 @dataclass(slots=True)

@@ -44,6 +44,9 @@ _QUEUE_EXIT_TIMEOUTS = frozenset(
 )
 _SHUTDOWN_CAUSE = "4"
 ENDED_MEMORY = 20_000
+# Live calls at most: a call whose hangups never arrive (a lost event, a PBX bug) must not hold
+# memory for ever. The periodic reconcile closes such calls long before; this is the last guard.
+MAX_LIVE_CALLS = 50_000
 ORIGINATE_ANSWERED = 4  # OriginateResponse Reason: AST_CONTROL_ANSWER
 # How long a call whose queue conversation ended waits for a late AgentComplete.
 COMPLETE_GRACE_S = 2.0
@@ -137,8 +140,11 @@ class CallTracker:
         clock: Callable[[], float] | None = None,
         internal_contexts: Iterable[str] = INTERNAL_CONTEXTS,
         ivr: IvrVocabulary | None = None,
+        max_calls: int = MAX_LIVE_CALLS,
     ) -> None:
         self.server = server
+        self.max_calls = max_calls
+        self.evicted = 0
         self.internal_contexts = frozenset(internal_contexts)
         self.ivr = ivr or IvrVocabulary()
         self.region = region
@@ -260,6 +266,17 @@ class CallTracker:
     def open_calls(self) -> list[CallRecord]:
         return [c.record for c in self.calls.values()]
 
+    def calls_gone(self, alive: Iterable[str], cutoff: float) -> list[CallRecord]:
+        """Open calls none of whose channels is in `alive` (CoreShowChannels' uniqueids), among
+        those whose channels were all seen before `cutoff` (the snapshot's time)."""
+        up = set(alive)
+        return [
+            call.record
+            for call in self.calls.values()
+            if not any(uid in up for uid in call.channels)
+            and all(c.seen_at <= cutoff for c in call.channels.values())
+        ]
+
     # ------------------------------------------------------------------ helpers
     def _time(self, msg: Message, now: float | None) -> float:
         stamp = _float(msg.get("Timestamp"))
@@ -296,12 +313,19 @@ class CallTracker:
     ) -> tuple[_LiveCall, list[ev.Event]]:
         record = CallRecord(server=self.server, linkedid=linkedid, direction=direction, started_at=at)
         call = _LiveCall(record=record)
+        evicted = self._evict_oldest(at) if len(self.calls) >= self.max_calls else []
         self.calls[linkedid] = call
         self._set_caller(call, msg.get(prefix + "CallerIDNum"), msg.get(prefix + "CallerIDName"))
         started = ev.CallStarted(
             self.server, at, linkedid, record.direction, record.caller_raw, record.caller_name
         )
-        return call, [started]
+        return call, [*evicted, started]
+
+    def _evict_oldest(self, at: float) -> list[ev.Event]:
+        """Over `max_calls` live calls: close the oldest (calls are kept in arrival order)."""
+        oldest = next(iter(self.calls.values()))
+        self.evicted += 1
+        return self._finalize(oldest, at, "evicted")
 
     def _add_channel(self, call: _LiveCall, uid: str, name: str) -> _Channel:
         channel = _Channel(uid, name, call, self._last_at)
@@ -1200,6 +1224,7 @@ class CallTracker:
         at: float,
         queue_log: Iterable[QueueLogEntry] = (),
         snapshot_at: float | None = None,
+        closed_by: ClosedBy = "resync",
     ) -> list[ev.Event]:
         """Rebuild live state after a (re)connect.
 
@@ -1227,7 +1252,7 @@ class CallTracker:
         for call in list(self.calls.values()):
             if not call.channels:
                 ended = call.record.ended_at or call.queue_log_end or at
-                out.extend(self._finalize(call, ended, "queue_log" if call.queue_log_uids else "resync"))
+                out.extend(self._finalize(call, ended, "queue_log" if call.queue_log_uids else closed_by))
         return out
 
     def _adopt_channel(self, m: Message, at: float) -> list[ev.Event]:
