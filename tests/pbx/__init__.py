@@ -1,0 +1,1 @@
+"""The real-PBX tier (docs/asterisk.md, "The real-PBX test tier")."""
