@@ -289,3 +289,24 @@ def test_live_calls_are_capped_oldest_first() -> None:
     assert len(tracker.calls) == 1000 and len(tracker.channels) == 1000
     assert len(ended) == 4000 and ended[0].linkedid == "1796000000.0"
     assert {r.closed_by for r in ended} == {"evicted"} and tracker.evicted == 4000
+
+
+def test_older_asterisks_pause_event_name_and_reason_header(tmp_path: Path) -> None:
+    # Asterisk up to 11 sent QueueMemberPaused with Reason:; 12.2 renamed it QueueMemberPause
+    # and 13 added PausedReason (16 sends both). The recorded *432 pause in the old form.
+    from cti.calls.events import AgentStateChanged
+
+    parts = []
+    for block in blocks(PBX / "feature_codes.ami"):
+        if "Event: QueueMemberPause\r\n" in block:
+            block = block.replace("Event: QueueMemberPause\r\n", "Event: QueueMemberPaused\r\n")
+            block = block.replace("PausedReason: ", "Reason: ")
+        parts.append(block)
+    reasons: set[str | None] = set()
+
+    def seen(event: object) -> None:
+        if isinstance(event, AgentStateChanged) and event.paused:
+            reasons.add(event.paused_reason)
+
+    replay_files([write(tmp_path / "old_pause.ami", parts)], on_event=seen)
+    assert reasons == {"lunch"}

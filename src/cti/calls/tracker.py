@@ -1013,7 +1013,8 @@ class CallTracker:
             _known(msg.get("MemberName") or msg.get("Name")),
             _int(msg.get("Status")),
             paused,
-            (msg.get("PausedReason") or None) if paused else None,
+            # PausedReason since 13; Asterisk 11's QueueMemberPaused said Reason (16 sends both).
+            (msg.get("PausedReason") or msg.get("Reason") or None) if paused else None,
             True,
             None if msg.get("InCall") is None else msg.get("InCall") == "1",
             _int(msg.get("CallsTaken")),
