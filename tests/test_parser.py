@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
+import pytest
+
 from cti.ami.actions import format_action
-from cti.ami.parser import AmiParser
+from cti.ami.link import AmiLink
+from cti.ami.parser import BANNER_TOO_LONG, MAX_BANNER_BYTES, AmiParser
+from cti.config import AsteriskServer, Secret
+from fakeami import FakeAmi
 
 BANNER = b"Asterisk Call Manager/11.0.0\r\n"
 
@@ -82,3 +90,140 @@ def test_action_values_cannot_inject_headers() -> None:
         )
         == 2
     )
+
+
+# ---------------------------------------------------------------------------- cost (issue 14, 9)
+CAPTURES = Path(__file__).resolve().parent / "captures" / "lab"
+PBX_CAPTURES = Path(__file__).resolve().parent / "captures" / "pbx"
+CHUNK = 65536
+
+
+def _capture(name: str) -> bytes:
+    for folder in (PBX_CAPTURES, CAPTURES):
+        if (folder / name).is_file():
+            return (folder / name).read_bytes()
+    pytest.skip(f"{name} not present")
+
+
+def _work(parser: AmiParser) -> int:
+    return parser.scanned_bytes + parser.copied_bytes
+
+
+def test_a_banner_without_crlf_is_bounded_reported_and_skipped() -> None:
+    """A peer whose first line never ends (18 MB were buffered, in quadratic time): the parser
+    holds at most MAX_BANNER_BYTES of it, says once that this is no AMI server, skips to the end
+    of that line and parses what follows."""
+    parser = AmiParser()
+    junk = b"X" * CHUNK
+    held = []
+    for _ in range(64):  # 4 MiB
+        assert parser.feed(junk) == []
+        held.append(parser.pending_bytes)
+    assert max(held) <= MAX_BANNER_BYTES + CHUNK
+    assert parser.failed == BANNER_TOO_LONG
+    assert [p.reason for p in parser.take_problems()] == [BANNER_TOO_LONG]
+    out = parser.feed(b"XX\r")
+    out += parser.feed(b"\nEvent: Hangup\r\nUniqueid: 1.1\r\n\r\n")
+    assert [m.get("Uniqueid") for m in out] == ["1.1"]
+    assert parser.take_problems() == []
+    assert _work(parser) <= 3 * (64 * CHUNK + 40)
+
+
+def test_a_frame_longer_than_the_limit_is_dropped_to_its_end_and_the_next_frames_parse() -> None:
+    parser = AmiParser(expect_banner=False)
+    parser.feed(b"Event: Hangup\r\nUniqueid: 1.1\r\nJunk: ")
+    for _ in range(24):  # 1.5 MiB without a frame end
+        parser.feed(b"Y" * CHUNK)
+        assert parser.pending_bytes <= (1 << 20) + CHUNK
+    out = parser.feed(b"Y\r\n\r")
+    out += parser.feed(b"\nEvent: Hangup\r\nUniqueid: 2.2\r\n\r\n")
+    # The long frame's tail is not parsed as a frame of its own.
+    assert [m.get("Uniqueid") for m in out] == ["2.2"]
+    assert [p.reason for p in parser.take_problems()] == ["frame too long, discarded"]
+
+
+@pytest.mark.parametrize("name", ["ring_no_answer.ami", "inbound_attended_transfer.ami"])
+def test_one_byte_reads_of_a_real_capture_give_the_same_messages_in_linear_work(name: str) -> None:
+    data = _capture(name)
+    events = frozenset({"Newchannel", "Hangup", "AgentConnect", "QueueMember"})
+    whole = AmiParser(events=events)
+    expected = whole.feed(data)
+    assert expected
+    bytewise = AmiParser(events=events)
+    out = []
+    for i in range(len(data)):
+        out += bytewise.feed(data[i : i + 1])
+    assert out == expected
+    assert (bytewise.banner, bytewise.skipped) == (whole.banner, whole.skipped)
+    # Each byte is searched and copied a bounded number of times, whatever the chunking.
+    assert _work(whole) <= 3 * len(data)
+    assert _work(bytewise) <= 12 * len(data)
+
+
+def test_one_byte_reads_of_a_long_frame_cost_linear_work() -> None:
+    """200,000 one-byte reads took 17 s: the buffer was re-concatenated on every read."""
+    frame = b"Response: Success\r\nActionID: c\r\n" + b"Output: 0123456789abcdef\r\n" * 8000 + b"\r\n"
+    for n in (len(frame) // 2, len(frame)):
+        parser = AmiParser(expect_banner=False)
+        out = []
+        for i in range(n):
+            out += parser.feed(frame[i : i + 1])
+        assert parser.pending_bytes == (0 if n == len(frame) else n)
+        assert _work(parser) <= 12 * n
+    assert len(out) == 1 and len(out[0].lines("Output")) == 8000
+
+
+def test_the_work_counters_count_what_is_read() -> None:
+    parser = AmiParser(expect_banner=False)
+    data = b"Event: Hangup\r\nUniqueid: 1.1\r\n\r\n" * 10
+    parser.feed(data[:7])
+    parser.feed(data[7:])
+    assert parser.scanned_bytes >= len(data)
+    assert parser.copied_bytes >= 7
+
+
+async def test_the_link_drops_a_peer_with_an_endless_banner_and_recovers() -> None:
+    """The link used to buffer the endless line until its login timed out; it now drops the
+    connection as soon as the line outgrows a banner, and the next connection works."""
+
+    class EndlessBanner(FakeAmi):
+        async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            if self.clients or self.endless_done:
+                await super()._serve(reader, writer)
+                return
+            self.endless_done = True
+            try:
+                for _ in range(64):
+                    writer.write(b"Z" * CHUNK)
+                    await writer.drain()
+                await reader.read()  # until the client drops us
+            except ConnectionError:
+                pass
+            finally:
+                writer.transport.abort()
+
+    async with EndlessBanner() as fake:
+        fake.endless_done = False
+        server = AsteriskServer(
+            name="pbx-test",
+            host="127.0.0.1",
+            port=fake.port,
+            username=fake.username,
+            secret=Secret(fake.secret),
+            keepalive_s=5.0,
+            action_timeout_s=30.0,  # the old way out: the login's timeout
+            connect_timeout_s=1.0,
+            reconnect_cap_s=0.2,
+        )
+        link = AmiLink(server, on_message=lambda _m: None)
+        runner = asyncio.create_task(link.run())
+        try:
+            for _ in range(500):  # 10 s
+                if link.connected:
+                    break
+                await asyncio.sleep(0.02)
+            assert fake.logins == 1 and link.malformed >= 1
+            assert link.banner == "Asterisk Call Manager/11.0.0"
+        finally:
+            await link.close()
+            await runner

@@ -492,15 +492,20 @@ class AmiLink:
     # ----- incoming messages -----
 
     def _feed(self, conn: _Connection, data: bytes) -> None:
-        replies = conn.replies
-        for message in conn.parser.feed(data):
+        replies, parser = conn.replies, conn.parser
+        for message in parser.feed(data):
             action_id = message.get("ActionID")
             if action_id is None or action_id not in replies:
                 self._deliver(message)
             elif replies[action_id].feed(message):
                 del replies[action_id]
-        if conn.parser.problems:
-            self._report(conn.parser.take_problems())
+        if parser.problems:
+            self._report(parser.take_problems())
+        if parser.failed is not None:
+            # Not an AMI server (an endless first line): waiting for the login's timeout would
+            # only delay the reconnect, which starts over with a fresh parser.
+            conn.failure = parser.failed
+            conn.writer.transport.abort()
 
     def _deliver(self, message: Message) -> None:
         self.events_received += 1
