@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CAPTURES = ROOT.parent / "shared" / "ami-captures"
+CAPTURES = ROOT / "tests" / "captures" / "lab"
 BANNER = b"Asterisk Call Manager/11.0.0\r\n"
 ID = re.compile(rb"\b(1795\d{6})\.(\d+)\b")
 CHUNK = 1 << 16

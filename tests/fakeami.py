@@ -24,7 +24,7 @@ from cti.ami.parser import AmiParser
 
 BANNER = b"Asterisk Call Manager/11.0.0\r\n"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-CAPTURES = PROJECT_ROOT.parent / "shared" / "ami-captures"
+CAPTURES = PROJECT_ROOT / "tests" / "captures" / "lab"
 # A pause between split writes so that each part reaches the client in its own read.
 SPLIT_PAUSE_S = 0.05
 # What Asterisk calls the event that closes each list.

@@ -36,8 +36,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "asterisk-conf"
 DIALPLANS = ROOT / "dialplans"
 DOCKER = ROOT / "docker"
-SHARED = ROOT.parent / "shared" / "ami-captures"
-LAB = SHARED / "lab"
+SHARED = ROOT / "tests" / "captures" / "lab"
+LAB = SHARED / "conf"
 
 
 def test_shipped_configuration_lints_clean() -> None:

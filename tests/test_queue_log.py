@@ -6,7 +6,7 @@ from pathlib import Path
 
 from cti.calls.queue_log import parse_line, read_since
 
-CAPTURES = Path(__file__).resolve().parents[1].parent / "shared" / "ami-captures"
+CAPTURES = Path(__file__).resolve().parent / "captures" / "lab"
 
 
 def test_real_queue_log_lines_parse() -> None:

@@ -17,7 +17,7 @@ import pytest
 
 from cti.replay import replay_files
 
-CAPTURES = Path(__file__).resolve().parents[1].parent / "shared" / "ami-captures"
+CAPTURES = Path(__file__).resolve().parent / "captures" / "lab"
 pytestmark = pytest.mark.skipif(not CAPTURES.is_dir(), reason="../shared/ami-captures not present")
 
 IVR1 = ["main:enter=enter", "main:choice=1"]

@@ -11,7 +11,7 @@ from cti.calls.events import CallStarted, Event
 from cti.replay import replay_files
 from cti.screenpop.router import PopRouter
 
-CAPTURES = Path(__file__).resolve().parents[1].parent / "shared" / "ami-captures"
+CAPTURES = Path(__file__).resolve().parent / "captures" / "lab"
 pytestmark = pytest.mark.skipif(not CAPTURES.is_dir(), reason="../shared/ami-captures not present")
 
 USERS = {

@@ -28,7 +28,7 @@ from cti.sim import transcript
 from cti.sim.config import SimConfig, lab_config
 from cti.sim.pbx import SimulatedPbx
 
-CAPTURES = Path(__file__).resolve().parents[1].parent / "shared" / "ami-captures"
+CAPTURES = Path(__file__).resolve().parent / "captures" / "lab"
 pytestmark = pytest.mark.skipif(not CAPTURES.is_dir(), reason="../shared/ami-captures not present")
 
 JEAN = '"Jean Dupont" <+33612345678>'

@@ -19,7 +19,7 @@ from cti.replay import replay_files
 from cti.stats.live import replay_live
 from cti.stats.metrics import ThresholdSet
 
-CAPTURES = Path(__file__).resolve().parents[1].parent / "shared" / "ami-captures"
+CAPTURES = Path(__file__).resolve().parent / "captures" / "lab"
 pytestmark = pytest.mark.skipif(not CAPTURES.is_dir(), reason="../shared/ami-captures not present")
 
 # The lab (README of the captures): servicelevel=20 except `outbound` (5); hotline wrapuptime 2.

@@ -32,7 +32,7 @@ from cti.stats.metrics import ThresholdSet, queue_figures, queue_tallies
 from cti.stats.store import SpanWriter, save_spans
 from test_db import backend, db_url, engine, migrated_url, pg_admin  # noqa: F401 - fixtures
 
-CAPTURES = Path(__file__).resolve().parents[1].parent / "shared" / "ami-captures"
+CAPTURES = Path(__file__).resolve().parent / "captures" / "lab"
 PARIS = ZoneInfo("Europe/Paris")
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=PARIS).timestamp()
 

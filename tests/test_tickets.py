@@ -48,7 +48,7 @@ from cti.tickets import (
 PG_HOST = os.environ.get("CTI_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("CTI_TEST_PG_PORT", "5432"))
 PG_USERS = ("postgres", "root")
-CAPTURES = Path(__file__).resolve().parents[1].parent / "shared" / "ami-captures"
+CAPTURES = Path(__file__).resolve().parent / "captures" / "lab"
 T0 = 1_800_000_000.0
 SERVER = "pbx1"
 CALL = "1795389610.8"

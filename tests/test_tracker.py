@@ -14,7 +14,7 @@ from cti.calls.queue_log import parse_lines
 from cti.calls.records import CallRecord
 from cti.calls.tracker import CallTracker
 
-CAPTURES = Path(__file__).resolve().parents[1].parent / "shared" / "ami-captures"
+CAPTURES = Path(__file__).resolve().parent / "captures" / "lab"
 pytestmark = pytest.mark.skipif(not CAPTURES.is_dir(), reason="../shared/ami-captures not present")
 
 
