@@ -5,11 +5,17 @@ Each import runs in a fresh child process, so its peak resident memory is its ow
 tenth of the rows as well shows whether memory grows with the file (it should not, beyond the
 8-16 bytes per row the duplicate check keeps).
 
-    python benchmarks/import.py [--rows 1000000] [--skip-sqlite] [--skip-pg] [--pg-admin URL]
+    python benchmarks/import.py [--rows 1000000] [--skip-sqlite] [--skip-pg] [--pg-admin URL] [--messy]
 
 The file looks like a French call-centre export: `;`-delimited UTF-8 with a BOM, numbers in
 mixed spellings (06 12 34 56 78, +33 6..., 0033..., dotted), two extra columns, ~1 % bad numbers
-and ~1 % duplicates.
+and ~1 % duplicates, imported into an `fr` campaign.
+
+`--messy` makes it a real French CRM export instead: Windows-1252, an address, a postal code, a
+city and a country column checked against each number, ~8 % overseas numbers in national format
+(0692…, 0639…, 0690…, 0696…, 0694…, 0262…) with their territory's postal code, ~0.5 % of them
+written +33 (read, and noted), ~0.5 % premium-rate and foreign numbers (rejected), imported into an
+`auto` campaign limited to FR and MA.
 """
 
 from __future__ import annotations
@@ -56,7 +62,45 @@ def generate(path: Path, rows: int, seed: int = 1) -> None:
             out.write(f"Client{i};Prénom{i % 97};{phone};Ville{i % 500};{'oui' if i % 3 == 0 else ''}\r\n")
 
 
-async def _child(url: str, path: str) -> dict[str, Any]:
+# (national prefix, digits to add, postal code, country column) of valid overseas blocks.
+OVERSEAS = (
+    ("0692", 6, "97400", "La Réunion"),
+    ("06392", 5, "97600", "Mayotte"),
+    ("0690", 6, "97110", "Guadeloupe"),
+    ("0696", 6, "97200", "Martinique"),
+    ("06940", 5, "97300", "Guyane"),
+    ("0262", 6, "97490", "La Réunion"),
+)
+ODD = ("08 99 12 34 56", "+1 212 736 5000", "+49 30 12345678", "0810 12 34 56")
+
+
+def generate_messy(path: Path, rows: int, seed: int = 1) -> None:
+    rng = random.Random(seed)
+    with open(path, "w", encoding="cp1252", newline="") as out:
+        out.write("Civilité;Nom;Prénom;Adresse;Code postal;Ville;Pays;Téléphone;Consentement\r\n")
+        for i in range(rows):
+            roll = rng.random()
+            postal, country = f"{75001 + i % 20}", "France"
+            if roll < 0.08:
+                prefix, more, postal, country = rng.choice(OVERSEAS)
+                digits = prefix + "".join(rng.choice("0123456789") for _ in range(more))
+                phone = " ".join(digits[j : j + 2] for j in range(0, 10, 2))
+                if roll < 0.005:
+                    phone = "+33 " + phone[1:]
+            elif roll < 0.085:
+                phone = rng.choice(ODD)
+            elif roll < 0.095:
+                phone = "0" + "".join(rng.choice("0123456789") for _ in range(rng.choice((6, 8, 12))))
+            else:
+                last = rng.randrange(100)
+                phone = f"07 {60 + i % 40:02d} {i // 40 % 100:02d} {i // 4000 % 100:02d} {last:02d}"
+            out.write(
+                f"M.;Client{i};Prénom{i % 97};{i % 200} rue de la Paix;{postal};Ville{i % 500};{country};"
+                f"{phone};{'oui' if i % 3 == 0 else ''}\r\n"
+            )
+
+
+async def _child(url: str, path: str, messy: bool = False) -> dict[str, Any]:
     from cti.db.engine import create_engine
     from cti.db.migrate import upgrade_async
     from cti.dialer import store
@@ -65,7 +109,8 @@ async def _child(url: str, path: str) -> dict[str, Any]:
     engine = create_engine(url)
     try:
         await upgrade_async(engine)
-        await store.create_campaign(engine, "bench", {"ruleset": "fr"})
+        rules = {"ruleset": "auto", "countries": ["FR", "MA"]} if messy else {"ruleset": "fr"}
+        await store.create_campaign(engine, "bench", rules)
         started = time.perf_counter()
         report = await import_contacts(engine, path, "bench")
         seconds = time.perf_counter() - started
@@ -77,9 +122,9 @@ async def _child(url: str, path: str) -> dict[str, Any]:
 
 
 def run_child(url: str, path: Path) -> dict[str, Any]:
-    done = subprocess.run(
-        [sys.executable, __file__, "--child", url, str(path)], check=True, capture_output=True, text=True
-    )
+    messy = ["--messy"] if path.name.startswith("messy") else []
+    command = [sys.executable, __file__, "--child", url, str(path), *messy]
+    done = subprocess.run(command, check=True, capture_output=True, text=True)
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
@@ -113,8 +158,8 @@ def pg_case(admin_url: str, path: Path, tag: str) -> dict[str, Any]:
 
 
 def main() -> int:
-    if len(sys.argv) == 4 and sys.argv[1] == "--child":
-        print(json.dumps(asyncio.run(_child(sys.argv[2], sys.argv[3]))))
+    if len(sys.argv) in (4, 5) and sys.argv[1] == "--child":
+        print(json.dumps(asyncio.run(_child(sys.argv[2], sys.argv[3], sys.argv[4:] == ["--messy"]))))
         return 0
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -123,12 +168,14 @@ def main() -> int:
     parser.add_argument("--skip-sqlite", action="store_true")
     parser.add_argument("--skip-pg", action="store_true")
     parser.add_argument("--pg-admin", default=ADMIN)
+    parser.add_argument("--messy", action="store_true", help="a cp1252 CRM export with overseas numbers")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        files = {"full": work / "full.csv", "tenth": work / "tenth.csv"}
-        generate(files["full"], args.rows)
-        generate(files["tenth"], args.rows // 10)
+        stem, make = ("messy", generate_messy) if args.messy else ("", generate)
+        files = {"full": work / f"{stem}full.csv", "tenth": work / f"{stem}tenth.csv"}
+        make(files["full"], args.rows)
+        make(files["tenth"], args.rows // 10)
         size = files["full"].stat().st_size / 1e6
         print(f"{args.rows:,} rows, {size:.0f} MB; {os.cpu_count()} CPUs")
         for backend, skip in (("sqlite", args.skip_sqlite), ("postgresql", args.skip_pg)):

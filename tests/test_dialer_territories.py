@@ -26,7 +26,7 @@ from cti.db.migrate import upgrade_async
 from cti.db.models import DialerContact
 from cti.dialer import store
 from cti.dialer.campaigns import CampaignError
-from cti.dialer.csv_import import NumberCheck, RowError, _slow
+from cti.dialer.csv_import import NumberCheck, RowError, _number_regions, _slow
 from cti.dialer.engine import DialerEngine
 from cti.dialer.hours import Callee, decide, decide_for
 from cti.dialer.importer import import_contacts
@@ -211,6 +211,24 @@ def test_fast_path_agrees_with_the_slow_one_on_the_french_plan() -> None:
             except RowError:
                 slow = None
             assert fast == slow, text
+
+
+def test_regions_of_shared_country_codes_without_parsing() -> None:
+    """The import's own reading of which regions hold a number agrees with phonenumbers'."""
+    rng = random.Random(3)
+    checked = 0
+    for code in (262, 590, 212, 44, 7, 47, 61, 358, 599, 290, 39):
+        for _ in range(1500):
+            digits = "".join(rng.choice("0123456789") for _ in range(rng.choice((8, 9, 10))))
+            try:
+                parsed = phonenumbers.parse(f"+{code}{digits}")
+            except phonenumbers.NumberParseException:
+                continue
+            if phonenumbers.is_valid_number(parsed):
+                e164 = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+                assert _number_regions(e164) == regions_of(parsed), e164
+                checked += 1
+    assert checked > 1000
 
 
 # ----------------------------------------------------------------------------------- places

@@ -89,9 +89,7 @@ class Layout:
     extra_keys: tuple[tuple[int, str], ...] = ()  # the same, names already as JSON strings
     places: tuple[int, ...] = ()  # address-like columns: postal codes, territory names
 
-    @property
-    def has_place(self) -> bool:
-        return bool(self.places) or "country" in self.known or "subdivision" in self.known
+    has_place: bool = False  # any column that says where the contact is
 
     @property
     def width(self) -> int:
@@ -190,7 +188,9 @@ def layout_of(header: list[str], encoding: str, delimiter: str) -> Layout:
                 places.append(i)
     json_keys = tuple((i, _json_string(name)) for i, name in extra)
     stripped = tuple(h.strip() for h in header)
-    return Layout(encoding, delimiter, stripped, phone, known, tuple(extra), json_keys, tuple(places))
+    has_place = bool(places) or "country" in known or "subdivision" in known
+    extras = tuple(extra)
+    return Layout(encoding, delimiter, stripped, phone, known, extras, json_keys, tuple(places), has_place)
 
 
 def records(handle: IO[str], delimiter: str, skipped: int) -> Iterator[tuple[int, list[str]]]:
@@ -222,11 +222,13 @@ class NumberCheck:
         self.rules = rules
         self._fast = _FastPath.build(self.plan, rules)
         self._in_scope = _scope_prefixes(rules)
+        self.note: str | None = None  # about the last number read
+        self._nanp: dict[str, str | None] = {}
 
     def e164(self, raw: str, region: str | None = None) -> str:
-        return self.read(raw, region).e164
-
-    def read(self, raw: str, region: str | None = None) -> Reading:
+        """The number in E.164; `note` then says when it was read otherwise than written (a
+        wrong +33), else it is None."""
+        self.note = None
         text = raw.strip()
         if not text:
             raise RowError("no phone number")
@@ -234,32 +236,33 @@ class NumberCheck:
         if plan == self.plan and self._fast is not None:
             found = self._fast.e164(text)
             if found is not None:
-                if self._in_scope is None or found.startswith(self._in_scope):
-                    return Reading(found)
-                self._check_country(found, phonenumbers.parse(found))
-                return Reading(found)
-        parsed, note = _parse(text, plan)
+                if self._in_scope is not None and not found.startswith(self._in_scope):
+                    self._check_country(found, None)
+                return found
+        parsed, self.note = _parse(text, plan)
         e164 = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
         if self.rules is not None:
             refusal = self.rules.special_refusal(_TYPE_NAMES.get(phonenumbers.number_type(parsed), "unknown"))
             if refusal is not None:
                 raise RowError(f"{text!r} is {refusal}")
             self._check_country(e164, parsed)
-        return Reading(e164, note)
+        return e164
 
-    def _check_country(self, e164: str, parsed: phonenumbers.PhoneNumber) -> None:
+    def _check_country(self, e164: str, parsed: phonenumbers.PhoneNumber | None) -> None:
         if self.rules is None:
             return
-        regions = regions_of(parsed)
-        refusal = self.rules.country_refusal(regions[0] if regions else None)
+        if e164.startswith("+1"):  # one region per NANP area code: asked once per area code
+            region = self._nanp.get(e164[:5])
+            if region is None:
+                region = self._nanp[e164[:5]] = phonenumbers.region_code_for_number(
+                    parsed or phonenumbers.parse(e164)
+                )
+        else:
+            regions = regions_of(parsed or phonenumbers.parse(e164))
+            region = regions[0] if regions else None
+        refusal = self.rules.country_refusal(region)
         if refusal is not None:
             raise RowError(refusal)
-
-
-@dataclass(frozen=True, slots=True)
-class Reading:
-    e164: str
-    note: str | None = None  # the number was read otherwise than written (a wrong +33)
 
 
 def _plan(region: str) -> str:
@@ -332,7 +335,9 @@ class _FastPath:
     code: str
     trunk: str
     valid: re.Pattern[str]
-    special: re.Pattern[str] | None  # types a campaign refuses: the slow path says why
+    # Types a campaign refuses come first in `valid`, marked by an empty `special` group: when
+    # it matches, the slow path says why (phonenumbers ranks them before fixed and mobile too).
+    refuses: bool
     overseas: bool  # the French plan: overseas blocks first
 
     @classmethod
@@ -345,11 +350,14 @@ class _FastPath:
             return None  # a prefix rule more subtle than a digit string: phonenumbers decides
         code = str(meta.country_code)
         if rules is None:
-            return cls(code, trunk, _valid_pattern(code), None, region == "FR")
+            return cls(code, trunk, _valid_pattern(code), False, region == "FR")
         callable_ = tuple(t for t in _TYPES if t in SUBSCRIBER_TYPES or t in rules.allow_numbers)
         refused = tuple(t for t in _TYPES if t not in callable_)
-        special = _valid_pattern(code, refused) if refused else None
-        return cls(code, trunk, _valid_pattern(code, callable_), special, region == "FR")
+        if not refused:
+            return cls(code, trunk, _valid_pattern(code, callable_), False, region == "FR")
+        special, valid = _valid_pattern(code, refused).pattern, _valid_pattern(code, callable_).pattern
+        both = re.compile(f"(?:{special})(?P<special>)|(?:{valid})")
+        return cls(code, trunk, both, True, region == "FR")
 
     def e164(self, text: str) -> str | None:
         digits = text.translate(_SEPARATORS)
@@ -370,9 +378,10 @@ class _FastPath:
             found = overseas_e164(national)
             if found is not None:
                 return found
-        if self.valid.fullmatch(national) and (self.special is None or not self.special.fullmatch(national)):
-            return f"+{self.code}{national}"
-        return None
+        match = self.valid.fullmatch(national)
+        if match is None or (self.refuses and match.group("special") is not None):
+            return None
+        return f"+{self.code}{national}"
 
 
 @lru_cache(maxsize=64)
@@ -409,12 +418,11 @@ def checked_values(
         cells += [""] * (layout.width - len(cells))
     known = layout.known
     country = _country(cells[known["country"]]) if "country" in known else None
-    reading = numbers.read(cells[layout.phone], country)
-    e164 = reading.e164
+    e164 = numbers.e164(cells[layout.phone], country)
+    if numbers.note is not None and notes is not None:
+        notes.append((line, numbers.note))
     if layout.has_place:
         country = _placed(e164, cells, layout) or country
-    if reading.note is not None and notes is not None:
-        notes.append((line, reading.note))
     zone = cells[known["timezone"]].strip() or None if "timezone" in known else None
     if zone is not None and _known_zone(zone) is None:
         raise RowError(f"unknown time zone {zone!r} (e.g. Europe/Paris, Africa/Casablanca)")
@@ -469,7 +477,7 @@ def _placed(e164: str, cells: list[str], layout: Layout) -> str | None:
     country = _cached_country_place(cells[known["country"]].strip()) if "country" in known else None
     if country is not None:
         places.append(country)
-    french = bool(regions) and all(r in FRENCH_TERRITORIES for r in regions)
+    french = regions[0] in FRENCH_TERRITORIES if len(regions) == 1 else _all_french(regions)
     if french or (country is not None and country.regions <= FRENCH_TERRITORIES.keys()):
         if "subdivision" in known and (found := _department(cells[known["subdivision"]].strip())):
             places.append(found)
@@ -499,13 +507,43 @@ def _department(text: str) -> Place | None:
     return department_place(text) if text else None
 
 
+def _all_french(regions: tuple[str, ...]) -> bool:
+    return bool(regions) and all(r in FRENCH_TERRITORIES for r in regions)
+
+
 def _number_regions(e164: str) -> tuple[str, ...]:
-    """The regions a valid E.164 number may be in (one for most country codes)."""
-    for size in (1, 2, 3):
-        regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(int(e164[1 : 1 + size]))
-        if regions:
-            return tuple(regions) if len(regions) == 1 else regions_of(phonenumbers.parse(e164))
+    """The regions a valid E.164 number may be in (one for most country codes), as
+    `directory.numbers.regions_of` says, without parsing the number."""
+    for size in (2, 3, 4):
+        regions = _CODE_REGIONS.get(e164[:size])
+        if regions is None:
+            continue
+        if len(regions) == 1:
+            return regions
+        patterns = _region_patterns(e164[1:size])
+        if patterns is None:
+            return regions_of(phonenumbers.parse(e164))
+        significant = e164[size:]
+        return tuple(region for region, pattern in patterns if pattern.fullmatch(significant))
     return ()
+
+
+_CODE_REGIONS = {f"+{code}": tuple(r) for code, r in phonenumbers.COUNTRY_CODE_TO_REGION_CODE.items()}
+
+
+@lru_cache(maxsize=64)
+def _region_patterns(code: str) -> tuple[tuple[str, re.Pattern[str]], ...] | None:
+    """Each region of a shared country code with the pattern of its valid numbers, in
+    phonenumbers' order; None where phonenumbers decides by leading digits or the code is +1."""
+    regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(int(code), ())
+    out = []
+    for region in regions:
+        meta = phonenumbers.PhoneMetadata.metadata_for_region(region)
+        if meta is None or meta.leading_digits or len(regions) > 4:
+            return None
+        patterns = [d.national_number_pattern for k in _TYPES if (d := getattr(meta, k, None)) is not None]
+        out.append((region, re.compile("|".join(f"(?:{p})" for p in patterns if p) or "(?!)")))
+    return tuple(out)
 
 
 def _consent(text: str) -> bool:

@@ -100,6 +100,7 @@ def expand(codes: tuple[str, ...] | frozenset[str]) -> frozenset[str]:
 
 
 # ----------------------------------------------------------------------------------- names
+@lru_cache(maxsize=4096)
 def fold(text: str) -> str:
     """Lower case, no accents, words separated by single spaces: 'Île de la Réunion' → 'ile de la
     reunion', "Côte-d'Ivoire" → 'cote d ivoire'."""
@@ -252,11 +253,19 @@ def address_place(text: str, codes: bool = True) -> Place | None:
         region = postal_region(code)
         if region is not None:
             return _place(region, f"{code} ({short_name(region)})")
-    for part in reversed(re.split(r"[,;\n]", text)):
+    for part in reversed(_PARTS.split(text)):
+        # A name has no digit and is short: a street line ("12 rue de Paris") is not looked up.
+        if len(part) > _LONGEST_NAME or _DIGIT.search(part):
+            continue
         key = fold(part)
         if key in _NAMES and key not in _AMBIGUOUS_IN_ADDRESSES:
             return _place(_NAMES[key], part.strip())
     return None
+
+
+_PARTS = re.compile(r"[,;\n]")
+_DIGIT = re.compile(r"[0-9]")
+_LONGEST_NAME = 2 * max(len(name) for name in _NAMES)  # room for spaces, accents, punctuation
 
 
 def combine(places: list[Place]) -> Place | None:
