@@ -21,7 +21,7 @@ What Asterisk 22 does (res/res_agi.c, read for 22.10.1):
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -152,6 +152,12 @@ def quote(text: str) -> str:
 
 def set_variable(name: str, value: str) -> str:
     return f"SET VARIABLE {quote(one_line(name, 80))} {quote(one_line(value, 1024))}"
+
+
+def exec_mset(assignments: Sequence[str]) -> str:
+    """One EXEC of MSet for `NAME=value` pairs whose names and values need no escaping (the
+    caller checks: MSet splits on commas and `=`)."""
+    return f"EXEC MSet {quote(','.join(assignments))}"
 
 
 def verbose(message: str, level: int) -> str:
