@@ -94,11 +94,21 @@ def sip(pbx: Asterisk) -> Iterator[SipLab]:
         lab.close()
 
 
+@pytest.fixture(scope="session")
+def users_db(prefix: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A database holding the lab's users, made once with the CLI (`cti users add`)."""
+    run = tmp_path_factory.mktemp("cti-users")
+    maker = CtiDaemon(None, run)  # no PBX: only the CLI and the database file are used
+    maker.write_config()
+    maker.add_users()
+    return maker.db_path
+
+
 @pytest.fixture
-def cti(pbx: Asterisk) -> Iterator[CtiDaemon]:
+def cti(pbx: Asterisk, users_db: Path) -> Iterator[CtiDaemon]:
     daemon = CtiDaemon(pbx, pbx.run / "cti")
     daemon.write_config()
-    daemon.add_users()
+    daemon.add_users(template=users_db)
     daemon.start()
     try:
         yield daemon

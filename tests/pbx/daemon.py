@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -24,7 +25,7 @@ AGENTS = {f"agent{n}": f"PJSIP/100{n}" for n in range(1, 7)}
 
 @dataclass
 class CtiDaemon:
-    pbx: Asterisk
+    pbx: Asterisk | None
     run: Path
     web_port: int = field(default_factory=free_port)
     extra_toml: str = ""
@@ -52,15 +53,18 @@ class CtiDaemon:
 
     def write_config(self) -> None:
         self.run.mkdir(parents=True, exist_ok=True)
+        ami_port = self.ami_port or (self.pbx.ports.ami if self.pbx else 5038)
+        queue_log = f'queue_log = "{self.pbx.queue_log}"' if self.pbx else ""
+        agi_port = self.pbx.ports.agi if self.pbx else 4573
         self.config.write_text(
             f"""[[asterisk]]
 name = "pbx1"
 host = "127.0.0.1"
-port = {self.ami_port or self.pbx.ports.ami}
+port = {ami_port}
 username = "cti"
 keepalive_s = 2.0
 reconnect_cap_s = 0.5
-queue_log = "{self.pbx.queue_log}"
+{queue_log}
 
 [database]
 url = "sqlite+aiosqlite:///{self.db_path}"
@@ -77,7 +81,7 @@ secret = "tier-web-secret-0123456789abcdef"
 
 [agi]
 host = "127.0.0.1"
-port = {self.pbx.ports.agi}
+port = {agi_port}
 {self.extra_toml}
 """,
             encoding="utf-8",
@@ -91,7 +95,14 @@ port = {self.pbx.ports.agi}
             raise AssertionError(f"cti {' '.join(args)} failed: {result.stderr}\n{result.stdout}")
         return result.stdout
 
-    def add_users(self) -> None:
+    def add_users(self, template: Path | None = None) -> None:
+        """The lab's users: copied from `template` (a database made once per test session by
+        this same method: seven `cti users add` and their password hashing cost seconds),
+        else created with the CLI, as an admin does."""
+        if template is not None and template.is_file():
+            self.run.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(template, self.db_path)
+            return
         for user, device in AGENTS.items():
             self.cli(
                 "users", "add", user, "--role", "agent", "--interface", device, "--device", device,

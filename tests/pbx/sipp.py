@@ -224,7 +224,7 @@ User-Agent: cti-tier-sipp
         + '  <recv response="200"/>\n'
         # Asterisk qualifies a new contact at once: stay bound to answer that OPTIONS (an
         # out-of-call request, answered by `options_scenario` given as -oocsf).
-        + '  <pause milliseconds="1500"/>\n'
+        + '  <pause milliseconds="700"/>\n'
         + "</scenario>\n"
     )
 
