@@ -19,6 +19,7 @@ from cti.calls.queue_log import QueueLogEntry
 from cti.calls.records import CallRecord
 from cti.calls.tracker import CallTracker
 from cti.stats.queue_counters import queue_counters
+from cti.values import counter
 
 CHUNK = 1 << 16
 
@@ -179,8 +180,8 @@ class Replayer:
             return
         params = {
             m["Queue"]: {
-                "completed": int(m.get("Completed", 0) or 0),
-                "abandoned": int(m.get("Abandoned", 0) or 0),
+                "completed": counter(m.get("Completed")) or 0,
+                "abandoned": counter(m.get("Abandoned")) or 0,
             }
             for m in items
             if m.get("Event") == "QueueParams" and "Queue" in m

@@ -21,6 +21,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from cti import values
 from cti.ami.message import Message
 from cti.calls import events as ev
 from cti.calls.channels import (
@@ -62,17 +63,11 @@ def _known(value: str | None) -> str | None:
 
 
 def _int(value: str | None) -> int | None:
-    try:
-        return int(value) if value not in (None, "") else None
-    except ValueError:
-        return None
+    return values.counter(value)  # None when missing or absurd (logged)
 
 
 def _float(value: str | None) -> float | None:
-    try:
-        return float(value) if value not in (None, "") else None
-    except ValueError:
-        return None
+    return values.duration(value)  # every float header read is a duration: None when absurd
 
 
 @dataclass(slots=True)
@@ -150,6 +145,7 @@ class CallTracker:
         self.region = region
         self.originate_grace_s = originate_grace_s
         self._clock = clock
+        self._pbx_clock = values.AsteriskClock()
         self._last_at = 0.0
         self.untimed = False
         self.calls: dict[str, _LiveCall] = {}
@@ -279,9 +275,11 @@ class CallTracker:
 
     # ------------------------------------------------------------------ helpers
     def _time(self, msg: Message, now: float | None) -> float:
-        stamp = _float(msg.get("Timestamp"))
+        raw = msg.get("Timestamp")
+        # Asterisk's clock when sane, else the arrival time on it (cti.values.AsteriskClock).
+        stamp = self._pbx_clock.read(raw, now)
         if stamp is None:
-            if now is None and self._clock is None:
+            if not raw and now is None and self._clock is None:
                 # No clock at all (a replay of traffic from `timestampevents = no`, Asterisk's
                 # default): times are not absolute, durations come from Asterisk's own figures.
                 self.untimed = True

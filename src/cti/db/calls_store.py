@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from cti.calls.records import CallRecord, IvrStep, QueueSegment
 from cti.config import DatabaseSettings, redact_url
 from cti.db.models import Call, CallSegment
+from cti.values import utc
 
 log = structlog.get_logger(__name__)
 
@@ -52,8 +53,9 @@ _SEGMENT_FIELDS = tuple(f.name for f in fields(QueueSegment))
 _IVR_FIELDS = tuple(f.name for f in fields(IvrStep))
 
 
-def _utc(epoch: float | None) -> datetime | None:
-    return None if epoch is None else datetime.fromtimestamp(epoch, tz=UTC)
+# Overflow-safe: an instant no datetime can hold is None (1e309 once raised OverflowError and
+# the record was dropped as refused).
+_utc = utc
 
 
 def call_row(record: CallRecord) -> dict[str, Any]:
@@ -62,7 +64,7 @@ def call_row(record: CallRecord) -> dict[str, Any]:
         "server": record.server,
         "linkedid": record.linkedid,
         "direction": record.direction,
-        "started_at": _utc(record.started_at),
+        "started_at": _utc(record.started_at) or datetime.now(UTC),
         "ended_at": _utc(record.ended_at),
         "answered_at": _utc(record.answered_at),
         "caller_raw": record.caller_raw,

@@ -38,6 +38,7 @@ from cti.dialer.hours import Callee, Decision, History, decide_for
 from cti.dialer.pacing import Agents, PacingInput, pace
 from cti.dialer.settings import DialerSettings
 from cti.dialer.timezones import NumberError
+from cti.values import utc
 
 log = structlog.get_logger(__name__)
 
@@ -55,7 +56,9 @@ KINDS = frozenset(
 
 
 def _at(epoch: float) -> datetime:
-    return datetime.fromtimestamp(epoch, UTC)
+    # An event's instant; one no datetime can hold (1e309 once raised OverflowError here and
+    # lost the attempt's outcome) is taken as now.
+    return utc(epoch) or datetime.now(UTC)
 
 
 @dataclass

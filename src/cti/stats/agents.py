@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -25,6 +26,9 @@ BUSY_STATUSES = frozenset({2, 3, 7, 8})
 # AST_DEVICE_UNAVAILABLE (5: not registered, or failing its qualify): queues skip such members.
 UNREACHABLE_STATUSES = frozenset({4, 5})
 QUARTER_S = 900
+# A span is cut into at most this much of its end: a span reaching back further (a clock gone
+# wrong) must not become hundreds of thousands of pieces.
+MAX_CUT_S = 100 * 86_400
 # Calls marked outbound (DialerConnected) remembered at most this many at once.
 MAX_OUTBOUND_CALLS = 100_000
 
@@ -46,9 +50,14 @@ class Span:
 
     def cut(self, every_s: int = QUARTER_S, not_before: float = 0.0) -> list[Span]:
         """This span cut at every multiple of `every_s` (UTC epoch), so any interval built from
-        quarter hours sums whole pieces; the part before `not_before` is left out."""
-        pieces = []
-        start = max(self.started_at, not_before)
+        quarter hours sums whole pieces; the part before `not_before` is left out, and so is
+        any part more than MAX_CUT_S before its end. A span with an instant that is no number
+        (infinite, NaN) has no pieces: a year-2100 end once built one per quarter hour up to
+        2100, and an infinite one never ended."""
+        pieces: list[Span] = []
+        start = max(self.started_at, not_before, self.ended_at - MAX_CUT_S)
+        if not (math.isfinite(start) and math.isfinite(self.ended_at)):
+            return pieces
         while start < self.ended_at:
             boundary = (int(start // every_s) + 1) * every_s
             end = min(boundary, self.ended_at)

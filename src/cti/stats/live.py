@@ -333,7 +333,11 @@ class LiveStats:
 
     # ------------------------------------------------------------------ days
     def _day(self, epoch: float) -> date:
-        return datetime.fromtimestamp(epoch, self.tz).date()
+        try:
+            return datetime.fromtimestamp(epoch, self.tz).date()
+        except (OverflowError, ValueError, OSError):
+            # No such instant (infinite, NaN, past year 9999): today, not a crash.
+            return datetime.fromtimestamp(self.clock(), self.tz).date()
 
     def day_of(self, epoch: float) -> date:
         """The local day (the service's zone) an instant belongs to."""

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cti.db.models import AgentStateSpan
 from cti.stats.agents import Span
+from cti.values import utc
 
 log = structlog.get_logger(__name__)
 
@@ -46,6 +47,8 @@ def span_row(span: Span) -> dict[str, Any]:
 async def save_spans(engine: AsyncEngine, spans: Iterable[Span]) -> int:
     """Insert `spans`, each cut at quarter hours, in one transaction."""
     pieces = [piece for span in spans if span.started_at > 0 for piece in span.cut()]
+    # A piece no datetime can hold (past year 9999) would fail the whole batch: left out.
+    pieces = [p for p in pieces if utc(p.ended_at) is not None]
     async with engine.begin() as conn:
         for i in range(0, len(pieces), WRITE_ROWS):
             await conn.execute(insert(SPANS), [span_row(p) for p in pieces[i : i + WRITE_ROWS]])
