@@ -330,9 +330,13 @@ async def test_campaign_scope_is_stored_shown_and_kept(db: AsyncEngine, tmp_path
     spec = store.spec_of(row)
     assert spec.rules.fixed is not None and spec.rules.fixed.name == "maison"
     assert spec.rules.countries() == ("FR", "MA", "US")  # the declared countries stay
-    assert store.campaign_json(await store.create_campaign(db, "plain", {"ruleset": "fr"}))["countries"] == [
-        "FR"
-    ]
+    row = await store.update_campaign(db, "c", {"ruleset": "auto", "fallback": "fr"})
+    assert store.campaign_json(row)["fallback"] == "fr"
+    row = await store.update_campaign(db, "c", {"ruleset": "us"})  # a fixed set has no fallback
+    doc = store.campaign_json(row)
+    assert (doc["ruleset"], doc["fallback"], doc["countries"]) == ("us", None, ["FR", "MA", "US"])
+    plain = await store.create_campaign(db, "plain", {"ruleset": "fr"})
+    assert store.campaign_json(plain)["countries"] == ["FR"]
     with pytest.raises(CampaignError, match="not a two-letter country code"):
         await store.create_campaign(db, "bad", {"ruleset": "auto", "countries": ["France"]})
     with pytest.raises(CampaignError, match="unknown number type"):

@@ -473,28 +473,47 @@ def _placed(e164: str, cells: list[str], layout: Layout) -> str | None:
     whose country is France: 20250 is Casablanca in Morocco, 97401 Eugene in Oregon."""
     regions = _number_regions(e164)
     known = layout.known
-    places = []
+    places: list[Place] = []
     country = _cached_country_place(cells[known["country"]].strip()) if "country" in known else None
     if country is not None:
         places.append(country)
     french = regions[0] in FRENCH_TERRITORIES if len(regions) == 1 else _all_french(regions)
-    if french or (country is not None and country.regions <= FRENCH_TERRITORIES.keys()):
-        if "subdivision" in known and (found := _department(cells[known["subdivision"]].strip())):
-            places.append(found)
-        places += [p for index in layout.places if (p := address_place(cells[index])) is not None]
-    else:
-        places += [p for index in layout.places if (p := address_place(cells[index], codes=False))]
-    try:
-        place = combine(places)
-    except PlaceConflict as exc:
-        raise RowError(str(exc)) from None
-    if place is None:
+    codes = french or (country is not None and country.regions <= FRENCH_TERRITORIES.keys())
+    if codes and "subdivision" in known and (found := _department(cells[known["subdivision"]].strip())):
+        places.append(found)
+    places += [p for index in layout.places if (p := _address(cells[index], codes)) is not None]
+    if not places:
         return None
-    conflict = number_place_conflict(e164, regions, place)
-    if conflict is not None:
-        raise RowError(conflict)
+    clash, elsewhere, narrowed = _verdict(regions, tuple(places))
+    if clash is not None:
+        raise RowError(clash)
+    if elsewhere is not None:
+        raise RowError(number_place_conflict(e164, regions, elsewhere))
+    return narrowed
+
+
+@lru_cache(maxsize=4096)
+def _verdict(
+    regions: tuple[str, ...], places: tuple[Place, ...]
+) -> tuple[str | None, Place | None, str | None]:
+    """(the columns' own conflict, the place the number contradicts, the region the place picks
+    among the number's): the same few answers for most rows of a file, so kept."""
+    try:
+        place = combine(list(places))
+    except PlaceConflict as exc:
+        return str(exc), None, None
+    if place is None:
+        return None, None, None
+    if not set(regions) & place.regions:
+        return None, place, None
     narrowed = [r for r in regions if r in place.regions]
-    return narrowed[0] if len(regions) > 1 and len(narrowed) == 1 else None
+    return None, None, narrowed[0] if len(regions) > 1 and len(narrowed) == 1 else None
+
+
+@lru_cache(maxsize=65536)
+def _address(text: str, codes: bool) -> Place | None:
+    """What an address cell says (a postal code column repeats the same few values)."""
+    return address_place(text, codes) if text else None
 
 
 @lru_cache(maxsize=1024)

@@ -33,7 +33,7 @@ from cti.dialer.campaigns import (
     with_scope,
 )
 from cti.dialer.hours import History
-from cti.dialer.jurisdiction import CampaignRules
+from cti.dialer.jurisdiction import AUTO, CampaignRules
 from cti.dialer.rulesets import parse_duration
 
 GLOBAL_DNC = "*"
@@ -216,6 +216,8 @@ def _rule_columns(
         toml_text = current.ruleset_toml if current is not None else None
     merged = {**(scope_of(current.ruleset_toml) if current is not None else {}), **scope_of(toml_text)}
     merged.update(scope)
+    if name != AUTO and "fallback" not in scope:
+        merged.pop("fallback", None)  # only auto rules have one: not carried over to a fixed set
     return {"ruleset": name, "ruleset_toml": with_scope(toml_text, merged)}
 
 

@@ -296,10 +296,8 @@ def short_name(region: str | None) -> str:
     return COUNTRY_NAMES.get(region, region)
 
 
-def number_place_conflict(e164: str, regions: tuple[str, ...], place: Place) -> str | None:
-    """Why a number of `regions` cannot be the contact at `place`, or None when they agree."""
-    if set(regions) & place.regions:
-        return None
+def number_place_conflict(e164: str, regions: tuple[str, ...], place: Place) -> str:
+    """Why a number of `regions` (none of them in `place`) cannot be the contact there."""
     where = " / ".join(short_name(r) for r in regions) if regions else "unknown place"
     return f"{e164} is a {where} number but the row says {place.said}: fix the number or the address"
 
