@@ -721,14 +721,105 @@ def test_compose_file_is_valid_when_a_client_is_available() -> None:
     pytest.skip("no docker compose client here (the checks below still run)")
 
 
-def test_compose_keeps_ami_private_and_media_in_step_with_rtp_conf() -> None:
-    compose = (DOCKER / "docker-compose.yml").read_text(encoding="utf-8")
-    assert "5038:" not in compose  # AMI only on the compose network
-    rtp = parse_conf(CONF / "rtp.conf").sections[0]
-    assert (
-        f"{rtp.get('rtpstart')}-{rtp.get('rtpend')}:{rtp.get('rtpstart')}-{rtp.get('rtpend')}/udp" in compose
+def _lab_overlay(tmp_path: Path, **ports: str) -> Path:
+    """The shipped configuration as the lab's Asterisk container gets it (docker/asterisk/overlay.sh)."""
+    etc = tmp_path / "etc"
+    shutil.copytree(CONF, etc)
+    shutil.copytree(DIALPLANS, etc / "dialplans")
+    env = {"PATH": "/usr/bin:/bin", **{f"CTI_LAB_{k.upper()}": v for k, v in ports.items()}}
+    result = subprocess.run(
+        ["sh", str(DOCKER / "asterisk" / "overlay.sh"), str(etc)], env=env, capture_output=True, text=True
     )
+    assert result.returncode == 0, result.stderr
+    return etc
+
+
+def test_lab_overlay_puts_every_asterisk_socket_on_loopback(tmp_path: Path) -> None:
+    etc = _lab_overlay(
+        tmp_path,
+        ami_port="6038",
+        sip_port="6060",
+        pstn_port="6070",
+        caller_ports="6071 6072",
+        agi_port="6573",
+    )
+    manager = parse_conf(etc / "manager.conf").section("general")
+    assert manager is not None
+    assert (manager.get("bindaddr"), manager.get("port")) == ("127.0.0.1", "6038")
+    pjsip = parse_conf(etc / "pjsip.conf")
+    transports = [s for s in pjsip.sections if s.get("type") == "transport"]
+    assert [t.get("bind") for t in transports] == ["127.0.0.1:6060"]
+    # RTP binds to the endpoint's transport's address, else to every interface.
+    endpoints = [
+        s for s in pjsip.sections if pjsip.effective_get(s, "type") == "endpoint" and not s.is_template
+    ]
+    assert endpoints and {pjsip.effective_get(e, "transport") for e in endpoints} == {"transport-udp"}
+    trunk = next(s for s in pjsip.named("trunk") if s.get("type") == "aor")
+    assert trunk.get("contact") == "sip:127.0.0.1:6070"
+    identify = next(s for s in pjsip.named("trunk") if s.get("type") == "identify")
+    assert identify.values("match") == ["127.0.0.1:6071", "127.0.0.1:6072"]
+    globals_ = parse_conf(etc / "extensions.conf").section("globals")
+    assert globals_ is not None and globals_.get("CTI_AGI_HOST") == "127.0.0.1:6573"
+    # Still a configuration the lint passes.
+    assert lint(etc, etc / "dialplans") == []
+
+
+def test_lab_overlay_makes_the_tiers_edits_and_says_so_in_the_docs(tmp_path: Path) -> None:
+    """The lab and the real-PBX tier change the same shipped lines (the lab adds RTP on loopback),
+    and docs/asterisk.md's compose lab section lists each of them."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tier_lab", ROOT / "tests" / "pbx" / "lab.py")
+    assert spec is not None and spec.loader is not None
+    tier = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = tier  # its dataclasses look their module up
+    spec.loader.exec_module(tier)
+    edits = tier.overlay(tier.Ports(1, 2, 3, (4,), 5))
+    script = (DOCKER / "asterisk" / "overlay.sh").read_text(encoding="utf-8")
+    lab_edits = re.findall(r'^edit (\S+) "([^"]+)"', script, re.MULTILINE)
+    assert {(e.file, e.old) for e in edits} <= set(lab_edits)
+    extra = set(lab_edits) - {(e.file, e.old) for e in edits}
+    assert extra == {("pjsip.conf", "context = cti-agents"), ("pjsip.conf", "context = cti-inbound")}
+    docs = (ROOT / "docs" / "asterisk.md").read_text(encoding="utf-8")
+    section = docs[docs.index("## The compose lab") :].split("\n## ", 1)[0]
+    for _, old in lab_edits:
+        assert f"`{old}`" in section, old
+
+
+def test_lab_overlay_refuses_a_shipped_file_it_does_not_recognise(tmp_path: Path) -> None:
+    etc = tmp_path / "etc"
+    shutil.copytree(CONF, etc)
+    manager = etc / "manager.conf"
+    manager.write_text(manager.read_text().replace("bindaddr = 0.0.0.0", "bindaddr = ::"))
+    result = subprocess.run(
+        ["sh", str(DOCKER / "asterisk" / "overlay.sh"), str(etc)], capture_output=True, text=True
+    )
+    assert result.returncode != 0 and "bindaddr = 0.0.0.0" in result.stderr
+
+
+def test_compose_lab_runs_on_the_host_network_and_publishes_nothing() -> None:
+    compose = (DOCKER / "docker-compose.yml").read_text(encoding="utf-8")
+    services = re.findall(
+        r"^  (\w+):\n", compose.split("\nservices:\n", 1)[1].split("\nvolumes:\n", 1)[0], re.M
+    )
+    assert services == ["postgres", "asterisk", "cti"]
+    assert compose.count("network_mode: host") == len(services)
+    assert "ports:" not in compose and "networks:" not in compose
     assert "healthcheck" in compose and "/healthz" in compose and "pg_isready" in compose
+    # PostgreSQL beside one already on 5432; the daemon's URL and the server agree.
+    assert (
+        "PGPORT: ${CTI_LAB_PG_PORT:-5433}" in compose and "127.0.0.1:${CTI_LAB_PG_PORT:-5433}/cti" in compose
+    )
+
+
+PRIVATE = re.compile(r"\b(10\.\d{1,3}|172\.(1[6-9]|2\d|3[01])|192\.168)\.\d{1,3}\.\d{1,3}\b")
+
+
+def test_no_private_range_address_in_the_lab_nor_the_tier() -> None:
+    """Tests and the lab talk to 127.0.0.1 only: no 10.x, 172.16-31.x or 192.168.x anywhere."""
+    files = [p for p in [*DOCKER.rglob("*"), *(ROOT / "tests" / "pbx").rglob("*.py")] if p.is_file()]
+    found = [f"{p}: {m.group(0)}" for p in files for m in PRIVATE.finditer(p.read_text(errors="replace"))]
+    assert found == []
 
 
 def test_cti_image_runs_as_non_root() -> None:
@@ -742,6 +833,8 @@ def test_compose_settings_file_loads() -> None:
     from cti.config import load_settings
 
     settings = load_settings(DOCKER / "cti.toml", env={})
-    assert settings.asterisk[0].host == "asterisk"
+    # Host networking: the daemon reaches AMI and PostgreSQL on loopback and listens there only.
+    assert settings.asterisk[0].host == "127.0.0.1"
     assert settings.asterisk[0].queue_log == "/var/log/asterisk/queue_log"
-    assert settings.web.host == "0.0.0.0"
+    assert (settings.web.host, settings.agi.host) == ("127.0.0.1", "127.0.0.1")
+    assert "@127.0.0.1:5433/" in settings.database.url

@@ -1,17 +1,24 @@
 #!/bin/sh
-# Assemble /etc/asterisk from the mounted repository directories, write the AMI user's secret
-# and allowed addresses from the environment, then run Asterisk in the foreground (it drops to
-# the asterisk user itself).
+# The lab's Asterisk: the deployment steps of docs/asterisk.md ("Deploy beside your Asterisk")
+# on the shipped files, the lab's overlay on top (overlay.sh: loopback only, the lab's ports, the
+# test trunk), then Asterisk in the foreground (it runs as the asterisk user: asterisk.conf).
 set -eu
 
-for file in /opt/cti/asterisk-conf/*.conf; do
-    ln -sf "$file" /etc/asterisk/
-done
-# extensions.conf includes dialplans/*.conf relative to /etc/asterisk.
-ln -sfn /opt/cti/dialplans /etc/asterisk/dialplans
+shipped=/opt/cti/asterisk-conf
+etc=/etc/asterisk
 
-# manager.conf ends [cti] with `#tryinclude manager_cti_local.conf`: the secret never sits in
-# the repository. Without CTI_AMI_SECRET the AMI user simply cannot log in.
+# Deploy step 2: copy the configuration (copies, not links: the overlay edits them, the mounted
+# repository stays as it is).
+for file in "$shipped"/*.conf; do
+    cp "$file" "$etc/"
+done
+rm -rf "$etc/dialplans"
+cp -r /opt/cti/dialplans "$etc/dialplans"
+
+sh /usr/local/lib/cti/overlay.sh "$etc"
+
+# Deploy step 4: the AMI user's secret and the daemon's address (manager.conf's [cti] ends with
+# `#tryinclude manager_cti_local.conf`: the secret never sits in the repository).
 umask 027
 {
     if [ -n "${CTI_AMI_SECRET:-}" ]; then
@@ -19,13 +26,16 @@ umask 027
     else
         echo "cti-asterisk: CTI_AMI_SECRET is empty, the cti AMI user cannot log in" >&2
     fi
-    for address in ${CTI_AMI_PERMIT:-}; do
+    for address in ${CTI_AMI_PERMIT:-127.0.0.1/255.255.255.255}; do
         printf 'permit = %s\n' "$address"
     done
-} > /etc/asterisk/manager_cti_local.conf
-chown root:asterisk /etc/asterisk/manager_cti_local.conf
+} >"$etc/manager_cti_local.conf"
+chown root:asterisk "$etc/manager_cti_local.conf"
 
-# Logs (queue_log included) readable by the cti container, which mounts the same volume.
+# Logs (queue_log and the CDRs included) readable by the cti container, which mounts the same
+# volume read-only.
 umask 022
-chown -R asterisk:asterisk /var/log/asterisk /var/lib/asterisk /var/spool/asterisk /var/run/asterisk 2>/dev/null || true
-exec asterisk -f -U asterisk -G asterisk -vvv
+install -d -o asterisk -g asterisk /var/log/asterisk/cdr-csv
+chown -R asterisk:asterisk /var/log/asterisk /var/lib/asterisk /var/spool/asterisk /run/asterisk \
+    /var/cache/asterisk
+exec asterisk -f -vvv

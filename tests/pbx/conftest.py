@@ -3,6 +3,9 @@ and trunk, and `cti serve` against them.
 
 In CI (`CTI_REQUIRE_PBX=1`, set by .ci/run) a missing Asterisk or SIPp fails the tier; on a
 developer's machine the tier is skipped with the command that builds what is missing.
+
+With `CTI_PBX_EXTERNAL` (tests/pbx/external.py) the scenarios marked `external` run against a
+PBX and a daemon that already run, the compose lab (docker/lab), and the others are skipped.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from daemon import AGENTS, CtiDaemon, Desk
+from external import ENV as EXTERNAL_ENV
+from external import ExternalAsterisk, ExternalCti, LabConfig
 from lab import Asterisk, Ports, asterisk_prefix, new_run_dir
 from sipp import SIPP, Answer, SipLab
 
@@ -27,6 +32,15 @@ BUILD_HINT = (
     "(about 4 minutes; needs root for the Debian build packages) and `apt-get install sip-tester`"
 )
 ARTEFACTS = Path(os.environ.get("CTI_PBX_ARTEFACTS", "/tmp/cti-pbx-artefacts"))
+EXTERNAL = LabConfig.from_env()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"external: a scenario that also runs against a PBX and daemon already running ({EXTERNAL_ENV}: "
+        "the compose lab, docker/lab)",
+    )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -36,6 +50,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.pbx)
             # A real PBX, real phones and real timers: scenarios take seconds, not milliseconds.
             item.add_marker(pytest.mark.timeout(180))
+            if EXTERNAL is not None and item.get_closest_marker("external") is None:
+                only = f"{EXTERNAL_ENV}: only the scenarios marked external"
+                item.add_marker(pytest.mark.skip(reason=only))
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -64,14 +81,23 @@ def _failed(request: pytest.FixtureRequest) -> bool:
 
 
 @pytest.fixture
-def pbx(prefix: Path, request: pytest.FixtureRequest) -> Iterator[Asterisk]:
-    asterisk = Asterisk(prefix, new_run_dir(), Ports.pick())
+def pbx(request: pytest.FixtureRequest) -> Iterator[Asterisk]:
+    if EXTERNAL is not None:
+        if not Path(SIPP).is_file():
+            pytest.fail("SIPp plays the phones and the trunk: apt-get install sip-tester", pytrace=False)
+        asterisk: Asterisk = ExternalAsterisk(
+            Path("/nonexistent"), new_run_dir(), EXTERNAL.ports, ami_secret=EXTERNAL.ami_secret, lab=EXTERNAL
+        )
+    else:
+        asterisk = Asterisk(request.getfixturevalue("prefix"), new_run_dir(), Ports.pick())
     asterisk.prepare()
     asterisk.start()
     try:
         yield asterisk
     finally:
         asterisk.stop()
+        if isinstance(asterisk, ExternalAsterisk) and _failed(request):
+            asterisk.collect()
         if _failed(request) or os.environ.get("CTI_PBX_KEEP") == "1":
             ARTEFACTS.mkdir(parents=True, exist_ok=True)
             kept = ARTEFACTS / f"{request.node.name}"
@@ -88,6 +114,8 @@ def sip(pbx: Asterisk) -> Iterator[SipLab]:
     # The far end of the trunk answers Asterisk's qualify from the start: a trunk found
     # unreachable stays so for a minute (qualify_frequency = 60) and every call out would fail.
     lab.pstn = lab.listen("pstn", pbx.ports.pstn, Answer(ring_ms=1000))
+    if isinstance(pbx, ExternalAsterisk):
+        pbx.qualify_trunk()  # the lab's Asterisk started long before this operator
     try:
         yield lab
     finally:
@@ -105,15 +133,22 @@ def users_db(prefix: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def cti(pbx: Asterisk, users_db: Path) -> Iterator[CtiDaemon]:
-    daemon = CtiDaemon(pbx, pbx.run / "cti")
+def cti(pbx: Asterisk, request: pytest.FixtureRequest) -> Iterator[CtiDaemon]:
+    if isinstance(pbx, ExternalAsterisk):
+        daemon: CtiDaemon = ExternalCti(pbx, pbx.run / "cti", lab=pbx.lab)
+        template = None
+    else:
+        daemon = CtiDaemon(pbx, pbx.run / "cti")
+        template = request.getfixturevalue("users_db")
     daemon.write_config()
-    daemon.add_users(template=users_db)
+    daemon.add_users(template=template)
     daemon.start()
     try:
         yield daemon
     finally:
         daemon.stop()
+        if isinstance(daemon, ExternalCti) and _failed(request):
+            daemon.collect()
 
 
 @pytest.fixture

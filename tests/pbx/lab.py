@@ -178,6 +178,8 @@ class Asterisk:
     # The compose lab's switch (dialplans/cti-inbound.conf): open around the clock, so a test run
     # on a Sunday evening reaches the SVI. Tests of the closed path start Asterisk without it.
     force_open: bool = True
+    # The AMI user's secret (deploy step 4): the tier writes its own; an external PBX has its own.
+    ami_secret: str = AMI_SECRET
     _recorder: socket.socket | None = None
 
     @property
@@ -294,7 +296,7 @@ class Asterisk:
         import threading
 
         sock = socket.create_connection(("127.0.0.1", self.ports.ami), timeout=5)
-        login = f"Action: Login\r\nUsername: cti\r\nSecret: {AMI_SECRET}\r\nEvents: on\r\n\r\n"
+        login = f"Action: Login\r\nUsername: cti\r\nSecret: {self.ami_secret}\r\nEvents: on\r\n\r\n"
         sock.sendall(login.encode())
         sock.settimeout(None)
         out = open(self.log_dir / "ami.raw", "ab")  # noqa: SIM115
@@ -311,7 +313,7 @@ class Asterisk:
     def ami(self, action: str, **headers: str) -> str:
         """Send one AMI action as the cti user and return Asterisk's response block."""
         with socket.create_connection(("127.0.0.1", self.ports.ami), timeout=10) as sock:
-            lines = ["Action: Login", "Username: cti", f"Secret: {AMI_SECRET}", "Events: off"]
+            lines = ["Action: Login", "Username: cti", f"Secret: {self.ami_secret}", "Events: off"]
             sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
             action_id = headers.pop("ActionID", "tier-1")
             body = [f"Action: {action}", f"ActionID: {action_id}"]

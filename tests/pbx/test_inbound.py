@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from daemon import CtiDaemon, Desk
 from floor import call_in, finish, log_in
 from lab import Asterisk
@@ -17,6 +18,7 @@ from truth import agrees_with_cdr, close, queue_calls
 SUPPORT = "1,1,1"  # French, then "problème technique", then "panne ou incident"
 
 
+@pytest.mark.external  # also against the compose lab (CTI_PBX_EXTERNAL)
 async def test_svi_queue_answer_pops_opens_ticket_and_matches_queue_log(
     pbx: Asterisk, sip: SipLab, cti: CtiDaemon, desks: dict[str, Desk]
 ) -> None:
@@ -81,6 +83,7 @@ async def test_caller_hangs_up_in_queue_is_an_abandon_and_the_pop_is_withdrawn(
     assert (support["presented"], support["answered"], support["abandoned"]) == (1, 0, 1)
 
 
+@pytest.mark.external  # also against the compose lab (CTI_PBX_EXTERNAL)
 async def test_ivr_only_call_never_reaches_a_queue(pbx: Asterisk, sip: SipLab, cti: CtiDaemon) -> None:
     # French, then "horaires et adresse" (an information message), then hang up in the menu.
     caller = call_in(sip, pbx, "1,4", hangup_after_ms=1500)
