@@ -116,7 +116,10 @@ async def test_wallboard_waiting_count_rises_and_falls_and_agents_are_refused(
             await page.wait_for_function(
                 "document.querySelector('#agents tbody').textContent.includes('Agent1')", timeout=10_000
             )
-            assert await page.locator("#chart-states rect").count() == 7
+            # One bar per agent state (metrics.AGENT_STATES), "Injoignable" included.
+            from cti.stats.metrics import AGENT_STATES
+
+            assert await page.locator("#chart-states rect").count() == len(AGENT_STATES)
 
             # English on demand, the same figures.
             await page.click("#lang")

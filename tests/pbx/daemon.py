@@ -184,6 +184,20 @@ port = {agi_port}
                 return calls
             await asyncio.sleep(0.2)
 
+    async def customer_calls(
+        self, count: int = 1, caller: str = "0612345678", within_s: float = 30.0
+    ) -> list[dict[str, Any]]:
+        """The stored calls of `caller`, once there are `count` of them (the agents' own calls,
+        feature codes and the like, are stored too and must not be mistaken for them)."""
+        deadline = time.monotonic() + within_s
+        while True:
+            calls = [
+                c for c in await self.calls() if c["caller_raw"] == caller and c["closed_by"] != "shutdown"
+            ]
+            if len(calls) >= count or time.monotonic() > deadline:
+                return calls
+            await asyncio.sleep(0.2)
+
     async def sql(self, query: str, *params: Any) -> list[tuple[Any, ...]]:
         import sqlite3
 
@@ -219,8 +233,20 @@ class Desk:
 
     async def connect(self) -> Desk:
         self.ws = await self.session.ws_connect(f"{self.daemon.url}/ws", headers=self.auth)
+        # Read all the time, as a desktop does: the server's pings are answered (aiohttp pongs
+        # only while someone reads), and a test that waits elsewhere loses no frame.
+        self._inbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self._reader = asyncio.create_task(self._read(self.ws))
         await self.next("state")
         return self
+
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        try:
+            async for message in ws:
+                if message.type == aiohttp.WSMsgType.TEXT:
+                    self._inbox.put_nowait(json.loads(message.data))
+        finally:
+            self._inbox.put_nowait(None)  # the end of the socket
 
     async def next(self, *kinds: str, timeout_s: float = 15.0) -> dict[str, Any]:
         """The next frame of one of these types (others are kept in `frames`)."""
@@ -228,13 +254,13 @@ class Desk:
         deadline = time.monotonic() + timeout_s
         while True:
             left = deadline - time.monotonic()
-            if left <= 0:
+            try:
+                frame = await asyncio.wait_for(self._inbox.get(), max(left, 0.001))
+            except TimeoutError:
                 seen = [f.get("type") for f in self.frames]
-                raise AssertionError(f"{self.user}: no {kinds} within {timeout_s} s (saw {seen})")
-            message = await self.ws.receive(timeout=left)
-            if message.type != aiohttp.WSMsgType.TEXT:
-                raise AssertionError(f"{self.user}: websocket ended: {message}")
-            frame = json.loads(message.data)
+                raise AssertionError(f"{self.user}: no {kinds} within {timeout_s} s (saw {seen})") from None
+            if frame is None:
+                raise AssertionError(f"{self.user}: websocket ended ({self.ws.close_code})")
             self.frames.append(frame)
             if frame.get("type") in kinds:
                 return dict(frame)
@@ -255,6 +281,7 @@ class Desk:
     async def close(self) -> None:
         if self.ws is not None:
             await self.ws.close()
+            await asyncio.gather(self._reader, return_exceptions=True)
         await self.session.close()
 
 

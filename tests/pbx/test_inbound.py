@@ -42,7 +42,7 @@ async def test_svi_queue_answer_pops_opens_ticket_and_matches_queue_log(
     assert ticket["customer_id"] == pop["customer"]["customers"][0]["id"]
     assert await finish(caller) == 0, caller.errors()
 
-    [call] = [c for c in await cti.ended_calls(2) if c["caller_raw"] == "0612345678"]
+    [call] = await cti.customer_calls()
     assert call["outcome"] == "answered" and call["queue"] == "support"
     assert call["agent"] == "Agent 1001" and call["agent_interface"] == "PJSIP/1001"
     assert call["hangup_by"] == "caller"
@@ -73,7 +73,7 @@ async def test_caller_hangs_up_in_queue_is_an_abandon_and_the_pop_is_withdrawn(
     assert withdrawn["reason"] == "caller_left"
     assert await finish(caller) == 0, caller.errors()
 
-    [call] = [c for c in await cti.ended_calls(2) if c["caller_raw"] == "0612345678"]
+    [call] = await cti.customer_calls()
     truth = queue_calls(pbx.queue_log)[call["linkedid"]]
     assert truth.outcome == "abandoned"
     assert call["outcome"] == "abandoned" and call["hangup_by"] == "caller" and call["agent"] is None
@@ -103,7 +103,7 @@ async def test_ivr_invalid_key_and_silence_count_then_fallback_to_hotline(
     caller = call_in(sip, pbx, "1,7,,,,,,,,8")
     await desks["agent1"].next("pop", timeout_s=40)
     assert await finish(caller) == 0, caller.errors()
-    [call] = [c for c in await cti.ended_calls(2) if c["caller_raw"] == "0612345678"]
+    [call] = await cti.customer_calls()
     steps = [(s["menu"], s["kind"], s["value"]) for s in call["ivr_path"]]
     assert ("main", "invalid", "7") in steps and ("main", "timeout", "yes") in steps
     assert ("main", "invalid", "8") in steps and steps[-1] == ("main", "step", "fallback")
@@ -122,7 +122,7 @@ async def test_queue_timeout_is_not_an_abandon(
     caller = call_in(sip, pbx, SUPPORT)  # waits for the PBX to hang up
     await desks["agent1"].next("pop", timeout_s=30)
     assert await finish(caller) == 0, caller.errors()
-    [call] = [c for c in await cti.ended_calls(2) if c["caller_raw"] == "0612345678"]
+    [call] = await cti.customer_calls()
     truth = queue_calls(pbx.queue_log)[call["linkedid"]]
     assert truth.outcome == "timeout"
     assert call["outcome"] == "timeout" and call["hangup_by"] == "system"

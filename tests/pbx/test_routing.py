@@ -28,7 +28,7 @@ async def test_ring_all_rings_every_free_agent_and_withdraws_the_losers_pops(
     await desks["agent2"].next("pop.answered")
     assert await finish(caller) == 0, caller.errors()
 
-    [call] = [c for c in await cti.ended_calls(2) if c["caller_raw"] == "0612345678"]
+    [call] = await cti.customer_calls()
     truth = queue_calls(pbx.queue_log)[call["linkedid"]]
     assert truth.agent == "Agent 1002" and truth.ringnoanswer == []
     assert call["agent"] == "Agent 1002" and call["outcome"] == "answered"
@@ -53,7 +53,7 @@ async def test_ring_no_answer_pauses_the_agent_and_the_next_one_answers(
     await desks["agent4"].next("pop.answered", timeout_s=30)
     assert await finish(caller) == 0, caller.errors()
 
-    [call] = [c for c in await cti.ended_calls(3) if c["caller_raw"] == "0612345678"]
+    [call] = await cti.customer_calls()
     truth = queue_calls(pbx.queue_log)[call["linkedid"]]
     assert truth.ringnoanswer == ["Agent 1001"] and truth.agent == "Agent 1004"
     assert call["agent"] == "Agent 1004"
@@ -81,7 +81,7 @@ async def test_blind_transfer_to_another_queue_keeps_one_call_and_hands_the_tick
     assert handed["id"] == ticket["id"] and handed["agent"] == "agent3"
     assert await finish(caller) == 0, caller.errors()
 
-    [call] = [c for c in await cti.ended_calls(3) if c["caller_raw"] == "0612345678"]
+    [call] = await cti.customer_calls()
     truth = queue_calls(pbx.queue_log)[call["linkedid"]]
     assert truth.queues == ["support", "sales"]
     assert call["transfers"] == 1 and [s["queue"] for s in call["segments"]] == ["support", "sales"]
@@ -103,7 +103,7 @@ async def test_attended_transfer_to_a_colleague_hands_the_ticket_over(
     assert handed["id"] == ticket["id"] and handed["agent"] == "agent4"
     assert await finish(caller) == 0, caller.errors()
 
-    [call] = [c for c in await cti.ended_calls(2) if c["caller_raw"] == "0612345678"]
+    [call] = await cti.customer_calls()
     assert call["transfers"] == 1 and call["transferred_to"] == ["PJSIP/1004"]
     assert call["agent"] == "Agent 1001" and call["hangup_by"] == "agent"
     truth = queue_calls(pbx.queue_log)[call["linkedid"]]

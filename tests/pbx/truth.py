@@ -113,8 +113,9 @@ def agrees_with_cdr(call: dict[str, Any], rows: list[dict[str, str]]) -> list[st
         problems.append(f"started_at {epoch(call['started_at'])} vs CDR {start}")
     if not close(epoch(call["ended_at"]), end, 1.5):
         problems.append(f"ended_at {epoch(call['ended_at'])} vs CDR {end}")
-    if call.get("caller_raw") and call["direction"] == "inbound" and legs[0]["src"] != call["caller_raw"]:
-        problems.append(f"caller {call['caller_raw']} vs CDR src {legs[0]['src']}")
+    own = next((leg for leg in legs if leg["uniqueid"] == call["linkedid"]), legs[0])  # the caller's leg
+    if call.get("caller_raw") and call["direction"] == "inbound" and own["src"] != call["caller_raw"]:
+        problems.append(f"caller {call['caller_raw']} vs CDR src {own['src']}")
     agents = {leg["dstchannel"].rsplit("-", 1)[0] for leg in legs if leg["dstchannel"]}
     if call.get("agent_interface") and call["agent_interface"] not in agents:
         problems.append(f"agent {call['agent_interface']} not among the CDR's {sorted(agents)}")
