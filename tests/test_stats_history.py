@@ -203,7 +203,10 @@ def test_filters_are_checked() -> None:
         build_query(tz="Mars/Olympus", now=now)
     with pytest.raises(StatsQueryError, match="at most 50"):
         build_query(queues=[f"q{i}" for i in range(51)], now=now)
-    q = build_query("yesterday", "today", "day", "Europe/Paris", now=now, queues="support, sales")
+    # A day given as a word is a bare date: through that day (--from today --to today is today).
+    today = build_query("today", "today", "day", "Europe/Paris", now=now)
+    assert (today.end - today.start).total_seconds() == 86400
+    q = build_query("yesterday", "yesterday", "day", "Europe/Paris", now=now, queues="support, sales")
     assert (q.start.isoformat(), q.end.isoformat(), q.queues) == (
         "2026-11-21T23:00:00+00:00",
         "2026-11-22T23:00:00+00:00",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -63,10 +64,23 @@ def _num(value: object) -> str:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import errno
+
     from cti.app import run_daemon
 
     settings = load_settings(args.config)
-    code: int = run_daemon(settings)
+    try:
+        code: int = run_daemon(settings)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            print(
+                f"cti serve: {settings.web.host}:{settings.web.port} is already in use (another cti?); "
+                "choose another with [web] port or CTI_WEB_PORT",
+                file=sys.stderr,
+            )
+            return 1
+        print(f"cti serve: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     return code
 
 
@@ -88,8 +102,18 @@ def _users_add(args: argparse.Namespace) -> int:
 
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\n")
+    elif not sys.stdin.isatty():
+        print(
+            "cti users add: no terminal to ask the password on; pipe it in with --password-stdin",
+            file=sys.stderr,
+        )
+        return 2
     else:
-        password = getpass.getpass(f"password for {args.username}: ")
+        try:
+            password = getpass.getpass(f"password for {args.username}: ")
+        except EOFError:
+            print("cti users add: no password given", file=sys.stderr)
+            return 2
     if len(password) < 8:
         print("cti users add: the password must have at least 8 characters", file=sys.stderr)
         return 2
@@ -409,11 +433,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging("warning", "auto")
     try:
         code: int = args.func(args)
+        sys.stdout.flush()
     except ConfigError as exc:
         print(f"cti: configuration error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `cti replay ... | head`: the reader has gone; what is left is nobody's business. Point
+        # stdout at /dev/null so the interpreter's own final flush fails silently too.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     return code
 
 

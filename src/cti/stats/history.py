@@ -179,7 +179,9 @@ def build_query(
     )
     if end:
         finish = _parse_instant(end, zone_, "to", today)
-        if len(end.strip()) == 10 and end.strip()[4] == "-":  # a bare date: through that day
+        bare = end.strip().lower()
+        if (len(bare) == 10 and bare[4] == "-") or bare in ("today", "yesterday", "tomorrow"):
+            # A day, not an instant: through that day (--from today --to today is today).
             finish = _parse_instant((finish.date() + timedelta(days=1)).isoformat(), zone_, "to", today)
     else:
         finish = _parse_instant(
