@@ -14,7 +14,13 @@ The draws are exponential and seeded, so two runs send the same traffic. Process
 CLOCK_MONOTONIC (`time.monotonic`), which is system-wide on Linux.
 
     python benchmarks/screenpop_latency.py [--agents 1000] [--calls 2000] [--rate 20] [--seed 1]
-        [--client-processes 2]
+        [--client-processes 2] [--login-burst 150 [--login-burst-at 20] [--no-login-limits]]
+
+`--login-burst N` adds, from one more process, N simultaneous `POST /api/login` with wrong
+passwords (agents 0..N-1, one attempt each, as a password spray from one address would) at
+`--login-burst-at` seconds into the calls, and polls `/healthz` every 50 ms from then until the
+burst is answered: the result gives the burst's statuses, how long it took, and the worst
+`/healthz` time (what a stalled event loop shows first).
 """
 
 from __future__ import annotations
@@ -100,7 +106,8 @@ async def clients_main(url: str, tokens: list[str]) -> None:
     received: dict[str, float] = {}
 
     async def agent(session: aiohttp.ClientSession, token: str) -> None:
-        async with session.ws_connect(f"{url}/ws?token={token}", max_msg_size=0) as ws:
+        headers = {"Authorization": f"Bearer {token}"}
+        async with session.ws_connect(f"{url}/ws", headers=headers, max_msg_size=0) as ws:
             async for msg in ws:
                 at = time.monotonic()
                 # Only pops are parsed: hundreds of desktops share this process, and its own
@@ -123,6 +130,53 @@ async def clients_main(url: str, tokens: list[str]) -> None:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
     print(json.dumps(received), flush=True)
+
+
+async def burst_main(url: str, logins: int, at_s: float) -> None:
+    """Child process: N simultaneous wrong-password logins `at_s` seconds after GO (a line on
+    stdin), /healthz polled meanwhile; prints the statuses, the burst's duration and the worst
+    /healthz time."""
+    import aiohttp
+
+    loop = asyncio.get_running_loop()
+    print("READY", flush=True)
+    await loop.run_in_executor(None, sys.stdin.readline)
+    await asyncio.sleep(at_s)
+    statuses: dict[str, int] = {}
+    health_ms: list[float] = []
+    done = asyncio.Event()
+
+    async def login(session: aiohttp.ClientSession, n: int) -> None:
+        body = {"username": f"agent{n}", "password": "not-the-password"}
+        async with session.post(f"{url}/api/login", json=body) as reply:
+            statuses[str(reply.status)] = statuses.get(str(reply.status), 0) + 1
+
+    async def health(session: aiohttp.ClientSession) -> None:
+        while not done.is_set():
+            began = time.monotonic()
+            async with session.get(f"{url}/healthz") as reply:
+                await reply.read()
+            health_ms.append((time.monotonic() - began) * 1000)
+            await asyncio.sleep(0.05)
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        poller = asyncio.create_task(health(session))
+        began = time.monotonic()
+        await asyncio.gather(*(login(session, n) for n in range(logins)))
+        took = time.monotonic() - began
+        done.set()
+        await poller
+    print(
+        json.dumps(
+            {
+                "logins": logins,
+                "statuses": statuses,
+                "burst_s": round(took, 2),
+                "healthz_max_ms": round(max(health_ms), 1) if health_ms else None,
+            }
+        ),
+        flush=True,
+    )
 
 
 def schedule(calls: int, agents: int, rate: float, seed: int) -> list[tuple[float, int, int, bytes, bool]]:
@@ -218,6 +272,14 @@ async def child(*args: str, env: dict[str, str] | None = None) -> asyncio.subpro
     )
 
 
+def _login_limits(args: argparse.Namespace) -> dict[str, int]:
+    """--no-login-limits: every login of the burst reaches a password check (in the workers), so
+    the run measures what the checks themselves cost the pops, not what the limits spare."""
+    if not args.no_login_limits:
+        return {}
+    return {"login_attempts_per_address_per_minute": 1_000_000, "login_queue": 100_000}
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     from sqlalchemy import insert
 
@@ -237,7 +299,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         asterisk=(AsteriskServer(name="bench", port=port, secret=Secret("x"), keepalive_s=30),),
         database=DatabaseSettings(url=f"sqlite+aiosqlite:///{tmp}/bench.db"),
         log=LogSettings(level="error", format="json"),
-        web=WebSettings(port=0, client_queue=1024),
+        web=WebSettings(port=0, client_queue=1024, **_login_limits(args)),
     )
     daemon = Daemon(settings)
     await daemon.start()
@@ -260,7 +322,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             ],
         )
     await daemon.users.reload()
-    tokens = [daemon.web_ctx.signer.issue(f"agent{i}", "agent") for i in range(args.agents)]
+    tokens = []
+    for i in range(args.agents):  # a session each, as a login would open
+        principal = daemon.users.principal(f"agent{i}")
+        assert principal is not None
+        session_id, expires = await daemon.web_ctx.sessions.open(principal, "127.0.0.1")
+        tokens.append(daemon.web_ctx.signer.issue(principal.username, session_id, expires))
     # Desktops are spread over processes (a real one has a machine to itself); each process
     # is told its agents' tokens.
     groups = [tokens[i :: args.client_processes] for i in range(args.client_processes)]
@@ -271,12 +338,24 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         await proc.stdin.drain()
     for proc in clients:
         assert proc.stdout is not None and (await proc.stdout.readline()).strip() == b"READY"
+    burst = None
+    if args.login_burst:
+        burst = await child("--burst", daemon.web_url, str(args.login_burst), str(args.login_burst_at))
+        assert burst.stdout is not None and (await burst.stdout.readline()).strip() == b"READY"
     while sum(len(c) for c in daemon.hub.clients.values()) < args.agents:  # noqa: ASYNC110 (polls another process)
         await asyncio.sleep(0.05)
     await asyncio.sleep(1.0)  # let the connection burst settle
     pbx.stdin.write(b"GO\n")
     await pbx.stdin.drain()
+    if burst is not None:
+        assert burst.stdin is not None
+        burst.stdin.write(b"GO\n")
+        await burst.stdin.drain()
     sent = json.loads(await pbx.stdout.readline())
+    burst_result = None
+    if burst is not None:
+        out, _ = await burst.communicate()
+        burst_result = json.loads(out.decode().strip().splitlines()[-1])
     await asyncio.sleep(2.0)  # the last pops are on their way
     received: dict[str, float] = {}
     for proc in clients:
@@ -299,6 +378,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "p50_ms": round(q[49], 2),
         "p99_ms": round(q[98], 2),
         "max_ms": round(latencies[-1], 2) if latencies else None,
+        **({"login_burst": burst_result} if burst_result is not None else {}),
     }
 
 
@@ -311,11 +391,26 @@ def main() -> int:
     parser.add_argument(
         "--client-processes", type=int, default=2, help="processes the agents' WebSockets are spread over"
     )
+    parser.add_argument(
+        "--login-burst", type=int, default=0, help="simultaneous wrong-password logins sent during the calls"
+    )
+    parser.add_argument(
+        "--login-burst-at", type=float, default=20.0, help="seconds after the first call the burst is sent"
+    )
+    parser.add_argument(
+        "--no-login-limits",
+        action="store_true",
+        help="no per-address limit nor queue bound: every login of the burst has its password checked",
+    )
     parser.add_argument("--clients", help=argparse.SUPPRESS)
+    parser.add_argument("--burst", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--pbx", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.pbx:
         asyncio.run(pbx_main(int(args.pbx[0]), int(args.pbx[1]), float(args.pbx[2]), int(args.pbx[3])))
+        return 0
+    if args.burst:
+        asyncio.run(burst_main(args.burst[0], int(args.burst[1]), float(args.burst[2])))
         return 0
     if args.clients:
         tokens = json.loads(sys.stdin.readline())

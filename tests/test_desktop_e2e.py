@@ -10,11 +10,25 @@ import aiohttp
 import pytest
 
 from cti.app import Daemon
+from cti.calls import events as ev
 from fakeami import CAPTURES, FakeAmi
 from test_daemon import event_bytes, settings_for, until
 
 pytestmark = pytest.mark.skipif(not CAPTURES.is_dir(), reason="../shared/ami-captures not present")
 PASSWORD = "correct horse battery"
+
+
+def _ringing(server: str, linkedid: str, interface: str) -> list[ev.Event]:
+    return [
+        ev.CallStarted(server, 1.0, linkedid, "inbound", "+33612345678", "Jean Dupont"),
+        ev.AgentRinging(
+            server, 2.0, linkedid, "support", "Agent", interface, "Local/x-1;1", *["+33612345678"] * 2
+        ),
+    ]
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
 
 
 async def _next(ws: aiohttp.ClientWebSocketResponse, *kinds: str) -> dict[str, Any]:
@@ -43,8 +57,8 @@ async def test_pop_ticket_and_resume_for_the_answering_agent_only(tmp_path: Path
             await until(lambda: fake.actions("QueueStatus"))
             async with aiohttp.ClientSession() as sa, aiohttp.ClientSession() as sd:
                 ta, td = await _login(sa, daemon, "alice"), await _login(sd, daemon, "driss")
-                wa = await sa.ws_connect(f"{daemon.web_url}/ws?token={ta}")
-                wd = await sd.ws_connect(f"{daemon.web_url}/ws?token={td}")
+                wa = await sa.ws_connect(f"{daemon.web_url}/ws", headers=_bearer(ta))
+                wd = await sd.ws_connect(f"{daemon.web_url}/ws", headers=_bearer(td))
                 assert (await _next(wa, "state"))["pop"] is None
                 await _next(wd, "state")
                 await fake.push(event_bytes("inbound_answered"))
@@ -65,7 +79,7 @@ async def test_pop_ticket_and_resume_for_the_answering_agent_only(tmp_path: Path
                 await wd.close()
                 # a reconnecting desktop gets its open ticket back, its chronometer still running
                 await asyncio.sleep(0.3)
-                wa = await sa.ws_connect(f"{daemon.web_url}/ws?token={ta}")
+                wa = await sa.ws_connect(f"{daemon.web_url}/ws", headers=_bearer(ta))
                 state = await _next(wa, "state")
                 [resumed] = state["tickets"]
                 assert resumed["id"] == ticket["id"] and resumed["elapsed_s"] > ticket["elapsed_s"]
@@ -94,6 +108,11 @@ async def test_customer_rest_create_lookup_choose_and_history(tmp_path: Path) ->
                     "server": "pbx1",
                     "linkedid": "9.9",
                 }
+                # Not a call of hers: nothing is created or linked (docs/security.md).
+                async with s.post(f"{url}/api/customers", json=body, headers=auth) as r:
+                    assert r.status == 404 and (await r.json())["error_id"] == "call-not-found"
+                for event in _ringing("pbx1", "9.9", "Local/agent1@agents/n"):
+                    daemon.screen_pops.on_event(event)
                 async with s.post(f"{url}/api/customers", json=body, headers=auth) as r:
                     assert r.status == 201, await r.text()
                     created = await r.json()
@@ -132,7 +151,7 @@ async def test_ticket_elapsed_time_survives_a_daemon_restart(tmp_path: Path) -> 
         try:
             async with aiohttp.ClientSession() as s:
                 token = await _login(s, second, "alice")
-                ws = await s.ws_connect(f"{second.web_url}/ws?token={token}")
+                ws = await s.ws_connect(f"{second.web_url}/ws", headers=_bearer(token))
                 state = await _next(ws, "state")
                 await ws.close()
         finally:

@@ -19,6 +19,10 @@ pytestmark = pytest.mark.skipif(not CAPTURES.is_dir(), reason="../shared/ami-cap
 PASSWORD = "correct horse battery"
 
 
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
 async def _login(session: aiohttp.ClientSession, url: str, user: str) -> str:
     async with session.post(f"{url}/api/login", json={"username": user, "password": PASSWORD}) as r:
         assert r.status == 200, await r.text()
@@ -59,8 +63,8 @@ async def test_live_push_reports_roles_and_filters(tmp_path: Path) -> None:
                 aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as agent,
             ):
                 ts, ta = await _login(sup, url, "sam"), await _login(agent, url, "alice")
-                ws_sup = await sup.ws_connect(f"{url}/ws?token={ts}")
-                ws_agent = await agent.ws_connect(f"{url}/ws?token={ta}")
+                ws_sup = await sup.ws_connect(f"{url}/ws", headers=_bearer(ts))
+                ws_agent = await agent.ws_connect(f"{url}/ws", headers=_bearer(ta))
 
                 # Up to the caller joining the queue: supervisors see one call waiting.
                 stream = event_bytes("inbound_answered")

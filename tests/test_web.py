@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from collections.abc import AsyncIterator
@@ -59,14 +60,23 @@ async def site(tmp_path: Path) -> AsyncIterator[Site]:
         await engine.dispose()
 
 
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
 async def test_unauthenticated_rest_and_websocket_are_refused(site: Site) -> None:
+    site.ctx.settings = dataclasses.replace(site.ctx.settings, ws_auth_timeout_s=0.3)
     async with aiohttp.ClientSession() as s:
         async with s.get(site.url("/api/me")) as r:
             assert r.status == 401 and (await r.json())["error_id"] == "unauthenticated"
         with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
-            await s.ws_connect(site.url("/ws"))
+            await s.ws_connect(site.url("/ws"), headers=_bearer("forged.token"))
         assert refused.value.status == 401
-        async with s.get(site.url("/api/me"), headers={"Authorization": "Bearer forged.token"}) as r:
+        # Without any credential the socket opens, but only an `auth` first message lets it on.
+        async with s.ws_connect(site.url("/ws")) as ws:
+            msg = await ws.receive(timeout=5)
+            assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 4001
+        async with s.get(site.url("/api/me"), headers=_bearer("forged.token")) as r:
             assert r.status == 401
 
 
@@ -89,8 +99,11 @@ async def test_login_sets_a_cookie_and_bad_passwords_are_rate_limited(site: Site
 
 async def test_bad_rest_bodies_get_400_with_a_stable_error_id(site: Site) -> None:
     async with aiohttp.ClientSession() as s:
-        async with s.post(site.url("/api/login"), data=b"{not json") as r:
+        json_type = {"Content-Type": "application/json"}
+        async with s.post(site.url("/api/login"), data=b"{not json", headers=json_type) as r:
             assert r.status == 400 and (await r.json())["error_id"] == "bad-json"
+        async with s.post(site.url("/api/login"), data=b'{"username": "a", "password": "b"}') as r:
+            assert r.status == 415 and (await r.json())["error_id"] == "json-required"
         async with s.post(site.url("/api/login"), json={"username": 5, "password": "x"}) as r:
             assert r.status == 400 and (await r.json())["error_id"] == "bad-field"
 
@@ -105,7 +118,7 @@ async def _receive(ws: aiohttp.ClientWebSocketResponse, kind: str) -> dict[str, 
 async def test_malformed_websocket_messages_get_errors_and_the_connection_stays_up(site: Site) -> None:
     async with aiohttp.ClientSession() as s:
         token = await site.token(s, "alice")
-        async with s.ws_connect(site.url(f"/ws?token={token}")) as ws:
+        async with s.ws_connect(site.url("/ws"), headers=_bearer(token)) as ws:
             await _receive(ws, "state")
             await ws.send_str("{oops")
             assert (await _receive(ws, "error"))["error_id"] == "bad-json"
@@ -134,8 +147,8 @@ async def test_an_agent_gets_only_their_own_pop_and_gets_it_back_on_resume(site:
     async with aiohttp.ClientSession() as sa, aiohttp.ClientSession() as sb:
         ta, tb = await site.token(sa, "alice"), await site.token(sb, "bob")
         async with (
-            sa.ws_connect(site.url(f"/ws?token={ta}")) as wa,
-            sb.ws_connect(site.url(f"/ws?token={tb}")) as wb,
+            sa.ws_connect(site.url("/ws"), headers=_bearer(ta)) as wa,
+            sb.ws_connect(site.url("/ws"), headers=_bearer(tb)) as wb,
         ):
             await _receive(wa, "state")
             await _receive(wb, "state")
@@ -145,7 +158,7 @@ async def test_an_agent_gets_only_their_own_pop_and_gets_it_back_on_resume(site:
             assert pop["pop"]["linkedid"] == "1.1" and pop["pop"]["caller"]["name"] == "Jean Dupont"
             await wb.send_json({"type": "ping"})
             assert (await wb.receive_json(timeout=5))["type"] == "pong"  # bob got nothing before his pong
-        async with sa.ws_connect(site.url(f"/ws?token={ta}")) as wa:
+        async with sa.ws_connect(site.url("/ws"), headers=_bearer(ta)) as wa:
             state = await _receive(wa, "state")
             assert state["pop"]["pop"]["linkedid"] == "1.1"  # a reconnecting desktop resumes its pop
 
@@ -163,7 +176,7 @@ async def test_a_pop_sent_while_the_snapshot_is_read_is_not_undone_by_it(site: S
     site.ctx.resume_extra.append(slow_extra)
     async with aiohttp.ClientSession() as s:
         token = await site.token(s, "alice")
-        async with s.ws_connect(site.url(f"/ws?token={token}")) as ws:
+        async with s.ws_connect(site.url("/ws"), headers=_bearer(token)) as ws:
             await asyncio.wait_for(reading.wait(), 5)
             for e in _ringing("3.1", "Local/agent1@agents/n"):
                 site.pops.on_event(e)
@@ -185,8 +198,8 @@ async def test_a_slow_desktop_is_dropped_without_delaying_the_others(site: Site)
     async with aiohttp.ClientSession() as sa, aiohttp.ClientSession() as sb:
         ta, tb = await site.token(sa, "alice"), await site.token(sb, "bob")
         async with (
-            sa.ws_connect(site.url(f"/ws?token={ta}"), max_msg_size=0) as wa,
-            sb.ws_connect(site.url(f"/ws?token={tb}")) as wb,
+            sa.ws_connect(site.url("/ws"), headers=_bearer(ta), max_msg_size=0) as wa,
+            sb.ws_connect(site.url("/ws"), headers=_bearer(tb)) as wb,
         ):
             await _receive(wa, "state")
             await _receive(wb, "state")

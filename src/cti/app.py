@@ -9,7 +9,8 @@ import asyncio
 import secrets
 import signal
 import time
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +39,7 @@ from cti.tickets.events import TicketEvent, TicketSlaBreached, TicketUpdated
 from cti.web.auth import LoginLimiter, Principal, TokenSigner, UserStore
 from cti.web.hub import Hub
 from cti.web.routes import AGENT_ROUTES, CUSTOMER_ROUTES, TICKET_ROUTES
-from cti.web.server import WebContext, build_app
+from cti.web.server import WebContext, build_app, runner_options
 
 log = structlog.get_logger(__name__)
 
@@ -143,7 +144,10 @@ class Daemon:
         self.web_ctx = WebContext(
             users=self.users,
             signer=TokenSigner(secret, web_settings.session_ttl_s),
-            limiter=LoginLimiter(web_settings.login_attempts_per_minute),
+            limiter=LoginLimiter(
+                web_settings.login_attempts_per_minute,
+                per_address=web_settings.login_attempts_per_address_per_minute,
+            ),
             hub=self.hub,
             pops=self.pops,
             clock=time.time,
@@ -151,6 +155,7 @@ class Daemon:
             tickets=self.tickets,
             directory=self.directory,
             actions=AmiAgentLink(self.links[0]) if self.links else None,
+            settings=web_settings,
         )
         self.web_ctx.resume_extra.append(self._resume_tickets)
         self.runner = web.AppRunner(
@@ -158,7 +163,7 @@ class Daemon:
                 self.web_ctx,
                 [*TICKET_ROUTES, *CUSTOMER_ROUTES, *AGENT_ROUTES, *stats_routes, *dialer_routes],
             ),
-            access_log=None,
+            **runner_options(web_settings),
         )
         await self.runner.setup()
         site = web.TCPSite(self.runner, web_settings.host, web_settings.port)
@@ -380,8 +385,28 @@ def _warm_phone_metadata() -> None:
     phonenumbers.PhoneMetadata.load_all()
 
 
+class AgentActionFailed(Exception):
+    """An agent's AMI action that Asterisk refused (409) or that could not be sent (503): the
+    web layer renders it as an error with this id, not as a 500."""
+
+    def __init__(self, message: str, status: int, error_id: str) -> None:
+        super().__init__(message)
+        self.status, self.error_id, self.details = status, error_id, {"reason": message}
+
+
+@contextmanager
+def _answered_as(refused_id: str) -> Iterator[None]:
+    try:
+        yield
+    except ActionError as exc:
+        raise AgentActionFailed(exc.message, 409, refused_id) from None
+    except (LinkDown, ActionTimeout) as exc:
+        raise AgentActionFailed(str(exc), 503, "ami-unavailable") from None
+
+
 class AmiAgentLink:
-    """Agent actions sent over one server's AMI link."""
+    """Agent actions sent over one server's AMI link. What Asterisk refuses ("No such channel"
+    for a hang-up with no call) is a 409 with an error id, a link that is down a 503."""
 
     def __init__(self, link: AmiLink, click_to_call_context: str = "cti-click-to-call") -> None:
         self.link = link
@@ -390,25 +415,30 @@ class AmiAgentLink:
     async def queue_add(
         self, queue: str, interface: str, member_name: str, state_interface: str | None
     ) -> None:
-        await commands.queue_add(self.link, queue, interface, member_name, state_interface)
+        with _answered_as("queue-refused"):
+            await commands.queue_add(self.link, queue, interface, member_name, state_interface)
 
     async def queue_remove(self, queue: str, interface: str) -> None:
-        await commands.queue_remove(self.link, queue, interface)
+        with _answered_as("queue-refused"):
+            await commands.queue_remove(self.link, queue, interface)
 
     async def pause(self, interface: str, paused: bool, reason: str | None) -> None:
-        await commands.queue_pause(self.link, interface, paused, reason)
+        with _answered_as("pause-refused"):
+            await commands.queue_pause(self.link, interface, paused, reason)
 
     async def click_to_call(self, device: str, number_e164: str, caller_id: str | None) -> str:
         action_id = f"cti-click-{secrets.token_hex(6)}"
-        await commands.originate(
-            self.link,
-            device,
-            self.context,
-            variables={"CTI_DIAL": number_e164},
-            caller_id=caller_id,
-            action_id=action_id,
-        )
+        with _answered_as("call-refused"):
+            await commands.originate(
+                self.link,
+                device,
+                self.context,
+                variables={"CTI_DIAL": number_e164},
+                caller_id=caller_id,
+                action_id=action_id,
+            )
         return action_id
 
     async def hangup(self, device: str) -> None:
-        await commands.hangup_device(self.link, device)
+        with _answered_as("no-live-call"):
+            await commands.hangup_device(self.link, device)

@@ -6,6 +6,7 @@ settings object can never reveal them.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -137,6 +138,13 @@ class WebSettings:
     # A WebSocket opened without a cookie or Authorization header must authenticate in its first
     # message within this time.
     ws_auth_timeout_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        for proxy in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ConfigError(f"web.trusted_proxies: {proxy!r} is no address or network") from None
 
 
 @dataclass(frozen=True)

@@ -191,6 +191,24 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=func.current_timestamp())
 
 
+class Session(Base):
+    """A desktop or wallboard login. The signed token names it; every request checks it is still
+    here, unrevoked and unexpired (cached a few seconds), so a logout, a password change or a
+    disabled user ends it on the server, not only in the browser."""
+
+    __tablename__ = "sessions"
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    username: Mapped[str] = mapped_column(Text, index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    # "logout", "user updated", "user disabled"
+    revoked_why: Mapped[str | None] = mapped_column(Text)
+    # The client address at login (behind a trusted proxy: the one it forwarded).
+    remote: Mapped[str | None] = mapped_column(Text)
+
+
 class Ticket(Base):
     """An incident ticket opened when an agent answers. Its chronometer is derived from stored
     instants (opened, hold start, accumulated hold, resolved), never counted in memory, so it

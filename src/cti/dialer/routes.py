@@ -2,8 +2,9 @@
 
 Who may do what: a *campaign manager* is a user with the `supervisor` or `admin` role; they create,
 change, start, pause and stop campaigns, read their statistics and why contacts are not dialled,
-and add do-not-call numbers. Agents ask for preview contacts, dial them, and qualify
-(disposition) the contacts they talked to; a campaign manager may qualify any contact.
+add do-not-call numbers, and read or qualify any contact. Agents ask for preview contacts, and
+read, dial, skip and qualify (disposition) only *their* contacts: one shown or called back for
+them, or one they talked to. Anyone else's contact answers 404, as one that does not exist.
 """
 
 from __future__ import annotations
@@ -15,20 +16,20 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy import select
 
-from cti.db.models import DialerAttempt
+from cti.db.models import DialerAttempt, DialerContact
 from cti.dialer import store
 from cti.dialer.csv_import import NumberCheck, RowError
 from cti.dialer.dispositions import apply_disposition, campaign_stats
 from cti.dialer.engine import DialerEngine
 from cti.web.auth import Principal, Role
-from cti.web.errors import ApiError, Forbidden, NotFound
+from cti.web.errors import ApiError, NotFound
 from cti.web.server import principal_of, require
 
 MANAGER: Role = "supervisor"  # the lowest role that manages campaigns (admin inherits it)
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
-    if not request.can_read_body:
+    if not request.body_exists:
         return {}
     try:
         body = await request.json()
@@ -40,7 +41,7 @@ async def _body(request: web.Request) -> dict[str, Any]:
 
 
 def _int(text: str, name: str) -> int:
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:
         raise ApiError(f"'{name}' must be a whole number", {"field": name}, error_id="bad-field")
     return int(text)
 
@@ -128,8 +129,10 @@ class DialerResource:
         return web.json_response({"added": added, "scope": scope})
 
     async def contact(self, request: web.Request) -> web.Response:
-        principal_of(request)
-        found = await self.engine.contact_json(_int(request.match_info["id"], "id"))
+        principal = principal_of(request)
+        contact_id = _int(request.match_info["id"], "id")
+        await self._check_agent(principal, contact_id)
+        found = await self.engine.contact_json(contact_id)
         if found is None:
             raise NotFound("no such contact", error_id="no-contact")
         return web.json_response(found)
@@ -166,6 +169,8 @@ class DialerResource:
         )
 
     async def _check_agent(self, principal: Principal, contact_id: int) -> None:
+        """An agent's contact: shown to them (preview) or called back for them, or one of its
+        attempts was put through to them. Any other answers as a contact that does not exist."""
         if principal.at_least(MANAGER):
             return
         async with self.db.connect() as conn:
@@ -176,8 +181,11 @@ class DialerResource:
                     )
                 ).all()
             )
+            agents.add(
+                await conn.scalar(select(DialerContact.callback_agent).where(DialerContact.id == contact_id))
+            )
         if not agents & {principal.username, *principal.interfaces}:
-            raise Forbidden("you did not talk to this contact", error_id="not-your-contact")
+            raise NotFound("no such contact", error_id="no-contact")
 
     async def preview_next(self, request: web.Request) -> web.Response:
         principal = principal_of(request)
@@ -188,15 +196,17 @@ class DialerResource:
 
     async def preview_dial(self, request: web.Request) -> web.Response:
         principal = principal_of(request)
+        contact_id = _int(request.match_info["id"], "id")
+        await self._check_agent(principal, contact_id)
         interface = principal.interfaces[0] if principal.interfaces else None
-        action_id = await self.engine.preview_dial(
-            _int(request.match_info["id"], "id"), principal.username, interface
-        )
+        action_id = await self.engine.preview_dial(contact_id, principal.username, interface)
         return web.json_response({"action_id": action_id}, status=202)
 
     async def preview_skip(self, request: web.Request) -> web.Response:
         principal = principal_of(request)
-        await self.engine.preview_skip(_int(request.match_info["id"], "id"), principal.username)
+        contact_id = _int(request.match_info["id"], "id")
+        await self._check_agent(principal, contact_id)
+        await self.engine.preview_skip(contact_id, principal.username)
         return web.json_response({"ok": True})
 
 

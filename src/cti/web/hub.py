@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +24,9 @@ from cti.eager import start_eagerly
 from cti.web.auth import Principal
 
 log = structlog.get_logger(__name__)
+# Close code of a desktop whose session ended (logout, revoked, expired) or never authenticated:
+# it shows its login form instead of reconnecting.
+SESSION_ENDED = 4001
 
 
 def _dumps(payload: dict[str, Any]) -> str:
@@ -44,6 +47,9 @@ class Client:
     held: list[str] | None = field(default_factory=list)
     dropped: bool = False
     sent: int = 0
+    # The session the desktop logged in with: its end (logout, revocation, expiry) closes the socket.
+    session_id: str = ""
+    expires_at: float = float("inf")
 
 
 class Hub:
@@ -54,9 +60,15 @@ class Hub:
         self.version = 0  # moves whenever a desktop connects or leaves
         self._closing: set[asyncio.Task[bool]] = set()
 
-    def attach(self, principal: Principal, ws: web.WebSocketResponse) -> Client:
+    def attach(
+        self,
+        principal: Principal,
+        ws: web.WebSocketResponse,
+        session_id: str = "",
+        expires_at: float = float("inf"),
+    ) -> Client:
         """Register a desktop; its live frames are held until `start` sends its snapshot."""
-        client = Client(principal, ws)
+        client = Client(principal, ws, session_id=session_id, expires_at=expires_at)
         self.clients.setdefault(principal.username, set()).add(client)
         self.version += 1
         return client
@@ -101,10 +113,25 @@ class Hub:
             client.dropped = True
             self.slow_disconnects += 1
             log.warning("desktop too slow, disconnecting it", agent=client.principal.username)
-            task = asyncio.create_task(client.ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"too slow"))
-            task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
+            self._close_later(client, WSCloseCode.TRY_AGAIN_LATER, b"too slow")
+
+    def session_ids(self) -> set[str]:
+        return {c.session_id for clients in self.clients.values() for c in clients if c.session_id}
+
+    def end_sessions(self, which: Callable[[Client], bool], reason: str) -> int:
+        """Close (SESSION_ENDED: log in again) the desktops whose session `which` says has ended."""
+        ended = [c for clients in self.clients.values() for c in clients if not c.dropped and which(c)]
+        for client in ended:
+            client.dropped = True
+            log.info("closing a desktop whose session ended", agent=client.principal.username, why=reason)
+            self._close_later(client, SESSION_ENDED, reason.encode()[:120])
+        return len(ended)
+
+    def _close_later(self, client: Client, code: int, message: bytes) -> None:
+        task = asyncio.create_task(client.ws.close(code=code, message=message))
+        task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     def send(self, username: str, payload: dict[str, Any]) -> None:
         if username in self.clients:

@@ -1,10 +1,21 @@
 """REST resources and WebSocket actions for tickets, customers and agent actions. Thin: each
-handler checks its input, calls a service, renders JSON."""
+handler checks its input and who may do it, calls a service, renders JSON.
+
+Who may see and do what (docs/security.md, "Roles"):
+- tickets: an agent reads and acts on their own only; someone else's ticket answers 404 exactly
+  as a ticket that does not exist (its id tells nothing); supervisors and admins, every ticket;
+- the customer directory: every role searches, reads and creates customer files (an agent must
+  find any caller); in a file's history, the free-text notes of a ticket are shown only to the
+  ticket's agent and to supervisors (the category and status to everyone);
+- the customer of a call: an agent sets it only for a call that is theirs (ringing or answered
+  on their desktop, or one of their tickets); another call answers 404;
+- agent actions (pause, queues, click-to-call, hang-up) act on the caller's own interface and
+  phone only: there is no parameter naming someone else's."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
 
@@ -12,6 +23,8 @@ from cti.directory.numbers import normalize
 from cti.web.auth import Principal
 from cti.web.errors import ApiError, NotFound
 from cti.web.server import CTX, WebContext, _json, principal_of
+
+Reply = TypeVar("Reply")
 
 REASON_MAX = 40
 
@@ -68,9 +81,23 @@ async def list_tickets(request: web.Request) -> web.Response:
     return web.json_response({"tickets": [v.to_json(ctx.clock()) for v in views], "now": ctx.clock()})
 
 
+async def _as_not_found(ticket_id: int, call: Awaitable[Reply]) -> Reply:
+    """Someone else's ticket is answered exactly as one that does not exist: 403 for an id that
+    exists and 404 for one that does not would tell an agent which ids exist."""
+    from cti.tickets import TicketForbidden
+
+    try:
+        return await call
+    except TicketForbidden:
+        raise ApiError(
+            f"no such ticket: {ticket_id}", {"ticket_id": ticket_id}, status=404, error_id="ticket-not-found"
+        ) from None
+
+
 async def get_ticket(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
-    view = await ctx.tickets.get(_int(request.match_info["id"], "id"), _actor(principal_of(request)))
+    ticket_id = _int(request.match_info["id"], "id")
+    view = await _as_not_found(ticket_id, ctx.tickets.get(ticket_id, _actor(principal_of(request))))
     return web.json_response(await _ticket_reply(ctx, view))
 
 
@@ -79,17 +106,18 @@ async def ticket_action(request: web.Request) -> web.Response:
     principal = principal_of(request)
     ticket_id = _int(request.match_info["id"], "id")
     action = request.match_info["action"]
-    body = await _json(request) if request.can_read_body else {}
+    body = await _json(request) if request.body_exists else {}
     actor = _actor(principal)
     service = ctx.tickets
     if action in ("qualify", "resolve"):
-        view = await getattr(service, action)(
+        call = getattr(service, action)(
             ticket_id, actor, category=_opt_str(body, "category", 64), notes=_opt_str(body, "notes")
         )
     elif action in ("hold", "resume", "reopen"):
-        view = await getattr(service, action)(ticket_id, actor)
+        call = getattr(service, action)(ticket_id, actor)
     else:
         raise NotFound(f"no ticket action {action!r}", error_id="unknown-action")
+    view = await _as_not_found(ticket_id, call)
     return web.json_response(await _ticket_reply(ctx, view))
 
 
@@ -122,8 +150,29 @@ async def get_customer(request: web.Request) -> web.Response:
 
 async def customer_history(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
-    history = await _directory(ctx).history(_int(request.match_info["id"], "id"), limit=20)
-    return web.json_response(history.to_json())
+    principal = principal_of(request)
+    history = (await _directory(ctx).history(_int(request.match_info["id"], "id"), limit=20)).to_json()
+    if not principal.at_least("supervisor"):
+        # A ticket's notes may hold what the caller confided: its agent and supervisors only.
+        for ticket in history.get("tickets", []):
+            if ticket.get("agent") != principal.username and ticket.get("notes") is not None:
+                ticket["notes"], ticket["notes_restricted"] = None, True
+    return web.json_response(history)
+
+
+async def _check_call(ctx: WebContext, principal: Principal, server: str, linkedid: str) -> None:
+    """An agent may set the customer of their own calls only: one ringing or answered on their
+    desktop now, or one they hold a ticket for. Another call is answered as unknown (404)."""
+    if principal.at_least("supervisor"):
+        return
+    call = ctx.pops.calls.get(linkedid)
+    mine = call is not None and principal.username in (*call.ringing, call.answered_by)
+    if mine and call is not None and call.server == server:
+        return
+    if ctx.tickets is not None and await ctx.tickets.for_call(server, linkedid, _actor(principal)):
+        return
+    details = {"server": server, "linkedid": linkedid}
+    raise NotFound("no such call of yours", details, error_id="call-not-found")
 
 
 async def create_customer(request: web.Request) -> web.Response:
@@ -139,6 +188,9 @@ async def create_customer(request: web.Request) -> web.Response:
     if not isinstance(phones, list) or not all(isinstance(p, str) for p in phones):
         raise ApiError("'phones' must be a list of strings", {"field": "phones"}, error_id="bad-field")
     directory = _directory(ctx)
+    server, linkedid = _opt_str(body, "server", 64), _opt_str(body, "linkedid", 64)
+    if server and linkedid:
+        await _check_call(ctx, principal, server, linkedid)  # before anything is written
     customer = await directory.create_customer(
         name.strip(),
         phones,
@@ -146,7 +198,6 @@ async def create_customer(request: web.Request) -> web.Response:
         address=_opt_str(body, "address", 400),
         notes=_opt_str(body, "notes"),
     )
-    server, linkedid = _opt_str(body, "server", 64), _opt_str(body, "linkedid", 64)
     if server and linkedid:
         await directory.choose_for_call(server, linkedid, customer.id, principal.username)
     return web.json_response(customer.to_json(), status=201)
@@ -158,11 +209,13 @@ async def choose_customer(request: web.Request) -> web.Response:
     principal = principal_of(request)
     body = await _json(request)
     customer_id = body.get("customer_id")
-    if not isinstance(customer_id, int):
+    if not isinstance(customer_id, int) or isinstance(customer_id, bool):
         raise ApiError("'customer_id' must be an integer", {"field": "customer_id"}, error_id="bad-field")
-    customer = await _directory(ctx).choose_for_call(
-        request.match_info["server"], request.match_info["linkedid"], customer_id, principal.username
-    )
+    server, linkedid = request.match_info["server"], request.match_info["linkedid"]
+    if len(server) > 64 or len(linkedid) > 64:
+        raise NotFound("no such call", error_id="call-not-found")
+    await _check_call(ctx, principal, server, linkedid)
+    customer = await _directory(ctx).choose_for_call(server, linkedid, customer_id, principal.username)
     return web.json_response(customer.to_json())
 
 

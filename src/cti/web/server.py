@@ -3,9 +3,11 @@ the domain services (directory, tickets, screen pops) they are given."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,8 +15,9 @@ from typing import Any
 import structlog
 from aiohttp import WSMsgType, web
 
+from cti.config import WebSettings
 from cti.screenpop.router import PopRouter
-from cti.web.auth import LoginLimiter, Principal, Role, TokenSigner, UserStore
+from cti.web.auth import LoginBusy, LoginLimiter, PasswordChecker, Principal, Role, TokenSigner, UserStore
 from cti.web.errors import (
     ApiError,
     Forbidden,
@@ -25,8 +28,10 @@ from cti.web.errors import (
     error_body,
     error_middleware,
 )
-from cti.web.hub import Client, Hub
+from cti.web.guard import BODY, EdgeGuard, edge_middleware, parse_body
+from cti.web.hub import SESSION_ENDED, Client, Hub
 from cti.web.openapi import openapi
+from cti.web.sessions import SessionStore, SessionsUnavailable
 
 log = structlog.get_logger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -34,6 +39,7 @@ COOKIE = "cti_session"
 # /wallboard checks the session itself: it serves its login form, and 403 to agents.
 PUBLIC = frozenset({"/healthz", "/api/login", "/api/openapi.json", "/", "/login", "/desktop", "/wallboard"})
 PRINCIPAL = web.RequestKey("principal", Principal)
+SESSION = web.RequestKey("session", str)
 WS_HEARTBEAT_S = 20.0
 WS_HEARTBEAT_JITTER = 0.25  # each desktop's period is drawn in 20 s ± 25 %
 
@@ -55,16 +61,57 @@ class WebContext:
         default_factory=dict
     )
     resume_extra: list[Callable[[Principal], Awaitable[dict[str, Any]]]] = field(default_factory=list)
+    settings: WebSettings = field(default_factory=WebSettings)
+    # Built from `users` and `settings` when not given.
+    session_store: SessionStore | None = None
+    password_checker: PasswordChecker | None = None
+    guard: EdgeGuard = field(init=False)
+
+    def __post_init__(self) -> None:
+        if self.session_store is None:
+            self.session_store = SessionStore(
+                self.users.engine, self.users, self.signer.ttl_s, self.settings.session_recheck_s
+            )
+        if self.password_checker is None:
+            self.password_checker = PasswordChecker(self.settings.login_workers, self.settings.login_queue)
+        self.guard = EdgeGuard(self.settings)
+        self.session_store.on_ended.append(self._close_ended)
+
+    @property
+    def sessions(self) -> SessionStore:
+        assert self.session_store is not None
+        return self.session_store
+
+    @property
+    def passwords(self) -> PasswordChecker:
+        assert self.password_checker is not None
+        return self.password_checker
+
+    def _close_ended(self, session_id: str | None, username: str | None) -> None:
+        self.hub.end_sessions(
+            lambda c: c.session_id == session_id or c.principal.username == username, "session ended"
+        )
 
 
 CTX = web.AppKey("ctx", WebContext)
 
 
-def _token(request: web.Request) -> str | None:
+def request_token(request: web.Request) -> str | None:
+    """The session token: an `Authorization: Bearer` header, else the session cookie. Never the
+    URL: URLs end up in proxy logs, browser history and Referer headers."""
     header = request.headers.get("Authorization", "")
     if header.startswith("Bearer "):
         return header[7:].strip()
-    return request.cookies.get(COOKIE) or request.query.get("token")
+    return request.cookies.get(COOKIE)
+
+
+async def session_of(ctx: WebContext, token: str) -> tuple[Principal, str] | None:
+    """The user and session a token names, if the session is still valid."""
+    claims = ctx.signer.check(token)
+    if claims is None:
+        return None
+    principal = await ctx.sessions.check(claims.session_id, claims.username)
+    return None if principal is None else (principal, claims.session_id)
 
 
 def principal_of(request: web.Request) -> Principal:
@@ -85,24 +132,22 @@ def require(request: web.Request, role: Role) -> Principal:
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path in PUBLIC or request.path.startswith("/static/"):
         return await handler(request)
-    ctx = request.app[CTX]
-    token = _token(request)
-    checked = ctx.signer.check(token) if token else None
-    principal = ctx.users.principal(checked[0]) if checked else None
-    if principal is None:
+    token = request_token(request)
+    if token is None and request.path == "/ws":
+        return await handler(request)  # it may authenticate in its first message
+    found = await session_of(request.app[CTX], token) if token else None
+    if found is None:
         return web.json_response(error_body("unauthenticated", "log in first"), status=401)
-    request[PRINCIPAL] = principal
+    request[PRINCIPAL], request[SESSION] = found
     return await handler(request)
 
 
 async def _json(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ApiError("the body is not JSON", error_id="bad-json") from None
-    if not isinstance(body, dict):
-        raise ApiError("the body must be a JSON object", error_id="bad-json")
-    return body
+    """The body, as the edge middleware parsed and checked it."""
+    body = request.get(BODY)
+    if isinstance(body, dict):
+        return body
+    return parse_body(await request.read())
 
 
 def _str(body: dict[str, Any], key: str, required: bool = True, max_len: int = 200) -> str | None:
@@ -120,31 +165,64 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if body.get("status") == "ok" else 503)
 
 
+def _rate_limited() -> ApiError:
+    error = ApiError("too many failed logins, wait a minute", status=429, error_id="login-rate-limited")
+    error.details = {"retry_after_s": 60}
+    return error
+
+
 async def login(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     body = await _json(request)
     username, password = _str(body, "username"), body.get("password")
-    if not isinstance(password, str):
+    if not isinstance(password, str) or len(password) > 1024:
         raise ApiError("'password' must be a string", {"field": "password"}, error_id="bad-field")
-    keys = (username or "", request.remote or "")
+    address = ctx.guard.address(request)
+    keys = (username or "", address)
+    # The attempt is counted before its password is checked: concurrent attempts cannot all
+    # slip past the limit while the first ones are being verified.
     if ctx.limiter.blocked(*keys):
-        raise ApiError("too many failed logins, wait a minute", status=429, error_id="login-rate-limited")
-    principal = await ctx.users.authenticate(username or "", password)
+        raise _rate_limited()
+    if ctx.passwords.full:
+        raise ApiError("too many logins at once, try again", status=503, error_id="login-busy")
+    stamp = ctx.limiter.begin(*keys)
+    if stamp is None:
+        raise _rate_limited()
+    try:
+        principal = await ctx.users.authenticate(username or "", password, ctx.passwords)
+    except LoginBusy:
+        raise ApiError("too many logins at once, try again", status=503, error_id="login-busy") from None
     if principal is None:
-        ctx.limiter.failed(*keys)
-        log.info("login refused", username=username, remote=request.remote)
+        log.info("login refused", username=username, remote=address)
         raise Unauthenticated("wrong username or password", error_id="bad-credentials")
-    ctx.limiter.succeeded(keys[0])
-    token = ctx.signer.issue(principal.username, principal.role)
+    ctx.limiter.succeeded(*keys, stamp)
+    session_id, expires = await ctx.sessions.open(principal, address)
+    token = ctx.signer.issue(principal.username, session_id, expires)
+    if ctx.users.principal(principal.username) != principal:
+        await ctx.users.reload()  # added or changed by another process: pops must find them
     response = web.json_response({"token": token, "user": _user_json(principal)})
-    response.set_cookie(COOKIE, token, httponly=True, samesite="Strict", max_age=int(ctx.signer.ttl_s))
-    log.info("login", agent=principal.username, role=principal.role)
+    response.set_cookie(
+        COOKIE,
+        token,
+        httponly=True,
+        samesite="Strict",
+        secure=ctx.guard.secure(request),
+        max_age=max(0, int(expires - ctx.clock())),
+        path="/",
+    )
+    log.info("login", agent=principal.username, role=principal.role, remote=address)
     return response
 
 
 async def logout(request: web.Request) -> web.Response:
+    """Ends this session on the server (its token is refused from now on, its WebSockets close)."""
+    ctx = request.app[CTX]
+    session_id = request.get(SESSION)
+    if session_id:
+        await ctx.sessions.revoke(session_id, "logout")
+        log.info("logout", agent=principal_of(request).username)
     response = web.json_response({"ok": True})
-    response.del_cookie(COOKIE)
+    response.del_cookie(COOKIE, path="/")
     return response
 
 
@@ -172,9 +250,30 @@ async def page(request: web.Request) -> web.StreamResponse:
 
 
 # ---------------------------------------------------------------------------------- WebSocket
+async def _first_message_auth(ctx: WebContext, ws: web.WebSocketResponse) -> tuple[Principal, str] | None:
+    """A client that sent neither cookie nor Authorization header authenticates in its first
+    message, `{"type": "auth", "token": ...}`, within `ws_auth_timeout_s`."""
+    try:
+        msg = await ws.receive(timeout=ctx.settings.ws_auth_timeout_s)
+    except TimeoutError:
+        return None
+    if msg.type != WSMsgType.TEXT:
+        return None
+    try:
+        message = json.loads(msg.data)
+    except ValueError:
+        return None
+    token = message.get("token") if isinstance(message, dict) and message.get("type") == "auth" else None
+    if not isinstance(token, str):
+        return None
+    try:
+        return await session_of(ctx, token)
+    except SessionsUnavailable:
+        return None
+
+
 async def websocket(request: web.Request) -> web.WebSocketResponse:
     ctx = request.app[CTX]
-    principal = principal_of(request)
     # No permessage-deflate: desktops sit on the LAN, and compressing every frame once per
     # desktop (the same stats frame a thousand times) costs the loop that carries the pops.
     # Each desktop's heartbeat period is drawn at random: a thousand desktops that reconnect
@@ -182,7 +281,14 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     heartbeat = WS_HEARTBEAT_S * random.uniform(1 - WS_HEARTBEAT_JITTER, 1 + WS_HEARTBEAT_JITTER)
     ws = web.WebSocketResponse(heartbeat=heartbeat, max_msg_size=64 * 1024, compress=False)
     await ws.prepare(request)
-    client = ctx.hub.attach(principal, ws)
+    principal, session_id = request.get(PRINCIPAL), request.get(SESSION)
+    if principal is None or session_id is None:
+        found = await _first_message_auth(ctx, ws)
+        if found is None:
+            await ws.close(code=SESSION_ENDED, message=b"log in first")
+            return ws
+        principal, session_id = found
+    client = ctx.hub.attach(principal, ws, session_id, ctx.sessions.expiry(session_id))
     log.info("desktop connected", agent=principal.username)
     try:
         ctx.hub.start(client, await _state(ctx, principal))
@@ -255,9 +361,57 @@ async def _on_ws_text(ctx: WebContext, client: Client, text: str) -> None:
         ctx.hub.send_to(client, {"v": 1, "ref": ref, **reply})
 
 
+async def _watch_sessions(ctx: WebContext) -> None:
+    """Close the WebSockets whose session ended elsewhere (another process revoked it, the user
+    was disabled) or expired; forget long-ended sessions."""
+    while True:
+        await asyncio.sleep(ctx.settings.session_recheck_s)
+        try:
+            await _sweep_sessions(ctx)
+        except Exception as exc:  # a database outage: try again next period
+            log.warning("session sweep failed", error=type(exc).__name__)
+
+
+async def _sweep_sessions(ctx: WebContext) -> None:
+    now = ctx.clock()
+    ctx.hub.end_sessions(lambda c: c.expires_at <= now, "session expired")
+    ended = await ctx.sessions.ended(ctx.hub.session_ids())
+    if ended:
+        ctx.hub.end_sessions(lambda c: c.session_id in ended, "session ended")
+    await ctx.sessions.purge()
+
+
+async def _session_watch(app: web.Application) -> AsyncIterator[None]:
+    ctx = app[CTX]
+    task = asyncio.create_task(_watch_sessions(ctx), name="web-session-watch")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    ctx.passwords.close()
+
+
+LINGER_S = 2.0
+
+
+def runner_options(settings: WebSettings) -> dict[str, Any]:
+    """aiohttp server options: a connection that has not sent a whole request's headers within
+    `header_timeout_s` of connecting or of its last response is closed (slow clients, idle
+    keep-alive connections). Bodies have their own deadline (`guard.py`); what is left of one
+    after the answer (a 408, a 413) is read for at most LINGER_S, then the connection closes."""
+    return {
+        "keepalive_timeout": settings.header_timeout_s,
+        "lingering_time": min(LINGER_S, settings.body_timeout_s),
+        "access_log": None,
+    }
+
+
 def build_app(ctx: WebContext, routes: list[web.RouteDef] | None = None) -> web.Application:
-    app = web.Application(middlewares=[error_middleware, auth_middleware], client_max_size=1 << 20)
+    app = web.Application(
+        middlewares=[error_middleware, edge_middleware(ctx.guard), auth_middleware], client_max_size=1 << 20
+    )
     app[CTX] = ctx
+    app.cleanup_ctx.append(_session_watch)
     app.add_routes(
         [
             web.get("/healthz", healthz),

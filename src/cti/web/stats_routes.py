@@ -20,9 +20,9 @@ from cti.stats.metrics import dictionary
 from cti.stats.service import StatsService
 from cti.web.auth import Principal
 from cti.web.errors import ApiError, NotFound
-from cti.web.server import COOKIE, CTX, PRINCIPAL, STATIC, principal_of, require
+from cti.web.server import CTX, PRINCIPAL, STATIC, principal_of, request_token, require, session_of
 
-FILTERS = frozenset({"from", "to", "interval", "tz", "queue", "agent", "campaign", "menu", "format", "token"})
+FILTERS = frozenset({"from", "to", "interval", "tz", "queue", "agent", "campaign", "menu", "format"})
 _FORBIDDEN_PAGE = """<!doctype html>
 <html lang="fr"><head><meta charset="utf-8"><title>cti — accès refusé</title></head>
 <body style="font-family: system-ui, sans-serif; margin: 3rem">
@@ -41,7 +41,7 @@ def _bad(message: str, field: str) -> ApiError:
 def _filters(request: web.Request) -> dict[str, Any]:
     unknown = sorted(set(request.query) - FILTERS)
     if unknown:
-        raise _bad(f"unknown filter {unknown[0]!r}; use {', '.join(sorted(FILTERS - {'token'}))}", unknown[0])
+        raise _bad(f"unknown filter {unknown[0]!r}; use {', '.join(sorted(FILTERS))}", unknown[0])
     q = request.query
     return {
         "start": q.get("from"),
@@ -89,7 +89,7 @@ def stats_routes(service: StatsService) -> list[web.RouteDef]:
         return web.json_response(result.to_json())
 
     async def wallboard(request: web.Request) -> web.StreamResponse:
-        principal = _session(request)
+        principal = await _session(request)
         if principal is not None and not principal.at_least("supervisor"):
             return web.Response(text=_FORBIDDEN_PAGE, status=403, content_type="text/html", charset="utf-8")
         # Without a session the page shows its own login form; it reads no figure before login.
@@ -103,13 +103,11 @@ def stats_routes(service: StatsService) -> list[web.RouteDef]:
     ]
 
 
-def _session(request: web.Request) -> Principal | None:
+async def _session(request: web.Request) -> Principal | None:
     """The caller, whether or not the auth middleware ran for this path."""
     principal = request.get(PRINCIPAL)
     if isinstance(principal, Principal):
         return principal
-    ctx = request.app[CTX]
-    header = request.headers.get("Authorization", "")
-    token = header[7:].strip() if header.startswith("Bearer ") else request.cookies.get(COOKIE)
-    checked = ctx.signer.check(token) if token else None
-    return ctx.users.principal(checked[0]) if checked else None
+    token = request_token(request)
+    found = await session_of(request.app[CTX], token) if token else None
+    return None if found is None else found[0]

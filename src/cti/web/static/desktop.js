@@ -20,9 +20,11 @@
   };
   const text = (el, value) => { el.textContent = value == null ? "" : String(value); };
 
+  // State-changing requests are always JSON (the server refuses anything else: docs/security.md).
   async function api(method, path, body) {
+    const write = method !== "GET";
     const res = await fetch(path, { method, credentials: "same-origin",
-      headers: body ? { "Content-Type": "application/json" } : {}, body: body ? JSON.stringify(body) : undefined });
+      headers: write ? { "Content-Type": "application/json" } : {}, body: write ? JSON.stringify(body || {}) : undefined });
     const data = await res.json().catch(() => ({}));
     if (!res.ok) throw Object.assign(new Error(data.message || res.statusText), { status: res.status, body: data });
     return data;
@@ -48,12 +50,19 @@
   }
 
   // ---------------------------------------------------------------- WebSocket
+  function loggedOut() {   // the session ended (logout elsewhere, password changed, expired)
+    ws = null; user = null; pop = null; ticket = null;
+    $("desk").hidden = true; $("login-panel").hidden = false; applyLang();
+  }
+  // The session cookie authenticates the socket (never a token in the URL).
   function connect() {
     ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws");
     ws.onopen = () => { retry = 500; $("link").className = "badge on"; $("link").dataset.i18n = "connected"; text($("link"), t("connected")); };
-    ws.onclose = () => {
+    ws.onclose = (ev) => {
       $("link").className = "badge off"; $("link").dataset.i18n = "disconnected"; text($("link"), t("disconnected"));
-      setTimeout(connect, retry); retry = Math.min(retry * 2, 10000);   // then resume: the server resends pop + ticket
+      if (ev.code === 4001) { loggedOut(); return; }
+      setTimeout(() => api("GET", "/api/me").then(connect, (e) => { if (e.status === 401) loggedOut(); else connect(); }), retry);
+      retry = Math.min(retry * 2, 10000);   // then resume: the server resends pop + ticket
     };
     ws.onmessage = (ev) => { let m; try { m = JSON.parse(ev.data); } catch (e) { return; } handle(m); };
   }

@@ -21,9 +21,11 @@
   const pct = (r) => (r == null ? "—" : (r * 100).toFixed(1).replace(".", lang === "fr" ? "," : ".") + " %");
   const secs = (s) => (s == null ? "—" : clock(s));
 
+  // State-changing requests are always JSON (the server refuses anything else: docs/security.md).
   async function api(method, path, body) {
+    const write = method !== "GET";
     const res = await fetch(path, { method, credentials: "same-origin",
-      headers: body ? { "Content-Type": "application/json" } : {}, body: body ? JSON.stringify(body) : undefined });
+      headers: write ? { "Content-Type": "application/json" } : {}, body: write ? JSON.stringify(body || {}) : undefined });
     const data = await res.json().catch(() => ({}));
     if (!res.ok) throw Object.assign(new Error(data.message || res.statusText), { status: res.status });
     return data;
@@ -68,9 +70,11 @@
       retry = 500; $("link").className = "badge on"; $("link").dataset.i18n = "connected"; text($("link"), t("connected"));
       snapshot();
     };
-    ws.onclose = () => {
+    ws.onclose = (ev) => {
       $("link").className = "badge off"; $("link").dataset.i18n = "disconnected"; text($("link"), t("disconnected"));
-      setTimeout(connect, retry); retry = Math.min(retry * 2, 10000);
+      if (ev.code === 4001) { ws = null; show("login-panel"); return; }   // the session ended
+      setTimeout(() => api("GET", "/api/me").then(connect, (e) => { if (e.status === 401) show("login-panel"); else connect(); }), retry);
+      retry = Math.min(retry * 2, 10000);
     };
     ws.onmessage = (ev) => { let m; try { m = JSON.parse(ev.data); } catch (e) { return; } handle(m); };
   }
