@@ -143,20 +143,21 @@ class Replayer:
         self._channels = None
         self._connections += 1
         parser = AmiParser(events=self.tracker.handled_events)
-        feed, handle = parser.feed, self._handle
+        # The hot loop of a replay: everything it touches is bound to a local once.
+        feed, track, emit, lists = parser.feed, self.tracker.feed, self._emit, self._lists
         for chunk in chunks:
-            for message in feed(chunk):
-                handle(message)
+            messages = feed(chunk)
+            self.result.messages += len(messages)
+            for message in messages:
+                action_id = message.get("ActionID")
+                if action_id is not None and ("Event" not in message or action_id in lists):
+                    self._list_part(action_id, message)
+                    continue
+                events = track(message)
+                if events:
+                    emit(events)
         self.result.parse_problems += len(parser.take_problems())
         self.result.skipped += parser.skipped
-
-    def _handle(self, message: Message) -> None:
-        self.result.messages += 1
-        action_id = message.get("ActionID")
-        if action_id is not None and ("Event" not in message or action_id in self._lists):
-            self._list_part(action_id, message)
-            return
-        self._emit(self.tracker.feed(message))
 
     def _list_part(self, action_id: str, message: Message) -> None:
         if "Response" in message:

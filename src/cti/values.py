@@ -164,10 +164,12 @@ class AsteriskClock:
             stamp = math.nan
         if arrival is None:
             if self._low < stamp <= self._high:  # NaN fails every comparison
-                if stamp > self.last:
-                    self._accept(stamp, None)
-                elif self._steps:
+                if self._steps:
                     self._steps.clear()
+                if stamp > self.last:  # inline `_accept`: the replay's hot path
+                    self.last, self._low = stamp, stamp - BACKWARD_TOLERANCE_S
+                    high = stamp + MAX_JUMP_S
+                    self._high = high if high < self._ceiling else self._ceiling
                 return stamp
             return self._judge(raw, stamp, None)
         if self._low < stamp <= self._live_high(arrival):
