@@ -202,6 +202,26 @@ def test_the_parser_is_indifferent_to_chunking_and_never_raises(
 
 
 @FUZZ
+@given(
+    first=st.binary(max_size=3000).map(lambda b: b.replace(b"\r\n", b"")),
+    length=st.integers(0, 3000),
+    cuts=CUTS,
+)
+def test_any_first_line_gets_the_same_verdict_whatever_the_chunking(
+    first: bytes, length: int, cuts: list[int]
+) -> None:
+    """The banner: short, long, binary, or longer than any banner (the peer is no AMI server)."""
+    data = (first + b"B" * length)[:3000] + b"\r\nEvent: Hangup\r\nUniqueid: 1.1\r\n\r\n"
+    whole = AmiParser()
+    expected = whole.feed(data)
+    split = AmiParser()
+    got = [m for chunk in chunks(data, cuts) for m in split.feed(chunk)]
+    assert got == expected
+    assert (split.banner, split.failed) == (whole.banner, whole.failed)
+    assert split.pending_bytes <= MAX_BANNER_BYTES + len(data)
+
+
+@FUZZ
 @given(noise=st.binary(max_size=4000), cuts=CUTS)
 def test_the_parser_survives_random_bytes(noise: bytes, cuts: list[int]) -> None:
     parser = AmiParser()

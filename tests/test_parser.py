@@ -129,6 +129,19 @@ def test_a_banner_without_crlf_is_bounded_reported_and_skipped() -> None:
     assert _work(parser) <= 3 * (64 * CHUNK + 40)
 
 
+@pytest.mark.parametrize("length", [MAX_BANNER_BYTES - 1, MAX_BANNER_BYTES, MAX_BANNER_BYTES + 1, 5000])
+def test_the_banner_verdict_does_not_depend_on_the_reads(length: int) -> None:
+    data = b"B" * length + b"\r\nEvent: Hangup\r\nUniqueid: 1.1\r\n\r\n"
+    whole = AmiParser()
+    expected = whole.feed(data)
+    for size in (1, 7, 1000):
+        parser = AmiParser()
+        out = [m for i in range(0, len(data), size) for m in parser.feed(data[i : i + size])]
+        assert out == expected and [m.get("Uniqueid") for m in out] == ["1.1"]
+        assert (parser.banner, parser.failed) == (whole.banner, whole.failed)
+    assert (whole.failed is None) == (length <= MAX_BANNER_BYTES)
+
+
 def test_a_frame_longer_than_the_limit_is_dropped_to_its_end_and_the_next_frames_parse() -> None:
     parser = AmiParser(expect_banner=False)
     parser.feed(b"Event: Hangup\r\nUniqueid: 1.1\r\nJunk: ")

@@ -106,9 +106,14 @@ class AmiParser:
         end = line.find(_EOL, start)
         self.scanned_bytes += (len(line) if end < 0 else end + 2) - start
         if end < 0:
-            if len(line) > MAX_BANNER_BYTES:
+            # Too long already (a CR at the end may be the start of the CRLF): the same verdict
+            # as for the whole line in one read, however it is cut into reads.
+            if len(line) - line.endswith(b"\r") > MAX_BANNER_BYTES:
                 self._banner_too_long(line)
+                del line[:-1]  # keep the last byte: it may be the CR of the CRLF still to come
             return b""
+        if end > MAX_BANNER_BYTES:
+            self._banner_too_long(line)
         if not self._line_too_long:
             self.banner = line[:end].decode("utf-8", "replace")
         after = bytes(line[end + 2 :])
@@ -123,7 +128,6 @@ class AmiParser:
             self.failed = BANNER_TOO_LONG
             self.banner = line[:80].decode("utf-8", "replace")
             self.problems.append(ParseProblem(BANNER_TOO_LONG, self.banner))
-        del line[:-1]  # keep the last byte: it may be the CR of the CRLF still to come
 
     def _complete_carry(self, data: bytes) -> tuple[bytes | None, bytes]:
         """Finish the frame carried over from earlier reads with the start of `data`.
