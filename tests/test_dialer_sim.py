@@ -18,10 +18,10 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import aiohttp
-import pytest
 from sqlalchemy import select
 
 from cti.app import Daemon
+from cti.config import DialerSettings
 from cti.db.engine import create_engine, session_factory
 from cti.db.migrate import upgrade_async
 from cti.db.models import DialerAttempt, DialerContact
@@ -51,13 +51,15 @@ CSV = (
 )
 
 
-def dialer_env(monkeypatch: pytest.MonkeyPatch) -> None:
+def dialer_settings() -> DialerSettings:
     # The lab dialplan of the simulator: its fake PSTN takes national numbers.
-    monkeypatch.setenv("CTI_DIALER_DIAL_STRING", "Local/{national}@fake-pstn")
-    monkeypatch.setenv("CTI_DIALER_CONNECT_CONTEXT", "dialer-connect")
-    monkeypatch.setenv("CTI_DIALER_CLOCK_START", START.isoformat())
-    monkeypatch.setenv("CTI_DIALER_CLOCK_SPEED", str(SPEED))
-    monkeypatch.setenv("CTI_DIALER_TICK_S", "0.05")
+    return DialerSettings(
+        dial_string="Local/{national}@fake-pstn",
+        connect_context="dialer-connect",
+        clock_start=START.isoformat(),
+        clock_speed=SPEED,
+        tick_s=0.05,
+    )
 
 
 def fast_agents_config() -> Any:
@@ -120,9 +122,7 @@ def digit(contact: DialerContact) -> str:
     return contact.phone_e164[-1]
 
 
-async def test_campaign_from_csv_against_the_simulated_pbx(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_campaign_from_csv_against_the_simulated_pbx(tmp_path: Path) -> None:
     db = tmp_path / "cti.db"
     report = await prepare(db, tmp_path)
     assert report.reasons == [
@@ -130,7 +130,6 @@ async def test_campaign_from_csv_against_the_simulated_pbx(
         (9, "'12345' is not a valid number (region FR)"),
         (10, "no phone number"),
     ]
-    dialer_env(monkeypatch)
     sent: list[tuple[str, float]] = []
     async with SimulatedPbx(fast_agents_config()) as pbx:
 
@@ -138,7 +137,7 @@ async def test_campaign_from_csv_against_the_simulated_pbx(
             sent.append((request.action_id or "", pbx.engine.now))
 
         pbx.engine.originator.on_result.append(originated)
-        daemon = Daemon(settings(pbx.port, db))
+        daemon = Daemon(dataclasses.replace(settings(pbx.port, db), dialer=dialer_settings()))
         await daemon.start()
         try:
             async with aiohttp.ClientSession() as http:

@@ -193,9 +193,9 @@ class Daemon:
         """The outbound dialer on the first server's link: bus events in, Originates out."""
         from cti.dialer.engine import KINDS, DialerEngine
         from cti.dialer.routes import dialer_routes
-        from cti.dialer.settings import dialer_clock, load_dialer_settings
+        from cti.dialer.settings import dialer_clock
 
-        settings = load_dialer_settings()
+        settings = self.settings.dialer
         link, server = (self.links[0], self.links[0].server.name) if self.links else (None, "")
         self.dialer = DialerEngine(self.engine, link, settings, dialer_clock(settings), server)
         # Queue members as the trackers know them now (the first resync may predate our consumer).
@@ -213,7 +213,9 @@ class Daemon:
         from cti.web.stats_routes import stats_routes
 
         tracker = self.settings.tracker
-        thresholds = ThresholdSet.build(tracker.service_level_s, tracker.short_abandon_s)
+        thresholds = ThresholdSet.build(
+            tracker.service_level_s, tracker.short_abandon_s, self.settings.stats.queues
+        )
         self.stats = StatsService(self.engine, self.hub, thresholds)
         # Before the AMI links start: today's figures are rebuilt from the database while every
         # event is held; the tap notes the calls ended meanwhile before the writer stores them.

@@ -196,13 +196,12 @@ def _add_customers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 def _hours_check(args: argparse.Namespace) -> int:
     from cti.dialer.commands import run_hours_check
-    from cti.dialer.settings import load_dialer_settings
 
     return run_hours_check(
         args.number,
         at=args.at,
         rules=args.rules,
-        region=args.region or load_dialer_settings().region,
+        region=args.region or load_settings(args.config).dialer.region,
         timezone=args.timezone,
         subdivision=args.subdivision,
         consent=args.consent,
@@ -223,7 +222,8 @@ def _add_hours(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     check.add_argument(
         "--rules", default="fr", help="rule set: fr, ma, us, ca, auto (the number's country's) or a TOML file"
     )
-    check.add_argument("--region", help="region of national numbers (default: CTI_DIALER_REGION or FR)")
+    check.add_argument("--region", help="region of national numbers (default: [dialer] region, FR)")
+    check.add_argument("--config")
     check.add_argument("--timezone", help="the contact's own time zone (overrides the number's)")
     check.add_argument("--subdivision", help="holiday subdivision, e.g. 57, 67, 68 for Alsace-Moselle")
     check.add_argument(
@@ -263,13 +263,11 @@ def _campaign(args: argparse.Namespace) -> int:
     if what == "list":
         return dialer.run_campaign_list(url=url)
     if what == "show":
-        return dialer.run_campaign_show(args.name, url=url)
+        return dialer.run_campaign_show(args.name, url=url, drop_after_s=settings.dialer.abandon_after_s)
     if what == "why":
         return dialer.run_campaign_why(args.name, url=url, code=args.code, limit=args.limit)
     if what == "dnc":
-        from cti.dialer.settings import load_dialer_settings
-
-        region = args.region or load_dialer_settings().region
+        region = args.region or settings.dialer.region
         return dialer.run_dnc_import(
             args.file, campaign=args.campaign, region=region, url=url, reason=args.reason
         )
@@ -420,6 +418,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_customers(sub)
     _add_hours(sub)
     _add_campaign(sub)
+    from cti.config_commands import add_arguments as add_config_arguments
+
+    add_config_arguments(sub)
     return parser
 
 

@@ -270,17 +270,16 @@ def run_campaign_list(*, url: str, out: TextIO | None = None, err: TextIO | None
     return _code(_run(url, "list", work, err))
 
 
-def run_campaign_show(name: str, *, url: str, out: TextIO | None = None, err: TextIO | None = None) -> int:
+def run_campaign_show(
+    name: str, *, url: str, drop_after_s: float = 2.0, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
     out, err = out or sys.stdout, err or sys.stderr
 
     async def work(engine: AsyncEngine) -> int:
         from cti.dialer.dispositions import campaign_stats
-        from cti.dialer.settings import load_dialer_settings
-
         row = await store.get_campaign(engine, name)
         doc = store.campaign_json(row)
         doc["contacts"] = await store.contact_counts(engine, row.id)
-        drop_after_s = load_dialer_settings().abandon_after_s
         doc["stats"] = await campaign_stats(engine, store.spec_of(row), store.utcnow(), drop_after_s)
         _dump(doc, out)
         return 0

@@ -43,6 +43,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     thresholds = ThresholdSet.build(
         args.service_level if args.service_level is not None else tracker.service_level_s,
         args.short_abandon if args.short_abandon is not None else tracker.short_abandon_s,
+        settings.stats.queues,
     )
     try:
         query = build_query(
