@@ -223,6 +223,8 @@ def _login() -> Target:
 RULES: dict[tuple[str, str], tuple[tuple[Any, ...], Target]] = {
     ("GET", "/healthz"): (PUBLIC, _fixed("/healthz")),
     ("GET", "/api/openapi.json"): (PUBLIC, _fixed("/api/openapi.json")),
+    # The scrape token, not a session, decides (none is configured here: refused to everyone).
+    ("GET", "/metrics"): ((401,) * 6, _fixed("/metrics")),
     ("POST", "/api/login"): ((401,) * 6, _login()),  # credentials, not a session, decide
     ("POST", "/api/logout"): (LOGGED_IN, _fixed("/api/logout", {})),
     ("GET", "/api/me"): (LOGGED_IN, _fixed("/api/me")),

@@ -38,6 +38,7 @@ from cti.tickets import BreachWatcher, TicketConsumer, TicketError, TicketServic
 from cti.tickets.events import TicketEvent, TicketSlaBreached, TicketUpdated
 from cti.web.auth import LoginLimiter, Principal, TokenSigner, UserStore
 from cti.web.hub import Hub
+from cti.web.metrics import DaemonCollector, MeasuredLookup, PopLatency, TimedRecordSink, build_registry
 from cti.web.routes import AGENT_ROUTES, CUSTOMER_ROUTES, TICKET_ROUTES
 from cti.web.server import WebContext, build_app, runner_options
 
@@ -70,7 +71,8 @@ class Daemon:
         self.engine = create_engine(db.url)
         await upgrade_async(self.engine)
         self.store = CallStore(self.engine)
-        self.writer = CallWriter.from_settings(self.store, db)
+        self.writes = TimedRecordSink(self.store)  # each write timed, for the metrics
+        self.writer = CallWriter.from_settings(self.writes, db)
         self.writer.start()
         self.bus.consume("call-writer", self._write_ended, kinds=frozenset({ev.CallEnded}))
         for server in self.settings.asterisk:
@@ -120,7 +122,11 @@ class Daemon:
             self.settings.tracker.default_region,
             campaign_contact=self.dialer.contact_for_pop,
         )
-        self.screen_pops = ScreenPops(self.pops, self.hub.send, self._lookup_for_pop())
+        # Each pop frame's latency from its AMI bytes, measured after the frame is written.
+        self.pop_latency = PopLatency(self.links)
+        self.screen_pops = ScreenPops(
+            self.pops, self.pop_latency.sender(self.hub.send), self._lookup_for_pop()
+        )
         self.tickets = TicketService(self.engine, self.settings.tickets, self.bus.publish)
         # Inline: a pop must not wait behind a queue hop (target: p99 ≤ 5 ms from the AMI bytes).
         self.bus.tap("screen-pops", self.screen_pops.on_event)
@@ -158,10 +164,23 @@ class Daemon:
             settings=web_settings,
         )
         self.web_ctx.resume_extra.append(self._resume_tickets)
+        # /metrics: read from the counters above when Prometheus scrapes (docs/operations.md).
+        self.metrics = DaemonCollector(
+            links=self.links,
+            trackings=self.trackings,
+            bus=self.bus,
+            web=self.web_ctx,
+            pops=self.pop_latency,
+            screen_pops=self.screen_pops,
+            writer=self.writer,
+            writes=self.writes,
+            dialer=self.dialer,
+        )
         self.runner = web.AppRunner(
             build_app(
                 self.web_ctx,
                 [*TICKET_ROUTES, *CUSTOMER_ROUTES, *AGENT_ROUTES, *stats_routes, *dialer_routes],
+                metrics_registry=build_registry(self.metrics),
             ),
             **runner_options(web_settings),
         )
@@ -172,14 +191,13 @@ class Daemon:
 
     async def _start_agi(self) -> None:
         """The FastAGI server for the inbound dialplan's caller lookup, when [agi] host is set."""
-        from cti.agi.lookup import CallerLookup
         from cti.agi.server import FastAgiServer
 
         settings = self.settings.agi
         self.agi: FastAgiServer | None = None
         if not settings.host:
             return
-        lookup = CallerLookup(self.directory, self.settings.directory.region, settings.timeout_s)
+        lookup = MeasuredLookup(self.directory, self.settings.directory.region, settings.timeout_s)
         server = FastAgiServer(
             {"lookup": lookup},
             session_timeout_s=settings.session_timeout_s,
@@ -187,6 +205,7 @@ class Daemon:
         )
         await server.start(settings.host, settings.port)
         self.agi = server
+        self.metrics.agi, self.metrics.lookup = server, lookup
         log.info("FastAGI server listening", addresses=[f"{h}:{p}" for h, p in server.addresses])
 
     def _start_dialer(self) -> list[web.RouteDef]:

@@ -44,6 +44,11 @@ class EventBus:
         self._tasks: set[asyncio.Task[None]] = set()
         self.published = 0
 
+    @property
+    def subscriptions(self) -> tuple[Subscription, ...]:
+        """The queued consumers (read by the metrics: queue depths and drops)."""
+        return tuple(self._subscriptions)
+
     def subscribe(
         self, name: str, maxsize: int = 10_000, kinds: frozenset[type[Event]] | None = None
     ) -> Subscription:

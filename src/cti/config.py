@@ -162,6 +162,9 @@ class WebSettings:
     # A WebSocket opened without a cookie or Authorization header must authenticate in its first
     # message within this time.
     ws_auth_timeout_s: float = setting(5.0, low=0.1, high=600)
+    # The Prometheus scraper's Bearer token for GET /metrics (CTI_WEB_METRICS_TOKEN); empty =
+    # /metrics refuses every request (docs/operations.md).
+    metrics_token: Secret = field(default_factory=lambda: Secret(""))
 
     def __post_init__(self) -> None:
         for proxy in self.trusted_proxies:
@@ -277,6 +280,8 @@ class Settings:
         found = [s.secret.reveal() for s in self.asterisk if s.secret]
         if self.web.secret:
             found.append(self.web.secret.reveal())
+        if self.web.metrics_token:
+            found.append(self.web.metrics_token.reveal())
         password = _url_password(self.database.url)
         if password:
             found.append(password)

@@ -180,6 +180,10 @@ class AmiLink:
         self.events_received = 0
         self.reconnects = 0
         self.last_event_at: float | None = None
+        # When the chunk of bytes being handled arrived (time.monotonic), 0.0 between chunks: what
+        # the pop latency metric measures from (a pop goes out while its AgentCalled's chunk is
+        # being handled). One clock read per chunk.
+        self.chunk_at = 0.0
         self.callback_errors = 0
         self.malformed = 0
         self._logins = 0
@@ -395,12 +399,15 @@ class AmiLink:
     def _received(self, conn: _Connection, data: bytes) -> None:
         if conn.failure is not None:
             return
+        self.chunk_at = time.monotonic()
         try:
             self._feed(conn, data)
         except Exception:
             self.log.exception("AMI reader failed")
             conn.failure = "reader failed"
             conn.writer.transport.abort()  # ends `_read`, hence the session: it reconnects
+        finally:
+            self.chunk_at = 0.0
 
     async def _read(self, conn: _Connection) -> None:
         """Return when the connection ends (the bytes themselves go to `_received`)."""

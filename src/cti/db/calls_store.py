@@ -276,6 +276,7 @@ class CallWriter:
         self.dropped = 0
         self.rejected = 0
         self.failures = 0  # consecutive failed attempts; 0 while the database is healthy
+        self.failed_writes = 0  # failed attempts since start (the metrics' counter)
 
     @classmethod
     def from_settings(cls, store: RecordSink, settings: DatabaseSettings, **kwargs: Any) -> Self:
@@ -429,6 +430,7 @@ class CallWriter:
 
     def _on_failure(self, exc: Exception) -> None:
         self.failures += 1
+        self.failed_writes += 1
         log.error(
             "cannot write call records to the database; keeping them and retrying",
             url=self._store.display_url,

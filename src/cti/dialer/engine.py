@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -125,6 +125,9 @@ class CampaignStatus:
     agents: Agents = field(default_factory=lambda: Agents(0, 0, 0))
     in_flight: int = 0
     at: datetime | None = None
+    # (abandons + late connects) / put through over the campaign's window, as the pacing last
+    # measured it; None before any callee was put through (read by the metrics, not in to_json).
+    drop_rate: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -166,6 +169,9 @@ class DialerEngine:
         self._sending: set[asyncio.Task[None]] = set()
         self._runner: asyncio.Task[None] | None = None
         self.originated = 0
+        # Since start, for the metrics: attempts written per campaign, ended ones per outcome.
+        self.attempts: Counter[str] = Counter()
+        self.outcomes: Counter[tuple[str, str]] = Counter()
         # Where the current queue members come from (the trackers); None: only from the events.
         self.members: Callable[[], Iterable[ev.AgentStateChanged]] | None = None
 
@@ -340,6 +346,7 @@ class DialerEngine:
                 1 for a in self.open.values() if a.campaign_id == spec.id and a.agent_at is None
             )
             attempts, answered, rate = await self._sample(spec, now)
+            status.drop_rate = rate
             decision = pace(
                 PacingInput(
                     spec.dial_mode,
@@ -516,6 +523,7 @@ class DialerEngine:
         )
         attempt.phone_raw, attempt.fields = contact.phone_raw, dict(contact.fields or {})
         self._track(attempt)
+        self.attempts[spec.name] += 1
         return attempt
 
     def _variables(self, spec: CampaignSpec, attempt: OpenAttempt) -> dict[str, str]:
@@ -715,6 +723,7 @@ class DialerEngine:
     async def _close(self, attempt: OpenAttempt, outcome: str, at: datetime, cause: int | None) -> None:
         """End the attempt and plan the contact's future (retry, done, the agent's disposition)."""
         self._forget(attempt)
+        self.outcomes[attempt.campaign, outcome] += 1
         async with self.db.begin() as conn:
             await conn.execute(
                 update(DialerAttempt)

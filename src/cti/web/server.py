@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import random
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 
 import structlog
 from aiohttp import WSMsgType, web
+from prometheus_client import CollectorRegistry
 
 from cti.config import WebSettings
 from cti.screenpop.router import PopRouter
@@ -30,6 +32,7 @@ from cti.web.errors import (
 )
 from cti.web.guard import BODY, EdgeGuard, edge_middleware, parse_body
 from cti.web.hub import SESSION_ENDED, Client, Hub
+from cti.web.metrics import METRICS, DaemonCollector, build_registry, metrics
 from cti.web.openapi import openapi
 from cti.web.sessions import SessionStore, SessionsUnavailable
 
@@ -37,7 +40,20 @@ log = structlog.get_logger(__name__)
 STATIC = Path(__file__).parent / "static"
 COOKIE = "cti_session"
 # /wallboard checks the session itself: it serves its login form, and 403 to agents.
-PUBLIC = frozenset({"/healthz", "/api/login", "/api/openapi.json", "/", "/login", "/desktop", "/wallboard"})
+# /metrics checks its own scrape token (`web/metrics.py`).
+PUBLIC = frozenset(
+    {
+        "/healthz",
+        "/api/login",
+        "/api/openapi.json",
+        "/api/docs",
+        "/metrics",
+        "/",
+        "/login",
+        "/desktop",
+        "/wallboard",
+    }
+)
 PRINCIPAL = web.RequestKey("principal", Principal)
 SESSION = web.RequestKey("session", str)
 WS_HEARTBEAT_S = 20.0
@@ -66,6 +82,8 @@ class WebContext:
     session_store: SessionStore | None = None
     password_checker: PasswordChecker | None = None
     guard: EdgeGuard = field(init=False)
+    # Logins by result (ok, bad_credentials, rate_limited, busy), for the metrics.
+    login_results: Counter[str] = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
         if self.session_store is None:
@@ -165,10 +183,16 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if body.get("status") == "ok" else 503)
 
 
-def _rate_limited() -> ApiError:
+def _rate_limited(ctx: WebContext) -> ApiError:
+    ctx.login_results["rate_limited"] += 1
     error = ApiError("too many failed logins, wait a minute", status=429, error_id="login-rate-limited")
     error.details = {"retry_after_s": 60}
     return error
+
+
+def _login_busy(ctx: WebContext) -> ApiError:
+    ctx.login_results["busy"] += 1
+    return ApiError("too many logins at once, try again", status=503, error_id="login-busy")
 
 
 async def login(request: web.Request) -> web.Response:
@@ -182,19 +206,21 @@ async def login(request: web.Request) -> web.Response:
     # The attempt is counted before its password is checked: concurrent attempts cannot all
     # slip past the limit while the first ones are being verified.
     if ctx.limiter.blocked(*keys):
-        raise _rate_limited()
+        raise _rate_limited(ctx)
     if ctx.passwords.full:
-        raise ApiError("too many logins at once, try again", status=503, error_id="login-busy")
+        raise _login_busy(ctx)
     stamp = ctx.limiter.begin(*keys)
     if stamp is None:
-        raise _rate_limited()
+        raise _rate_limited(ctx)
     try:
         principal = await ctx.users.authenticate(username or "", password, ctx.passwords)
     except LoginBusy:
-        raise ApiError("too many logins at once, try again", status=503, error_id="login-busy") from None
+        raise _login_busy(ctx) from None
     if principal is None:
+        ctx.login_results["bad_credentials"] += 1
         log.info("login refused", username=username, remote=address)
         raise Unauthenticated("wrong username or password", error_id="bad-credentials")
+    ctx.login_results["ok"] += 1
     ctx.limiter.succeeded(*keys, stamp)
     session_id, expires = await ctx.sessions.open(principal, address)
     token = ctx.signer.issue(principal.username, session_id, expires)
@@ -406,15 +432,23 @@ def runner_options(settings: WebSettings) -> dict[str, Any]:
     }
 
 
-def build_app(ctx: WebContext, routes: list[web.RouteDef] | None = None) -> web.Application:
+def build_app(
+    ctx: WebContext,
+    routes: list[web.RouteDef] | None = None,
+    metrics_registry: CollectorRegistry | None = None,
+) -> web.Application:
+    """The application; `metrics_registry` is what /metrics exposes (the daemon's collector),
+    by default the web side's own series."""
     app = web.Application(
         middlewares=[error_middleware, edge_middleware(ctx.guard), auth_middleware], client_max_size=1 << 20
     )
     app[CTX] = ctx
+    app[METRICS] = metrics_registry or build_registry(DaemonCollector(web=ctx))
     app.cleanup_ctx.append(_session_watch)
     app.add_routes(
         [
             web.get("/healthz", healthz),
+            web.get("/metrics", metrics),
             web.get("/api/openapi.json", openapi),
             web.post("/api/login", login),
             web.post("/api/logout", logout),

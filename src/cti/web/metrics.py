@@ -1,0 +1,409 @@
+"""Prometheus metrics, served at `GET /metrics` to a scraper holding the scrape token.
+
+Nearly everything is read at scrape time from the counters the daemon already keeps (the links'
+reconnects and events, the bus's queues and drops, the hub's connections and slow desktops, the
+call writer's totals, the dialer's attempts, the logins, the FastAGI server's sessions): the
+collector walks them when Prometheus asks, and nothing is counted twice or on the pop path.
+
+Three latencies have no counter to read, and are recorded as they happen, in `LatencyHistogram`
+(a bisect and two additions, no lock: everything runs on the one event loop):
+
+- the screen pop: from the moment the chunk of AMI bytes holding an `AgentCalled` arrived
+  (`AmiLink.chunk_at`) to the moment the hub has written the `pop` frame to the agent's socket
+  (`PopLatency.sender` wraps the hub's `send`, on the pop's own step);
+- a database write of the call writer (`TimedRecordSink` wraps its store);
+- a FastAGI caller lookup (`MeasuredLookup`, the `lookup` route with a stopwatch).
+
+Series and their meaning: docs/operations.md ("Metrics").
+"""
+
+from __future__ import annotations
+
+import hmac
+import math
+import time
+from bisect import bisect_left
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, GCCollector, ProcessCollector, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+from cti import __version__
+from cti.agi.lookup import CallerLookup, Outcome
+from cti.web.errors import error_body
+
+if TYPE_CHECKING:
+    from cti.agi.server import AgiSession, FastAgiServer
+    from cti.ami.link import AmiLink
+    from cti.bus import EventBus
+    from cti.calls.live import LiveTracking
+    from cti.calls.records import CallRecord
+    from cti.db.calls_store import CallWriter, RecordSink
+    from cti.dialer.engine import DialerEngine
+    from cti.screenpop.service import ScreenPops
+    from cti.web.server import WebContext
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # what generate_latest writes
+# Seconds. The pop's target is p99 <= 5 ms: fine buckets below it, coarse ones for the tail.
+POP_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+DB_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+AGI_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class LatencyHistogram:
+    """Observations in fixed buckets (upper bounds in seconds), rendered at scrape time."""
+
+    __slots__ = ("bounds", "count", "counts", "sum")
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = tuple(bounds)
+        self.counts = [0] * (len(self.bounds) + 1)  # the last one: above every bound (+Inf)
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(self.bounds, seconds)] += 1
+        self.sum += seconds
+        self.count += 1
+
+    def buckets(self) -> list[tuple[str, float]]:
+        """Cumulative counts per upper bound, as Prometheus wants them."""
+        out, total = [], 0
+        for bound, count in zip((*self.bounds, math.inf), self.counts, strict=True):
+            total += count
+            out.append(("+Inf" if bound == math.inf else repr(bound), float(total)))
+        return out
+
+
+class PopLatency:
+    """AMI bytes in → `pop` frame written, per frame (one per desktop user the call rings)."""
+
+    def __init__(self, links: Sequence[AmiLink]) -> None:
+        self.links = links
+        self.histogram = LatencyHistogram(POP_BUCKETS)
+
+    def sender(self, send: Callable[[str, dict[str, Any]], None]) -> Callable[[str, dict[str, Any]], None]:
+        """`send`, measured for pops. A pop goes out on the step that handles its AMI chunk, so
+        the chunk's arrival is the link's `chunk_at`; frames sent outside any chunk (a lookup's
+        `pop.update`, a timer) are not pops and are not measured."""
+        links, histogram = self.links, self.histogram
+
+        def send_measured(username: str, message: dict[str, Any]) -> None:
+            send(username, message)
+            if message.get("type") == "pop":
+                arrived = max((link.chunk_at for link in links), default=0.0)
+                if arrived:
+                    histogram.observe(time.monotonic() - arrived)
+
+        return send_measured
+
+
+class TimedRecordSink:
+    """The call writer's store, with each write timed (a batch, or one record being isolated)."""
+
+    def __init__(self, sink: RecordSink) -> None:
+        self.sink = sink
+        self.histogram = LatencyHistogram(DB_BUCKETS)
+
+    @property
+    def display_url(self) -> str:
+        return self.sink.display_url
+
+    async def save(self, records: Sequence[CallRecord]) -> None:
+        started = time.monotonic()
+        try:
+            await self.sink.save(records)
+        finally:
+            self.histogram.observe(time.monotonic() - started)
+
+
+class MeasuredLookup(CallerLookup):
+    """The FastAGI `lookup` route, counting its outcomes and timing each session's route
+    (directory lookup and the AGI commands that set the channel's variables)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.histogram = LatencyHistogram(AGI_BUCKETS)
+        self.outcomes: Counter[str] = Counter()
+
+    async def look_up(self, raw_number: str, region: str) -> Outcome:
+        outcome = await super().look_up(raw_number, region)
+        self.outcomes[outcome.status] += 1
+        return outcome
+
+    async def __call__(self, session: AgiSession) -> None:
+        started = time.monotonic()
+        try:
+            await super().__call__(session)
+        finally:
+            self.histogram.observe(time.monotonic() - started)
+
+
+def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(name, doc, value=value)
+
+
+def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, value=value)
+
+
+def _histogram(name: str, doc: str, histogram: LatencyHistogram) -> HistogramMetricFamily:
+    return HistogramMetricFamily(name, doc, buckets=histogram.buckets(), sum_value=histogram.sum)
+
+
+class DaemonCollector:
+    """Reads the daemon's own counters when Prometheus scrapes. Every part is optional: a part
+    the daemon does not run (no FastAGI server, no AMI link) has no series."""
+
+    def __init__(
+        self,
+        *,
+        links: Sequence[AmiLink] = (),
+        trackings: Sequence[LiveTracking] = (),
+        bus: EventBus | None = None,
+        web: WebContext | None = None,
+        pops: PopLatency | None = None,
+        screen_pops: ScreenPops | None = None,
+        writer: CallWriter | None = None,
+        writes: TimedRecordSink | None = None,
+        dialer: DialerEngine | None = None,
+        agi: FastAgiServer | None = None,
+        lookup: MeasuredLookup | None = None,
+    ) -> None:
+        self.links, self.trackings, self.bus, self.web = links, trackings, bus, web
+        self.pops, self.screen_pops, self.writer, self.writes = pops, screen_pops, writer, writes
+        self.dialer, self.agi, self.lookup = dialer, agi, lookup
+
+    def collect(self) -> Iterator[Metric]:
+        info = GaugeMetricFamily("cti_info", "the running cti", labels=["version"])
+        info.add_metric([__version__], 1)
+        yield info
+        yield from self._ami()
+        yield from self._bus()
+        yield from self._desktops()
+        yield from self._writer()
+        yield from self._dialer()
+        yield from self._logins()
+        yield from self._agi()
+
+    def _ami(self) -> Iterator[Metric]:
+        gauge, counter = GaugeMetricFamily, CounterMetricFamily
+        per_server: list[tuple[type[GaugeMetricFamily | CounterMetricFamily], str, str, str]] = [
+            (gauge, "cti_ami_link_up", "connected", "1 while logged in to the server's AMI"),
+            (gauge, "cti_ami_link_synced", "synced", "1 once the resync after the latest login succeeded"),
+            (counter, "cti_ami_reconnects", "reconnects", "logins after the first"),
+            (
+                counter,
+                "cti_ami_events",
+                "events_received",
+                "AMI events handed to the tracker (rate: events/s)",
+            ),
+            (counter, "cti_ami_malformed", "malformed", "malformed AMI frames skipped"),
+            (counter, "cti_ami_callback_errors", "callback_errors", "events whose handling raised"),
+            (counter, "cti_ami_resync_failures", "resync_failures", "failed resync attempts"),
+        ]
+        for kind, name, attribute, doc in per_server:
+            family = kind(name, doc, labels=["server"])
+            for link in self.links:
+                family.add_metric([link.server.name], float(getattr(link, attribute)))
+            yield family
+        live = GaugeMetricFamily("cti_tracker_live_calls", "calls the tracker follows now", labels=["server"])
+        evicted = CounterMetricFamily(
+            "cti_tracker_evicted", "live calls closed unfinished over max_live_calls", labels=["server"]
+        )
+        for tracking in self.trackings:
+            tracker = tracking.tracker
+            live.add_metric([tracker.server], len(tracker.calls))
+            evicted.add_metric([tracker.server], tracker.evicted)
+        yield live
+        yield evicted
+
+    def _bus(self) -> Iterator[Metric]:
+        if self.bus is None:
+            return
+        yield _counter("cti_bus_published", "domain events published on the bus", self.bus.published)
+        depth = GaugeMetricFamily("cti_bus_queue_depth", "events waiting for a consumer", labels=["consumer"])
+        size = GaugeMetricFamily("cti_bus_queue_capacity", "a consumer's queue bound", labels=["consumer"])
+        dropped = CounterMetricFamily(
+            "cti_bus_dropped",
+            "events dropped (oldest first) for a consumer that fell behind",
+            labels=["consumer"],
+        )
+        for sub in self.bus.subscriptions:
+            depth.add_metric([sub.name], sub.queue.qsize())
+            size.add_metric([sub.name], sub.queue.maxsize)
+            dropped.add_metric([sub.name], sub.dropped)
+        yield from (depth, size, dropped)
+
+    def _desktops(self) -> Iterator[Metric]:
+        if self.web is not None:
+            hub = self.web.hub
+            roles: Counter[str] = Counter()
+            for clients in hub.clients.values():
+                for client in clients:
+                    roles[client.principal.role] += 1
+            connections = GaugeMetricFamily(
+                "cti_websocket_connections", "desktops and wallboards connected", labels=["role"]
+            )
+            for role in ("agent", "supervisor", "admin"):
+                connections.add_metric([role], roles[role])
+            yield connections
+            yield _counter(
+                "cti_websocket_slow_disconnects",
+                "desktops disconnected for falling behind",
+                hub.slow_disconnects,
+            )
+        if self.screen_pops is not None:
+            yield _counter(
+                "cti_screenpop_messages",
+                "pop messages sent to desktops (pop, update, withdraw...)",
+                self.screen_pops.sent,
+            )
+        if self.pops is not None:
+            yield _histogram(
+                "cti_pop_latency_seconds",
+                "AMI bytes in to pop frame written, per desktop user",
+                self.pops.histogram,
+            )
+
+    def _writer(self) -> Iterator[Metric]:
+        writer = self.writer
+        if writer is None:
+            return
+        yield _gauge("cti_db_writer_pending", "call records accepted, not yet written", writer.pending)
+        yield _counter("cti_db_writer_written", "call records written", writer.written)
+        yield _counter(
+            "cti_db_writer_failures", "failed writes (database unavailable; retried)", writer.failed_writes
+        )
+        yield _gauge("cti_db_writer_failing", "consecutive failed writes now (0: healthy)", writer.failures)
+        yield _counter(
+            "cti_db_writer_rejected", "call records the database refused (set aside)", writer.rejected
+        )
+        yield _counter(
+            "cti_db_writer_dropped", "call records dropped unwritten (backlog full)", writer.dropped
+        )
+        if self.writes is not None:
+            yield _histogram(
+                "cti_db_write_seconds", "one write of the call writer (a batch)", self.writes.histogram
+            )
+
+    def _dialer(self) -> Iterator[Metric]:
+        dialer = self.dialer
+        if dialer is None:
+            return
+        yield _gauge("cti_dialer_open_attempts", "attempts placed and not ended", len(dialer.open))
+        attempts = CounterMetricFamily(
+            "cti_dialer_attempts", "attempts written (before their Originate)", labels=["campaign"]
+        )
+        for campaign, count in sorted(dialer.attempts.items()):
+            attempts.add_metric([campaign], count)
+        yield attempts
+        outcomes = CounterMetricFamily(
+            "cti_dialer_outcomes", "attempts ended, by outcome", labels=["campaign", "outcome"]
+        )
+        for (campaign, outcome), count in sorted(dialer.outcomes.items()):
+            outcomes.add_metric([campaign, outcome], count)
+        yield outcomes
+        drop = GaugeMetricFamily(
+            "cti_dialer_drop_rate",
+            "(abandons + late connects) / put through, over the campaign's window (the pacing's figure)",
+            labels=["campaign"],
+        )
+        dialing = GaugeMetricFamily(
+            "cti_dialer_dialing", "1 while the campaign places calls", labels=["campaign"]
+        )
+        ratio = GaugeMetricFamily(
+            "cti_dialer_ratio", "calls per free agent the pacing chose", labels=["campaign"]
+        )
+        for name, status in sorted(dialer.status.items()):
+            if status.drop_rate is not None:
+                drop.add_metric([name], status.drop_rate)
+            dialing.add_metric([name], status.dialing)
+            ratio.add_metric([name], status.ratio)
+        yield from (drop, dialing, ratio)
+
+    def _logins(self) -> Iterator[Metric]:
+        if self.web is None:
+            return
+        ctx = self.web
+        results = CounterMetricFamily("cti_login_attempts", "logins by result", labels=["result"])
+        for result in ("ok", "bad_credentials", "rate_limited", "busy"):
+            results.add_metric([result], ctx.login_results[result])
+        yield results
+        yield _gauge(
+            "cti_login_limiter_windows",
+            "usernames and addresses with attempts in the last minute",
+            len(ctx.limiter),
+        )
+        limits = GaugeMetricFamily("cti_login_limit_per_minute", "attempts allowed a minute", labels=["per"])
+        limiter = ctx.limiter
+        per_address = limiter.per_address if limiter.per_address is not None else 10 * limiter.per_minute
+        limits.add_metric(["user"], limiter.per_minute)
+        limits.add_metric(["address"], per_address)
+        yield limits
+        yield _gauge("cti_login_checks_pending", "password checks running or waiting", ctx.passwords.pending)
+        yield _gauge(
+            "cti_login_checks_limit", "password checks at once before login-busy", ctx.passwords.limit
+        )
+
+    def _agi(self) -> Iterator[Metric]:
+        agi = self.agi
+        if agi is None:
+            return
+        yield _counter("cti_agi_sessions", "FastAGI sessions served", agi.sessions_served)
+        yield _gauge("cti_agi_sessions_active", "FastAGI sessions in progress", agi.active)
+        problems = CounterMetricFamily(
+            "cti_agi_problems",
+            "sessions cut off or refused (busy, timeout, protocol, route...)",
+            labels=["kind"],
+        )
+        for kind, count in sorted(agi.problems.counts.items()):
+            problems.add_metric([kind.split(":", 1)[0]], count)
+        yield problems
+        if self.lookup is not None:
+            lookups = CounterMetricFamily("cti_agi_lookups", "caller lookups by result", labels=["result"])
+            for result in ("hit", "miss", "multiple", "withheld", "error"):
+                lookups.add_metric([result], self.lookup.outcomes[result])
+            yield lookups
+            yield _histogram(
+                "cti_agi_lookup_seconds",
+                "a lookup session's route, directory and AGI commands",
+                self.lookup.histogram,
+            )
+
+
+def build_registry(collector: DaemonCollector) -> CollectorRegistry:
+    """Our series, plus the process's (CPU, memory, open files) and the garbage collector's."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    ProcessCollector(registry=registry)
+    GCCollector(registry=registry)
+    return registry
+
+
+METRICS = web.AppKey("metrics", CollectorRegistry)
+
+
+def scrape_token_ok(request: web.Request, token: str) -> bool:
+    header = request.headers.get("Authorization", "")
+    given = header[7:].strip() if header.startswith("Bearer ") else ""
+    return bool(token) and hmac.compare_digest(given.encode(), token.encode())
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """The Prometheus exposition, for a request bearing the scrape token (`[web] metrics_token`).
+    No token configured: every request is refused."""
+    from cti.web.server import CTX
+
+    if not scrape_token_ok(request, request.app[CTX].settings.metrics_token.reveal()):
+        body = error_body("unauthenticated", "send the scrape token ([web] metrics_token) as a Bearer token")
+        return web.json_response(body, status=401, headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
+    return web.Response(body=generate_latest(request.app[METRICS]), headers={"Content-Type": CONTENT_TYPE})
