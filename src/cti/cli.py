@@ -92,48 +92,6 @@ def _db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
-def _users_add(args: argparse.Namespace) -> int:
-    import asyncio
-    import getpass
-
-    from cti.db.engine import create_engine
-    from cti.db.migrate import upgrade_async
-    from cti.web.auth import UserStore
-
-    if args.password_stdin:
-        password = sys.stdin.readline().rstrip("\n")
-    elif not sys.stdin.isatty():
-        print(
-            "cti users add: no terminal to ask the password on; pipe it in with --password-stdin",
-            file=sys.stderr,
-        )
-        return 2
-    else:
-        try:
-            password = getpass.getpass(f"password for {args.username}: ")
-        except EOFError:
-            print("cti users add: no password given", file=sys.stderr)
-            return 2
-    if len(password) < 8:
-        print("cti users add: the password must have at least 8 characters", file=sys.stderr)
-        return 2
-    settings = load_settings(args.config)
-
-    async def add() -> None:
-        engine = create_engine(settings.database.url)
-        try:
-            await upgrade_async(engine)
-            await UserStore(engine).add(
-                args.username, password, args.role, args.name, args.language, args.interface, args.device
-            )
-        finally:
-            await engine.dispose()
-
-    asyncio.run(add())
-    print(f"user {args.username} ({args.role}) saved")
-    return 0
-
-
 def _customers_import(args: argparse.Namespace) -> int:
     from cti.directory.commands import run_import
 
@@ -395,25 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--db", help="SQLite file (default: a new one in a temporary folder)")
     demo.set_defaults(func=_demo)
 
-    users = sub.add_parser("users", help="desktop and wallboard users")
-    users_sub = users.add_subparsers(dest="users_command", required=True)
-    add = users_sub.add_parser("add", help="create or update a user")
-    add.add_argument("username")
-    add.add_argument("--role", choices=("agent", "supervisor", "admin"), default="agent")
-    add.add_argument("--name", help="display name")
-    add.add_argument("--language", choices=("fr", "en"), default="fr")
-    add.add_argument(
-        "--interface",
-        action="append",
-        default=[],
-        help="queue-member interface AMI names for this agent (e.g. PJSIP/1001); repeatable",
-    )
-    add.add_argument(
-        "--device", action="append", default=[], help="phone device (e.g. PJSIP/1001); repeatable"
-    )
-    add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
-    add.add_argument("--config")
-    add.set_defaults(func=_users_add)
+    from cti.web.user_commands import add_arguments as add_user_arguments
+
+    add_user_arguments(sub)
     _add_stats(sub)
     _add_customers(sub)
     _add_hours(sub)

@@ -230,6 +230,15 @@ class LoginLimiter:
                 del self._windows["a:" + address]
 
 
+@dataclass(frozen=True)
+class UserListing:
+    principal: Principal
+    active: bool
+    created_at: datetime | None
+    sessions: int  # live ones: not revoked, not expired
+    last_login: datetime | None
+
+
 class UserStore:
     """Users in the database, with a small cache of who owns which member interface/device."""
 
@@ -325,6 +334,63 @@ class UserStore:
         if changed.rowcount and not active:
             self._revoked(username)
         return bool(changed.rowcount)
+
+    async def set_password(self, username: str, password: str) -> bool:
+        """A new password; every session the user has ends. False: no such user."""
+        digest = await asyncio.to_thread(hash_password, password)
+        table = User.__table__
+        async with self.engine.begin() as conn:
+            changed = await conn.execute(
+                table.update().where(table.c.username == username).values(password_hash=digest)  # type: ignore[attr-defined]
+            )
+            if changed.rowcount:
+                await revoke_user_sessions(conn, username, "password changed")
+        if changed.rowcount:
+            self._revoked(username)
+        return bool(changed.rowcount)
+
+    async def remove(self, username: str) -> bool:
+        """Delete the user; their sessions end (kept, revoked, as the record of their logins), and
+        what they did (tickets, calls, dispositions) keeps their name. False: no such user."""
+        table = User.__table__
+        async with self.engine.begin() as conn:
+            removed = await conn.execute(table.delete().where(table.c.username == username))  # type: ignore[attr-defined]
+            if removed.rowcount:
+                await revoke_user_sessions(conn, username, "user removed")
+        await self.reload()
+        if removed.rowcount:
+            self._revoked(username)
+        return bool(removed.rowcount)
+
+    async def listing(self) -> list[UserListing]:
+        """Every user, disabled ones too, with their sessions, for `cti users list`."""
+        now = datetime.now(UTC)
+        async with self.engine.connect() as conn:
+            users = (await conn.execute(select(User).order_by(User.username))).all()
+            sessions = (
+                await conn.execute(
+                    select(
+                        DbSession.username, DbSession.created_at, DbSession.expires_at, DbSession.revoked_at
+                    )
+                )
+            ).all()
+        live: dict[str, int] = {}
+        last: dict[str, datetime] = {}
+        for username, created, expires, revoked in sessions:
+            if revoked is None and expires > now:
+                live[username] = live.get(username, 0) + 1
+            if username not in last or created > last[username]:
+                last[username] = created
+        return [
+            UserListing(
+                principal=principal_of_row(row),
+                active=bool(row.active),
+                created_at=row.created_at,
+                sessions=live.get(row.username, 0),
+                last_login=last.get(row.username),
+            )
+            for row in users
+        ]
 
     def _revoked(self, username: str) -> None:
         for callback in self.on_revoked:
