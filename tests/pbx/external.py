@@ -9,7 +9,7 @@ scenarios marked `external` run then. The file says where everything is:
      "database_url": "postgresql+asyncpg://cti:...@127.0.0.1:5433/cti",
      "asterisk_exec": ["docker", "exec", "<id>"], "asterisk_log_dir": "/var/log/asterisk",
      "cti_exec": ["docker", "exec", "-i", "<id>"], "cti_logs": ["docker", "logs", "<id>"],
-     "containers": ["<id>", "<id>", "<id>"]}
+     "cti_restart": ["docker", "restart", "<id>"], "containers": ["<id>", "<id>", "<id>"]}
 
 `asterisk_exec` and `cti_exec` are command prefixes that run a command where the PBX and the
 daemon run (`asterisk -rx ...`, `cat queue_log`, `cti users add ...`). The lab lives on across
@@ -30,6 +30,7 @@ import re
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -57,6 +58,7 @@ class LabConfig:
     cti_logs: tuple[str, ...]
     asterisk_log_dir: str = "/var/log/asterisk"
     containers: tuple[str, ...] = ()  # the lab's Docker containers (tests/pbx/test_lab.py)
+    cti_restart: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls) -> LabConfig | None:
@@ -64,7 +66,7 @@ class LabConfig:
         if not path:
             return None
         raw = json.loads(Path(path).read_text(encoding="utf-8"))
-        for key in ("caller_ports", "asterisk_exec", "cti_exec", "cti_logs", "containers"):
+        for key in ("caller_ports", "asterisk_exec", "cti_exec", "cti_logs", "containers", "cti_restart"):
             raw[key] = tuple(raw.get(key, ()))
         return cls(**raw)
 
@@ -233,7 +235,29 @@ class ExternalCti(CtiDaemon):
         )  # fmt: skip
         if result.stdout.count("saved") != len(argvs):
             raise AssertionError(f"cti users add failed: {result.stderr}\n{result.stdout}")
+        if not self._knows("chef") and self.config_lab.cti_restart:
+            # A daemon that caches its users at start refuses those added since (401) until it
+            # restarts: restart it rather than fail every scenario on it.
+            subprocess.run([*self.config_lab.cti_restart], capture_output=True, timeout=120, check=True)
         _USERS_ADDED.add(self.url)
+
+    def _knows(self, user: str) -> bool:
+        """Whether the running daemon accepts `user`'s session (not only its password)."""
+        self.start()  # healthy first
+        login = urllib.request.Request(
+            f"{self.url}/api/login", json.dumps({"username": user, "password": PASSWORD}).encode(),
+            {"Content-Type": "application/json"},
+        )  # fmt: skip
+        with urllib.request.urlopen(login, timeout=10) as response:
+            token = json.load(response)["token"]
+        me = urllib.request.Request(f"{self.url}/api/me", headers={"Authorization": f"Bearer {token}"})
+        try:
+            with urllib.request.urlopen(me, timeout=10) as response:
+                return bool(response.status == 200)
+        except urllib.error.HTTPError as error:
+            if error.code == 401:
+                return False
+            raise
 
     def start(self, timeout_s: float = 60.0) -> None:
         deadline = time.monotonic() + timeout_s
