@@ -54,7 +54,8 @@ _COMMON = {
 }
 settings.register_profile("ci", max_examples=300, derandomize=True, **_COMMON)
 settings.register_profile("nightly", max_examples=3000, derandomize=False, **_COMMON)
-FUZZ = settings.get_profile(os.environ.get("CTI_HYPOTHESIS_PROFILE", "ci"))
+PROFILE = os.environ.get("CTI_HYPOTHESIS_PROFILE", "ci")
+FUZZ = settings.get_profile(PROFILE)
 # The heavier properties (whole replays, consumers) get a quarter of the examples.
 HEAVY = settings(FUZZ, max_examples=max(10, FUZZ.max_examples // 4))
 
@@ -93,6 +94,8 @@ pytestmark = [
     # A failing example of several kB would otherwise be reported as hypothesis's warning about
     # its own long repr (warnings are errors here), not as the failure.
     pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisWarning"),
+    # The suite's own budget is the profile's: a nightly run may take minutes per property.
+    pytest.mark.timeout(60 if PROFILE == "ci" else 3600),
 ]
 
 # Values a PBX, a proxy or an attacker might put in a header.
@@ -365,7 +368,7 @@ def _sizes(tracker: CallTracker) -> dict[str, int]:
     }
 
 
-@settings(HEAVY, max_examples=max(2, HEAVY.max_examples // 5))
+@settings(HEAVY, max_examples=max(2, FUZZ.max_examples // 150))
 @given(data=st.lists(traffic(), min_size=3, max_size=3))
 def test_memory_stays_bounded_on_endless_mangled_traffic(data: list[bytes]) -> None:
     """The same mangled traffic again and again, every round with new ids, into one tracker and
