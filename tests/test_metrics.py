@@ -181,6 +181,8 @@ async def test_metrics_move_with_traffic_and_need_the_scrape_token(tmp_path: Pat
                     base,
                     lambda s: (
                         value(s, "cti_pop_latency_seconds_count") > 0
+                        and value(s, "cti_ami_events_total", server="sim")
+                        > value(before, "cti_ami_events_total", server="sim")
                         and total(s, "cti_dialer_outcomes_total") > 0
                         and value(s, "cti_db_write_seconds_count") > 0
                     ),

@@ -223,6 +223,7 @@ def _login() -> Target:
 RULES: dict[tuple[str, str], tuple[tuple[Any, ...], Target]] = {
     ("GET", "/healthz"): (PUBLIC, _fixed("/healthz")),
     ("GET", "/api/openapi.json"): (PUBLIC, _fixed("/api/openapi.json")),
+    ("GET", "/api/docs"): (PUBLIC, _fixed("/api/docs")),
     # The scrape token, not a session, decides (none is configured here: refused to everyone).
     ("GET", "/metrics"): ((401,) * 6, _fixed("/metrics")),
     ("POST", "/api/login"): ((401,) * 6, _login()),  # credentials, not a session, decide

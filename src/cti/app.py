@@ -125,7 +125,7 @@ class Daemon:
         # Each pop frame's latency from its AMI bytes, measured after the frame is written.
         self.pop_latency = PopLatency(self.links)
         self.screen_pops = ScreenPops(
-            self.pops, self.pop_latency.sender(self.hub.send), self._lookup_for_pop()
+            self.pops, self.pop_latency.sender(self.hub), self._lookup_for_pop()
         )
         self.tickets = TicketService(self.engine, self.settings.tickets, self.bus.publish)
         # Inline: a pop must not wait behind a queue hop (target: p99 ≤ 5 ms from the AMI bytes).

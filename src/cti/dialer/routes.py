@@ -9,7 +9,6 @@ them, or one they talked to. Anyone else's contact answers 404, as one that does
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,23 +20,30 @@ from cti.dialer import store
 from cti.dialer.csv_import import NumberCheck, RowError
 from cti.dialer.dispositions import apply_disposition, campaign_stats
 from cti.dialer.engine import DialerEngine
+from cti.web.api import body_of, operation
 from cti.web.auth import Principal, Role
 from cti.web.errors import ApiError, NotFound
+from cti.web.models import (
+    ActionId,
+    Campaign,
+    CampaignDoc,
+    CampaignList,
+    CampaignSettings,
+    Contact,
+    Disposition,
+    DispositionReply,
+    Dnc,
+    DncReply,
+    NewCampaign,
+    NoBody,
+    Ok,
+    PreviewNext,
+    Why,
+    WhyQuery,
+)
 from cti.web.server import principal_of, require
 
 MANAGER: Role = "supervisor"  # the lowest role that manages campaigns (admin inherits it)
-
-
-async def _body(request: web.Request) -> dict[str, Any]:
-    if not request.body_exists:
-        return {}
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ApiError("the body is not JSON", error_id="bad-json") from None
-    if not isinstance(body, dict):
-        raise ApiError("the body must be a JSON object", error_id="bad-json")
-    return body
 
 
 def _int(text: str, name: str) -> int:
@@ -74,36 +80,74 @@ class DialerResource:
         doc["engine"] = None if status is None else status.to_json()
         return doc
 
+    @operation("every campaign (campaign managers)", response=CampaignList, errors=(403,), tag="dialer")
     async def list_campaigns(self, request: web.Request) -> web.Response:
         require(request, MANAGER)
         rows = await store.list_campaigns(self.db)
         return web.json_response({"campaigns": [store.campaign_json(r) for r in rows]})
 
+    @operation(
+        "create a campaign (a draft)",
+        response=Campaign,
+        status=201,
+        body=NewCampaign,
+        errors=(403, 409),
+        tag="dialer",
+        description="Unknown or ill-typed settings: 400 bad-campaign. A name in use: 409 campaign-exists.",
+    )
     async def create(self, request: web.Request) -> web.Response:
         require(request, MANAGER)
-        body = await _body(request)
-        name = body.pop("name", None)
-        if not isinstance(name, str):
-            raise ApiError("'name' is required", {"field": "name"}, error_id="bad-field")
-        row = await store.create_campaign(self.db, name, body)
+        body = await body_of(request, NewCampaign)
+        settings = body.model_dump(exclude_unset=True, exclude={"name"})
+        row = await store.create_campaign(self.db, body.name, settings)
         return web.json_response(store.campaign_json(row), status=201)
 
+    @operation(
+        "a campaign with its contacts by status, statistics and what the engine decided",
+        response=CampaignDoc,
+        errors=(403, 404),
+        tag="dialer",
+    )
     async def show(self, request: web.Request) -> web.Response:
         require(request, MANAGER)
         return web.json_response(await self.campaign_doc(request.match_info["name"]))
 
+    @operation(
+        "change a campaign's settings (only those given)",
+        response=Campaign,
+        body=CampaignSettings,
+        errors=(403, 404),
+        tag="dialer",
+    )
     async def change(self, request: web.Request) -> web.Response:
         require(request, MANAGER)
-        row = await store.update_campaign(self.db, request.match_info["name"], await _body(request))
+        settings = (await body_of(request, CampaignSettings)).model_dump(exclude_unset=True)
+        row = await store.update_campaign(self.db, request.match_info["name"], settings)
         return web.json_response(store.campaign_json(row))
 
+    @operation(
+        "start | pause | stop a campaign",
+        response=Campaign,
+        body=NoBody,
+        path={"action": {"enum": ["start", "pause", "stop"]}},
+        errors=(403, 404, 409),
+        tag="dialer",
+    )
     async def state(self, request: web.Request) -> web.Response:
         principal = require(request, MANAGER)
+        await body_of(request, NoBody)
         name, action = request.match_info["name"], request.match_info["action"]
         row = await store.change_state(self.db, name, action)
         self.engine.log_action(principal.username, name, action)
         return web.json_response(store.campaign_json(row))
 
+    @operation(
+        "the contacts not being dialled, and why (and until when)",
+        response=Why,
+        query=WhyQuery,
+        errors=(403, 404),
+        tag="dialer",
+    )
     async def why(self, request: web.Request) -> web.Response:
         require(request, MANAGER)
         row = await store.get_campaign(self.db, request.match_info["name"])
@@ -112,22 +156,28 @@ class DialerResource:
         status = self.engine.status.get(row.name)
         return web.json_response({"campaign": None if status is None else status.to_json(), "contacts": held})
 
+    @operation(
+        "add numbers to the campaign's do-not-call list (or the global one)",
+        response=DncReply,
+        body=Dnc,
+        errors=(403, 404),
+        tag="dialer",
+    )
     async def dnc(self, request: web.Request) -> web.Response:
         require(request, MANAGER)
         row = await store.get_campaign(self.db, request.match_info["name"])
-        body = await _body(request)
-        numbers = body.get("numbers")
-        if not isinstance(numbers, list) or not all(isinstance(n, str) for n in numbers):
-            raise ApiError("'numbers' must be a list of strings", {"field": "numbers"}, error_id="bad-field")
+        body = await body_of(request, Dnc)
+        numbers = body.numbers
         checker = NumberCheck(row.region)
         try:
             e164 = [checker.e164(n) for n in numbers]
         except RowError as exc:
             raise ApiError(str(exc), {"field": "numbers"}, error_id="bad-number") from None
-        scope = store.GLOBAL_DNC if body.get("global") else row.name
-        added = await store.add_dnc(self.db, e164, scope, body.get("reason"))
-        return web.json_response({"added": added, "scope": scope})
+        scope = store.GLOBAL_DNC if body.global_ else row.name
+        added = await store.add_dnc(self.db, e164, scope, body.reason)
+        return web.json_response(DncReply(added=added, scope=scope).model_dump())
 
+    @operation("a campaign contact (agents: only theirs)", response=Contact, errors=(404,), tag="dialer")
     async def contact(self, request: web.Request) -> web.Response:
         principal = principal_of(request)
         contact_id = _int(request.match_info["id"], "id")
@@ -137,36 +187,38 @@ class DialerResource:
             raise NotFound("no such contact", error_id="no-contact")
         return web.json_response(found)
 
+    @operation(
+        "qualify a call with the contact: what came of it (sale, refused, callback...)",
+        response=DispositionReply,
+        body=Disposition,
+        errors=(404, 409),
+        tag="dialer",
+    )
     async def disposition(self, request: web.Request) -> web.Response:
         principal = principal_of(request)
         contact_id = _int(request.match_info["id"], "id")
         await self._check_agent(principal, contact_id)
-        body = await _body(request)
-        kind = body.get("disposition")
-        if not isinstance(kind, str):
-            raise ApiError("'disposition' is required", {"field": "disposition"}, error_id="bad-field")
-        notes = body.get("notes")
+        body = await body_of(request, Disposition)
         result = await apply_disposition(
             self.db,
             contact_id,
-            kind,
+            body.disposition,
             agent=principal.username,
             now=self.engine.clock(),
-            callback_at=_instant(body.get("callback_at"), "callback_at"),
-            notes=notes if isinstance(notes, str) else None,
+            callback_at=_instant(body.callback_at, "callback_at"),
+            notes=body.notes,
         )
         if result.add_to_dnc is not None:
             await store.add_dnc(self.db, [result.add_to_dnc], result.campaign, "wrong number")
         plan = result.plan
-        return web.json_response(
-            {
-                "contact": contact_id,
-                "status": plan.status,
-                "result": plan.result,
-                "next_attempt_at": None if plan.next_attempt_at is None else plan.next_attempt_at.isoformat(),
-                "why": plan.why,
-            }
+        reply = DispositionReply(
+            contact=contact_id,
+            status=plan.status,
+            result=plan.result,
+            next_attempt_at=None if plan.next_attempt_at is None else plan.next_attempt_at.isoformat(),
+            why=plan.why,
         )
+        return web.json_response(reply.model_dump())
 
     async def _check_agent(self, principal: Principal, contact_id: int) -> None:
         """An agent's contact: shown to them (preview) or called back for them, or one of its
@@ -187,27 +239,52 @@ class DialerResource:
         if not agents & {principal.username, *principal.interfaces}:
             raise NotFound("no such contact", error_id="no-contact")
 
+    @operation(
+        "preview: the next contact of the campaign, reserved for me",
+        response=PreviewNext,
+        body=NoBody,
+        errors=(404,),
+        tag="dialer",
+    )
     async def preview_next(self, request: web.Request) -> web.Response:
         principal = principal_of(request)
+        await body_of(request, NoBody)
         found = await self.engine.preview_next(request.match_info["name"], principal.username)
         if found is None:
             return web.json_response({"contact": None, "why": "no contact may be called now"})
         return web.json_response({"contact": found})
 
+    @operation(
+        "preview: dial the contact I was shown",
+        response=ActionId,
+        status=202,
+        body=NoBody,
+        errors=(404, 409, 503),
+        tag="dialer",
+    )
     async def preview_dial(self, request: web.Request) -> web.Response:
         principal = principal_of(request)
+        await body_of(request, NoBody)
         contact_id = _int(request.match_info["id"], "id")
         await self._check_agent(principal, contact_id)
         interface = principal.interfaces[0] if principal.interfaces else None
         action_id = await self.engine.preview_dial(contact_id, principal.username, interface)
-        return web.json_response({"action_id": action_id}, status=202)
+        return web.json_response(ActionId(action_id=action_id).model_dump(), status=202)
 
+    @operation(
+        "preview: skip the contact I was shown (back in line)",
+        response=Ok,
+        body=NoBody,
+        errors=(404,),
+        tag="dialer",
+    )
     async def preview_skip(self, request: web.Request) -> web.Response:
         principal = principal_of(request)
+        await body_of(request, NoBody)
         contact_id = _int(request.match_info["id"], "id")
         await self._check_agent(principal, contact_id)
         await self.engine.preview_skip(contact_id, principal.username)
-        return web.json_response({"ok": True})
+        return web.json_response(Ok(ok=True).model_dump())
 
 
 def dialer_routes(engine: DialerEngine) -> list[web.RouteDef]:

@@ -38,6 +38,7 @@ from prometheus_client.core import (
 
 from cti import __version__
 from cti.agi.lookup import CallerLookup, Outcome
+from cti.web.api import operation
 from cti.web.errors import error_body
 
 if TYPE_CHECKING:
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
     from cti.db.calls_store import CallWriter, RecordSink
     from cti.dialer.engine import DialerEngine
     from cti.screenpop.service import ScreenPops
+    from cti.web.hub import Hub
     from cti.web.server import WebContext
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # what generate_latest writes
@@ -90,15 +92,16 @@ class PopLatency:
         self.links = links
         self.histogram = LatencyHistogram(POP_BUCKETS)
 
-    def sender(self, send: Callable[[str, dict[str, Any]], None]) -> Callable[[str, dict[str, Any]], None]:
-        """`send`, measured for pops. A pop goes out on the step that handles its AMI chunk, so
-        the chunk's arrival is the link's `chunk_at`; frames sent outside any chunk (a lookup's
-        `pop.update`, a timer) are not pops and are not measured."""
-        links, histogram = self.links, self.histogram
+    def sender(self, hub: Hub) -> Callable[[str, dict[str, Any]], None]:
+        """The hub's `send`, measured for pops written to a desktop. A pop goes out on the step
+        that handles its AMI chunk, so the chunk's arrival is the link's `chunk_at`; frames sent
+        outside any chunk (a lookup's `pop.update`, a timer) are not pops and are not measured,
+        nor is a pop for a user with no desktop connected (nothing is written)."""
+        links, histogram, send, clients = self.links, self.histogram, hub.send, hub.clients
 
         def send_measured(username: str, message: dict[str, Any]) -> None:
             send(username, message)
-            if message.get("type") == "pop":
+            if message.get("type") == "pop" and username in clients:
                 arrived = max((link.chunk_at for link in links), default=0.0)
                 if arrived:
                     histogram.observe(time.monotonic() - arrived)
@@ -398,6 +401,14 @@ def scrape_token_ok(request: web.Request, token: str) -> bool:
     return bool(token) and hmac.compare_digest(given.encode(), token.encode())
 
 
+@operation(
+    "Prometheus metrics, for the scrape token ([web] metrics_token) only",
+    public=True,
+    media={"text/plain": {"type": "string", "description": "the Prometheus text format 0.0.4"}},
+    errors=(401,),
+    tag="operations",
+    description="Series and their meaning: docs/operations.md. No token configured: 401 to everyone.",
+)
 async def metrics(request: web.Request) -> web.Response:
     """The Prometheus exposition, for a request bearing the scrape token (`[web] metrics_token`).
     No token configured: every request is refused."""

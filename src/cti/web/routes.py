@@ -20,13 +20,33 @@ from typing import Any, Protocol, TypeVar
 from aiohttp import web
 
 from cti.directory.numbers import normalize
+from cti.web.api import body_of, operation
 from cti.web.auth import Principal
 from cti.web.errors import ApiError, NotFound
-from cti.web.server import CTX, WebContext, _json, principal_of
+from cti.web.models import (
+    ChooseCustomer,
+    ClickToCall,
+    Customer,
+    CustomerList,
+    Dialing,
+    History,
+    Lookup,
+    LookupQuery,
+    NewCustomer,
+    NoBody,
+    Ok,
+    Pause,
+    PauseReply,
+    QueueMembership,
+    SearchQuery,
+    TicketChange,
+    TicketList,
+    TicketReply,
+    TicketsQuery,
+)
+from cti.web.server import CTX, WebContext, principal_of
 
 Reply = TypeVar("Reply")
-
-REASON_MAX = 40
 
 
 class AgentLink(Protocol):
@@ -54,17 +74,6 @@ def _int(value: str, name: str) -> int:
         raise ApiError(f"'{name}' must be an integer", {"field": name}, error_id="bad-field") from None
 
 
-def _opt_str(body: dict[str, Any], key: str, max_len: int = 4000) -> str | None:
-    value = body.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str) or len(value) > max_len:
-        raise ApiError(
-            f"'{key}' must be a string of at most {max_len} characters", {"field": key}, error_id="bad-field"
-        )
-    return value
-
-
 # ------------------------------------------------------------------------------------ tickets
 async def _ticket_reply(ctx: WebContext, view: Any) -> dict[str, Any]:
     data: dict[str, Any] = view.to_json(ctx.clock())
@@ -72,6 +81,13 @@ async def _ticket_reply(ctx: WebContext, view: Any) -> dict[str, Any]:
     return {"ticket": data, "now": ctx.clock()}
 
 
+@operation(
+    "my open tickets (supervisors: another agent's with ?agent=)",
+    response=TicketList,
+    query=TicketsQuery,
+    errors=(403,),
+    tag="tickets",
+)
 async def list_tickets(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     principal = principal_of(request)
@@ -94,6 +110,7 @@ async def _as_not_found(ticket_id: int, call: Awaitable[Reply]) -> Reply:
         ) from None
 
 
+@operation("one ticket with its chronometer", response=TicketReply, errors=(404,), tag="tickets")
 async def get_ticket(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     ticket_id = _int(request.match_info["id"], "id")
@@ -101,18 +118,24 @@ async def get_ticket(request: web.Request) -> web.Response:
     return web.json_response(await _ticket_reply(ctx, view))
 
 
+@operation(
+    "qualify | hold | resume | resolve | reopen a ticket",
+    response=TicketReply,
+    body=TicketChange,
+    path={"action": {"enum": ["qualify", "hold", "resume", "resolve", "reopen"]}},
+    errors=(404, 409),
+    tag="tickets",
+)
 async def ticket_action(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     principal = principal_of(request)
     ticket_id = _int(request.match_info["id"], "id")
     action = request.match_info["action"]
-    body = await _json(request) if request.body_exists else {}
+    body = await body_of(request, TicketChange)
     actor = _actor(principal)
     service = ctx.tickets
     if action in ("qualify", "resolve"):
-        call = getattr(service, action)(
-            ticket_id, actor, category=_opt_str(body, "category", 64), notes=_opt_str(body, "notes")
-        )
+        call = getattr(service, action)(ticket_id, actor, category=body.category, notes=body.notes)
     elif action in ("hold", "resume", "reopen"):
         call = getattr(service, action)(ticket_id, actor)
     else:
@@ -130,24 +153,45 @@ def _directory(ctx: WebContext) -> Any:
     return ctx.directory
 
 
+@operation(
+    "look a caller number up, as the screen pop does",
+    response=Lookup,
+    query=LookupQuery,
+    errors=(503,),
+    tag="customers",
+)
 async def lookup_customer(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     result = await _directory(ctx).lookup(request.query.get("number", ""))
     return web.json_response(result.to_json())
 
 
+@operation(
+    "search customers by name, account or number (20 at most)",
+    response=CustomerList,
+    query=SearchQuery,
+    errors=(503,),
+    tag="customers",
+)
 async def search_customers(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     found = await _directory(ctx).search(request.query.get("q", ""), limit=20)
     return web.json_response({"customers": [c.to_json() for c in found]})
 
 
+@operation("one customer file", response=Customer, errors=(404, 503), tag="customers")
 async def get_customer(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     customer = await _directory(ctx).get_customer(_int(request.match_info["id"], "id"))
     return web.json_response(customer.to_json())
 
 
+@operation(
+    "a customer's last calls and tickets (others' ticket notes: supervisors only)",
+    response=History,
+    errors=(404, 503),
+    tag="customers",
+)
 async def customer_history(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     principal = principal_of(request)
@@ -175,42 +219,46 @@ async def _check_call(ctx: WebContext, principal: Principal, server: str, linked
     raise NotFound("no such call of yours", details, error_id="call-not-found")
 
 
+@operation(
+    "create a customer (for the call being handled: it is then chosen for it)",
+    response=Customer,
+    status=201,
+    body=NewCustomer,
+    bodiless="bad-json",
+    errors=(404, 503),
+    tag="customers",
+)
 async def create_customer(request: web.Request) -> web.Response:
     """Create a customer from the desktop (the pop's "new customer" form), optionally tying it to
     the call being handled."""
     ctx = request.app[CTX]
     principal = principal_of(request)
-    body = await _json(request)
-    name = _opt_str(body, "name", 200)
-    if not name or not name.strip():
-        raise ApiError("'name' is required", {"field": "name"}, error_id="bad-field")
-    phones = body.get("phones") or []
-    if not isinstance(phones, list) or not all(isinstance(p, str) for p in phones):
-        raise ApiError("'phones' must be a list of strings", {"field": "phones"}, error_id="bad-field")
+    body = await body_of(request, NewCustomer)
     directory = _directory(ctx)
-    server, linkedid = _opt_str(body, "server", 64), _opt_str(body, "linkedid", 64)
+    server, linkedid = body.server, body.linkedid
     if server and linkedid:
         await _check_call(ctx, principal, server, linkedid)  # before anything is written
     customer = await directory.create_customer(
-        name.strip(),
-        phones,
-        account=_opt_str(body, "account", 64),
-        address=_opt_str(body, "address", 400),
-        notes=_opt_str(body, "notes"),
+        body.name, body.phones, account=body.account, address=body.address, notes=body.notes
     )
     if server and linkedid:
         await directory.choose_for_call(server, linkedid, customer.id, principal.username)
     return web.json_response(customer.to_json(), status=201)
 
 
+@operation(
+    "the customer the agent picked for this call (one of several sharing its number)",
+    response=Customer,
+    body=ChooseCustomer,
+    bodiless="bad-json",
+    errors=(404, 503),
+    tag="customers",
+)
 async def choose_customer(request: web.Request) -> web.Response:
     """The agent picked one of several customers sharing the caller's number."""
     ctx = request.app[CTX]
     principal = principal_of(request)
-    body = await _json(request)
-    customer_id = body.get("customer_id")
-    if not isinstance(customer_id, int) or isinstance(customer_id, bool):
-        raise ApiError("'customer_id' must be an integer", {"field": "customer_id"}, error_id="bad-field")
+    customer_id = (await body_of(request, ChooseCustomer)).customer_id
     server, linkedid = request.match_info["server"], request.match_info["linkedid"]
     if len(server) > 64 or len(linkedid) > 64:
         raise NotFound("no such call", error_id="call-not-found")
@@ -239,16 +287,21 @@ def _device(principal: Principal) -> str:
     return principal.devices[0]
 
 
+@operation(
+    "pause / unpause me in every queue (a reason for the pause)",
+    response=PauseReply,
+    body=Pause,
+    bodiless="bad-json",
+    errors=(409, 503),
+    tag="agent",
+)
 async def agent_pause(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     principal = principal_of(request)
-    body = await _json(request)
-    paused = body.get("paused")
-    if not isinstance(paused, bool):
-        raise ApiError("'paused' must be true or false", {"field": "paused"}, error_id="bad-field")
-    reason = _opt_str(body, "reason", REASON_MAX)
-    await _agent_link(ctx).pause(_interface(principal), paused, reason if paused else None)
-    return web.json_response({"paused": paused, "reason": reason if paused else None})
+    body = await body_of(request, Pause)
+    reason = body.reason if body.paused else None
+    await _agent_link(ctx).pause(_interface(principal), body.paused, reason)
+    return web.json_response(PauseReply(paused=body.paused, reason=reason).model_dump())
 
 
 def member_name(interface: str, principal: Principal) -> str:
@@ -261,9 +314,18 @@ def member_name(interface: str, principal: Principal) -> str:
     return principal.display_name or principal.username
 
 
+@operation(
+    "log me in to or out of a queue",
+    response=QueueMembership,
+    body=NoBody,
+    path={"action": {"enum": ["login", "logout"]}},
+    errors=(404, 409, 503),
+    tag="agent",
+)
 async def agent_queue(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     principal = principal_of(request)
+    await body_of(request, NoBody)
     queue, action = request.match_info["queue"], request.match_info["action"]
     link = _agent_link(ctx)
     if action == "login":
@@ -274,26 +336,36 @@ async def agent_queue(request: web.Request) -> web.Response:
         await link.queue_remove(queue, _interface(principal))
     else:
         raise NotFound(f"no queue action {action!r}", error_id="unknown-action")
-    return web.json_response({"queue": queue, "logged_in": action == "login"})
+    return web.json_response(QueueMembership(queue=queue, logged_in=action == "login").model_dump())
 
 
+@operation(
+    "click-to-call: my phone rings, then the number is dialled",
+    response=Dialing,
+    status=202,
+    body=ClickToCall,
+    bodiless="bad-json",
+    errors=(409, 503),
+    tag="agent",
+)
 async def agent_call(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     principal = principal_of(request)
-    body = await _json(request)
-    raw = _opt_str(body, "number", 32)
+    raw = (await body_of(request, ClickToCall)).number
     number = normalize(raw, ctx.region if hasattr(ctx, "region") else "FR")
     if number.e164 is None:
         raise ApiError("not a phone number we can dial", {"number": raw}, error_id="bad-number")
     # The agent's phone rings first, showing the customer's number: they see whom they call.
     action_id = await _agent_link(ctx).click_to_call(_device(principal), number.e164, number.e164)
-    return web.json_response({"dialing": number.e164, "action_id": action_id}, status=202)
+    return web.json_response(Dialing(dialing=number.e164, action_id=action_id).model_dump(), status=202)
 
 
+@operation("hang up my phone's calls", response=Ok, body=NoBody, errors=(409, 503), tag="agent")
 async def agent_hangup(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
+    await body_of(request, NoBody)
     await _agent_link(ctx).hangup(_device(principal_of(request)))
-    return web.json_response({"ok": True})
+    return web.json_response(Ok(ok=True).model_dump())
 
 
 TICKET_ROUTES = [

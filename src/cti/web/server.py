@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 
 from cti.config import WebSettings
 from cti.screenpop.router import PopRouter
+from cti.web.api import body_of, operation
 from cti.web.auth import LoginBusy, LoginLimiter, PasswordChecker, Principal, Role, TokenSigner, UserStore
 from cti.web.errors import (
     ApiError,
@@ -30,10 +31,11 @@ from cti.web.errors import (
     error_body,
     error_middleware,
 )
-from cti.web.guard import BODY, EdgeGuard, edge_middleware, parse_body
+from cti.web.guard import EdgeGuard, edge_middleware
 from cti.web.hub import SESSION_ENDED, Client, Hub
 from cti.web.metrics import METRICS, DaemonCollector, build_registry, metrics
-from cti.web.openapi import openapi
+from cti.web.models import Health, Login, LoginReply, NoBody, Ok, User
+from cti.web.openapi import DOCUMENT, build_on_startup, openapi
 from cti.web.sessions import SessionStore, SessionsUnavailable
 
 log = structlog.get_logger(__name__)
@@ -160,24 +162,17 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     return await handler(request)
 
 
-async def _json(request: web.Request) -> dict[str, Any]:
-    """The body, as the edge middleware parsed and checked it."""
-    body = request.get(BODY)
-    if isinstance(body, dict):
-        return body
-    return parse_body(await request.read())
-
-
-def _str(body: dict[str, Any], key: str, required: bool = True, max_len: int = 200) -> str | None:
-    value = body.get(key)
-    if value is None and not required:
-        return None
-    if not isinstance(value, str) or not value.strip() or len(value) > max_len:
-        raise ApiError(f"'{key}' must be a non-empty string", {"field": key}, error_id="bad-field")
-    return value.strip()
-
-
 # ---------------------------------------------------------------------------------- handlers
+HTML = {"text/html": {"type": "string"}}
+
+
+@operation(
+    "liveness and the AMI links (503 when one is down or not resynced)",
+    response=Health,
+    also=(503,),
+    public=True,
+    tag="operations",
+)
 async def healthz(request: web.Request) -> web.Response:
     body = request.app[CTX].health()
     return web.json_response(body, status=200 if body.get("status") == "ok" else 503)
@@ -195,12 +190,21 @@ def _login_busy(ctx: WebContext) -> ApiError:
     return ApiError("too many logins at once, try again", status=503, error_id="login-busy")
 
 
+@operation(
+    "log in: a token, and the session cookie for browsers",
+    response=LoginReply,
+    body=Login,
+    bodiless="bad-json",
+    public=True,
+    errors=(401, 429, 503),
+    tag="session",
+    description="Attempts are limited per username and per address (429 login-rate-limited); "
+    "password checks wait in a bounded queue (503 login-busy). docs/security.md, Logins.",
+)
 async def login(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
-    body = await _json(request)
-    username, password = _str(body, "username"), body.get("password")
-    if not isinstance(password, str) or len(password) > 1024:
-        raise ApiError("'password' must be a string", {"field": "password"}, error_id="bad-field")
+    body = await body_of(request, Login)
+    username, password = body.username, body.password
     address = ctx.guard.address(request)
     keys = (username or "", address)
     # The attempt is counted before its password is checked: concurrent attempts cannot all
@@ -226,7 +230,7 @@ async def login(request: web.Request) -> web.Response:
     token = ctx.signer.issue(principal.username, session_id, expires)
     if ctx.users.principal(principal.username) != principal:
         await ctx.users.reload()  # added or changed by another process: pops must find them
-    response = web.json_response({"token": token, "user": _user_json(principal)})
+    response = web.json_response(LoginReply(token=token, user=_user(principal)).model_dump())
     response.set_cookie(
         COOKIE,
         token,
@@ -240,39 +244,69 @@ async def login(request: web.Request) -> web.Response:
     return response
 
 
+@operation(
+    "log out: the session ends on the server, its WebSockets close", response=Ok, body=NoBody, tag="session"
+)
 async def logout(request: web.Request) -> web.Response:
     """Ends this session on the server (its token is refused from now on, its WebSockets close)."""
     ctx = request.app[CTX]
+    await body_of(request, NoBody)
     session_id = request.get(SESSION)
     if session_id:
         await ctx.sessions.revoke(session_id, "logout")
         log.info("logout", agent=principal_of(request).username)
-    response = web.json_response({"ok": True})
+    response = web.json_response(Ok(ok=True).model_dump())
     response.del_cookie(COOKIE, path="/")
     return response
 
 
+def _user(p: Principal) -> User:
+    return User(
+        username=p.username,
+        display_name=p.display_name,
+        role=p.role,
+        language=p.language,
+        interfaces=list(p.interfaces),
+        devices=list(p.devices),
+    )
+
+
 def _user_json(p: Principal) -> dict[str, Any]:
-    return {
-        "username": p.username,
-        "display_name": p.display_name,
-        "role": p.role,
-        "language": p.language,
-        "interfaces": list(p.interfaces),
-        "devices": list(p.devices),
-    }
+    return _user(p).model_dump()
 
 
+@operation("who am I", response=User, tag="session")
 async def me(request: web.Request) -> web.Response:
     return web.json_response(_user_json(principal_of(request)))
 
 
+@operation("the agent desktop (its login form without a session)", public=True, media=HTML, tag="pages")
 async def page(request: web.Request) -> web.StreamResponse:
     name = "desktop"
     path = STATIC / f"{name}.html"
     if not path.is_file():
         raise NotFound("page not built", error_id="page-missing")
     return web.FileResponse(path, headers={"Cache-Control": "no-store"})
+
+
+# A strict policy for the API's documentation page: its script and style are files of ours.
+DOCS_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+@operation(
+    "the REST API's documentation, read from /api/openapi.json", public=True, media=HTML, tag="operations"
+)
+async def api_docs(request: web.Request) -> web.StreamResponse:
+    path = STATIC / "apidocs.html"
+    if not path.is_file():
+        raise NotFound("page not built", error_id="page-missing")
+    return web.FileResponse(path, headers=DOCS_HEADERS)
 
 
 # ---------------------------------------------------------------------------------- WebSocket
@@ -298,6 +332,15 @@ async def _first_message_auth(ctx: WebContext, ws: web.WebSocketResponse) -> tup
         return None
 
 
+@operation(
+    "the desktop's WebSocket: pops, tickets, statistics (docs/websocket.md)",
+    status=101,
+    errors=(403,),
+    tag="session",
+    description="Authenticated by the session cookie, a Bearer header, or a first message "
+    '`{"v": 1, "type": "auth", "token": ...}`; closed with 4001 when the session ends. Messages '
+    "are versioned JSON objects, described in docs/websocket.md.",
+)
 async def websocket(request: web.Request) -> web.WebSocketResponse:
     ctx = request.app[CTX]
     # No permessage-deflate: desktops sit on the LAN, and compressing every frame once per
@@ -444,12 +487,15 @@ def build_app(
     )
     app[CTX] = ctx
     app[METRICS] = metrics_registry or build_registry(DaemonCollector(web=ctx))
+    app[DOCUMENT] = {}
+    app.on_startup.append(build_on_startup)  # from the router, once complete
     app.cleanup_ctx.append(_session_watch)
     app.add_routes(
         [
             web.get("/healthz", healthz),
             web.get("/metrics", metrics),
             web.get("/api/openapi.json", openapi),
+            web.get("/api/docs", api_docs),
             web.post("/api/login", login),
             web.post("/api/logout", logout),
             web.get("/api/me", me),

@@ -18,8 +18,10 @@ from cti.stats.export import to_csv
 from cti.stats.history import REPORTS, StatsQueryError
 from cti.stats.metrics import dictionary
 from cti.stats.service import StatsService
+from cti.web.api import operation
 from cti.web.auth import Principal
 from cti.web.errors import ApiError, NotFound
+from cti.web.models import LiveStats, MetricDictionary, Report, ReportQuery
 from cti.web.server import CTX, PRINCIPAL, STATIC, principal_of, request_token, require, session_of
 
 FILTERS = frozenset({"from", "to", "interval", "tz", "queue", "agent", "campaign", "menu", "format"})
@@ -55,15 +57,34 @@ def _filters(request: web.Request) -> dict[str, Any]:
     }
 
 
+CSV = {"text/csv": {"type": "string", "description": "format=csv: the rows, for a spreadsheet"}}
+
+
 def stats_routes(service: StatsService) -> list[web.RouteDef]:
+    @operation(
+        "today's live figures: the floor (supervisors) or my own (agents)", response=LiveStats, tag="stats"
+    )
     async def live(request: web.Request) -> web.Response:
         text = await service.live_view(principal_of(request))
         return web.Response(text=text, content_type="application/json")
 
+    @operation(
+        "the metric dictionary: every figure's labels and definition", response=MetricDictionary, tag="stats"
+    )
     async def metrics(request: web.Request) -> web.Response:
         principal_of(request)
         return web.json_response(dictionary())
 
+    @operation(
+        "a historical report (supervisors), by interval",
+        response=Report,
+        query=ReportQuery,
+        path={"report": {"enum": list(REPORTS)}},
+        media=CSV,
+        errors=(403, 404),
+        tag="stats",
+        description="Bad filters: 400 bad-filter with details.field.",
+    )
     async def report(request: web.Request) -> web.Response:
         require(request, "supervisor")
         kind = request.match_info["report"]
@@ -88,6 +109,13 @@ def stats_routes(service: StatsService) -> list[web.RouteDef]:
             )
         return web.json_response(result.to_json())
 
+    @operation(
+        "the wallboard page (supervisors; its own login form without a session, 403 to agents)",
+        public=True,
+        media={"text/html": {"type": "string"}},
+        also=(403,),
+        tag="pages",
+    )
     async def wallboard(request: web.Request) -> web.StreamResponse:
         principal = await _session(request)
         if principal is not None and not principal.at_least("supervisor"):
