@@ -335,6 +335,20 @@ class Daemon:
     def stop(self) -> None:
         self._stopping.set()
 
+    async def release(self) -> None:
+        """`start` failed half-way (the web port taken, the database refused): let go of what it
+        opened, rather than leave tasks and database connections behind a process that exits."""
+        try:
+            await self.shutdown()
+        except Exception as exc:  # parts never started: nothing more to say than the first error
+            log.debug("clean-up after a failed start", error=repr(exc))
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            if hasattr(self, "engine"):
+                await self.engine.dispose()
+
     async def wait(self) -> None:
         await self._stopping.wait()
 
@@ -381,7 +395,11 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, daemon.stop)
-    await daemon.start()
+    try:
+        await daemon.start()
+    except BaseException:
+        await daemon.release()
+        raise
     try:
         await daemon.wait()
     finally:
