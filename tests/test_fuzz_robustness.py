@@ -294,7 +294,7 @@ def connections(draw: st.DrawFn) -> list[bytes]:
 def test_reconnects_with_mangled_traffic_close_every_call_once(parts: list[bytes]) -> None:
     """Several connections in a row (the replay's reconnect: each one's first CoreShowChannels
     and QueueStatus are a resync), each a different capture: the same capture twice would be
-    the whole traffic of ended calls sent again (see the strict xfail below)."""
+    the whole traffic of ended calls sent again (the test below checks that case)."""
     tracker = CheckedTracker()
     seen: list[ev.Event] = []
     replayer = Replayer(tracker, on_event=seen.append)
@@ -305,12 +305,6 @@ def test_reconnects_with_mangled_traffic_close_every_call_once(parts: list[bytes
     assert_closed_exactly_once(seen, tracker)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tracker call logic (not this file's): a Newchannel repeated after its call ended "
-    "starts the call again, and its second record (no_queue, closed at shutdown) would overwrite "
-    "the real one in the database (upsert by linkedid). Found by the reconnect property above.",
-)
 def test_a_newchannel_repeated_after_its_call_ended_does_not_start_it_again() -> None:
     frames = FRAMES["inbound_answered.ami"]
     first = next(f for f in frames if f.startswith(b"Event: Newchannel\r\n"))

@@ -393,6 +393,11 @@ class CallTracker:
         linkedid = linkedid or uid
         out: list[ev.Event] = []
         call = self.calls.get(linkedid)
+        if call is None and (linkedid in self._ended or uid in self._dead):
+            # The same frame again (a proxy or a capture that repeats itself): a channel can only
+            # be created by a live one, so this call is over and must not start a second time,
+            # whose record would overwrite the real one.
+            return []
         if call is None:
             internal = msg.get("Context") in self.internal_contexts
             call, out = self._new_call(linkedid, msg, at, direction="internal" if internal else "inbound")
