@@ -129,5 +129,5 @@ def test_proxy_settings_from_the_file_and_the_environment(tmp_path: Path) -> Non
     env = {"CTI_WEB_TRUSTED_PROXIES": "127.0.0.1, ::1", "CTI_WEB_ALLOWED_ORIGINS": "https://cti.example"}
     web = load_settings(config, env).web
     assert web.trusted_proxies == ("127.0.0.1", "::1") and web.allowed_origins == ("https://cti.example",)
-    with pytest.raises(ConfigError, match="CTI_WEB_TRUSTED_PROXIES: .proxy.example. is no address"):
+    with pytest.raises(ConfigError, match=r"CTI_WEB_TRUSTED_PROXIES: .proxy\.example. is no address"):
         load_settings(config, {"CTI_WEB_TRUSTED_PROXIES": "proxy.example"})

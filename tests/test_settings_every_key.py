@@ -164,13 +164,19 @@ def test_a_number_out_of_bounds_names_itself(tmp_path: Path, section: str, f: Fi
         ({"CTI_DIALER_REGION": "France"}, "CTI_DIALER_REGION: 'France' is not a two-letter region"),
         ({"CTI_DIRECTORY_REGION": "XX"}, "CTI_DIRECTORY_REGION: 'XX'"),
         ({"CTI_TRACKER_DEFAULT_REGION": "fr"}, "CTI_TRACKER_DEFAULT_REGION: 'fr'"),
-        ({"CTI_DIALER_DIAL_STRING": "Local/123@out"}, "CTI_DIALER_DIAL_STRING: must hold {e164} or {national}"),
+        (
+            {"CTI_DIALER_DIAL_STRING": "Local/123@out"},
+            "CTI_DIALER_DIAL_STRING: must hold {e164} or {national}",
+        ),
         ({"CTI_DIALER_CLOCK_START": "next monday"}, "CTI_DIALER_CLOCK_START: not an ISO-8601 instant"),
         ({"CTI_DIRECTORY_CRM_URL": "crm.local/x"}, "CTI_DIRECTORY_CRM_URL: must be an http:// or https://"),
         ({"CTI_TICKETS_SLA": "sales"}, "CTI_TICKETS_SLA: expected key=value, got 'sales'"),
         ({"CTI_TICKETS_SLA": "sales=soon"}, "CTI_TICKETS_SLA.sales: expected a number, got 'soon'"),
         ({"CTI_TICKETS_SLA": "sales=-5"}, "CTI_TICKETS_SLA.sales: expected a number of zero or more"),
-        ({"CTI_STATS_QUEUES": "sales.wrapup=5"}, "CTI_STATS_QUEUES: queue 'sales': unknown threshold(s) wrapup"),
+        (
+            {"CTI_STATS_QUEUES": "sales.wrapup=5"},
+            "CTI_STATS_QUEUES: queue 'sales': unknown threshold(s) wrapup",
+        ),
         ({"CTI_WEB_TRUSTED_PROXIES": "proxy.lan"}, "CTI_WEB_TRUSTED_PROXIES: 'proxy.lan' is no address"),
         ({"CTI_TRACKER_SERVICE_LEVEL_S": "nan"}, "CTI_TRACKER_SERVICE_LEVEL_S: expected a number, got nan"),
         ({"CTI_AMI_PORT": "inf"}, "CTI_AMI_PORT: expected a number"),
@@ -211,7 +217,7 @@ def test_the_daemon_uses_the_dialer_and_stats_sections(tmp_path: Path) -> None:
 
     path = tmp_path / "cti.toml"
     path.write_text(
-        f'[database]\nurl = "sqlite+aiosqlite:///{tmp_path}/cti.db"\n[web]\nport = 0\n'
+        '[database]\nurl = "sqlite+aiosqlite:///{tmp_path}/cti.db"\n[web]\nport = 0\n'
         "[dialer]\nenabled = false\nabandon_after_s = 3.5\n"
         "[stats.queues.sales]\nservice_level_s = 12\nwrapup_s = 7\n"
     )
@@ -224,7 +230,8 @@ def test_the_daemon_uses_the_dialer_and_stats_sections(tmp_path: Path) -> None:
             assert daemon.dialer is not None and daemon.stats is not None
             sales = daemon.stats.thresholds.for_queue("sales")
             other = daemon.stats.thresholds.for_queue("support")
-            return daemon.dialer.settings.abandon_after_s, sales.service_level_s, sales.wrapup_s + other.wrapup_s
+            wrapups = sales.wrapup_s + other.wrapup_s
+            return daemon.dialer.settings.abandon_after_s, sales.service_level_s, wrapups
         finally:
             await daemon.shutdown()
 
@@ -234,7 +241,9 @@ def test_the_daemon_uses_the_dialer_and_stats_sections(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- the commands
 
 
-def cti(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def cti(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", "import sys; from cti.cli import main; sys.exit(main())", *args],
         capture_output=True,
@@ -250,7 +259,7 @@ def test_config_show_prints_the_effective_settings_with_their_origin(tmp_path: P
     path.write_text(
         '[[asterisk]]\nname = "paris"\nsecret = "file-secret-1"\n'
         '[[asterisk]]\nname = "casa"\nport = 5039\n'
-        f'[database]\nurl = "postgresql+asyncpg://cti:db-pass-2@127.0.0.1/cti"\n'
+        '[database]\nurl = "postgresql+asyncpg://cti:db-pass-2@127.0.0.1/cti"\n'
         '[tickets]\nsla = { "sales/incident" = 300 }\n[stats.queues.sales]\nwrapup_s = 9\n'
     )
     env = {"CTI_WEB_PORT": "9090", "CTI_AMI_CASA_SECRET": "env-secret-3", "CTI_WEB_SECRET": "web-secret-4"}
@@ -331,7 +340,7 @@ def test_config_check_connect_logs_in_and_opens_the_database(tmp_path: Path) -> 
                 f'[[asterisk]]\nname = "wrong-secret"\nport = {pbx.port}\nsecret = "nope"\n'
                 f'[[asterisk]]\nname = "web"\nport = {port_of(stranger)}\n'
                 f'[[asterisk]]\nname = "silent"\nport = {port_of(silent)}\naction_timeout_s = 0.5\n'
-                f'[database]\nurl = "sqlite+aiosqlite:///{db}"\n'
+                '[database]\nurl = "sqlite+aiosqlite:///{db}"\n'
             )
             before = await asyncio.to_thread(cti, "config", "check", "--connect", "--config", str(path))
             assert not db.exists()  # the check created no empty database
