@@ -316,11 +316,17 @@ def test_config_check_lists_what_is_unwise(tmp_path: Path) -> None:
     assert cti("config", "check", "--config", str(quiet)).stdout.count("warning") == 0
 
 
+_PEERS: list[asyncio.StreamWriter] = []
+
+
 async def _not_ami(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    _PEERS.append(writer)
     writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
     await writer.drain()
-    await asyncio.sleep(5)
-    writer.close()
+
+
+async def _silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    _PEERS.append(writer)
 
 
 def test_config_check_connect_logs_in_and_opens_the_database(tmp_path: Path) -> None:
@@ -332,7 +338,7 @@ def test_config_check_connect_logs_in_and_opens_the_database(tmp_path: Path) -> 
     async def main() -> list[subprocess.CompletedProcess[str]]:
         async with SimulatedPbx(lab_config(speed=None)) as pbx:
             stranger = await asyncio.start_server(_not_ami, "127.0.0.1", 0)
-            silent = await asyncio.start_server(lambda r, w: asyncio.sleep(30), "127.0.0.1", 0)
+            silent = await asyncio.start_server(_silent, "127.0.0.1", 0)
             port_of = lambda server: server.sockets[0].getsockname()[1]  # noqa: E731
             path = tmp_path / "cti.toml"
             path.write_text(
@@ -340,7 +346,7 @@ def test_config_check_connect_logs_in_and_opens_the_database(tmp_path: Path) -> 
                 f'[[asterisk]]\nname = "wrong-secret"\nport = {pbx.port}\nsecret = "nope"\n'
                 f'[[asterisk]]\nname = "web"\nport = {port_of(stranger)}\n'
                 f'[[asterisk]]\nname = "silent"\nport = {port_of(silent)}\naction_timeout_s = 0.5\n'
-                '[database]\nurl = "sqlite+aiosqlite:///{db}"\n'
+                f'[database]\nurl = "sqlite+aiosqlite:///{db}"\n'
             )
             before = await asyncio.to_thread(cti, "config", "check", "--connect", "--config", str(path))
             assert not db.exists()  # the check created no empty database
@@ -348,6 +354,9 @@ def test_config_check_connect_logs_in_and_opens_the_database(tmp_path: Path) -> 
             after = await asyncio.to_thread(cti, "config", "check", "--connect", "--config", str(path))
             stranger.close()
             silent.close()
+            for peer in _PEERS:  # the servers' ends of what the checks opened
+                peer.close()
+            _PEERS.clear()
             return [before, after]
 
     before, after = asyncio.run(main())
