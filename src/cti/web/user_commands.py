@@ -14,10 +14,13 @@ import json
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from cti.config import Settings, load_settings
-from cti.web.auth import ROLES, UserListing, UserStore
+from cti.web.roles import ROLES
+
+if TYPE_CHECKING:
+    from cti.web.auth import UserListing, UserStore
 
 T = TypeVar("T")
 MIN_PASSWORD = 8
@@ -55,6 +58,7 @@ def _read_password(command: str, username: str, from_stdin: bool) -> str | None:
 def _with_store(settings: Settings, work: Callable[[UserStore], Awaitable[T]]) -> T:
     from cti.db.engine import create_engine
     from cti.db.migrate import upgrade_async
+    from cti.web.auth import UserStore
 
     async def run() -> T:
         engine = create_engine(settings.database.url)
