@@ -248,6 +248,21 @@ def calls(w: World) -> dict[tuple[str, str], list[tuple[str, str, Any]]]:
         ("POST", "/api/dialer/contacts/{id}/skip"): [
             ("agent", f"/api/dialer/contacts/{ids['skip']}/skip", {})
         ],
+        ("POST", "/api/agent/call/hangup"): [("agent", "/api/agent/call/hangup", {})],
+        ("POST", "/api/agent/call/transfer"): [
+            (
+                "agent",
+                "/api/agent/call/transfer",
+                {"mode": "attended", "target": {"kind": "agent", "value": "x"}},
+            ),
+            ("agent", "/api/agent/call/transfer", {"mode": "sideways"}),
+        ],
+        ("POST", "/api/agent/call/transfer/{step}"): [("agent", "/api/agent/call/transfer/complete", {})],
+        ("POST", "/api/agent/call/dtmf"): [
+            ("agent", "/api/agent/call/dtmf", {"digits": "12#"}),
+            ("agent", "/api/agent/call/dtmf", {"digits": "x"}),
+        ],
+        ("GET", "/api/agent/transfer-targets"): [("agent", "/api/agent/transfer-targets", None)],
         ("POST", "/api/logout"): [("agent", "/api/logout", {})],  # last: it ends the agent's session
     }
 

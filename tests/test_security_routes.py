@@ -249,6 +249,15 @@ RULES: dict[tuple[str, str], tuple[tuple[Any, ...], Target]] = {
     ("POST", "/api/agent/queues/{queue}/{action}"): (LOGGED_IN, _fixed("/api/agent/queues/q/login", {})),
     ("POST", "/api/agent/call"): (LOGGED_IN, _fixed("/api/agent/call", {"number": "0612345678"})),
     ("POST", "/api/agent/hangup"): (LOGGED_IN, _fixed("/api/agent/hangup", {})),
+    # Call controls act on the caller's own live call only: no parameter names another's.
+    ("POST", "/api/agent/call/hangup"): (LOGGED_IN, _fixed("/api/agent/call/hangup", {})),
+    ("POST", "/api/agent/call/transfer"): (
+        LOGGED_IN,
+        _fixed("/api/agent/call/transfer", {"mode": "blind", "target": {"kind": "queue", "value": "sales"}}),
+    ),
+    ("POST", "/api/agent/call/transfer/{step}"): (LOGGED_IN, _fixed("/api/agent/call/transfer/cancel", {})),
+    ("POST", "/api/agent/call/dtmf"): (LOGGED_IN, _fixed("/api/agent/call/dtmf", {"digits": "1"})),
+    ("GET", "/api/agent/transfer-targets"): (LOGGED_IN, _fixed("/api/agent/transfer-targets")),
     ("GET", "/api/stats/live"): (LOGGED_IN, _fixed("/api/stats/live")),
     ("GET", "/api/stats/metrics"): (LOGGED_IN, _fixed("/api/stats/metrics")),
     ("GET", "/api/stats/{report}"): (MANAGERS, _fixed("/api/stats/queues")),

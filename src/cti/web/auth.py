@@ -264,6 +264,10 @@ class UserStore:
             principals[p.username] = p
             for name in (*p.interfaces, *p.devices):
                 by_interface[name] = p.username
+                # A Local interface's `/n` is a dial option, not part of the channel: an attended
+                # transfer names the colleague by the channel (`Local/agent3@agents`).
+                if name.startswith("Local/") and name.endswith("/n"):
+                    by_interface.setdefault(name[:-2], p.username)
         self._principals, self._by_interface = principals, by_interface
 
     def user_for_interface(self, interface: str) -> str | None:

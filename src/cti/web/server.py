@@ -475,6 +475,13 @@ def runner_options(settings: WebSettings) -> dict[str, Any]:
     }
 
 
+def _desk_routes() -> list[web.RouteDef]:
+    """The desktop's call controls (their module reads this one's context: imported late)."""
+    from cti.web.call_routes import CALL_ROUTES
+
+    return CALL_ROUTES
+
+
 def build_app(
     ctx: WebContext,
     routes: list[web.RouteDef] | None = None,
@@ -503,6 +510,7 @@ def build_app(
             web.get("/", page),
             web.get("/login", page),
             web.get("/desktop", page),
+            *_desk_routes(),
             *(routes or []),
         ]
     )

@@ -1,0 +1,57 @@
+"""Request and response models of the call controls (`web/call_routes.py`)."""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import StringConstraints
+
+from cti.web.api import RequestModel, ResponseModel
+
+Word = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+
+
+class TransferTarget(RequestModel):
+    """A colleague (username), a queue (name) or a number (any format the directory reads)."""
+
+    MESSAGES: ClassVar[dict[str, str]] = {
+        "kind": "'kind' is one of agent, queue, number",
+        "value": "'value' must be a non-empty string",
+    }
+    kind: Literal["agent", "queue", "number"]
+    value: Word
+
+
+class Transfer(RequestModel):
+    MESSAGES: ClassVar[dict[str, str]] = {
+        "mode": "'mode' is blind or attended",
+        "target": "'target' is {kind, value}",
+    }
+    mode: Literal["blind", "attended"]
+    target: TransferTarget
+
+
+class Dtmf(RequestModel):
+    MESSAGES: ClassVar[dict[str, str]] = {"digits": "'digits' are 1 to 32 of 0-9 * # A-D"}
+    digits: Annotated[str, StringConstraints(pattern=r"^[0-9*#A-D]{1,32}$")]
+
+
+class CallControl(ResponseModel):
+    """What was done, on which call (the Linkedid) and channel."""
+
+    ok: Literal[True]
+    action: str
+    linkedid: str
+    channel: str
+    target: str | None = None
+
+
+class Colleague(ResponseModel):
+    username: str
+    display_name: str
+    role: Literal["agent", "supervisor", "admin"]
+
+
+class TransferTargets(ResponseModel):
+    colleagues: list[Colleague]
+    queues: list[str]

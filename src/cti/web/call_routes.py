@@ -1,0 +1,147 @@
+"""REST resources of the call controls on the agent's own live call (`calls/controls.py`).
+
+Object-level rule (docs/security.md): every control acts on a channel of the caller's own
+interfaces and devices, found in Asterisk's channel list; no parameter names a channel, a call
+or another agent's phone. A supervisor is an agent here (their own phone); their actions on
+other agents' calls (listen, whisper, barge) are separate routes.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from cti.calls.controls import AgentCall, CallControls, ControlRefused, Phone, TransferPlan
+from cti.directory.numbers import normalize
+from cti.web.api import body_of, operation
+from cti.web.auth import Principal
+from cti.web.call_models import CallControl, Colleague, Dtmf, Transfer, TransferTargets
+from cti.web.models import NoBody
+from cti.web.server import CTX, WebContext, principal_of
+
+ERRORS = (404, 409, 503)
+
+
+def _controls(ctx: WebContext) -> CallControls:
+    link = getattr(ctx.actions, "link", None)
+    if link is None:
+        raise ControlRefused("no AMI link for call controls", "ami-unavailable", 503)
+    return CallControls(link)
+
+
+def _phone(principal: Principal) -> Phone:
+    return Phone(tuple(principal.interfaces), tuple(principal.devices))
+
+
+async def _my_call(request: web.Request) -> tuple[CallControls, AgentCall, Principal]:
+    ctx = request.app[CTX]
+    principal = principal_of(request)
+    controls = _controls(ctx)
+    return controls, await controls.find(_phone(principal)), principal
+
+
+def _done(action: str, call: AgentCall, channel: str, target: str | None = None) -> web.Response:
+    reply = CallControl(ok=True, action=action, linkedid=call.linkedid, channel=channel, target=target)
+    return web.json_response(reply.model_dump())
+
+
+@operation("hang up my live call", response=CallControl, body=NoBody, errors=ERRORS, tag="agent")
+async def hangup(request: web.Request) -> web.Response:
+    await body_of(request, NoBody)
+    controls, call, _ = await _my_call(request)
+    await controls.hangup(call)
+    return _done("hangup", call, call.phone.name)
+
+
+def _destination(ctx: WebContext, controls: CallControls, body: Transfer, me: Principal) -> tuple[str, str]:
+    kind, value = body.target.kind, body.target.value
+    if kind == "agent":
+        colleague = ctx.users.principal(value)
+        if colleague is None or colleague.username == me.username:
+            raise ControlRefused(f"no such colleague: {value!r}", "no-such-target", 404)
+        return controls.plan.agent(Phone(tuple(colleague.interfaces), tuple(colleague.devices)))
+    if kind == "queue":
+        return controls.plan.queue(value, _phone(me))
+    number = normalize(value, getattr(ctx, "region", "FR"))
+    if number.e164 is None:
+        raise ControlRefused("not a phone number we can dial", "bad-number", 400, number=value)
+    return controls.plan.number(number.e164, _phone(me))
+
+
+@operation(
+    "transfer my live call: blind, or attended (a consultation leg, then complete or cancel)",
+    response=CallControl,
+    body=Transfer,
+    bodiless="bad-json",
+    errors=(400, *ERRORS),
+    tag="agent",
+    description="The target is a colleague (username), a queue or a number. Attended: the caller "
+    "waits while the agent talks to the target; POST .../transfer/complete hands the caller "
+    "over, .../transfer/cancel brings the agent back to the caller.",
+)
+async def transfer(request: web.Request) -> web.Response:
+    body = await body_of(request, Transfer)
+    controls, call, principal = await _my_call(request)
+    context, exten = _destination(request.app[CTX], controls, body, principal)
+    if body.mode == "blind":
+        await controls.blind_transfer(call, context, exten)
+    else:
+        await controls.attended_transfer(call, context, exten)
+    return _done(f"transfer.{body.mode}", call, call.member.name, f"{exten}@{context}")
+
+
+@operation(
+    "complete or cancel the attended transfer in progress",
+    response=CallControl,
+    body=NoBody,
+    path={"step": {"enum": ["complete", "cancel"]}},
+    errors=ERRORS,
+    tag="agent",
+)
+async def transfer_step(request: web.Request) -> web.Response:
+    await body_of(request, NoBody)
+    step = request.match_info["step"]
+    if step not in ("complete", "cancel"):
+        raise ControlRefused(f"no transfer step {step!r}", "unknown-action", 404)
+    controls, call, _ = await _my_call(request)
+    if step == "complete":
+        await controls.complete_transfer(call)
+        return _done("transfer.complete", call, call.phone.name)
+    await controls.cancel_transfer(call)
+    return _done("transfer.cancel", call, call.member.name)
+
+
+@operation(
+    "send DTMF digits on my live call (as if keyed on my phone)",
+    response=CallControl,
+    body=Dtmf,
+    bodiless="bad-json",
+    errors=(400, *ERRORS),
+    tag="agent",
+)
+async def dtmf(request: web.Request) -> web.Response:
+    digits = (await body_of(request, Dtmf)).digits
+    controls, call, _ = await _my_call(request)
+    await controls.dtmf(call, digits)
+    return _done("dtmf", call, call.phone.name, digits)
+
+
+@operation("whom I can transfer to: colleagues and queues", response=TransferTargets, tag="agent")
+async def targets(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    me = principal_of(request)
+    colleagues = [
+        Colleague(username=p.username, display_name=p.display_name or p.username, role=p.role)
+        for p in sorted(ctx.users.users(), key=lambda p: p.username)
+        if p.username != me.username and (p.interfaces or p.devices)
+    ]
+    queues = sorted(TransferPlan().queue_extens)
+    return web.json_response(TransferTargets(colleagues=colleagues, queues=queues).model_dump())
+
+
+CALL_ROUTES = [
+    web.post("/api/agent/call/hangup", hangup),
+    web.post("/api/agent/call/transfer", transfer),
+    web.post("/api/agent/call/transfer/{step}", transfer_step),
+    web.post("/api/agent/call/dtmf", dtmf),
+    web.get("/api/agent/transfer-targets", targets),
+]
