@@ -430,6 +430,52 @@ NEGATIVE_CASES: dict[str, tuple[Mutation, str, str]] = {
         "logger",
         "res_security_log.so",
     ),
+    # cel.conf, extconfig.conf, res_pgsql.conf, cel_pgsql.conf: queue_log and CEL to PostgreSQL
+    "unknown CEL event": (
+        _conf_edit("cel.conf", "LINKEDID_END,", "LINKEDID_ENDED,"),
+        "cel",
+        "'LINKEDID_ENDED' is no CEL event",
+    ),
+    "CEL event cti reads left out": (
+        _conf_edit("cel.conf", "LINKEDID_END,", ""),
+        "cel",
+        "lacks LINKEDID_END",
+    ),
+    "CEL apps without APP events": (
+        _conf_edit("cel.conf", "APP_START,APP_END,", ""),
+        "cel",
+        "apps without APP_START/APP_END",
+    ),
+    "CEL apps without userevent": (
+        _conf_edit("cel.conf", "apps = userevent,queue", "apps = queue"),
+        "cel",
+        "userevent",
+    ),
+    "CEL with no backend": (
+        _conf_edit("modules.conf", "load => cel_pgsql.so", "noload => cel_pgsql.so"),
+        "cel",
+        "no CEL backend",
+    ),
+    "CEL backend with CEL off": (
+        _conf_edit("cel.conf", "enable = yes", "enable = no"),
+        "cel",
+        "does not enable",
+    ),
+    "realtime driver not loaded": (
+        _conf_edit("modules.conf", "load => res_config_pgsql.so", "noload => res_config_pgsql.so"),
+        "extconfig",
+        "res_config_pgsql.so, which modules.conf does not load",
+    ),
+    "unknown realtime driver": (
+        _conf_edit("extconfig.conf", "pgsql,asterisk", "postgres,asterisk"),
+        "extconfig",
+        "'postgres' is no realtime driver",
+    ),
+    "unknown res_pgsql option": (
+        _conf_edit("res_pgsql.conf", "requirements = warn", "requirements = warn\ntimeout = 2"),
+        "unknown-key",
+        "timeout",
+    ),
     # features.conf, musiconhold.conf
     "removed feature key": (_conf_append("features.conf", "automon => *1"), "unknown-key", "automon"),
     "unknown moh general option": (

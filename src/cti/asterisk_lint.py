@@ -1668,6 +1668,109 @@ SIMPLE_FILES: dict[str, dict[str, frozenset[str]]] = {
         )
     },
 }
+# PostgreSQL: the realtime driver (res/res_config_pgsql.c parse_config(): each key also has an
+# older db* spelling) and the CEL backend (cel/cel_pgsql.c process_my_load_module()).
+SIMPLE_FILES["res_pgsql.conf"] = {
+    "general": _words(
+        "hostname dbhost port dbport dbname user dbuser password dbpass appname dbappname socket dbsock "
+        "requirements order_multi_row_results_by_initial_column"
+    )
+}
+SIMPLE_FILES["cel_pgsql.conf"] = {
+    "global": _words("hostname port dbname user password appname table schema show_user_defined usegmtime")
+}
+# main/cel.c: [general] (aco options), and the sections of the CEL backends that read cel.conf
+# (cel_manager's [manager], cel_radius's [radius]).
+CEL_SECTIONS = {
+    "general": _words("enable apps events dateformat"),
+    "manager": _words("enabled show_user_defined"),
+    "radius": _words("usegmtime radiuscfg loguniqueid loguserfield"),
+}
+# main/cel.c cel_event_types[]: a name not in it makes Asterisk refuse the whole cel.conf.
+CEL_EVENTS = _words(
+    "ALL CHAN_START CHAN_END ANSWER HANGUP APP_START APP_END PARK_START PARK_END USER_DEFINED "
+    "BRIDGE_ENTER BRIDGE_EXIT BLINDTRANSFER ATTENDEDTRANSFER PICKUP FORWARD LINKEDID_END LOCAL_OPTIMIZE "
+    "LOCAL_OPTIMIZE_BEGIN STREAM_BEGIN STREAM_END DTMF"
+)
+# What cti's recovery after a gap reads (src/cti/calls/gap.py): each call's channels from start to
+# end, its answer, bridges, the end of its Linkedid, and the UserEvent()s of the dialplans.
+CTI_CEL_EVENTS = _words("CHAN_START CHAN_END ANSWER HANGUP BRIDGE_ENTER BRIDGE_EXIT LINKEDID_END APP_START")
+CTI_CEL_APPS = _words("userevent")
+CEL_BACKENDS = (
+    "cel_pgsql.so", "cel_odbc.so", "cel_custom.so", "cel_sqlite3_custom.so", "cel_manager.so",
+    "cel_radius.so", "cel_tds.so", "cel_beanstalkd.so",
+)  # fmt: skip
+# extconfig.conf drivers (`family => driver,database[,table]`) and the module that registers each.
+REALTIME_DRIVERS = {
+    "pgsql": "res_config_pgsql.so",
+    "odbc": "res_config_odbc.so",
+    "mysql": "res_config_mysql.so",
+    "sqlite3": "res_config_sqlite3.so",
+    "ldap": "res_config_ldap.so",
+    "curl": "res_config_curl.so",
+}
+
+
+def check_cel(conf: ConfFile, loaded: frozenset[str] | None) -> list[Problem]:
+    problems = check_simple(conf, CEL_SECTIONS)
+    general = conf.section("general")
+    if general is None or not _truthy(general.get("enable")):
+        return problems
+    where = (general.file, general.line)
+    events = {e.strip().upper() for e in (general.get("events") or "").split(",") if e.strip()}
+    for event in sorted(events - CEL_EVENTS):
+        problems.append(
+            Problem(*where, "cel", f"events: {event!r} is no CEL event: Asterisk refuses cel.conf")
+        )
+    if "ALL" not in events:
+        for event in sorted(CTI_CEL_EVENTS - events):
+            problems.append(
+                Problem(*where, "cel", f"events lacks {event}: cti's recovery after a gap reads it")
+            )
+    apps = {a.strip().lower() for a in (general.get("apps") or "").split(",") if a.strip()}
+    if apps and not events & {"ALL", "APP_START", "APP_END"}:
+        problems.append(Problem(*where, "cel", "apps without APP_START/APP_END: Asterisk refuses cel.conf"))
+    if "all" not in apps:
+        for app in sorted(CTI_CEL_APPS - apps):
+            problems.append(
+                Problem(*where, "cel", f"apps lacks {app}: the IVR steps of a call cti missed come from it")
+            )
+    if loaded is not None and not any(backend in loaded for backend in CEL_BACKENDS):
+        problems.append(Problem(*where, "cel", "CEL is enabled but modules.conf loads no CEL backend"))
+    return problems
+
+
+def check_extconfig(conf: ConfFile, loaded: frozenset[str] | None) -> list[Problem]:
+    problems = check_structure(conf, frozenset())
+    for section in conf.sections:
+        if section.name != "settings":
+            problems.append(Problem(section.file, section.line, "unknown-section", f"[{section.name}]"))
+            continue
+        for entry in section.entries:
+            driver = entry.value.split(",", 1)[0].strip().lower()
+            module = REALTIME_DRIVERS.get(driver)
+            if module is None:
+                why = f"{driver!r} is no realtime driver ({', '.join(sorted(REALTIME_DRIVERS))})"
+            elif loaded is not None and module not in loaded:
+                why = f"the {driver} driver is {module}, which modules.conf does not load"
+            else:
+                continue
+            problems.append(Problem(entry.file, entry.line, "extconfig", f"{entry.key}: {why}"))
+    return problems
+
+
+def _cel_backend_configured(parsed: dict[str, ConfFile], loaded: frozenset[str] | None) -> list[Problem]:
+    """cel_pgsql.so loaded while cel.conf leaves CEL off: the backend would never write a row."""
+    if loaded is None or "cel_pgsql.so" not in loaded:
+        return []
+    cel = parsed.get("cel.conf")
+    general = cel.section("general") if cel is not None else None
+    if general is not None and _truthy(general.get("enable")):
+        return []
+    where = (general.file, general.line) if general is not None else ("cel.conf", 1)
+    return [Problem(*where, "cel", "cel_pgsql.so is loaded but cel.conf does not enable CEL")]
+
+
 # res/res_musiconhold.c moh_parse_options() and load_moh_classes().
 MOH_KEYS = _words(
     "mode directory sort application format digit announcement entry loop_last kill_escalation_delay "
@@ -1746,6 +1849,7 @@ def lint(conf_dir: Path, dialplan_dir: Path | None = None) -> list[Problem]:
             dialplan, loaded, queues, str(conf_dir / "extensions.conf")
         )
     problems += _other_files(parsed, dialplan, queues, loaded)
+    problems += _cel_backend_configured(parsed, loaded)
     return sorted(set(problems))
 
 
@@ -1780,6 +1884,10 @@ def _other_files(
             problems += check_pjsip(conf, dialplan, queues)
         elif name == "musiconhold.conf":
             problems += check_musiconhold(conf)
+        elif name == "cel.conf":
+            problems += check_cel(conf, loaded)
+        elif name == "extconfig.conf":
+            problems += check_extconfig(conf, loaded)
         elif name in SIMPLE_FILES:
             problems += check_simple(conf, SIMPLE_FILES[name])
         elif name == "extensions.conf":
