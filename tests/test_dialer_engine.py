@@ -25,6 +25,7 @@ from cti.dialer.engine import DialerEngine
 from cti.dialer.importer import import_contacts
 from cti.dialer.pacing import Agents, PacingInput, pace
 from cti.dialer.settings import DialerSettings
+from cti.dialer.why import why_not_dialed
 
 MONDAY_10 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # 10:00 in Paris
 
@@ -174,7 +175,8 @@ async def test_never_outside_the_window(db: AsyncEngine) -> None:
     await engine.on_event(member("PJSIP/1001"))
     await tick(engine)
     assert link.sent == []
-    held = await store.why_not_dialed(db, (await store.get_campaign(db, "promo")).id)
+    spec = store.spec_of(await store.get_campaign(db, "promo"))
+    held = await why_not_dialed(db, spec, clock.now)
     assert {h["why_code"] for h in held} == {"fr:window"}
     assert {h["next_attempt_at"] for h in held} == {"2026-03-02T13:00:00Z"}
     clock.now = datetime(2026, 3, 2, 13, 0, tzinfo=UTC)

@@ -35,6 +35,7 @@ from cti.dialer.rulesets import BUILTIN
 from cti.dialer.settings import DialerSettings
 from cti.dialer.territories import address_place, department_region, postal_region
 from cti.dialer.timezones import callee_zones
+from cti.dialer.why import why_not_dialed
 from cti.directory.numbers import OVERSEAS_LEADS, _overseas_blocks, overseas_e164, regions_of
 
 DATA = Path(__file__).parent / "data"
@@ -379,8 +380,7 @@ async def test_auto_campaign_dials_a_us_number_in_tcpa_hours(db: AsyncEngine, tm
     await engine.tick()
     await engine.wait_sent()
     assert [s["Variable"]["CTI_CALLEE"] for s in link.sent] == ["+12127365000"]
-    campaign_id = (await store.get_campaign(db, "mixed")).id
-    held = await store.why_not_dialed(db, campaign_id)
+    held = await why_not_dialed(db, store.spec_of(await store.get_campaign(db, "mixed")), clock.now)
     assert [(h["phone"], h["why_code"], h["ruleset"]) for h in held] == [("+33612345678", "fr:window", "fr")]
     assert "[fr: auto: FR (metropolitan France) number: Code de la consommation" in held[0]["why_not_dialed"]
     # Tuesday 02:00 UTC: 21:00 in New York, closed until 08:00 there.

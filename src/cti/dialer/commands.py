@@ -296,11 +296,15 @@ def run_campaign_why(
     out: TextIO | None = None,
     err: TextIO | None = None,
 ) -> int:
+    """Every contact not being dialled, why and from when, judged from the database as the
+    engine would judge it now: a daemon need not be running."""
+    from cti.dialer.why import why_not_dialed
+
     out, err = out or sys.stdout, err or sys.stderr
 
     async def work(engine: AsyncEngine) -> int:
         row = await store.get_campaign(engine, name)
-        _dump(await store.why_not_dialed(engine, row.id, limit, code), out)
+        _dump(await why_not_dialed(engine, store.spec_of(row), store.utcnow(), limit, code), out)
         return 0
 
     return _code(_run(url, "why", work, err))

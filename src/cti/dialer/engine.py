@@ -34,10 +34,10 @@ from cti.db.models import Call, DialerAttempt, DialerCampaign, DialerContact
 from cti.dialer import store
 from cti.dialer.campaigns import CampaignSpec
 from cti.dialer.dispositions import outcome_counts, plan_after_disposition, plan_after_outcome
-from cti.dialer.hours import Callee, Decision, History, decide_for
+from cti.dialer.hours import Decision, History
 from cti.dialer.pacing import Agents, PacingInput, pace
 from cti.dialer.settings import DialerSettings
-from cti.dialer.timezones import NumberError
+from cti.dialer.why import for_agent, history_since, hold_values, judge
 from cti.values import utc
 
 log = structlog.get_logger(__name__)
@@ -406,12 +406,12 @@ class DialerEngine:
             self.status[spec.name].reason = "no contact is due now"
             return out
         async with self.db.connect() as conn:
-            since = now - _longest_cap(spec)
+            since = history_since(spec, now)
             history = await store.histories(conn, [c.phone_e164 for c in candidates], spec, since)
         for contact in candidates:
             if len(out) >= wanted:
                 break
-            decision = self._decide(spec, contact, now, history.get(contact.phone_e164))
+            decision = judge(spec, contact, now, history.get(contact.phone_e164))
             if decision is None or not decision.allowed:
                 await self._hold(contact.id, decision)
                 continue
@@ -452,40 +452,9 @@ class DialerEngine:
             )
             return [r for r in (await conn.execute(query)).all() if r.id not in self.by_contact]
 
-    def _decide(
-        self, spec: CampaignSpec, contact: Any, now: datetime, history: History | None
-    ) -> Decision | None:
-        callee = Callee(
-            contact.phone_e164,
-            contact.timezone,
-            contact.country,
-            contact.subdivision,
-            bool(contact.consent),
-            spec.region,
-        )
-        try:
-            return decide_for(callee, now, spec.rules, history)
-        except NumberError:
-            return None
-
     async def _hold(self, contact_id: int, decision: Decision | None) -> None:
         """Not now: store why, and from when it may be dialled (never: blocked)."""
-        if decision is None:
-            values: dict[str, Any] = {
-                "status": "blocked",
-                "why_code": "invalid_number",
-                "why_not_dialed": "not a valid phone number",
-                "next_attempt_at": None,
-            }
-        else:
-            never = decision.next_allowed_at is None
-            values = {
-                "why_code": decision.rule,
-                "why_not_dialed": _why_text(decision),
-                "next_attempt_at": decision.next_allowed_at,
-            }
-            if never:
-                values["status"] = "blocked"
+        values = hold_values(decision)
         async with self.db.begin() as conn:
             await conn.execute(update(DialerContact).where(DialerContact.id == contact_id).values(**values))
 
@@ -779,17 +748,10 @@ class DialerEngine:
             for contact in await self._due(spec, now, 20):
                 async with self.db.connect() as conn:
                     history = await store.histories(
-                        conn, [contact.phone_e164], spec, now - _longest_cap(spec)
+                        conn, [contact.phone_e164], spec, history_since(spec, now)
                     )
-                base = history.get(contact.phone_e164, History())
-                reserved = History(
-                    base.attempts,
-                    base.campaign_attempts,
-                    base.refused_at,
-                    base.abandoned_at,
-                    agent_reserved=True,
-                )
-                decision = self._decide(spec, contact, now, reserved)
+                reserved = for_agent(history.get(contact.phone_e164, History()))
+                decision = judge(spec, contact, now, reserved)
                 if decision is None or not decision.allowed:
                     await self._hold(contact.id, decision)
                     continue
@@ -910,20 +872,6 @@ class DialerEngine:
         """Tests: wait for the Originates in flight to be acknowledged."""
         with contextlib.suppress(Exception):
             await asyncio.gather(*list(self._sending), return_exceptions=True)
-
-
-def _longest_cap(spec: CampaignSpec) -> timedelta:
-    rulesets = spec.rules.rulesets()
-    periods = [c.period for ruleset in rulesets for c in ruleset.caps]
-    periods += [c.period for ruleset in rulesets for area in ruleset.areas for c in area.caps]
-    return max(periods, default=timedelta(days=1))
-
-
-def _why_text(decision: Decision) -> str:
-    """The reason a contact waits; under `auto` rules, also which rule set judged it and why."""
-    if decision.ruleset_why.startswith("auto:"):
-        return f"{decision.reason} [{decision.ruleset}: {decision.ruleset_why}]"
-    return decision.reason
 
 
 def _national(e164: str) -> str:

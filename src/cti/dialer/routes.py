@@ -20,6 +20,7 @@ from cti.dialer import store
 from cti.dialer.csv_import import NumberCheck, RowError
 from cti.dialer.dispositions import apply_disposition, campaign_stats
 from cti.dialer.engine import DialerEngine
+from cti.dialer.why import why_not_dialed
 from cti.web.api import body_of, operation
 from cti.web.auth import Principal, Role
 from cti.web.errors import ApiError, NotFound
@@ -152,7 +153,9 @@ class DialerResource:
         require(request, MANAGER)
         row = await store.get_campaign(self.db, request.match_info["name"])
         limit = min(_int(request.query.get("limit", "100"), "limit"), 1000)
-        held = await store.why_not_dialed(self.db, row.id, limit, request.query.get("code"))
+        held = await why_not_dialed(
+            self.db, store.spec_of(row), self.engine.clock(), limit, request.query.get("code")
+        )
         status = self.engine.status.get(row.name)
         return web.json_response({"campaign": None if status is None else status.to_json(), "contacts": held})
 

@@ -129,15 +129,10 @@ def campaign_json(row: DialerCampaign) -> dict[str, Any]:
         "max_ratio": row.max_ratio,
         "abandon_limit": row.abandon_limit,
         "abandon_window_s": row.abandon_window_s,
-        "starts_at": _iso(row.starts_at),
-        "stops_at": _iso(row.stops_at),
+        "starts_at": iso(row.starts_at),
+        "stops_at": iso(row.stops_at),
         "state": row.state,
     }
-
-
-def _ruleset_of(why_code: str | None) -> str | None:
-    head, sep, _ = (why_code or "").partition(":")
-    return head if sep and head not in ("retry",) else None
 
 
 def _fallback_name(rules: CampaignRules) -> str | None:
@@ -146,7 +141,8 @@ def _fallback_name(rules: CampaignRules) -> str | None:
     return rules.fallback.name if rules.fallback is not None else "refuse"
 
 
-def _iso(at: datetime | None) -> str | None:
+def iso(at: datetime | None) -> str | None:
+    """An instant as the JSON documents give it: UTC, ISO 8601, with a Z."""
     return None if at is None else at.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
@@ -402,45 +398,3 @@ async def contact_counts(engine: AsyncEngine, campaign_id: int) -> dict[str, int
             .group_by(DialerContact.status)
         )
         return {status: count for status, count in rows.all()}
-
-
-async def why_not_dialed(
-    engine: AsyncEngine, campaign_id: int, limit: int = 100, code: str | None = None
-) -> list[dict[str, Any]]:
-    """Contacts not being dialled and why: the stored reason, and when they may be."""
-    where = [DialerContact.campaign_id == campaign_id, DialerContact.status != "dialing"]
-    if code is not None:
-        where.append(or_(DialerContact.why_code == code, DialerContact.why_code.startswith(code + ":")))
-    else:
-        where.append(DialerContact.why_code.is_not(None))
-    async with engine.connect() as conn:
-        rows = await conn.execute(
-            select(
-                DialerContact.id,
-                DialerContact.phone_e164,
-                DialerContact.status,
-                DialerContact.attempts,
-                DialerContact.why_code,
-                DialerContact.why_not_dialed,
-                DialerContact.next_attempt_at,
-                DialerContact.result,
-            )
-            .where(and_(*where))
-            .order_by(DialerContact.id)
-            .limit(limit)
-        )
-        return [
-            {
-                "contact": r.id,
-                "phone": r.phone_e164,
-                "status": r.status,
-                "attempts": r.attempts,
-                "why_code": r.why_code,
-                # The rule set that holds it (fr, us/FL...) when a calling-hours rule does.
-                "ruleset": _ruleset_of(r.why_code),
-                "why_not_dialed": r.why_not_dialed,
-                "next_attempt_at": _iso(r.next_attempt_at),
-                "result": r.result,
-            }
-            for r in rows.all()
-        ]

@@ -8,11 +8,9 @@ the dictionary's ratios. Counter definitions come from `stats/metrics.py`.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -32,6 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cti.db.models import AgentStateSpan, Call, CallSegment
+from cti.humanize import default_timezone, parse_until, parse_when
 from cti.stats.metrics import (
     AGENT_METRICS,
     IVR_METRICS,
@@ -83,24 +82,6 @@ class StatsQueryError(ValueError):
         self.details = {"field": field}
 
 
-def default_timezone() -> str:
-    """The machine's zone name ($TZ, else /etc/localtime's target), else UTC."""
-    candidates = [os.environ.get("TZ", "").lstrip(":")]
-    localtime = Path("/etc/localtime")
-    if localtime.is_symlink():
-        target = str(localtime.resolve())
-        if "zoneinfo/" in target:
-            candidates.append(target.split("zoneinfo/", 1)[1])
-    for name in candidates:
-        if name:
-            try:
-                ZoneInfo(name)
-            except (ZoneInfoNotFoundError, ValueError):
-                continue
-            return name
-    return "UTC"
-
-
 def zone(name: str | None) -> ZoneInfo:
     try:
         return ZoneInfo(name or default_timezone())
@@ -124,20 +105,10 @@ class ReportQuery:
 
 
 def _parse_instant(value: str, tz: ZoneInfo, name: str, today: date) -> datetime:
-    text = value.strip()
-    words = {"today": today, "yesterday": today - timedelta(days=1), "tomorrow": today + timedelta(days=1)}
-    if text.lower() in words:
-        day = words[text.lower()]
-        return datetime(day.year, day.month, day.day, tzinfo=tz)
     try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace(" ", "T"))
-    except ValueError:
-        raise StatsQueryError(
-            f"'{name}' must be a date or date-time (ISO 8601, e.g. 2026-11-23 or 2026-11-23T08:00), "
-            f"got {value!r}",
-            name,
-        ) from None
-    return parsed.replace(tzinfo=tz) if parsed.tzinfo is None else parsed
+        return parse_when(value, tz, today, f"'{name}'")
+    except ValueError as exc:
+        raise StatsQueryError(str(exc), name) from None
 
 
 def _values(raw: Iterable[str] | str | None, name: str) -> tuple[str, ...]:
@@ -178,11 +149,11 @@ def build_query(
         else _parse_instant("today", zone_, "from", today)
     )
     if end:
-        finish = _parse_instant(end, zone_, "to", today)
-        bare = end.strip().lower()
-        if (len(bare) == 10 and bare[4] == "-") or bare in ("today", "yesterday", "tomorrow"):
-            # A day, not an instant: through that day (--from today --to today is today).
-            finish = _parse_instant((finish.date() + timedelta(days=1)).isoformat(), zone_, "to", today)
+        # A day, not an instant, means through that day (--from today --to today is today).
+        try:
+            finish = parse_until(end, zone_, today, "'to'")
+        except ValueError as exc:
+            raise StatsQueryError(str(exc), "to") from None
     else:
         finish = _parse_instant(
             (begin.astimezone(zone_).date() + timedelta(days=1)).isoformat(), zone_, "to", today
