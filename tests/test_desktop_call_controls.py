@@ -135,4 +135,4 @@ def test_the_agents_channels_are_found_by_their_phone_only() -> None:
     assert plan.agent(Phone(("PJSIP/1003",))) == ("cti-agents", "1003")
     assert plan.agent(Phone(("Local/agent3@agents/n",))) == ("agents", "agent3")
     assert plan.queue("billing", Phone(("PJSIP/1001",))) == ("cti-agents", "803")
-    assert plan.number("+33612345678", Phone(("PJSIP/1001",))) == ("cti-agents", "+33612345678")
+    assert plan.number("+33612345678", Phone(("PJSIP/1001",))) == ("cti-agents", "0612345678")

@@ -24,6 +24,7 @@ This module knows AMI actions and channel names, nothing of HTTP (the web layer 
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +41,8 @@ TargetKind = Literal["agent", "queue", "number"]
 LOCAL = re.compile(r"^Local/(?P<exten>[^@/]+)@(?P<context>[^/]+)(?:/n)?$")
 QUEUE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 DTMF = re.compile(r"^[0-9*#A-D]{1,32}$")
+# Between two keyed digits: longer than a digit (100 ms), so Asterisk never defers one.
+KEY_GAP_S = 0.25
 
 
 class ControlRefused(Exception):
@@ -159,6 +162,7 @@ class TransferPlan:
     # Colleagues and queues for agents on Local interfaces (the simulated PBX's `agents` and
     # `to-queue` contexts): a Local interface names its own context.
     local_queue_context: str = "to-queue"
+    atxfer_code: str = "*2"  # features.conf `atxfer`
 
     def agent(self, colleague: Phone) -> tuple[str, str]:
         for name in (*colleague.devices, *colleague.interfaces):
@@ -181,11 +185,12 @@ class TransferPlan:
         return self.context, exten
 
     def number(self, e164: str, phone: Phone) -> tuple[str, str]:
+        # A French number as the agents' context dials it (0ZXXXXXXXX: it can be keyed, a `+`
+        # cannot); others in E.164. The simulated PBX's fake PSTN answers national numbers.
+        national = "0" + e164[3:] if e164.startswith("+33") and len(e164) == 12 else e164
         if any(LOCAL.match(i) for i in phone.interfaces) and not phone.devices:
-            # The simulated PBX's fake PSTN answers national numbers.
-            national = "0" + e164[3:] if e164.startswith("+33") else e164
             return "fake-pstn", national
-        return self.context, e164
+        return self.context, national
 
 
 class CallControls:
@@ -214,9 +219,32 @@ class CallControls:
 
     async def attended_transfer(self, call: AgentCall, context: str, exten: str) -> None:
         """The consultation leg: the caller waits (on hold music) while the agent talks to the
-        target; `complete` hands the caller over, `cancel` brings the agent back."""
-        headers = {"Channel": call.member.name, "Context": context, "Exten": exten}
-        await self._send("Atxfer", headers, "transfer-refused")
+        target; `complete` hands the caller over, `cancel` brings the agent back.
+
+        A Local interface gets the `Atxfer` action (as in the capture and the simulated PBX). A
+        device gets the same feature keyed on its channel one digit at a time: Asterisk 22's
+        Atxfer queues every digit at once, as DTMF ends without a beginning; on a PJSIP channel
+        the transfer prompt swallows the first and holds the others back until the digit
+        timeout ("Unable to acquire target extension", seen on the real-PBX tier)."""
+        if call.member.name.endswith(";1"):
+            headers = {"Channel": call.member.name, "Context": context, "Exten": exten}
+            await self._send("Atxfer", headers, "transfer-refused")
+            return
+        if not DTMF.match(exten):
+            raise ControlRefused(f"{exten!r} cannot be keyed", "no-such-target", 404)
+        channel = call.member.name
+        await self._send(
+            "Setvar",
+            {"Channel": channel, "Variable": "TRANSFER_CONTEXT", "Value": context},
+            "transfer-refused",
+        )
+        for digit in self.plan.atxfer_code + exten:
+            await self._send(
+                "PlayDTMF",
+                {"Channel": channel, "Digit": digit, "Duration": 100, "Receive": "true"},
+                "transfer-refused",
+            )
+            await asyncio.sleep(KEY_GAP_S)
 
     async def complete_transfer(self, call: AgentCall) -> None:
         """The transferer leaves: Asterisk bridges the caller with the target."""
