@@ -6,6 +6,7 @@ tenth of the rows as well shows whether memory grows with the file (it should no
 8-16 bytes per row the duplicate check keeps).
 
     python benchmarks/import.py [--rows 1000000] [--skip-sqlite] [--skip-pg] [--pg-admin URL] [--messy]
+                                [--progress]
 
 The file looks like a French call-centre export: `;`-delimited UTF-8 with a BOM, numbers in
 mixed spellings (06 12 34 56 78, +33 6..., 0033..., dotted), two extra columns, ~1 % bad numbers
@@ -16,12 +17,16 @@ city and a country column checked against each number, ~8 % overseas numbers in 
 (0692…, 0639…, 0690…, 0696…, 0694…, 0262…) with their territory's postal code, ~0.5 % of them
 written +33 (read, and noted), ~0.5 % premium-rate and foreign numbers (rejected), imported into an
 `auto` campaign limited to FR and MA.
+
+`--progress` draws the progress bar `cti campaign import` shows on a terminal (into memory), so
+its cost is measured with the import.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import json
 import os
 import random
@@ -100,7 +105,8 @@ def generate_messy(path: Path, rows: int, seed: int = 1) -> None:
             )
 
 
-async def _child(url: str, path: str, messy: bool = False) -> dict[str, Any]:
+async def _child(url: str, path: str, messy: bool = False, progress: int | None = None) -> dict[str, Any]:
+    """`progress`: the file's size, to draw the progress bar (into memory); None: no bar."""
     from cti.db.engine import create_engine
     from cti.db.migrate import upgrade_async
     from cti.dialer import store
@@ -112,7 +118,15 @@ async def _child(url: str, path: str, messy: bool = False) -> dict[str, Any]:
         rules = {"ruleset": "auto", "countries": ["FR", "MA"]} if messy else {"ruleset": "fr"}
         await store.create_campaign(engine, "bench", rules)
         started, cpu = time.perf_counter(), time.process_time()
-        report = await import_contacts(engine, path, "bench")
+        if progress is not None:
+            from cti.progress import Bar
+
+            with Bar(io.StringIO(), "reading", progress, then="saving", force=True) as bar:
+                report = await import_contacts(
+                    engine, path, "bench", progress=lambda rows, done: bar.update(done, rows)
+                )
+        else:
+            report = await import_contacts(engine, path, "bench")
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     finally:
         await engine.dispose()
@@ -123,18 +137,19 @@ async def _child(url: str, path: str, messy: bool = False) -> dict[str, Any]:
             "rejected": report.rejected, "peak_rss_mb": round(peak, 1)}  # fmt: skip
 
 
-def run_child(url: str, path: Path) -> dict[str, Any]:
-    messy = ["--messy"] if path.name.startswith("messy") else []
-    command = [sys.executable, __file__, "--child", url, str(path), *messy]
+def run_child(url: str, path: Path, progress: bool = False) -> dict[str, Any]:
+    flags = ["--messy"] if path.name.startswith("messy") else []
+    flags += ["--progress"] if progress else []
+    command = [sys.executable, __file__, "--child", url, str(path), *flags]
     done = subprocess.run(command, check=True, capture_output=True, text=True)
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
 
-def sqlite_case(work: Path, path: Path, tag: str) -> dict[str, Any]:
+def sqlite_case(work: Path, path: Path, tag: str, progress: bool = False) -> dict[str, Any]:
     db = work / f"import-{tag}.db"
     db.unlink(missing_ok=True)
-    return run_child(f"sqlite+aiosqlite:///{db}", path)
+    return run_child(f"sqlite+aiosqlite:///{db}", path, progress)
 
 
 async def _pg_db(admin_url: str, name: str, create: bool) -> None:
@@ -149,19 +164,22 @@ async def _pg_db(admin_url: str, name: str, create: bool) -> None:
         await admin.close()
 
 
-def pg_case(admin_url: str, path: Path, tag: str) -> dict[str, Any]:
+def pg_case(admin_url: str, path: Path, tag: str, progress: bool = False) -> dict[str, Any]:
     name = f"cti_import_bench_{os.getpid()}_{tag}"
     asyncio.run(_pg_db(admin_url, name, create=True))
     try:
         url = admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + f"/{name}"
-        return run_child(url, path)
+        return run_child(url, path, progress)
     finally:
         asyncio.run(_pg_db(admin_url, name, create=False))
 
 
 def main() -> int:
-    if len(sys.argv) in (4, 5) and sys.argv[1] == "--child":
-        print(json.dumps(asyncio.run(_child(sys.argv[2], sys.argv[3], sys.argv[4:] == ["--messy"]))))
+    if len(sys.argv) >= 4 and sys.argv[1] == "--child":
+        flags = set(sys.argv[4:])
+        size = os.path.getsize(sys.argv[3]) if "--progress" in flags else None
+        result = _child(sys.argv[2], sys.argv[3], "--messy" in flags, size)
+        print(json.dumps(asyncio.run(result)))
         return 0
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -171,6 +189,9 @@ def main() -> int:
     parser.add_argument("--skip-pg", action="store_true")
     parser.add_argument("--pg-admin", default=ADMIN)
     parser.add_argument("--messy", action="store_true", help="a cp1252 CRM export with overseas numbers")
+    parser.add_argument(
+        "--progress", action="store_true", help="draw the import's progress bar (into memory)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -185,7 +206,9 @@ def main() -> int:
                 continue
             for tag, path in files.items():
                 case = (
-                    sqlite_case(work, path, tag) if backend == "sqlite" else pg_case(args.pg_admin, path, tag)
+                    sqlite_case(work, path, tag, args.progress)
+                    if backend == "sqlite"
+                    else pg_case(args.pg_admin, path, tag, args.progress)
                 )
                 rows = case["accepted"] + case["rejected"]
                 rate = rows / case["seconds"] if case["seconds"] else 0

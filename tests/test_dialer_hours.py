@@ -219,7 +219,8 @@ def test_custom_ruleset_from_toml(tmp_path: Path) -> None:
 
 
 def test_cli_hours_check(capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["hours", "check", "0612345678", "--at", "2026-04-06T11:00:00+02:00", "--region", "FR"])
+    at = ["--at", "2026-04-06T11:00:00+02:00"]
+    code = main(["hours", "check", "0612345678", *at, "--region", "FR", "--json"])
     doc = json.loads(capsys.readouterr().out)
     assert code == 1
     assert doc == {

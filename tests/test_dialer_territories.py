@@ -252,12 +252,14 @@ def test_places_from_postal_and_department_codes() -> None:
 # ----------------------------------------------------------------------------------- hours
 def test_cli_hours_check_overseas_number_in_national_format(capsys: pytest.CaptureFixture[str]) -> None:
     # Monday 19:30 in La Réunion (16:30 in Paris): inside the French window, in Réunion's zone.
-    assert main(["hours", "check", "0692169786", "--at", "2026-03-02T15:30:00Z", "--region", "FR"]) == 0
+    at = "2026-03-02T15:30:00Z"
+    assert main(["hours", "check", "0692169786", "--at", at, "--region", "FR", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert (doc["number"], doc["territory"], doc["timezones"]) == ("+262692169786", "RE", ["Indian/Reunion"])
     assert doc["ruleset"]["name"] == "fr" and doc["rule"] == "fr:window"
     # 20:30 there, 17:30 in Paris: closed, though Paris would still be open.
-    assert main(["hours", "check", "0692169786", "--at", "2026-03-02T16:30:00Z", "--rules", "auto"]) == 1
+    at = "2026-03-02T16:30:00Z"
+    assert main(["hours", "check", "0692169786", "--at", at, "--rules", "auto", "--json"]) == 1
     doc = json.loads(capsys.readouterr().out)
     assert doc["rule"] == "fr:window" and doc["local_time"] == {"Indian/Reunion": "2026-03-02T20:30:00+04:00"}
     assert doc["ruleset"]["why"].startswith("auto: RE (La Réunion, France) number: La Réunion is an overseas")

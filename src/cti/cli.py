@@ -166,28 +166,43 @@ def _hours_check(args: argparse.Namespace) -> int:
         countries=args.countries,
         allow_numbers=args.allow_numbers,
         fallback=args.fallback,
+        as_json=args.json,
     )
+
+
+_WHEN = "today, yesterday, tomorrow, a date (2026-03-02) or ISO 8601 (2026-03-02T10:30, +01:00...)"
 
 
 def _add_hours(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    hours = sub.add_parser("hours", help="legal calling hours of the outbound dialer")
-    hours_sub = hours.add_subparsers(dest="hours_command", required=True)
-    check = hours_sub.add_parser(
-        "check", help="may NUMBER be called at that instant? JSON; exit 0 yes, 1 no, 2 bad input"
+    hours = sub.add_parser(
+        "hours",
+        help="legal calling hours of the outbound dialer",
+        description="The calling-hours rules the dialer applies (docs/dialer.md).",
     )
-    check.add_argument("number", help="E.164 (+33612345678) or national in --region")
-    check.add_argument("--at", help="ISO-8601 instant (default: now; no zone = UTC)")
+    hours_sub = hours.add_subparsers(dest="hours_command", required=True, metavar="COMMAND")
+    check = hours_sub.add_parser(
+        "check",
+        help="may NUMBER be called at that instant, and if not, from when?",
+        description="Judge NUMBER as a campaign with these rules would: the verdict, the rule that "
+        "decided, the callee's local time and, when it may not be called, from when it may. "
+        "Exit status: 0 it may be called, 1 it may not, 2 bad input.",
+    )
+    check.add_argument("number", help="the number: E.164 (+33612345678) or national in --region")
+    check.add_argument(
+        "--at", metavar="WHEN", help=f"the instant to judge (default: now): {_WHEN}; no zone = this machine's"
+    )
     check.add_argument(
         "--rules", default="fr", help="rule set: fr, ma, us, ca, auto (the number's country's) or a TOML file"
     )
     check.add_argument("--region", help="region of national numbers (default: [dialer] region, FR)")
-    check.add_argument("--config")
     check.add_argument("--timezone", help="the contact's own time zone (overrides the number's)")
     check.add_argument("--subdivision", help="holiday subdivision, e.g. 57, 67, 68 for Alsace-Moselle")
     check.add_argument(
         "--consent", action="store_true", help="the consumer consented to calls outside the hours"
     )
     _scope_options(check)
+    check.add_argument("--json", action="store_true", help="print the decision as JSON (for scripts)")
+    check.add_argument("--config", help="settings file (default: $CTI_CONFIG, ./cti.toml, /etc/cti/cti.toml)")
     check.set_defaults(func=_hours_check)
 
 
@@ -209,80 +224,190 @@ def _campaign(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     url = args.url or settings.database.url
     what = args.campaign_command
+    as_json = args.json
     try:
         if what in ("create", "update"):
             run = dialer.run_campaign_create if what == "create" else dialer.run_campaign_update
-            return run(args.name, dialer.campaign_fields(args), url=url)
-    except CampaignError as exc:
+            return run(args.name, dialer.campaign_fields(args), url=url, as_json=as_json)
+        at = dialer.parse_instant(args.at) if what == "why" else None
+    except (CampaignError, ValueError) as exc:
         print(f"cti campaign {what}: {exc}", file=sys.stderr)
         return 2
     if what in ("start", "pause", "stop"):
-        return dialer.run_campaign_state(args.name, what, url=url)
+        return dialer.run_campaign_state(args.name, what, url=url, as_json=as_json)
     if what == "list":
-        return dialer.run_campaign_list(url=url)
+        return dialer.run_campaign_list(url=url, as_json=as_json)
     if what == "show":
-        return dialer.run_campaign_show(args.name, url=url, drop_after_s=settings.dialer.abandon_after_s)
+        drop_after_s = settings.dialer.abandon_after_s
+        return dialer.run_campaign_show(args.name, url=url, drop_after_s=drop_after_s, as_json=as_json)
     if what == "why":
-        return dialer.run_campaign_why(args.name, url=url, code=args.code, limit=args.limit)
+        return dialer.run_campaign_why(
+            args.name, url=url, code=args.code, limit=args.limit, at=at, as_json=as_json
+        )
     if what == "dnc":
         region = args.region or settings.dialer.region
         return dialer.run_dnc_import(
-            args.file, campaign=args.campaign, region=region, url=url, reason=args.reason
+            args.file, campaign=args.campaign, region=region, url=url, reason=args.reason, as_json=as_json
         )
     return dialer.run_campaign_import(
-        args.file, campaign=args.campaign, url=url, dry_run=args.dry_run, errors_path=args.errors
+        args.file,
+        campaign=args.campaign,
+        url=url,
+        dry_run=args.dry_run,
+        errors_path=args.errors,
+        as_json=as_json,
     )
 
 
 def _campaign_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--queue", help="Asterisk queue the answered calls join (default outbound)")
-    parser.add_argument("--agent", action="append", help="member interface of the agent group; repeatable")
-    parser.add_argument("--mode", choices=("preview", "progressive", "predictive"))
+    parser.add_argument("--queue", help="Asterisk queue the answered calls join (default: outbound)")
+    parser.add_argument(
+        "--agent", action="append", help="member interface of the agent group, e.g. PJSIP/1001; repeatable"
+    )
+    parser.add_argument(
+        "--mode", choices=("preview", "progressive", "predictive"), help="default: progressive"
+    )
     parser.add_argument("--caller-id", help="caller ID presented to the callee")
-    parser.add_argument("--rules", help="calling-hours rule set: fr, ma, us, ca, auto or a TOML file")
+    parser.add_argument(
+        "--rules", help="calling-hours rule set: fr (default), ma, us, ca, auto or a TOML file"
+    )
     _scope_options(parser)
-    parser.add_argument("--region", help="region of national numbers in the CSV files (default FR)")
+    parser.add_argument("--region", help="region of national numbers in the CSV files (default: FR)")
     parser.add_argument("--principal", help="on whose behalf we call: caps per consumer span their campaigns")
-    parser.add_argument("--max-attempts", type=int)
-    parser.add_argument("--priority", type=int)
-    parser.add_argument("--ring-timeout", type=int, help="seconds (at least 15)")
+    parser.add_argument("--max-attempts", type=int, help="attempts per contact at most (default: 4)")
+    parser.add_argument("--priority", type=int, help="higher campaigns are served first (default: 0)")
+    parser.add_argument("--ring-timeout", type=int, help="seconds a call rings (at least 15; default: 25)")
     parser.add_argument("--max-ratio", type=float, help="predictive: at most this many calls per free agent")
-    parser.add_argument("--abandon-window", help="abandon-rate window: 30d (TCPA) or 24h (Ofcom)")
+    parser.add_argument("--abandon-window", help="abandon-rate window: 30d (TCPA, default) or 24h (Ofcom)")
     parser.add_argument("--amd", action="store_true", help="detect answering machines (CTI_AMD=1)")
-    parser.add_argument("--retry", action="append", metavar="OUTCOME=DELAY:MAX", help="e.g. busy=15m:3")
-    parser.add_argument("--start", help="ISO-8601 instant the campaign may start dialling")
-    parser.add_argument("--stop", help="ISO-8601 instant it stops")
+    parser.add_argument(
+        "--retry",
+        action="append",
+        metavar="OUTCOME=DELAY:MAX",
+        help="retry OUTCOME (busy, no_answer, ...) after DELAY, MAX times, e.g. busy=15m:3; repeatable",
+    )
+    parser.add_argument("--start", metavar="WHEN", help=f"when it may start dialling: {_WHEN}")
+    parser.add_argument(
+        "--stop", metavar="WHEN", help="when it stops; a day (tomorrow, 2026-03-31) means through that day"
+    )
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+_WHY_EPILOG = """Each contact is judged from the database as the running dialer would judge it when it next
+looks at it: calling hours in the callee's own zone and holidays, caps on calls per consumer,
+the 72 h lock after an abandoned call, refusals, the countries and number types the campaign
+calls, a retry's or a callback's own time, the campaign's start and stop. Contacts that are
+done or blocked (do-not-call list, maximum attempts, a result) keep the reason they were
+given. Reason codes: RULESET:window, RULESET:holiday, RULESET:cap, RULESET:abandon_lock,
+RULESET:refusal_cooldown, RULESET:zone, RULESET:country, RULESET:number_type, retry:OUTCOME,
+callback, dnc, max_attempts, max_OUTCOME, invalid_number, contacted or the agent's disposition,
+due (may be called now, waits for an agent), campaign_draft/paused/stopped,
+campaign_not_started, campaign_ended.
+"""
 
 
 def _add_campaign(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    campaign = sub.add_parser("campaign", help="outbound dialer campaigns")
-    campaign_sub = campaign.add_subparsers(dest="campaign_command", required=True)
-    parsers = []
-    for name, text in (("create", "create a campaign (draft)"), ("update", "change a campaign")):
-        p = campaign_sub.add_parser(name, help=text)
-        p.add_argument("name")
+    import textwrap
+
+    campaign = sub.add_parser(
+        "campaign",
+        help="outbound dialer campaigns",
+        description="Outbound campaigns: create one, import its contacts, start it; `cti serve` dials. "
+        "Output is for people; --json prints the JSON document scripts read (docs/dialer.md).",
+    )
+    campaign_sub = campaign.add_subparsers(dest="campaign_command", required=True, metavar="COMMAND")
+
+    def command(name: str, text: str, description: str, epilog: str | None = None) -> argparse.ArgumentParser:
+        return campaign_sub.add_parser(
+            name,
+            help=text,
+            # A raw epilog (a list of codes) makes the description raw too: wrapped here.
+            description=textwrap.fill(description, 88) if epilog else description,
+            epilog=epilog,
+            formatter_class=argparse.RawDescriptionHelpFormatter if epilog else argparse.HelpFormatter,
+        )
+
+    named: list[argparse.ArgumentParser] = []
+    create = command(
+        "create",
+        "create a campaign (a draft: nothing is dialled before start)",
+        "Create a campaign in the draft state; the options left out take their defaults.",
+    )
+    update = command(
+        "update", "change a campaign's settings", "Change the settings given; the others are kept."
+    )
+    for p in (create, update):
+        p.add_argument("name", help="the campaign's name (1 to 80 characters, no commas)")
         _campaign_options(p)
-        parsers.append(p)
-    for name in ("start", "pause", "stop", "show", "why"):
-        p = campaign_sub.add_parser(name, help=f"{name} a campaign" if name not in ("show", "why") else None)
-        p.add_argument("name")
-        parsers.append(p)
-        if name == "why":
-            p.add_argument("--code", help="only this reason code (e.g. fr:window, dnc, max_attempts)")
-            p.add_argument("--limit", type=int, default=100)
-    parsers.append(campaign_sub.add_parser("list", help="list the campaigns"))
-    imp = campaign_sub.add_parser("import", help="import contacts from a CSV file (all rows or none)")
-    imp.add_argument("file")
-    imp.add_argument("--campaign", required=True)
+        named.append(p)
+    for action, text, description in (
+        ("start", "start or resume dialling", "The running daemon dials from now, or from --start."),
+        ("pause", "stop dialling for now", "Calls in progress go on; start resumes the campaign."),
+        ("stop", "stop the campaign", "Calls in progress go on; start would dial the contacts left."),
+    ):
+        p = command(action, text, description)
+        p.add_argument("name", help="the campaign")
+        named.append(p)
+    show = command(
+        "show",
+        "a campaign's settings, contacts by status and figures",
+        "A campaign's settings, its contacts by status, and its figures: calls placed and answered "
+        "(contact rate), taken by an agent, abandoned and late connects (the drop rate the pacing "
+        "keeps under the limit), argued and converted contacts, outcomes and dispositions.",
+    )
+    show.add_argument("name", help="the campaign")
+    named.append(show)
+    why = command(
+        "why",
+        "why contacts are not being dialled, and from when they may be",
+        "Every contact of the campaign that is not in a call: why it is not being dialled and from "
+        "when it may be. No daemon need be running.",
+        _WHY_EPILOG,
+    )
+    why.add_argument("name", help="the campaign")
+    why.add_argument(
+        "--code", help="only this reason: a code (dnc, max_attempts, fr:window) or a rule set (fr, us)"
+    )
+    why.add_argument(
+        "--limit", type=_positive, default=100, help="at most this many contacts, in contact order (100)"
+    )
+    why.add_argument("--at", metavar="WHEN", help=f"judge at this instant (default: now): {_WHEN}")
+    named.append(why)
+    listing = command("list", "list the campaigns", "The campaigns, their state and their contacts.")
+    imp = command(
+        "import",
+        "import contacts from a CSV file (all rows or none)",
+        "Import a CSV contact list into a campaign, in one transaction. A row needs a phone column "
+        "(telephone, phone, ...); timezone, country, subdivision, consent and priority columns are "
+        "read, other columns are kept as contact fields. Exit status: 0 every row imported, 1 some "
+        "rows rejected (the others imported), 2 unusable file or campaign, 3 database failure.",
+    )
+    imp.add_argument("file", help="the CSV file (; , or tab delimited, UTF-8 or Windows-1252)")
+    imp.add_argument("--campaign", required=True, help="the campaign the contacts join")
     imp.add_argument("--dry-run", action="store_true", help="check everything, write nothing")
     imp.add_argument("--errors", metavar="FILE", help="write the rejected rows (line, reason, row) as CSV")
-    dnc = campaign_sub.add_parser("dnc", help="add a file of numbers to a do-not-call list")
-    dnc.add_argument("file", help="one number per line")
+    dnc = command(
+        "dnc",
+        "add a file of numbers to a do-not-call list",
+        "Add numbers to the global do-not-call list, or to a campaign's own. Contacts with these "
+        "numbers stop being dialled at once; later imports reject them.",
+    )
+    dnc.add_argument("file", help="one number per line (or a CSV whose first column is the number)")
     dnc.add_argument("--campaign", help="the campaign's own list (default: the global list)")
-    dnc.add_argument("--region", help="region of national numbers")
-    dnc.add_argument("--reason")
-    for p in [*parsers, imp, dnc]:
-        p.add_argument("--config")
+    dnc.add_argument("--region", help="region of national numbers (default: [dialer] region)")
+    dnc.add_argument("--reason", help="kept beside each number, e.g. 'Bloctel 2026-03'")
+    for p in [*named, listing, imp, dnc]:
+        p.add_argument("--json", action="store_true", help="print the JSON document instead (for scripts)")
+        p.add_argument("--config", help="settings file (default: $CTI_CONFIG, ./cti.toml, /etc/cti/cti.toml)")
         p.add_argument("--url", help="database URL (default: from settings)")
         p.set_defaults(func=_campaign)
 

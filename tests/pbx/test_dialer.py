@@ -102,7 +102,7 @@ def outbound_report(cti: CtiDaemon) -> dict[str, Any]:
 
 
 def campaign_show(cti: CtiDaemon, name: str = "relance") -> dict[str, Any]:
-    return dict(json.loads(cti.cli("campaign", "show", name)))
+    return dict(json.loads(cti.cli("campaign", "show", name, "--json")))
 
 
 @pytest.mark.external  # also against the compose lab (CTI_PBX_EXTERNAL)
@@ -243,7 +243,7 @@ async def test_number_outside_its_calling_hours_is_not_dialled_and_why_says_so(
 
     [attempt] = await ended_attempts(cti, 1)
     assert (attempt["phone"], attempt["outcome"]) == (CALLEE, "busy")
-    why = json.loads(cti.cli("campaign", "why", "relance"))
+    why = json.loads(cti.cli("campaign", "why", "relance", "--json"))
     held = {w["phone"]: w for w in why}[NEW_YORK]
     assert (held["status"], held["attempts"], held["why_code"]) == ("pending", 0, "lab:window"), held
     assert "America/New_York" in held["why_not_dialed"], held

@@ -1,5 +1,6 @@
 """`cti hours ...` and `cti campaign ...`: the command-line side of the dialer (argument parsing
-is in cti.cli). Messages are for people; results are JSON or tables on stdout."""
+is in cti.cli). Results go to stdout for people (cti.dialer.display), or as JSON with `--json`
+for scripts; errors are one line on stderr, exit 2 for bad input, 3 for a database failure."""
 
 from __future__ import annotations
 
@@ -20,30 +21,26 @@ from sqlalchemy.pool import NullPool
 from cti.config import redact_url
 from cti.db.engine import create_engine
 from cti.db.migrate import upgrade
-from cti.dialer import store
+from cti.dialer import display, store
 from cti.dialer.campaigns import CampaignError, scope_of
 from cti.dialer.csv_import import ImportFileError
 from cti.dialer.hours import Callee, decide_for
 from cti.dialer.jurisdiction import AUTO, CampaignRules, make_rules
 from cti.dialer.rulesets import BUILTIN, RuleSetError, load_ruleset
 from cti.dialer.timezones import NumberError
+from cti.humanize import instant_option, plural, when
+from cti.progress import Bar
 
 T = TypeVar("T")
 
 EXIT_BAD_INPUT = 2
 
 
-def parse_instant(text: str | None) -> datetime:
-    """ISO-8601; a time without a zone is UTC; none at all is now."""
-    if text is None:
-        return datetime.now(UTC)
-    try:
-        at = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(
-            f"--at {text!r} is not an ISO-8601 instant (e.g. 2026-03-02T10:30:00+01:00)"
-        ) from None
-    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+def parse_instant(text: str | None, name: str = "--at") -> datetime:
+    """An instant typed on the command line, the way `cti stats` reads them: today, yesterday,
+    tomorrow, a bare date (its midnight) or ISO 8601, in the machine's zone unless it says its
+    own; none at all is now."""
+    return instant_option(text, name) or datetime.now(UTC)
 
 
 def run_hours_check(
@@ -58,10 +55,11 @@ def run_hours_check(
     countries: str | None = None,
     allow_numbers: str | None = None,
     fallback: str | None = None,
+    as_json: bool = False,
     out: TextIO | None = None,
     err: TextIO | None = None,
 ) -> int:
-    """Print the decision as JSON; exit 0 allowed, 1 not allowed, 2 bad input. The number is
+    """Print the decision (JSON with `as_json`); exit 0 allowed, 1 not allowed, 2 bad input. The number is
     judged as a campaign with these rules would judge it: `auto` picks its country's rule set,
     and a number outside the rules' countries or of a special type is refused."""
     out, err = out or sys.stdout, err or sys.stderr
@@ -73,8 +71,10 @@ def run_hours_check(
     except (NumberError, RuleSetError, ValueError) as exc:
         print(f"cti hours check: {exc}", file=err)
         return EXIT_BAD_INPUT
-    json.dump(decision.to_json(), out, ensure_ascii=False, indent=1)
-    out.write("\n")
+    if as_json:
+        _dump(decision.to_json(), out)
+    else:
+        print(display.hours_text(decision.to_json(), instant, datetime.now(UTC)), file=out)
     return 0 if decision.allowed else 1
 
 
@@ -180,13 +180,19 @@ def campaign_fields(args: Any) -> dict[str, Any]:
         "ring_timeout": "ring_timeout_s",
         "max_ratio": "max_ratio",
         "abandon_window": "abandon_window_s",
-        "start": "starts_at",
-        "stop": "stops_at",
     }
     for arg, column in simple.items():
         value = getattr(args, arg, None)
         if value is not None:
             fields[column] = value
+    for option, column, until in (("start", "starts_at", False), ("stop", "stops_at", True)):
+        text = getattr(args, option, None)
+        if text is not None:
+            try:
+                # --stop 2026-03-31: through that day, as `cti stats --to` reads a day.
+                fields[column] = instant_option(text, f"--{option}", until=until)
+            except ValueError as exc:
+                raise CampaignError(str(exc)) from None
     if getattr(args, "amd", False):
         fields["amd"] = True
     if getattr(args, "agent", None):
@@ -217,71 +223,122 @@ def _ruleset_fields(rules: str) -> dict[str, Any]:
     return {"ruleset": ruleset.name, "ruleset_toml": Path(rules).read_text(encoding="utf-8")}
 
 
+def _campaign_out(row: Any, as_json: bool, out: TextIO) -> None:
+    doc = store.campaign_json(row)
+    if as_json:
+        _dump(doc, out)
+    else:
+        print(display.campaign_text(doc, store.utcnow()), file=out)
+
+
 def run_campaign_create(
-    name: str, fields: dict[str, Any], *, url: str, out: TextIO | None = None, err: TextIO | None = None
+    name: str,
+    fields: dict[str, Any],
+    *,
+    url: str,
+    as_json: bool = False,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
 ) -> int:
     out, err = out or sys.stdout, err or sys.stderr
 
     async def work(engine: AsyncEngine) -> int:
-        row = await store.create_campaign(engine, name, fields)
-        _dump(store.campaign_json(row), out)
+        _campaign_out(await store.create_campaign(engine, name, fields), as_json, out)
         return 0
 
     return _code(_run(url, "create", work, err))
 
 
 def run_campaign_update(
-    name: str, fields: dict[str, Any], *, url: str, out: TextIO | None = None, err: TextIO | None = None
+    name: str,
+    fields: dict[str, Any],
+    *,
+    url: str,
+    as_json: bool = False,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
 ) -> int:
     out, err = out or sys.stdout, err or sys.stderr
 
     async def work(engine: AsyncEngine) -> int:
-        row = await store.update_campaign(engine, name, fields)
-        _dump(store.campaign_json(row), out)
+        _campaign_out(await store.update_campaign(engine, name, fields), as_json, out)
         return 0
 
     return _code(_run(url, "update", work, err))
 
 
 def run_campaign_state(
-    name: str, action: str, *, url: str, out: TextIO | None = None, err: TextIO | None = None
+    name: str,
+    action: str,
+    *,
+    url: str,
+    as_json: bool = False,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
 ) -> int:
     out, err = out or sys.stdout, err or sys.stderr
 
     async def work(engine: AsyncEngine) -> int:
         row = await store.change_state(engine, name, action)
-        print(f"campaign {row.name}: {row.state}", file=out)
+        if as_json:
+            _dump(store.campaign_json(row), out)
+            return 0
+        line = f"campaign {row.name}: {row.state}"
+        now = store.utcnow()
+        if row.state == "running" and row.starts_at is not None and row.starts_at > now:
+            line += f"; dials from {when(row.starts_at, now=now)}"
+        if row.state == "running" and row.stops_at is not None and row.stops_at <= now:
+            line += (
+                f"; but its stop, {when(row.stops_at, now=now)}, has passed: nothing will be dialled "
+                f"(cti campaign update {row.name} --stop WHEN)"
+            )
+        elif row.state == "running" and row.stops_at is not None:
+            line += f"; stops at {when(row.stops_at, now=now)}"
+        print(line, file=out)
         return 0
 
     return _code(_run(url, action, work, err))
 
 
-def run_campaign_list(*, url: str, out: TextIO | None = None, err: TextIO | None = None) -> int:
+def run_campaign_list(
+    *, url: str, as_json: bool = False, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
     out, err = out or sys.stdout, err or sys.stderr
 
     async def work(engine: AsyncEngine) -> int:
-        rows = await store.list_campaigns(engine)
-        print(f"{'name':<20} {'state':<9} {'mode':<12} {'rules':<8} {'queue':<12}", file=out)
-        for row in rows:
-            line = f"{row.name:<20} {row.state:<9} {row.dial_mode:<12} {row.ruleset:<8} {row.queue:<12}"
-            print(line, file=out)
+        docs = [store.campaign_json(row) for row in await store.list_campaigns(engine)]
+        if as_json:
+            _dump({"campaigns": docs}, out)  # the REST API's document
+            return 0
+        counts = {doc["name"]: await store.contact_counts(engine, doc["id"]) for doc in docs}
+        print(display.list_text(docs, counts, store.utcnow()), file=out)
         return 0
 
     return _code(_run(url, "list", work, err))
 
 
 def run_campaign_show(
-    name: str, *, url: str, drop_after_s: float = 2.0, out: TextIO | None = None, err: TextIO | None = None
+    name: str,
+    *,
+    url: str,
+    drop_after_s: float = 2.0,
+    as_json: bool = False,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
 ) -> int:
     out, err = out or sys.stdout, err or sys.stderr
 
     async def work(engine: AsyncEngine) -> int:
         from cti.dialer.dispositions import campaign_stats
+
         row = await store.get_campaign(engine, name)
         doc = store.campaign_json(row)
         doc["contacts"] = await store.contact_counts(engine, row.id)
         doc["stats"] = await campaign_stats(engine, store.spec_of(row), store.utcnow(), drop_after_s)
-        _dump(doc, out)
+        if as_json:
+            _dump(doc, out)
+        else:
+            print(display.show_text(doc, store.utcnow()), file=out)
         return 0
 
     return _code(_run(url, "show", work, err))
@@ -293,18 +350,25 @@ def run_campaign_why(
     url: str,
     code: str | None = None,
     limit: int = 100,
+    at: datetime | None = None,
+    as_json: bool = False,
     out: TextIO | None = None,
     err: TextIO | None = None,
 ) -> int:
     """Every contact not being dialled, why and from when, judged from the database as the
-    engine would judge it now: a daemon need not be running."""
+    engine would judge it at `at` (default now): a daemon need not be running."""
     from cti.dialer.why import why_not_dialed
 
     out, err = out or sys.stdout, err or sys.stderr
 
     async def work(engine: AsyncEngine) -> int:
         row = await store.get_campaign(engine, name)
-        _dump(await why_not_dialed(engine, store.spec_of(row), store.utcnow(), limit, code), out)
+        now = at or store.utcnow()
+        items = await why_not_dialed(engine, store.spec_of(row), now, limit, code)
+        if as_json:
+            _dump(items, out)
+        else:
+            print(display.why_text(items, store.campaign_json(row), now, limit, code), file=out)
         return 0
 
     return _code(_run(url, "why", work, err))
@@ -317,6 +381,7 @@ def run_campaign_import(
     url: str,
     dry_run: bool = False,
     errors_path: str | None = None,
+    as_json: bool = False,
     out: TextIO | None = None,
     err: TextIO | None = None,
 ) -> int:
@@ -325,25 +390,40 @@ def run_campaign_import(
     from cti.dialer.importer import ImportReport, import_contacts
 
     out, err = out or sys.stdout, err or sys.stderr
-    counter = TtyCounter(err)
+    try:
+        # An unreadable file is bad input, not a database failure: found before anything else.
+        size = Path(path).stat().st_size
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        print(f"cti campaign import: cannot read {path}: {exc.strerror or exc}", file=err)
+        return EXIT_BAD_INPUT
+    bar = Bar(err, "reading", size, then="saving")
 
     async def work(engine: AsyncEngine) -> ImportReport:
         return await import_contacts(
-            engine, path, campaign, dry_run=dry_run, errors_path=errors_path, progress=counter
+            engine,
+            path,
+            campaign,
+            dry_run=dry_run,
+            errors_path=errors_path,
+            progress=lambda rows, position: bar.update(position, rows),
         )
 
     try:
-        report = _run(url, "import", work, err)
+        with bar:
+            report = _run(url, "import", work, err)
     except ImportFileError as exc:
-        counter.done()
         print(f"cti campaign import: {exc}", file=err)
         return EXIT_BAD_INPUT
-    counter.done()
     if isinstance(report, Failed):
         return report.code
-    print(report.summary(), file=out)
-    if errors_path:
-        print(f"rejected rows written to {errors_path}", file=out)
+    if as_json:
+        _dump({**report.to_json(), "errors_file": errors_path}, out)
+    else:
+        print(report.summary(), file=out)
+        if errors_path:
+            print(f"rejected rows written to {errors_path}", file=out)
     return EXIT_REJECTED if report.rejected else 0
 
 
@@ -354,19 +434,25 @@ def run_dnc_import(
     region: str,
     url: str,
     reason: str | None = None,
+    as_json: bool = False,
     out: TextIO | None = None,
     err: TextIO | None = None,
 ) -> int:
     """A do-not-call file: one number per line (or a CSV whose first column is the number)."""
-    from cti.dialer.csv_import import NumberCheck, RowError, sniff_encoding
+    from cti.dialer.csv_import import NumberCheck, RowError, bytes_read, sniff_encoding
 
     out, err = out or sys.stdout, err or sys.stderr
     checker = NumberCheck(region)
     numbers: list[str] = []
     bad = 0
     try:
-        with open(path, encoding=sniff_encoding(Path(path)), newline="") as handle:
-            for row in csv.reader(handle, delimiter=";"):
+        with (
+            open(path, encoding=sniff_encoding(Path(path)), newline="") as handle,
+            Bar(err, "reading", Path(path).stat().st_size) as bar,
+        ):
+            for count, row in enumerate(csv.reader(handle, delimiter=";"), 1):
+                if count % 2048 == 0:
+                    bar.update(bytes_read(handle), count)
                 cell = row[0].split(",")[0].strip() if row else ""
                 if not cell or not any(c.isdigit() for c in cell):
                     continue  # blank lines and headers
@@ -375,7 +461,8 @@ def run_dnc_import(
                 except RowError:
                     bad += 1
     except (OSError, ImportFileError) as exc:
-        print(f"cti campaign dnc: {exc}", file=err)
+        text = f"cannot read {path}: {exc.strerror}" if isinstance(exc, OSError) and exc.strerror else exc
+        print(f"cti campaign dnc: {text}", file=err)
         return EXIT_BAD_INPUT
     scope = campaign or store.GLOBAL_DNC
 
@@ -387,32 +474,14 @@ def run_dnc_import(
     added = _run(url, "dnc", work, err)
     if isinstance(added, Failed):
         return added.code
+    if as_json:
+        _dump({"read": len(numbers), "added": added, "invalid": bad, "scope": scope}, out)
+        return 0
     where = "the global list" if campaign is None else f"campaign {campaign}'s list"
-    print(f"{len(numbers)} numbers read, {added} added to {where}; {bad} invalid numbers skipped", file=out)
+    read, invalid = plural(len(numbers), "number"), plural(bad, "invalid number")
+    print(f"{read} read, {added:,} added to {where}; {invalid} skipped", file=out)
     return 0
 
 
 def _code(result: int | Failed) -> int:
     return result.code if isinstance(result, Failed) else result
-
-
-class TtyCounter:
-    """A one-line progress counter on a terminal (nothing when redirected): no dependency for
-    what a carriage return does."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-        self.active = stream.isatty()
-        self.shown = False
-
-    def __call__(self, phase: str, count: int) -> None:
-        if self.active:
-            self.stream.write(f"\r{phase}: {count:,} rows ")
-            self.stream.flush()
-            self.shown = True
-
-    def done(self) -> None:
-        if self.shown:
-            self.stream.write("\n")
-            self.stream.flush()
-            self.shown = False

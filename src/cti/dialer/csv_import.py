@@ -162,6 +162,13 @@ def open_rows(path: Path, encoding: str) -> tuple[IO[str], str, int]:
     return handle, (best if counts[best] else ","), 0
 
 
+def bytes_read(handle: IO[str]) -> int:
+    """Bytes of the file read so far, for a progress bar (a text file's own tell() is barred
+    while it is iterated; its buffer's runs a few kilobytes ahead, which a bar does not mind)."""
+    buffer = getattr(handle, "buffer", None)
+    return int(buffer.tell()) if buffer is not None else 0
+
+
 def header_key(text: str) -> str:
     folded = unicodedata.normalize("NFKD", text.strip().lower())
     plain = "".join(c for c in folded if not unicodedata.combining(c))

@@ -33,6 +33,7 @@ from cti.dialer.csv_import import (
     Layout,
     NumberCheck,
     RowError,
+    bytes_read,
     checked_values,
     layout_of,
     open_rows,
@@ -40,10 +41,13 @@ from cti.dialer.csv_import import (
     sniff_encoding,
 )
 from cti.dialer.store import GLOBAL_DNC, dnc_numbers, get_campaign, utcnow
+from cti.humanize import plural
 
 CHUNK = 10_000
 KEEP_REASONS = 1000  # rejected rows listed in the report; all of them go to the errors file
-Progress = Callable[[str, int], None]
+# Told (rows read, bytes of the file read) every PROGRESS_EVERY rows: the caller draws a bar.
+Progress = Callable[[int, int], None]
+PROGRESS_EVERY = 2048
 # The order `csv_import.checked_values` builds rows in, between the campaign and the constants.
 _COLUMNS = ("campaign_id", "phone_e164", "phone_raw", "fields", "timezone", "country", "subdivision",
             "consent", "priority", "line", "status", "attempts", "updated_at")  # fmt: skip
@@ -77,15 +81,17 @@ class ImportReport:
     def summary(self) -> str:
         verb = "would be imported" if self.dry_run else "imported"
         shown = "\\t" if self.delimiter == "\t" else self.delimiter
-        lines = [f"read {self.rows} rows ({self.encoding}, '{shown}' delimited)"]
+        lines = [f"read {plural(self.rows, 'row')} ({self.encoding}, '{shown}' delimited)"]
         if self.fields:
             lines.append(f"contact fields kept: {', '.join(self.fields)}")
         told = sorted([*self.reasons, *((line, f"note: {note}") for line, note in self.notes)])
         lines += [f"line {line}: {text}" for line, text in told]
         if self.rejected > len(self.reasons):
-            lines.append(f"... and {self.rejected - len(self.reasons)} more rejected rows (see --errors)")
+            more = self.rejected - len(self.reasons)
+            lines.append(f"... and {plural(more, 'more rejected row')} (see --errors)")
         lines.append(
-            f"campaign {self.campaign}: {self.accepted} contacts {verb}; {self.rejected} rows rejected"
+            f"campaign {self.campaign}: {plural(self.accepted, 'contact')} {verb}; "
+            f"{plural(self.rejected, 'row')} rejected"
         )
         if self.dry_run:
             lines.append("dry run: nothing was written")
@@ -208,6 +214,8 @@ async def _load(
                 raise ImportFileError("the file is empty")
             layout = layout_of(header[1], encoding, delimiter)
             for count, (line, cells) in enumerate(rows, 1):
+                if progress is not None and count % PROGRESS_EVERY == 0:
+                    progress(count, bytes_read(handle))
                 try:
                     values = checked_values(line, cells, layout, checker, notes)
                 except RowError as exc:
@@ -225,8 +233,8 @@ async def _load(
                 if len(notes) > 2 * KEEP_REASONS:
                     del notes[KEEP_REASONS:]
                 await writer.add(values)
-                if progress is not None and count % 50_000 == 0:
-                    progress("importing", count)
+            if progress is not None:
+                progress(rejections.report.rejected + len(accepted.lines), bytes_read(handle))
             await writer.flush()
     except BaseException:
         await writer.abort()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -21,6 +22,7 @@ from cti.db.engine import create_engine
 from cti.directory.csv_import import CustomerCsv, ImportFileError, read_customers_csv
 from cti.directory.importer import ImportReport, import_customers, write_errors
 from cti.directory.lookup import CustomerDirectory
+from cti.progress import Bar
 
 EXIT_REJECTED = 1
 EXIT_BAD_INPUT = 2
@@ -49,13 +51,19 @@ def run_import(
     try:
         # The file is read and checked before the database is touched: a wrong file must not
         # even migrate the schema.
-        source = read_customers_csv(path, check_region(region))
+        with Bar(err, "reading", None, "chars") as reading:
+            source = read_customers_csv(
+                path,
+                check_region(region),
+                lambda rows, done, total: reading.update(done, rows, total),
+            )
     except ImportFileError as exc:
         print(f"cti customers import: {exc}", file=err)
         return EXIT_BAD_INPUT
     try:
         upgrade(url)
-        report = asyncio.run(_import(url, source, region.upper(), dry_run))
+        with Bar(err, "saving", len(source.rows), "rows", then="committing") as saving:
+            report = asyncio.run(_import(url, source, region.upper(), dry_run, saving.update))
     except (SQLAlchemyError, OSError) as exc:
         print(f"cti customers import: database error ({redact_url(url)}): {_reason(exc)}", file=err)
         print("nothing was written", file=err)
@@ -68,10 +76,12 @@ def run_import(
     return EXIT_REJECTED if report.rejected else 0
 
 
-async def _import(url: str, source: CustomerCsv, region: str, dry_run: bool) -> ImportReport:
+async def _import(
+    url: str, source: CustomerCsv, region: str, dry_run: bool, progress: Callable[[int], None]
+) -> ImportReport:
     engine = create_engine(url, poolclass=NullPool)
     try:
-        return await import_customers(engine, source, region, dry_run=dry_run)
+        return await import_customers(engine, source, region, dry_run=dry_run, progress=progress)
     finally:
         await engine.dispose()
 

@@ -14,7 +14,7 @@ import csv
 import io
 import re
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +26,9 @@ from cti.directory.numbers import normalize
 FIELD_LIMITS = {"name": 200, "account": 64, "address": 500, "notes": 4000}
 MAX_PRIORITY = 1000
 MAX_FILE_BYTES = 64 * 1024 * 1024
+# Told (rows, characters read, characters in all) while a file is parsed, for a progress bar.
+Progress = Callable[[int, int, int], None]
+PROGRESS_EVERY = 2048
 
 # Header spellings seen in exports, after `_header_key` (lower case, no accents, "_" separators).
 _ALIASES = {
@@ -117,7 +120,7 @@ class _Layout:
     ignored: list[str]
 
 
-def read_customers_csv(path: str | Path, region: str) -> CustomerCsv:
+def read_customers_csv(path: str | Path, region: str, progress: Progress | None = None) -> CustomerCsv:
     try:
         with open(path, "rb") as handle:
             data = handle.read(MAX_FILE_BYTES + 1)
@@ -125,10 +128,11 @@ def read_customers_csv(path: str | Path, region: str) -> CustomerCsv:
         raise ImportFileError(f"cannot read {path}: {exc.strerror or exc}") from None
     if len(data) > MAX_FILE_BYTES:
         raise ImportFileError(f"{path} is larger than {MAX_FILE_BYTES // (1024 * 1024)} MB; split it")
-    return parse_customers_csv(data, region)
+    return parse_customers_csv(data, region, progress)
 
 
-def parse_customers_csv(data: bytes, region: str) -> CustomerCsv:
+def parse_customers_csv(data: bytes, region: str, progress: Progress | None = None) -> CustomerCsv:
+    """`progress(rows, characters read, characters in all)` is told every PROGRESS_EVERY rows."""
     text, encoding = decode(data)
     lines = io.StringIO(text, newline="")
     delimiter, skipped = _delimiter(lines)
@@ -137,7 +141,9 @@ def parse_customers_csv(data: bytes, region: str) -> CustomerCsv:
     layout = _layout(header)
     parsed = CustomerCsv(encoding, delimiter, header, layout.ignored)
     seen: dict[tuple[str, ...], int] = {}
-    for line, cells in _records(reader, header_line, skipped):
+    for count, (line, cells) in enumerate(_records(reader, header_line, skipped), 1):
+        if progress is not None and count % PROGRESS_EVERY == 0:
+            progress(count, lines.tell(), len(text))
         if not any(c.strip() for c in cells):
             continue  # spreadsheets export trailing empty rows as ";;;;"
         try:

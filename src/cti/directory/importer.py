@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -23,12 +23,14 @@ from cti.db.engine import session_factory
 from cti.db.models import Customer, CustomerPhone
 from cti.directory.csv_import import CsvRow, CustomerCsv, Rejected
 from cti.directory.numbers import normalize, stored_forms
+from cti.humanize import count, plural
 
 # About twenty French and Moroccan customers in mixed number formats, for `cti demo`.
 SAMPLE_CUSTOMERS = Path(__file__).with_name("sample_customers.csv")
 
 Outcome = Literal["created", "updated", "unchanged"]
 _CHUNK = 500
+_INSERT_SLICE = 5000
 T = TypeVar("T")
 
 
@@ -44,15 +46,15 @@ class ImportReport:
     def summary(self) -> str:
         verb = "would be" if self.dry_run else "were"
         lines = [
-            f"read {len(self.source.rows) + len(self.source.rejected)} rows "
+            f"read {plural(len(self.source.rows) + len(self.source.rejected), 'row')} "
             f"({self.source.encoding}, '{_show(self.source.delimiter)}' delimited)",
         ]
         if self.source.ignored_columns:
             lines.append(f"ignored columns: {', '.join(self.source.ignored_columns)}")
         lines += [f"line {r.line}: {r.reason}" for r in self.rejected]
         lines.append(
-            f"customers {verb}: {self.created} created, {self.updated} updated, "
-            f"{self.unchanged} unchanged; {len(self.rejected)} rows rejected"
+            f"customers {verb}: {count(self.created)} created, {count(self.updated)} updated, "
+            f"{count(self.unchanged)} unchanged; {plural(len(self.rejected), 'row')} rejected"
         )
         if self.dry_run:
             lines.append("dry run: nothing was written")
@@ -95,15 +97,21 @@ class _Existing:
 
 
 async def import_customers(
-    engine: AsyncEngine, source: CustomerCsv, region: str, *, dry_run: bool = False
+    engine: AsyncEngine,
+    source: CustomerCsv,
+    region: str,
+    *,
+    dry_run: bool = False,
+    progress: Callable[[int], None] | None = None,
 ) -> ImportReport:
-    """Apply `source` in one transaction; rolled back on a dry run or any failure."""
+    """Apply `source` in one transaction; rolled back on a dry run or any failure. `progress`
+    is told how many rows are written so far, a few times along the way."""
     report = ImportReport(source, dry_run, rejected=list(source.rejected))
     async with session_factory(engine)() as session:
         transaction = await session.begin()
         try:
             existing = await _load(session, source.rows, region)
-            await _apply(session, existing, source.rows, region, report)
+            await _apply(session, existing, source.rows, region, report, progress)
         except BaseException:
             await transaction.rollback()
             raise
@@ -159,7 +167,12 @@ def _chunks(items: Sequence[T]) -> Iterable[Sequence[T]]:
 
 
 async def _apply(
-    session: AsyncSession, existing: _Existing, rows: Sequence[CsvRow], region: str, report: ImportReport
+    session: AsyncSession,
+    existing: _Existing,
+    rows: Sequence[CsvRow],
+    region: str,
+    report: ImportReport,
+    progress: Callable[[int], None] | None = None,
 ) -> None:
     claimed: dict[int, int] = {}  # customer id -> the line that matched it
     created: list[CsvRow] = []
@@ -178,7 +191,14 @@ async def _apply(
         else:
             created.append(row)
     await session.flush()
-    await _insert(session, created)
+    done = len(rows) - len(created)
+    # New customers by slices, for the progress bar: each slice is still one batched INSERT.
+    for start in range(0, len(created), _INSERT_SLICE):
+        if progress is not None:
+            progress(done + start)
+        await _insert(session, created[start : start + _INSERT_SLICE])
+    if progress is not None:
+        progress(len(rows))
     report.created += len(created)
 
 
