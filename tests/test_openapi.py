@@ -263,6 +263,16 @@ def calls(w: World) -> dict[tuple[str, str], list[tuple[str, str, Any]]]:
             ("agent", "/api/agent/call/dtmf", {"digits": "x"}),
         ],
         ("GET", "/api/agent/transfer-targets"): [("agent", "/api/agent/transfer-targets", None)],
+        ("POST", "/api/floor/spy"): [
+            ("chef", "/api/floor/spy", {"interface": "PJSIP/1001", "mode": "whisper"}),
+            ("chef", "/api/floor/spy", {"interface": "PJSIP/1001", "mode": "shout"}),
+            ("agent", "/api/floor/spy", {"interface": "PJSIP/1001", "mode": "listen"}),
+        ],
+        ("POST", "/api/floor/pause"): [
+            ("chef", "/api/floor/pause", {"interface": "PJSIP/1001", "reason": "brief"}),
+        ],
+        ("POST", "/api/floor/logout"): [("chef", "/api/floor/logout", {"interface": "PJSIP/1001"})],
+        ("GET", "/api/floor/abandoned"): [("chef", "/api/floor/abandoned", None)],
         ("POST", "/api/logout"): [("agent", "/api/logout", {})],  # last: it ends the agent's session
     }
 

@@ -258,6 +258,13 @@ RULES: dict[tuple[str, str], tuple[tuple[Any, ...], Target]] = {
     ("POST", "/api/agent/call/transfer/{step}"): (LOGGED_IN, _fixed("/api/agent/call/transfer/cancel", {})),
     ("POST", "/api/agent/call/dtmf"): (LOGGED_IN, _fixed("/api/agent/call/dtmf", {"digits": "1"})),
     ("GET", "/api/agent/transfer-targets"): (LOGGED_IN, _fixed("/api/agent/transfer-targets")),
+    ("POST", "/api/floor/spy"): (
+        MANAGERS,
+        _fixed("/api/floor/spy", {"interface": "PJSIP/1001", "mode": "listen"}),
+    ),
+    ("POST", "/api/floor/pause"): (MANAGERS, _fixed("/api/floor/pause", {"interface": "PJSIP/1001"})),
+    ("POST", "/api/floor/logout"): (MANAGERS, _fixed("/api/floor/logout", {"interface": "PJSIP/1001"})),
+    ("GET", "/api/floor/abandoned"): (MANAGERS, _fixed("/api/floor/abandoned")),
     ("GET", "/api/stats/live"): (LOGGED_IN, _fixed("/api/stats/live")),
     ("GET", "/api/stats/metrics"): (LOGGED_IN, _fixed("/api/stats/metrics")),
     ("GET", "/api/stats/{report}"): (MANAGERS, _fixed("/api/stats/queues")),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from daemon import CtiDaemon, Desk
+from daemon import PASSWORD, CtiDaemon, Desk
 from floor import answered_at, call_in, finish, log_in, logged_messages, register
 from lab import Asterisk
 from sipp import Answer, SipLab
@@ -101,3 +101,33 @@ async def test_cancelled_consultation_dtmf_and_hang_up_from_the_desktop(
     # bridge's SoftHangupRequest on the trunk, which the tracker reads as the caller's.)
     assert call["talk_s"] < 20, call["talk_s"]
     assert call["agent_interface"] == "PJSIP/1001"
+
+
+async def test_a_supervisor_listens_to_an_agents_call_from_their_own_phone(
+    pbx: Asterisk, sip: SipLab, cti: CtiDaemon, desks: dict[str, Desk]
+) -> None:
+    # The supervisor's phone is 1006 (a device mapped to them, as `cti users add --device` does).
+    cti.cli(
+        "users", "add", "chef", "--role", "supervisor", "--device", "PJSIP/1006", "--password-stdin",
+        stdin=PASSWORD + "\n",
+    )  # fmt: skip
+    await register(sip, "1006", Answer(ring_ms=300))
+    await log_in(pbx, sip, ["1001"], Answer(ring_ms=500))
+    caller = call_in(sip, pbx, SUPPORT, hangup_after_ms=15_000)
+    await desks["agent1"].next("pop.answered", timeout_s=30)
+    chef = await Desk(cti, "chef").login()
+    try:
+        refused = await desks["agent2"].post(
+            "/api/floor/spy", {"interface": "PJSIP/1001", "mode": "listen"}, 403
+        )
+        assert refused["error_id"] == "forbidden"
+        reply = await chef.post("/api/floor/spy", {"interface": "PJSIP/1001", "mode": "listen"}, status=202)
+        assert reply["from_device"] == "PJSIP/1006" and reply["action_id"].startswith("cti-spy-")
+        # The Originate reached the PBX: the supervisor's phone rings, answers, and ChanSpy
+        # spies on the agent's channel.
+        await until(lambda: answered_at(sip, "phone-1006"))
+        full = pbx.log_dir / "full.log"
+        await until(lambda: "Spying on channel PJSIP/1001-" in full.read_text(errors="replace"))
+    finally:
+        await chef.close()
+    assert await finish(caller) == 0, caller.errors()

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -204,7 +204,7 @@ class CallControls:
         """The agent's live call, asked of Asterisk now (404 `no-live-call` when there is none)."""
         if not phone.prefixes():
             raise ControlRefused("no phone is configured for you", "no-interface", 409)
-        _, items = await self._guard(self.link.send_list("CoreShowChannels"), "no-live-call")
+        _, items = await ami_guard(self.link.send_list("CoreShowChannels"), "no-live-call")
         call = agent_call((LiveChannel.of(m) for m in items), phone, linkedid)
         if call is None:
             raise ControlRefused("you have no call in progress", "no-live-call", 404)
@@ -263,19 +263,17 @@ class CallControls:
             await self._send("PlayDTMF", headers, "dtmf-refused")
 
     async def _send(self, action: str, headers: Mapping[str, object], refused: str) -> Message:
-        reply: Message = await self._guard(self.link.send(action, headers), refused)
+        reply: Message = await ami_guard(self.link.send(action, headers), refused)
         log.info("call control", action=action, channel=headers.get("Channel"))
         return reply
 
-    @staticmethod
-    async def _guard(pending: Any, refused: str) -> Any:
-        try:
-            return await pending
-        except ActionError as exc:
-            raise ControlRefused(exc.message, refused, 409, reason=exc.message) from None
-        except (LinkDown, ActionTimeout) as exc:
-            raise ControlRefused(str(exc) or "AMI link unavailable", "ami-unavailable", 503) from None
 
+async def ami_guard(pending: Any, refused: str) -> Any:
+    """An action's answer; Asterisk's refusal is a 409 `refused`, a link down a 503."""
+    try:
+        return await pending
+    except ActionError as exc:
+        raise ControlRefused(exc.message, refused, 409, reason=exc.message) from None
+    except (LinkDown, ActionTimeout) as exc:
+        raise ControlRefused(str(exc) or "AMI link unavailable", "ami-unavailable", 503) from None
 
-def target_phone(interfaces: Sequence[str], devices: Sequence[str]) -> Phone:
-    return Phone(tuple(interfaces), tuple(devices))

@@ -55,3 +55,60 @@ class Colleague(ResponseModel):
 class TransferTargets(ResponseModel):
     colleagues: list[Colleague]
     queues: list[str]
+
+
+# ------------------------------------------------------------------------ the supervisor's floor
+class Spy(RequestModel):
+    MESSAGES: ClassVar[dict[str, str]] = {
+        "interface": "'interface' is the agent's member interface (PJSIP/1001)",
+        "mode": "'mode' is listen, whisper or barge",
+    }
+    interface: Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=128)]
+    mode: Literal["listen", "whisper", "barge"]
+
+
+class ForcePause(RequestModel):
+    MESSAGES: ClassVar[dict[str, str]] = {
+        "interface": "'interface' is the agent's member interface (PJSIP/1001)",
+        "paused": "'paused' must be true or false",
+    }
+    interface: Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=128)]
+    paused: bool = True
+    reason: Annotated[str, StringConstraints(max_length=40)] | None = None
+
+
+class Member(RequestModel):
+    MESSAGES: ClassVar[dict[str, str]] = {"interface": "'interface' is the agent's member interface"}
+    interface: Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=128)]
+
+
+class Spying(ResponseModel):
+    ok: Literal[True]
+    mode: str
+    interface: str
+    from_device: str
+    action_id: str
+
+
+class MemberChange(ResponseModel):
+    ok: Literal[True]
+    interface: str
+    paused: bool | None = None
+    queues: list[str] | None = None
+
+
+class AbandonedCall(ResponseModel):
+    server: str
+    linkedid: str
+    number: str | None
+    raw: str | None
+    queue: str | None
+    started_at: str
+    wait_s: float | None
+    outcome: str
+    called_back: bool
+
+
+class AbandonedList(ResponseModel):
+    since: str
+    calls: list[AbandonedCall]

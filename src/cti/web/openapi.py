@@ -223,6 +223,7 @@ TAGS = {
     "tickets": "the agent's tickets and their chronometer (docs/tickets.md)",
     "customers": "the customer directory (docs/directory.md)",
     "agent": "the agent's own phone and queues, through Asterisk",
+    "floor": "the supervisor's floor: listen, whisper, barge, breaks, abandoned calls (docs/desktop.md)",
     "stats": "live figures and reports (docs/metrics.md)",
     "dialer": "campaigns and their contacts (docs/dialer.md)",
     "operations": "health, metrics, this document",

@@ -476,10 +476,12 @@ def runner_options(settings: WebSettings) -> dict[str, Any]:
 
 
 def _desk_routes() -> list[web.RouteDef]:
-    """The desktop's call controls (their module reads this one's context: imported late)."""
+    """The desktop's call controls and the supervisor's floor (their modules read this one's
+    context: imported late)."""
     from cti.web.call_routes import CALL_ROUTES
+    from cti.web.floor_routes import FLOOR_ROUTES
 
-    return CALL_ROUTES
+    return [*CALL_ROUTES, *FLOOR_ROUTES]
 
 
 def build_app(
