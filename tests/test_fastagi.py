@@ -407,14 +407,18 @@ async def test_a_directory_slower_than_timeout_is_error_in_time() -> None:
 
 
 async def test_two_hundred_concurrent_sessions(sqlite_lab: Lab) -> None:
+    # What is checked is that every session gets its own answer, not how fast: the time bounds are
+    # wide, as on a loaded 2-core runner 200 sessions outlast the lab's 1 s session bound.
+    lookup = CallerLookup(sqlite_lab.directory, "FR", timeout_s=30.0)
     callers = ["0612345678", "0699999999", "0311223344", "anonymous"] * 50
     expected = {"0612345678": "hit", "0699999999": "miss", "0311223344": "multiple", "anonymous": "withheld"}
-    calls = await asyncio.gather(*(play_asterisk(sqlite_lab.port, c) for c in callers))
-    assert [dict(c.variables)["CTI_LOOKUP"] for c in calls] == [expected[c] for c in callers]
-    assert all(c.closed_by_server for c in calls)
-    await until(lambda: sqlite_lab.server.active == 0)
-    assert sqlite_lab.server.sessions_served == 200
-    assert sqlite_lab.server.problems.counts == {}
+    async with serving({"lookup": lookup}, session_timeout_s=60.0) as server:
+        calls = await asyncio.gather(*(play_asterisk(server.port, c) for c in callers))
+        assert [dict(c.variables)["CTI_LOOKUP"] for c in calls] == [expected[c] for c in callers]
+        assert all(c.closed_by_server for c in calls)
+        await until(lambda: server.active == 0)
+        assert server.sessions_served == 200
+        assert server.problems.counts == {}
 
 
 async def test_whole_daemon_answers_a_lookup(tmp_path: Path) -> None:
