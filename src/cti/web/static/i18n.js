@@ -125,3 +125,27 @@ Object.assign(window.CTI_I18N.en, {
   "err_call-not-found": "This call is no longer yours.", "err_directory-unavailable": "Directory unavailable.",
   "err_unauthenticated": "Session ended: log in again.",
 });
+
+// The supervisor's floor on the wallboard: alerts, actions on an agent, abandoned calls, TV mode.
+Object.assign(window.CTI_I18N.fr, {
+  wb_sound: "Son des alertes", wb_tv: "Mode TV", wb_pause_today: "Pause (jour)", wb_actions: "Actions",
+  wb_abandoned_today: "Appels abandonnés aujourd'hui", wb_listen: "Écouter", wb_whisper: "Chuchoter (à l'agent)",
+  wb_barge: "Intervenir (à trois)", wb_force_pause: "Mettre en pause", wb_end_pause: "Fin de pause",
+  wb_logout_agent: "Déconnecter des files", wb_call_back: "Rappeler", wb_called_back: "rappelé",
+  wb_waited: "attente", wb_none_abandoned: "Aucun appel abandonné aujourd'hui.", wb_done: "C'est fait.",
+  wb_spy_ringing: "Votre téléphone sonne : décrochez pour écouter.", wb_dialing: "Votre téléphone sonne, puis le client est appelé.",
+  wb_alert_wait: "Attente longue :", wb_alert_sl: "NS sous l'objectif :", wb_alert_pause: "Pause longue :",
+  wb_alert_sla: "SLA dépassé : ticket", "err_spy-refused": "L'écoute a été refusée par le serveur téléphonique.",
+  "err_no-such-agent": "Agent inconnu.", err_forbidden: "Réservé aux superviseurs.", reason_supervisor: "imposée",
+});
+Object.assign(window.CTI_I18N.en, {
+  wb_sound: "Alert sound", wb_tv: "TV mode", wb_pause_today: "Break (today)", wb_actions: "Actions",
+  wb_abandoned_today: "Calls abandoned today", wb_listen: "Listen", wb_whisper: "Whisper (to the agent)",
+  wb_barge: "Barge in (three-way)", wb_force_pause: "Put on a break", wb_end_pause: "End the break",
+  wb_logout_agent: "Log out of the queues", wb_call_back: "Call back", wb_called_back: "called back",
+  wb_waited: "waited", wb_none_abandoned: "No call abandoned today.", wb_done: "Done.",
+  wb_spy_ringing: "Your phone rings: pick up to listen.", wb_dialing: "Your phone rings, then the customer is called.",
+  wb_alert_wait: "Long wait:", wb_alert_sl: "SL under target:", wb_alert_pause: "Long break:",
+  wb_alert_sla: "SLA breached: ticket", "err_spy-refused": "The phone system refused to listen in.",
+  "err_no-such-agent": "Unknown agent.", err_forbidden: "Supervisors only.", reason_supervisor: "set by a supervisor",
+});

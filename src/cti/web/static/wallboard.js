@@ -9,6 +9,12 @@
     wrapup: "#16a085", paused: "#7f8c8d", unavailable: "#c0392b", logged_out: "#3a4252" };
   let lang = localStorage.getItem("cti.lang") || "fr";
   let ws = null, stats = null, offset = 0, retry = 500;
+  let breaches = [];                 // ticket.sla_breached messages of the last 10 minutes
+  let abandoned = null, lostCount = -1;
+  let sound = localStorage.getItem("cti.sound") === "1";
+  let tv = new URLSearchParams(location.search).get("tv") === "1" || localStorage.getItem("cti.tv") === "1";
+  const seenAlerts = new Set();
+  const LONG_WAIT_S = 60, LONG_PAUSE_S = 15 * 60, SL_TARGET = 0.8;
   const t = (key) => (window.CTI_I18N[lang] || {})[key] || key;
   const text = (el, value) => { el.textContent = value == null ? "" : String(value); };
   const serverNow = () => Date.now() / 1000 + offset;
@@ -27,7 +33,7 @@
     const res = await fetch(path, { method, credentials: "same-origin",
       headers: write ? { "Content-Type": "application/json" } : {}, body: write ? JSON.stringify(body || {}) : undefined });
     const data = await res.json().catch(() => ({}));
-    if (!res.ok) throw Object.assign(new Error(data.message || res.statusText), { status: res.status });
+    if (!res.ok) throw Object.assign(new Error(data.message || res.statusText), { status: res.status, id: data.error_id });
     return data;
   }
 
@@ -35,7 +41,7 @@
     document.documentElement.lang = lang;
     $("lang").textContent = lang === "fr" ? "EN" : "FR";
     document.querySelectorAll("[data-i18n]").forEach((el) => { el.textContent = t(el.dataset.i18n); });
-    render();
+    render(); if (abandoned) renderAbandoned();
   }
   $("lang").addEventListener("click", () => { lang = lang === "fr" ? "en" : "fr"; localStorage.setItem("cti.lang", lang); applyLang(); });
   $("logout").addEventListener("click", async () => { await api("POST", "/api/logout").catch(() => {}); location.reload(); });
@@ -44,6 +50,7 @@
   function show(panel) {
     ["login-panel", "refused", "board"].forEach((id) => { $(id).hidden = id !== panel; });
     $("logout").hidden = panel === "login-panel";
+    $("tv").hidden = $("sound").hidden = panel !== "board";
   }
   $("login-form").addEventListener("submit", async (ev) => {
     ev.preventDefault();
@@ -79,6 +86,7 @@
     ws.onmessage = (ev) => { let m; try { m = JSON.parse(ev.data); } catch (e) { return; } handle(m); };
   }
   function handle(m) {
+    if (m.type === "ticket.sla_breached") { breaches.push({ at: serverNow(), ticket: m.ticket }); renderAlerts(); return; }
     if (m.type !== "stats" || m.scope !== "all") return;
     offset = m.now - Date.now() / 1000;
     stats = m;
@@ -96,7 +104,10 @@
     ["asa_s", "dmc_s", "dmt_s"].forEach((k) => text($(k), secs(tot[k])));
     $("tile-sl").className = "tile" + (tot.service_level == null ? "" : tot.service_level >= 0.8 ? " good" : " alert");
     renderQueues(); renderAgents(); renderIvr(); tick();
-    chartCalls(); chartSl(); chartStates();
+    chartCalls(); chartSl(); chartStates(); renderAlerts();
+    const lost = (tot.abandoned || 0) + (tot.timed_out || 0);
+    // The call record is written a moment after the figures change: read the list now and again.
+    if (lost !== lostCount) { lostCount = lost; loadAbandoned(); setTimeout(loadAbandoned, 2000); }
   }
   function row(cells) {
     const tr = document.createElement("tr");
@@ -118,9 +129,11 @@
     stats.agents.forEach((a) => {
       const badge = document.createElement("span");
       badge.className = "st st-" + a.state;
-      badge.textContent = t("st_" + a.state) + (a.reason ? " (" + a.reason + ")" : "") + (a.queue && a.state !== "available" ? " · " + a.queue : "");
-      const tr = row([a.agent || a.interface, badge, "", a.handled, secs(a.dmc_s), pct(a.occupancy)]);
-      tr.dataset.since = a.since; tr.dataset.state = a.state;
+      badge.textContent = t("st_" + a.state) + (a.reason ? " (" + reasonText(a.reason) + ")" : "") + (a.queue && a.state !== "available" ? " · " + a.queue : "");
+      const tr = row([a.agent || a.interface, badge, "", a.handled, secs(a.dmc_s), pct(a.occupancy),
+        a.paused_s ? secs(a.paused_s) : "—", agentActions(a)]);
+      tr.lastChild.className = "actions-cell";
+      tr.dataset.since = a.since; tr.dataset.state = a.state; tr.dataset.interface = a.interface;
       body.append(tr);
     });
   }
@@ -131,6 +144,9 @@
   }
   function tick() {
     if (!stats) return;
+    document.querySelectorAll("#agents tbody tr").forEach((tr) => {
+      tr.classList.toggle("long-pause", tr.dataset.state === "paused" && serverNow() - Number(tr.dataset.since) > LONG_PAUSE_S);
+    });
     const now = serverNow();
     const tot = stats.totals;
     text($("longest"), tot.oldest_joined_at == null ? "0:00" : clock(now - tot.oldest_joined_at));
@@ -143,6 +159,107 @@
     });
   }
   setInterval(tick, 1000);
+
+  // ---------------------------------------------------------------- floor control
+  const reasonText = (r) => (t("reason_" + r) !== "reason_" + r ? t("reason_" + r) : r);
+  const errorText = (e) => (t("err_" + (e.id || "")) !== "err_" + (e.id || "") ? t("err_" + e.id) : t("err_generic"));
+  function tell(msg) { text($("floor-message"), msg); }
+  async function floorAction(path, body, okKey) {
+    try { await api("POST", path, body); tell(t(okKey)); } catch (e) { tell(errorText(e)); }
+  }
+  let openMenu = null;   // the agent whose actions menu is open: kept open across re-renders
+  function agentActions(a) {
+    const details = document.createElement("details");
+    details.open = openMenu === a.interface;
+    details.addEventListener("toggle", () => {
+      if (details.open) openMenu = a.interface;
+      else if (openMenu === a.interface && details.isConnected) openMenu = null;
+    });
+    const summary = document.createElement("summary");
+    summary.textContent = "⋯"; summary.setAttribute("aria-label", t("wb_actions") + " " + (a.agent || a.interface));
+    const menu = document.createElement("div"); menu.className = "menu";
+    const item = (key, handler) => {
+      const b = document.createElement("button"); b.type = "button"; b.textContent = t(key); b.dataset.action = key;
+      b.onclick = () => { openMenu = null; details.open = false; handler(); }; menu.append(b);
+    };
+    if (a.state === "acd" || a.state === "outbound") {
+      item("wb_listen", () => floorAction("/api/floor/spy", { interface: a.interface, mode: "listen" }, "wb_spy_ringing"));
+      item("wb_whisper", () => floorAction("/api/floor/spy", { interface: a.interface, mode: "whisper" }, "wb_spy_ringing"));
+      item("wb_barge", () => floorAction("/api/floor/spy", { interface: a.interface, mode: "barge" }, "wb_spy_ringing"));
+    }
+    if (a.state !== "logged_out") {
+      const paused = a.state === "paused";
+      item(paused ? "wb_end_pause" : "wb_force_pause", () => floorAction("/api/floor/pause", { interface: a.interface, paused: !paused }, "wb_done"));
+      item("wb_logout_agent", () => floorAction("/api/floor/logout", { interface: a.interface }, "wb_done"));
+    }
+    details.append(summary, menu);
+    return details;
+  }
+  // Alerts from the figures: a long wait, a service level under target, a long break, a ticket
+  // past its SLA. A new one beeps when the sound is on.
+  function renderAlerts() {
+    if (!stats) return;
+    const now = serverNow(), out = [];
+    stats.queues.forEach((q) => {
+      if (q.oldest_joined_at != null && now - q.oldest_joined_at > LONG_WAIT_S) out.push(["wait:" + q.queue, t("wb_alert_wait") + " " + q.queue + " " + clock(now - q.oldest_joined_at)]);
+      if (q.service_level != null && q.presented >= 5 && q.service_level < SL_TARGET) out.push(["sl:" + q.queue, t("wb_alert_sl") + " " + q.queue + " " + pct(q.service_level)]);
+    });
+    stats.agents.forEach((a) => {
+      if (a.state === "paused" && now - a.since > LONG_PAUSE_S) out.push(["pause:" + a.interface, t("wb_alert_pause") + " " + (a.agent || a.interface) + (a.reason ? " (" + reasonText(a.reason) + ")" : "") + " " + clock(now - a.since)]);
+    });
+    breaches = breaches.filter((b) => now - b.at < 600);
+    breaches.forEach((b) => out.push(["sla:" + b.ticket.id, t("wb_alert_sla") + " #" + b.ticket.id + " (" + b.ticket.agent + ")"]));
+    const list = $("alerts"); list.replaceChildren();
+    let fresh = false;
+    out.forEach(([key, label]) => {
+      const li = document.createElement("li"); li.textContent = label; li.dataset.alert = key.split(":")[0]; list.append(li);
+      if (!seenAlerts.has(key)) { seenAlerts.add(key); fresh = true; }
+    });
+    if (fresh && sound) beep();
+  }
+  let audio = null;
+  function beep() {
+    try {
+      audio = audio || new AudioContext();
+      const osc = audio.createOscillator(), gain = audio.createGain();
+      osc.frequency.value = 880; gain.gain.value = 0.1; osc.connect(gain); gain.connect(audio.destination);
+      osc.start(); osc.stop(audio.currentTime + 0.25);
+    } catch (e) { /* no audio on this screen */ }
+  }
+  function setSound(on) { sound = on; localStorage.setItem("cti.sound", on ? "1" : "0"); $("sound").setAttribute("aria-pressed", String(on)); }
+  function setTv(on) { tv = on; localStorage.setItem("cti.tv", on ? "1" : "0"); document.body.classList.toggle("tv", on); $("tv").setAttribute("aria-pressed", String(on)); }
+  $("sound").onclick = () => { setSound(!sound); if (sound) beep(); };
+  $("tv").onclick = () => setTv(!tv);
+  setSound(sound); setTv(tv);
+
+  // Today's abandoned calls, each with a one-click callback from the supervisor's phone.
+  async function loadAbandoned() {
+    try { abandoned = await api("GET", "/api/floor/abandoned"); renderAbandoned(); } catch (e) { /* next change */ }
+  }
+  const displayNumber = (n) => {
+    const m = /^\+33(\d)(\d{2})(\d{2})(\d{2})(\d{2})$/.exec(n || "");
+    return m ? "0" + m[1] + " " + m.slice(2).join(" ") : (n || t("withheld"));
+  };
+  function renderAbandoned() {
+    const list = $("abandoned-list"); list.replaceChildren();
+    const calls = abandoned ? abandoned.calls : [];
+    text($("abandoned-count"), calls.filter((c) => !c.called_back).length);
+    if (!calls.length) { const li = document.createElement("li"); li.className = "muted"; li.textContent = t("wb_none_abandoned"); list.append(li); return; }
+    calls.forEach((c) => {
+      const li = document.createElement("li"); li.dataset.linkedid = c.linkedid;
+      const at = new Date(c.started_at).toLocaleTimeString(lang, { hour: "2-digit", minute: "2-digit" });
+      const span = (value, cls) => { const s = document.createElement("span"); s.textContent = value; if (cls) s.className = cls; return s; };
+      li.append(span(at, "muted"), span(displayNumber(c.number)), span(t("queue") + " " + (c.queue || "—")),
+        span(t("wb_waited") + " " + secs(c.wait_s), "muted"));
+      if (c.called_back) li.append(span("✓ " + t("wb_called_back"), "done"));
+      else if (c.number) {
+        const b = document.createElement("button"); b.type = "button"; b.textContent = t("wb_call_back"); b.className = "call-back";
+        b.onclick = () => floorAction("/api/agent/call", { number: c.number }, "wb_dialing"); li.append(b);
+      }
+      list.append(li);
+    });
+  }
+  setInterval(() => { if (stats) loadAbandoned(); }, 60000);
 
   // ---------------------------------------------------------------- SVG charts
   function el(name, attrs, content) {
