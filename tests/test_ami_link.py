@@ -27,7 +27,7 @@ KEEPALIVE = 0.5
 # waited for a third interval would fail.
 MARGIN = 0.3
 SECRET = "Tr0ub4dor&3-not-in-logs"
-needs_captures = pytest.mark.skipif(not CAPTURES.is_dir(), reason="../shared/ami-captures not present")
+needs_captures = pytest.mark.skipif(not CAPTURES.is_dir(), reason="tests/captures/lab is missing")
 
 
 @pytest.fixture(autouse=True)

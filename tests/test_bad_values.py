@@ -35,7 +35,7 @@ from cti.app import Daemon
 from fakeami import CAPTURES, FakeAmi
 from test_daemon import calls_in, event_bytes, finished, settings_for, until
 
-pytestmark = pytest.mark.skipif(not CAPTURES.is_dir(), reason="../shared/ami-captures not present")
+pytestmark = pytest.mark.skipif(not CAPTURES.is_dir(), reason="tests/captures/lab is missing")
 
 YEAR_2100 = "4102444800.000000"
 STAMPS = {

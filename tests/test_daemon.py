@@ -21,7 +21,7 @@ from cti.db.calls_store import load_calls
 from cti.db.engine import create_engine
 from fakeami import CAPTURES, FakeAmi, capture_list
 
-pytestmark = pytest.mark.skipif(not CAPTURES.is_dir(), reason="../shared/ami-captures not present")
+pytestmark = pytest.mark.skipif(not CAPTURES.is_dir(), reason="tests/captures/lab is missing")
 
 LIST_ITEMS = {
     "CoreShowChannel",

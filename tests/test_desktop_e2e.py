@@ -14,7 +14,7 @@ from cti.calls import events as ev
 from fakeami import CAPTURES, FakeAmi
 from test_daemon import event_bytes, settings_for, until
 
-pytestmark = pytest.mark.skipif(not CAPTURES.is_dir(), reason="../shared/ami-captures not present")
+pytestmark = pytest.mark.skipif(not CAPTURES.is_dir(), reason="tests/captures/lab is missing")
 PASSWORD = "correct horse battery"
 
 

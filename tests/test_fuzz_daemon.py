@@ -29,7 +29,7 @@ from fakeami import CAPTURES, FakeAmi
 from test_daemon import calls_in, settings_for, until
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "mutated_feed.py"
-pytestmark = pytest.mark.skipif(not CAPTURES.is_dir(), reason="../shared/ami-captures not present")
+pytestmark = pytest.mark.skipif(not CAPTURES.is_dir(), reason="tests/captures/lab is missing")
 # What a consumer, the tracker or the link logs when something escaped it.
 ESCAPED = ("event handler failed", "event tap failed", "tracker failed", "callback failed", "reader failed")
 

@@ -1,6 +1,6 @@
 """Property-based robustness (issue 14): whatever arrives on the socket, nothing escapes.
 
-Traffic is drawn from the real captures (../shared/ami-captures, tests/captures/pbx) and then
+Traffic is drawn from the real captures (tests/captures/lab, tests/captures/pbx) and then
 mangled the ways a real PBX and a real network mangle it: reads split at arbitrary bytes, frames
 duplicated or dropped, events of different channels swapped (Asterisk's threads race), header
 values replaced by numbers, empty strings, huge or unicode values and CRLF injection attempts,
@@ -44,7 +44,7 @@ from cti.stats.store import span_row
 from cti.values import utc
 
 TESTS = Path(__file__).resolve().parent
-CAPTURES = TESTS.parent.parent / "shared" / "ami-captures"
+CAPTURES = TESTS / "captures" / "lab"
 PBX_CAPTURES = TESTS / "captures" / "pbx"
 
 _COMMON = {
@@ -90,7 +90,6 @@ def _load() -> dict[str, list[bytes]]:
 
 FRAMES = _load()
 pytestmark = [
-    pytest.mark.skipif(len(FRAMES) < 4, reason="../shared/ami-captures not present"),
     # A failing example of several kB would otherwise be reported as hypothesis's warning about
     # its own long repr (warnings are errors here), not as the failure.
     pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisWarning"),
@@ -180,6 +179,11 @@ def chunks(data: bytes, cuts: Iterable[int]) -> Iterator[bytes]:
 
 
 CUTS = st.lists(st.integers(0, 10**7), max_size=40)
+
+
+def test_every_capture_the_properties_draw_from_is_in_the_repository() -> None:
+    # A missing file would silently narrow every property below.
+    assert sorted(FRAMES) == sorted(NAMES)
 
 
 # ------------------------------------------------------------------------------ parser
