@@ -30,6 +30,7 @@ SPECIAL: dict[str, Any] = {
     "sla": {"sales": 600.0, "sales/incident": 300.0},
     "queues": {"sales": {"service_level_s": 15.0, "wrapup_s": 20.0}, "support": {"wrapup_s": 5.0}},
     "queue_log": "/var/log/asterisk/queue_log",
+    "records_url": "postgresql://cti_reader@db.example/asterisk",
     "url": "sqlite+aiosqlite:////var/lib/cti/cti.db",
 }
 
@@ -180,6 +181,10 @@ def test_a_number_out_of_bounds_names_itself(tmp_path: Path, section: str, f: Fi
         ({"CTI_WEB_TRUSTED_PROXIES": "proxy.lan"}, "CTI_WEB_TRUSTED_PROXIES: 'proxy.lan' is no address"),
         ({"CTI_TRACKER_SERVICE_LEVEL_S": "nan"}, "CTI_TRACKER_SERVICE_LEVEL_S: expected a number, got nan"),
         ({"CTI_AMI_PORT": "inf"}, "CTI_AMI_PORT: expected a number"),
+        (
+            {"CTI_AMI_RECORDS_URL": "mysql://reader:pw@db/asterisk"},
+            "CTI_AMI_RECORDS_URL: must be a postgresql:// address, got 'mysql://reader:********@db/asterisk'",
+        ),
     ],
 )
 def test_a_wrong_variable_names_itself(env: dict[str, str], message: str) -> None:
@@ -258,6 +263,7 @@ def test_config_show_prints_the_effective_settings_with_their_origin(tmp_path: P
     path = tmp_path / "cti.toml"
     path.write_text(
         '[[asterisk]]\nname = "paris"\nsecret = "file-secret-1"\n'
+        'records_url = "postgresql://cti_reader:rec-pass-5@127.0.0.1/asterisk"\n'
         '[[asterisk]]\nname = "casa"\nport = 5039\n'
         '[database]\nurl = "postgresql+asyncpg://cti:db-pass-2@127.0.0.1/cti"\n'
         '[tickets]\nsla = { "sales/incident" = 300 }\n[stats.queues.sales]\nwrapup_s = 9\n'
@@ -265,7 +271,7 @@ def test_config_show_prints_the_effective_settings_with_their_origin(tmp_path: P
     env = {"CTI_WEB_PORT": "9090", "CTI_AMI_CASA_SECRET": "env-secret-3", "CTI_WEB_SECRET": "web-secret-4"}
     done = cti("config", "show", "--config", str(path), env=env)
     assert done.returncode == 0, done.stderr
-    for secret in ("file-secret-1", "db-pass-2", "env-secret-3", "web-secret-4"):
+    for secret in ("file-secret-1", "db-pass-2", "env-secret-3", "web-secret-4", "rec-pass-5"):
         assert secret not in done.stdout + done.stderr
     lines = done.stdout.splitlines()
     assert "port = 9090  # CTI_WEB_PORT" in lines
@@ -273,6 +279,7 @@ def test_config_show_prints_the_effective_settings_with_their_origin(tmp_path: P
     assert "port = 5039  # file" in lines
     assert "reconcile_s = 300.0" in lines  # a default: no note
     assert 'url = "postgresql+asyncpg://cti:********@127.0.0.1/cti"  # file' in lines
+    assert 'records_url = "postgresql://cti_reader:********@127.0.0.1/asterisk"  # file' in lines
     # What it prints is itself a settings file giving the same settings (secrets aside).
     shown = tmp_path / "shown.toml"
     shown.write_text(done.stdout)

@@ -25,8 +25,9 @@ from cti.bus import EventBus
 from cti.calls import events as ev
 from cti.calls.ivr import IvrVocabulary
 from cti.calls.live import LiveTracking
+from cti.calls.recovery import MARGIN_S, GapRecovery
 from cti.calls.tracker import CallTracker
-from cti.config import Settings, TrackerSettings, redact_url
+from cti.config import AsteriskServer, Settings, TrackerSettings, redact_url
 from cti.db.calls_store import CallStore, CallWriter, load_open_calls
 from cti.db.engine import create_engine
 from cti.db.migrate import upgrade_async
@@ -55,6 +56,7 @@ class Daemon:
     bus: EventBus = field(default_factory=EventBus)
     links: list[AmiLink] = field(default_factory=list)
     trackings: list[LiveTracking] = field(default_factory=list)
+    recoveries: list[GapRecovery] = field(default_factory=list)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -86,7 +88,8 @@ class Daemon:
             )
             # Calls in progress when we last stopped: the first resync adopts or closes them.
             tracker.restore(await load_open_calls(self.engine, server.name))
-            tracking = LiveTracking(tracker, self.bus.publish, server.queue_log)
+            recovery = self._start_recovery(server, tracker)
+            tracking = LiveTracking(tracker, self.bus.publish, server.queue_log, recovery=recovery)
             link = AmiLink(
                 server,
                 tracking.on_message,
@@ -105,8 +108,47 @@ class Daemon:
             self._spawn(link.run(), f"ami:{link.server.name}")
             if self.settings.tracker.reconcile_s > 0:
                 self._spawn(self._reconcile(link, tracking), f"reconcile:{link.server.name}")
+        for recovery in self.recoveries:
+            recovery.keep_marks()
         gc_policy.after_startup()
         log.info("cti started", servers=[s.name for s in self.settings.asterisk], database=redact_url(db.url))
+
+    def _start_recovery(self, server: AsteriskServer, tracker: CallTracker) -> GapRecovery | None:
+        """The calls of a gap, read back from Asterisk's CEL and queue_log in PostgreSQL
+        (calls/recovery.py), for a server whose `records_url` says where they are."""
+        from cti.calls.cel_source import AsteriskRecords
+        from cti.calls.gap import RebuildRules
+        from cti.db.recovery_store import RecoveryStore
+
+        if not server.records_url:
+            return None
+        try:
+            source = AsteriskRecords(server.records_url, self.settings.recovery.timeout_s)
+        except ValueError as exc:
+            log.error("no recovery after a gap: records_url", server=server.name, error=str(exc))
+            return None
+        tracking, db = self.settings.tracker, self.settings.database
+        rules = RebuildRules(
+            server.name,
+            tracking.default_region,
+            ivr_vocabulary(tracking),
+            frozenset(tracking.internal_contexts),
+        )
+        recovery = GapRecovery(
+            tracker,
+            self.bus.publish,
+            source,
+            RecoveryStore(self.engine),
+            self.store.save,
+            rules,
+            max_gap_s=self.settings.recovery.max_gap_s,
+            # Calls ended just before the mark may still be on their way to the database.
+            margin_s=max(MARGIN_S, 4 * db.flush_interval_s + tracking.originate_grace_s),
+            settled=lambda: self.writer.failures == 0 and self.writer.pending < db.batch_size,
+        )
+        self.recoveries.append(recovery)
+        log.info("recovery after a gap on", server=server.name, records=source.display_url)
+        return recovery
 
     async def _start_desk(self) -> None:
         """Screen pops, tickets and the web server (desktop, REST, WebSocket)."""
@@ -368,6 +410,8 @@ class Daemon:
         for link in self.links:
             with suppress(Exception):
                 await asyncio.wait_for(link.close(), SHUTDOWN_GRACE_S / 2)
+        for recovery in self.recoveries:
+            await recovery.close()  # a gap half stored is recovered again at the next start
         await self.bus.drain(SHUTDOWN_GRACE_S / 2)
         if hasattr(self, "stats"):
             await self.stats.close()  # after the drain: the last spans are written too
@@ -381,7 +425,11 @@ class Daemon:
             for record in tracking.tracker.open_calls():
                 record.closed_by = "shutdown"
                 self.writer.submit(record)
-        await self.writer.close()
+        leftover = await self.writer.close()
+        for recovery in self.recoveries:
+            if not leftover:  # everything seen is stored: the next start begins from here
+                with suppress(Exception):
+                    await recovery.save_mark()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

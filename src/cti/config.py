@@ -85,6 +85,15 @@ class AsteriskServer:
     reconnect_cap_s: float = setting(30.0, low=0.05, high=3600)
     # Asterisk's queue_log, read after a reconnect to recover outcomes missed during the gap.
     queue_log: str | None = None
+    # Asterisk's queue_log and CEL tables in PostgreSQL (asterisk-conf/postgresql-tables.sql):
+    # after a restart or a reconnect, every call of the gap is recorded from them ([recovery]).
+    # "" = none. A password: CTI_AMI_RECORDS_URL (first server) or ~/.pgpass, not the file.
+    records_url: str = ""
+
+    def __post_init__(self) -> None:
+        if self.records_url and not re.match(r"^postgres(ql)?(\+\w+)?://", self.records_url):
+            shown = redact_url(self.records_url)
+            raise ValueError(f"records_url: must be a postgresql:// address, got {shown!r}")
 
 
 @dataclass(frozen=True)
@@ -212,6 +221,17 @@ class AgiSettings:
 
 
 @dataclass(frozen=True)
+class RecoverySettings:
+    """Calls that began and ended while the daemon was away or cut off, read back from
+    Asterisk's CEL and queue_log in PostgreSQL ([[asterisk]] records_url; docs/asterisk.md)."""
+
+    # The longest outage recovered, back from Asterisk's latest record; older calls are left out.
+    max_gap_s: float = setting(86_400.0, low=60, high=31 * 86_400)
+    # Each read of Asterisk's records waits this long for PostgreSQL, then is retried later.
+    timeout_s: float = setting(10.0, low=0.5, high=600)
+
+
+@dataclass(frozen=True)
 class DialerSettings:
     """The outbound dialer (docs/dialer.md)."""
 
@@ -274,6 +294,7 @@ class Settings:
     agi: AgiSettings = field(default_factory=AgiSettings)
     dialer: DialerSettings = field(default_factory=DialerSettings)
     stats: StatsSettings = field(default_factory=StatsSettings)
+    recovery: RecoverySettings = field(default_factory=RecoverySettings)
 
     def secrets(self) -> list[str]:
         """Every secret value in these settings, for the log redactor."""
@@ -282,9 +303,10 @@ class Settings:
             found.append(self.web.secret.reveal())
         if self.web.metrics_token:
             found.append(self.web.metrics_token.reveal())
-        password = _url_password(self.database.url)
-        if password:
-            found.append(password)
+        for url in [self.database.url, *(s.records_url for s in self.asterisk)]:
+            password = _url_password(url)
+            if password:
+                found.append(password)
         return found
 
 
@@ -299,6 +321,7 @@ SECTIONS: dict[str, type] = {
     "agi": AgiSettings,
     "dialer": DialerSettings,
     "stats": StatsSettings,
+    "recovery": RecoverySettings,
 }
 
 

@@ -61,7 +61,10 @@ def describe(settings: Settings, path: Path | None, env: Mapping[str, str]) -> d
         entry: dict[str, Any] = {}
         for f in fields(AsteriskServer):
             source = _server_env(server, i, f.name, env) or ("file" if f.name in in_file else "default")
-            entry[f.name] = {"value": _plain(getattr(server, f.name)), "from": source}
+            value = _plain(getattr(server, f.name))
+            if f.name == "records_url":
+                value = redact_url(value)  # a password may be in it
+            entry[f.name] = {"value": value, "from": source}
         doc["asterisk"].append(entry)
     for section, cls in SECTIONS.items():
         current, in_file = getattr(settings, section), raw.get(section, {})
@@ -207,8 +210,40 @@ async def _connect_checks(settings: Settings) -> list[Finding]:
         else:
             version = f", Asterisk {result.version}" if result.version else ""
             found.append(Finding("ok", where, f"logged in as {server.username!r} ({result.banner}{version})"))
+        if server.records_url:
+            found.append(await _records_check(server.name, server.records_url, settings.recovery.timeout_s))
     found.append(await _database_check(settings.database.url))
     return found
+
+
+async def _records_check(server: str, url: str, timeout_s: float) -> Finding:
+    """Asterisk's CEL and queue_log in PostgreSQL (`records_url`): readable, and written to."""
+    import asyncpg  # type: ignore[import-untyped]
+
+    from cti.calls.cel_source import AsteriskRecords
+
+    where = f"asterisk[{server}].records_url"
+    source = AsteriskRecords(url, timeout_s)
+    try:
+        cel, queue_log = await source.probe()
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return Finding("error", where, f"cannot read {source.display_url}: {reason}")
+    if cel is None:
+        return Finding(
+            "warning",
+            where,
+            f"{source.display_url}: no CEL row yet; is Asterisk writing them? (docs/asterisk.md,"
+            ' "The queue_log and CEL in PostgreSQL")',
+        )
+    last_line = _iso(queue_log) if queue_log is not None else "none"
+    return Finding("ok", where, f"{source.display_url}: latest CEL row {_iso(cel)}, queue_log {last_line}")
+
+
+def _iso(epoch: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
 
 
 def _missing_sqlite_file(url: str) -> Path | None:

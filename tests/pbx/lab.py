@@ -130,6 +130,45 @@ def overlay(ports: Ports) -> list[Edit]:
     ]
 
 
+# The PostgreSQL-backed variant (docs/asterisk.md, "The queue_log and CEL in PostgreSQL"): the
+# local server on 127.0.0.1:5432 (trust), a throwaway database per test with the tables of
+# asterisk-conf/postgresql-tables.sql.
+PG_HOST = os.environ.get("CTI_TEST_PG_HOST", "127.0.0.1")
+PG_PORT = int(os.environ.get("CTI_TEST_PG_PORT", "5432"))
+PG_TABLES = CONF_DIR / "postgresql-tables.sql"
+
+
+@dataclass(frozen=True)
+class PgTarget:
+    """Where the variant's Asterisk writes its queue_log and CEL."""
+
+    database: str
+    user: str
+    host: str = PG_HOST
+    port: int = PG_PORT
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://{self.user}@{self.host}:{self.port}/{self.database}"
+
+
+def pgsql_overlay(target: PgTarget) -> list[Edit]:
+    """The variant's edits, on top of `overlay()`: the test's own database and role (the shipped
+    files name the site's: `asterisk` on 127.0.0.1:5432)."""
+    edits = []
+    for file in ("res_pgsql.conf", "cel_pgsql.conf"):
+        edits += [
+            Edit(file, "dbname = asterisk", f"dbname = {target.database}", "the test's throwaway database"),
+            Edit(file, "user = asterisk", f"user = {target.user}", "the local server's trusted role"),
+        ]
+        if (target.host, target.port) != ("127.0.0.1", 5432):
+            edits += [
+                Edit(file, "hostname = 127.0.0.1", f"hostname = {target.host}", "another server"),
+                Edit(file, "port = 5432", f"port = {target.port}", "another server"),
+            ]
+    return edits
+
+
 def apply_overlay(etc: Path, edits: list[Edit]) -> None:
     for edit in edits:
         path = etc / edit.file
@@ -180,6 +219,8 @@ class Asterisk:
     force_open: bool = True
     # The AMI user's secret (deploy step 4): the tier writes its own; an external PBX has its own.
     ami_secret: str = AMI_SECRET
+    # The PostgreSQL-backed variant: queue_log and CEL go to this database too (pgsql_overlay()).
+    pgsql: PgTarget | None = None
     _recorder: socket.socket | None = None
 
     @property
@@ -208,7 +249,7 @@ class Asterisk:
         (etc / "manager_cti_local.conf").write_text(
             f"secret = {AMI_SECRET}\npermit = 127.0.0.1/255.255.255.255\n", encoding="utf-8"
         )
-        self.edits = overlay(self.ports)
+        self.edits = overlay(self.ports) + (pgsql_overlay(self.pgsql) if self.pgsql else [])
         apply_overlay(etc, self.edits)
         dirs = {name: self.run / name for name in ("var", "data", "spool", "runtime", "log", "cache", "agi")}
         for path in dirs.values():
@@ -249,6 +290,7 @@ class Asterisk:
     def start(self, timeout_s: float = 30.0) -> None:
         out = open(self.log_dir / "stdout.log", "ab")  # noqa: SIM115 - lives as long as the process
         env = {k: v for k, v in os.environ.items() if not k.startswith("CTI_")}
+        env["PGCONNECT_TIMEOUT"] = "2"  # docs/asterisk.md: a database away never holds a call long
         if self.force_open:
             env["CTI_FORCE_OPEN"] = "1"
         self.process = subprocess.Popen(

@@ -1,12 +1,14 @@
 """Live tracking of one Asterisk server: AMI link messages → tracker → bus, and the resync
-after every (re)connect (CoreShowChannels, QueueStatus, then the queue_log for the gap)."""
+after every (re)connect (CoreShowChannels, QueueStatus, then the queue_log for the gap), then
+the recovery of the calls the gap hid (calls/recovery.py, when Asterisk's records are in
+PostgreSQL)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
@@ -14,6 +16,9 @@ from cti.ami.message import Message
 from cti.calls import events as ev
 from cti.calls.queue_log import QueueLogEntry, read_since
 from cti.calls.tracker import CallTracker
+
+if TYPE_CHECKING:
+    from cti.calls.recovery import GapRecovery
 
 log = structlog.get_logger(__name__)
 
@@ -29,8 +34,10 @@ class LiveTracking:
         publish: Callable[[ev.Event], None],
         queue_log_path: str | None = None,
         clock: Callable[[], float] = time.time,
+        recovery: GapRecovery | None = None,
     ) -> None:
         self.tracker = tracker
+        self.recovery = recovery
         self.publish = publish
         self.queue_log_path = queue_log_path
         self.clock = clock
@@ -59,16 +66,22 @@ class LiveTracking:
     def on_disconnected(self, reason: str) -> None:
         if self.lost_at is None:
             self.lost_at = self.clock()
+        if self.recovery is not None:
+            self.recovery.link_lost()
         self.publish(ev.LinkStateChanged(self.tracker.server, self.clock(), False, reason))
 
     async def on_connected(self, link: ListActions) -> None:
         """Rebuild live state: adopt calls in progress, close those that ended while we were away."""
         snapshot_at = self.tracker.last_event_at
+        if self.recovery is not None:
+            await self.recovery.begin()
         _, channels = await link.send_list("CoreShowChannels")
         _, status = await link.send_list("QueueStatus")
         entries = await self._missed_queue_log()
         now = self.clock()
         self._emit(self.tracker.resync(channels, status, now, entries, snapshot_at))
+        if self.recovery is not None:
+            self.recovery.start()  # the calls nobody saw, in the background
         self.resyncs += 1
         self.log.info(
             "resynchronised",
@@ -81,6 +94,10 @@ class LiveTracking:
         self.publish(ev.LinkStateChanged(self.tracker.server, now, True, "resynchronised"))
 
     async def _missed_queue_log(self) -> list[QueueLogEntry]:
+        if self.recovery is not None and not (self.queue_log_path and self.lost_at is not None):
+            # No file to read here (cti on another host), or a restart: PostgreSQL's rows.
+            open_since = min((r.started_at for r in self.tracker.open_calls()), default=None)
+            return await self.recovery.queue_log(open_since)
         if not self.queue_log_path or self.lost_at is None:
             return []
         # Calls that were open when the link dropped may have queue facts from before the drop too.
@@ -105,6 +122,8 @@ class LiveTracking:
         if not gone:
             return 0
         entries: list[QueueLogEntry] = []
+        if self.recovery is not None and not self.queue_log_path:
+            entries = await self.recovery.queue_log(min(r.started_at for r in gone))
         if self.queue_log_path:
             since = min(r.started_at for r in gone)
             try:

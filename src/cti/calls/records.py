@@ -8,8 +8,10 @@ from typing import Any, Literal
 Direction = Literal["inbound", "outbound", "internal"]
 # answered / abandoned / timeout / ivr_only / outbound_<reason>; see README "replay schema".
 HangupBy = Literal["caller", "agent", "system", "pbx", "unknown"]
-# How the record was closed: seen end to end, reconstructed after a reconnect, or cut by a PBX restart.
-ClosedBy = Literal["events", "resync", "queue_log", "pbx_restart", "shutdown", "reconcile", "evicted"]
+# How the record was closed: seen end to end, reconstructed after a reconnect, or cut by a PBX restart;
+# "cel": a call that began and ended while the daemon was away, rebuilt from Asterisk's CEL and
+# queue_log in PostgreSQL (calls/gap.py).
+ClosedBy = Literal["events", "resync", "queue_log", "pbx_restart", "shutdown", "reconcile", "evicted", "cel"]
 
 
 @dataclass(slots=True)

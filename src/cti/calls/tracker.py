@@ -29,6 +29,7 @@ from cti.calls.channels import (
     device_of,
     dial_status_outcome,
     dialed_number,
+    is_local_half,
     leg_of,
     originate_outcome,
     rings_a_device,
@@ -49,6 +50,7 @@ ENDED_MEMORY = 20_000
 # memory for ever. The periodic reconcile closes such calls long before; this is the last guard.
 MAX_LIVE_CALLS = 50_000
 ORIGINATE_ANSWERED = 4  # OriginateResponse Reason: AST_CONTROL_ANSWER
+CHANNEL_STATE_UP = "6"  # ChannelState of an answered channel (AST_STATE_UP)
 # How long a call whose queue conversation ended waits for a late AgentComplete.
 COMPLETE_GRACE_S = 2.0
 RESYNC_EVENTS = frozenset({"CoreShowChannel", "QueueParams", "QueueMember", "QueueEntry"})
@@ -122,6 +124,10 @@ class _LiveCall:
     origin_device: str | None = None
     dial_out: str | None = None
     dial_out_status: str | None = None
+    # Taken back from the database at start (`restore`): in progress when the daemon stopped.
+    restored: bool = False
+    # Held for the recovery (`CallTracker.hold_adopted`): how it is closed if released as seen.
+    held_as: ClosedBy = "events"
 
 
 class CallTracker:
@@ -161,6 +167,19 @@ class CallTracker:
         # OriginateResponses that arrived before their channel's Newchannel (Asterisk's threads
         # race: same millisecond), by the Uniqueid they name: held until the channel appears.
         self._early: OrderedDict[str, tuple[float, Message]] = OrderedDict()
+        # While a recovery from Asterisk's own records is pending, calls whose story those records
+        # hold and this tracker does not are held, not closed: adopted mid-way (their beginning
+        # unseen) and then ended (the part seen may not tell an abandon from a timeout), and
+        # those in progress at the last stop that ended before the restart (their end unseen).
+        # The recovery settles them from CEL and queue_log (`held`, `settle_held`,
+        # `forget_held`; calls/recovery.py).
+        self.hold_adopted = False
+        self._held: dict[str, _LiveCall] = {}
+        # OriginateResponses naming no channel (a failed Originate) that match no call, while a
+        # recovery is pending: most are the end of a call that began while the daemon was away
+        # and whose channels it never met; the recovery records that call from Asterisk's
+        # records, and only the others become attempts of their own (`orphans`).
+        self._orphans: list[tuple[float, Message]] = []
         self.members: dict[tuple[str, str], ev.AgentStateChanged] = {}
         self.unhandled: dict[str, int] = {}
         self._handlers: dict[str, Callable[[Message, float], list[ev.Event]]] = {
@@ -259,6 +278,15 @@ class CallTracker:
         """The latest event time seen (the PBX's clock when it stamps events)."""
         return self._last_at
 
+    def knows(self, linkedid: str) -> bool:
+        """The call is in progress here, waiting for a late event, or ended recently."""
+        return (
+            linkedid in self.calls
+            or linkedid in self._ended
+            or linkedid in self._completing
+            or linkedid in self._awaiting
+        )
+
     def open_calls(self) -> list[CallRecord]:
         return [c.record for c in self.calls.values()]
 
@@ -302,9 +330,31 @@ class CallTracker:
         if linkedid is None or not create or linkedid in self._ended or uid in self._dead:
             return None
         # A channel we never saw created (we connected mid-call): adopt it.
-        call = self.calls.get(linkedid) or self._new_call(linkedid, msg, at, prefix)[0]
-        self._add_channel(call, uid, msg.get(prefix + "Channel", ""))
+        call = self.calls.get(linkedid)
+        if call is None:
+            call = self._new_call(linkedid, msg, at, prefix)[0]
+            call.record.closed_by = "resync"  # its beginning was not seen, as a resync's adoption
+        channel = self._add_channel(call, uid, msg.get(prefix + "Channel", ""))
+        if call.record.closed_by == "resync":
+            self._adopt_origin(call, channel, msg.get(prefix + "ChannelState"))
         return call
+
+    def _adopt_origin(self, call: _LiveCall, channel: _Channel, state: str | None) -> None:
+        """An adopted call whose first channel is the `;1` of a Local pair was started by an
+        Originate (nothing else starts a call on one). Not answered yet, its OriginateResponse
+        is still to come (Asterisk sends it on the answer or the failure): it must find this
+        call, by the dialled leg as a live Originate's DialBegin would have keyed it, and not
+        make a second record of the same attempt."""
+        if channel.uniqueid != call.record.linkedid or not is_local_half(channel.name, "1"):
+            return
+        if state is None or state == CHANNEL_STATE_UP:
+            return
+        call.originated = True
+        key = call.originate_key = call.originate_key or device_of(channel.name)
+        if not call.ivr_seen:
+            call.record.direction = "outbound"
+        if not rings_a_device(key):
+            call.record.called = call.record.called or dialed_number(key)
 
     def _new_call(
         self, linkedid: str, msg: Message, at: float, prefix: str = "", direction: Direction = "inbound"
@@ -918,6 +968,9 @@ class CallTracker:
     def _call_over(self, call: _LiveCall, at: float) -> list[ev.Event]:
         call.record.ended_at = at
         self.calls.pop(call.record.linkedid, None)
+        if self.hold_adopted and call.record.closed_by == "resync":
+            self._hold(call, "events")
+            return []
         if self._completion_due(call):
             call.awaiting_complete_since = at
             self._completing[call.record.linkedid] = call
@@ -935,7 +988,7 @@ class CallTracker:
         if uid is not None and uid in self.channels:
             return self.channels[uid].call
         channel = msg.get("Channel", "")
-        candidates = [*self._awaiting.values(), *self.calls.values()]
+        candidates = [*self._awaiting.values(), *self.calls.values(), *self._held.values()]
         for call in candidates:
             if (
                 call.originated
@@ -955,6 +1008,9 @@ class CallTracker:
         call = self._find_originated(msg)
         out: list[ev.Event] = []
         uid = _known(msg.get("Uniqueid"))
+        if call is None and uid is None and self.hold_adopted:
+            self._orphans.append((at, msg))
+            return []
         if call is None and uid is not None:
             if uid in self._dead:
                 return []  # its call was recorded when its channels hung up
@@ -993,6 +1049,8 @@ class CallTracker:
                 _known(msg.get("Channel")),
             )
         )
+        if call.record.linkedid in self._held:
+            return out  # over, and settled by the recovery from Asterisk's records
         if call.record.linkedid in self._awaiting or call.record.linkedid not in self.calls:
             self._awaiting.pop(call.record.linkedid, None)
             out.extend(self._finalize(call, call.record.ended_at or at))
@@ -1256,7 +1314,15 @@ class CallTracker:
         for call in list(self.calls.values()):
             if not call.channels:
                 ended = call.record.ended_at or call.queue_log_end or at
-                out.extend(self._finalize(call, ended, "queue_log" if call.queue_log_uids else closed_by))
+                how: ClosedBy = "queue_log" if call.queue_log_uids else closed_by
+                if self.hold_adopted and call.restored and closed_by == "resync":
+                    # In progress at the stop, over by now: when and how it ended is in
+                    # Asterisk's records, not here (its end would be this resync's time).
+                    self.calls.pop(call.record.linkedid, None)
+                    call.record.ended_at = ended
+                    self._hold(call, how)
+                    continue
+                out.extend(self._finalize(call, ended, how))
         return out
 
     def _adopt_channel(self, m: Message, at: float) -> list[ev.Event]:
@@ -1268,6 +1334,8 @@ class CallTracker:
             call, out = self._new_call(linkedid, m, at - duration if duration else at)
             call.record.closed_by = "resync"
         channel = self._add_channel(call, m["Uniqueid"], m.get("Channel", ""))
+        if call.record.closed_by == "resync":
+            self._adopt_origin(call, channel, m.get("ChannelState"))
         channel.bridged = bool(_known(m.get("BridgeId")))
         if m.get("Application") == "Queue" and channel.bridged and not call.record.answered_at:
             # In conversation through a queue: answered while we were away; AgentComplete will
@@ -1317,7 +1385,7 @@ class CallTracker:
                 continue
             record.closed_by = "events"
             record.ended_at = None
-            call = _LiveCall(record=record, ivr_seen=bool(record.ivr_path))
+            call = _LiveCall(record=record, ivr_seen=bool(record.ivr_path), restored=True)
             call.originated = record.direction == "outbound"
             call.originate_resolved = record.originate_reason is not None
             self.calls[record.linkedid] = call
@@ -1333,6 +1401,96 @@ class CallTracker:
             call.queue_log_uids.add(entry.callid)
             out.extend(self._apply_entry(call, entry))
         return out
+
+    def close_recovered(
+        self,
+        record: CallRecord,
+        queue_log: Iterable[QueueLogEntry],
+        *,
+        originated: bool = False,
+        originate_answered_at: float | None = None,
+        hangup: tuple[HangupBy, float] | None = None,
+        closed_by: ClosedBy = "cel",
+    ) -> list[ev.Event]:
+        """Close a call this tracker never saw (it began and ended while the daemon was away),
+        rebuilt from Asterisk's own records (calls/gap.py: start, end, caller, IVR path from CEL):
+        its queue stays come from queue_log, then it is settled as any call, so its outcome, wait
+        and talk time and who hung up mean what a live call's do."""
+        call = _LiveCall(record=record, ivr_seen=bool(record.ivr_path), originated=originated)
+        call.originate_resolved = originated
+        call.originate_answered_at = originate_answered_at
+        call.hangup_signal = hangup
+        call.caller_hung_up = hangup is not None and hangup[0] == "caller"
+        for entry in queue_log:
+            call.queue_log_uids.add(entry.callid)
+            self._apply_entry(call, entry)
+        return self._finalize(call, record.ended_at or record.started_at, closed_by)
+
+    def complete_adopted(
+        self, earlier: CallRecord, *, originated: bool, originate_answered_at: float | None
+    ) -> bool:
+        """A call a resync adopted (in progress when the daemon came back) gets what the resync
+        could not see, from Asterisk's records of its beginning (calls/recovery.py): its start,
+        caller, direction and IVR steps, and for an Originate the number called and its answer
+        (the OriginateResponse went to a daemon that is no more). False if no such call here."""
+        call = self.calls.get(earlier.linkedid)
+        if call is None or call.record.closed_by != "resync":
+            return False
+        record = call.record
+        record.started_at = min(record.started_at, earlier.started_at)
+        first_seen = record.ivr_path[0].at if record.ivr_path else float("inf")
+        record.ivr_path[:0] = [step for step in earlier.ivr_path if step.at < first_seen]
+        call.ivr_seen = call.ivr_seen or bool(earlier.ivr_path)
+        if record.caller_raw is None:
+            record.caller_raw, record.caller_e164 = earlier.caller_raw, earlier.caller_e164
+        record.caller_name = record.caller_name or earlier.caller_name
+        if record.direction == "inbound" and not call.ivr_seen:
+            record.direction = earlier.direction
+        record.campaign, record.contact = (
+            record.campaign or earlier.campaign,
+            record.contact or earlier.contact,
+        )
+        if originated and not call.ivr_seen:
+            call.originated = True
+            record.called = record.called or earlier.called
+            if originate_answered_at is not None and record.originate_reason is None:
+                call.originate_resolved, call.originate_answered_at = True, originate_answered_at
+                record.originate_reason = ORIGINATE_ANSWERED
+        return True
+
+    def _hold(self, call: _LiveCall, how: ClosedBy) -> None:
+        call.held_as = how
+        self._held[call.record.linkedid] = call
+        self._remember_ended(call.record.linkedid)
+
+    def held(self) -> list[str]:
+        """The calls held while `hold_adopted` was on, oldest first: adopted ones that ended,
+        and those in progress at the last stop that ended before the first resync."""
+        return list(self._held)
+
+    def held_record(self, linkedid: str) -> CallRecord | None:
+        call = self._held.get(linkedid)
+        return None if call is None else call.record
+
+    def settle_held(self, linkedid: str) -> list[ev.Event]:
+        """Close a held call as seen here (its records could not be read)."""
+        call = self._held.pop(linkedid, None)
+        if call is None:
+            return []
+        return self._finalize(call, call.record.ended_at or self._last_at, call.held_as)
+
+    def orphans(self) -> list[tuple[float, Message]]:
+        """The OriginateResponses parked while `hold_adopted` was on (taken: the list empties)."""
+        found, self._orphans = self._orphans, []
+        return found
+
+    def settle_orphan(self, at: float, msg: Message) -> list[ev.Event]:
+        """An orphan response no recovered call explains: the attempt is recorded on its own."""
+        return self._on_originate_response(msg, at, hold=False)
+
+    def forget_held(self, linkedid: str) -> None:
+        """A held call recorded from Asterisk's records instead (calls/recovery.py)."""
+        self._held.pop(linkedid, None)
 
     def _call_by_queue_uid(self, uid: str) -> _LiveCall | None:
         call = self.calls.get(uid)

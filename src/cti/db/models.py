@@ -409,3 +409,15 @@ class DialerDnc(Base):
     phone_e164: Mapped[str] = mapped_column(Text, index=True)
     reason: Mapped[str | None] = mapped_column(Text)
     added_at: Mapped[datetime] = mapped_column(UTCDateTime, server_default=func.current_timestamp())
+
+
+class RecoveryMark(Base):
+    """How far each Asterisk server's events have been seen and stored (Asterisk's clock): after
+    a restart, the calls that ended later and were never recorded are read from Asterisk's CEL
+    and queue_log (calls/recovery.py). Written only while nothing is waiting to be stored."""
+
+    __tablename__ = "recovery_marks"
+
+    server: Mapped[str] = mapped_column(Text, primary_key=True)
+    seen_until: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)

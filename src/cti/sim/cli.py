@@ -42,6 +42,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--lab", action="store_true", help="the lab of ../shared/ami-captures (queues, agents)"
     )
     parser.add_argument("--truth", metavar="FILE", help="write the ground-truth log (JSON) here on exit")
+    parser.add_argument(
+        "--records-url",
+        metavar="URL",
+        help="also write CEL and queue_log rows to this PostgreSQL database, as the shipped "
+        "asterisk-conf makes Asterisk do (tables: asterisk-conf/postgresql-tables.sql)",
+    )
 
 
 def build_config(args: argparse.Namespace) -> SimConfig:
@@ -65,14 +71,16 @@ def build_config(args: argparse.Namespace) -> SimConfig:
     )
 
 
-async def serve(config: SimConfig, duration: float | None, truth_path: str | None) -> None:
+async def serve(
+    config: SimConfig, duration: float | None, truth_path: str | None, records_url: str | None = None
+) -> None:
     from cti.sim.pbx import SimulatedPbx
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with SimulatedPbx(config) as pbx:
+    async with SimulatedPbx(config, records_url) as pbx:
         where = f"{config.host}:{pbx.port}"
         print(
             f"cti sim: AMI on {where} (user {config.username}), speed x{config.speed}",
@@ -116,5 +124,5 @@ def main(args: argparse.Namespace) -> int:
     if args.speed <= 0:
         print("cti sim: --speed must be > 0", file=sys.stderr)
         return 2
-    asyncio.run(serve(config, args.duration, args.truth))
+    asyncio.run(serve(config, args.duration, args.truth, args.records_url))
     return 0

@@ -19,6 +19,7 @@ from cti.sim.devstate import DeviceStates
 from cti.sim.threads import Program, Thread
 
 Sink = Callable[[bytes], None]
+EmitListener = Callable[[str, Mapping[str, object], Mapping[str, object], Iterable[tuple[str, object]]], None]
 PRESENTATION_ALLOWED = "0 (Presentation Allowed, Not Screened)"
 PRESENTATION_UNAVAILABLE = "67 (Number Unavailable)"
 
@@ -53,6 +54,9 @@ class Core:
         self.on_create: list[Callable[[Channel], None]] = []
         self.on_destroy: list[Callable[[Channel], None]] = []
         self.on_thread_end: list[Callable[[Channel, bool], None]] = []
+        # Every event as it is emitted, with its channels and bridges as they stand then: what
+        # Asterisk also writes to its CEL and queue_log tables (sim/records.py).
+        self.on_emit: list[EmitListener] = []
 
     def reset(self) -> None:
         """After a restart: identifiers from zero, device states forgotten."""
@@ -76,6 +80,8 @@ class Core:
         extra: Iterable[tuple[str, object]] = (),
         action_id: str | None = None,
     ) -> None:
+        if self.on_emit:
+            extra = tuple(extra)  # read twice: the frame, then the listeners
         frame = wire.event(
             name,
             self.sched.stamp(),
@@ -88,6 +94,8 @@ class Core:
         self.counters.events += 1
         self.counters.by_name[name] = self.counters.by_name.get(name, 0) + 1
         self.sink(frame)
+        for listener in self.on_emit:
+            listener(name, snapshots or {}, values or {}, extra)
 
     def _device_event(self, device: str, state: str) -> None:
         self.emit("DeviceStateChange", values={"Device": device, "State": state})

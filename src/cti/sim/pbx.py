@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import random
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -28,6 +29,9 @@ from cti.sim.server import AmiServer
 from cti.sim.session import Session
 from cti.sim.traffic import Traffic
 from cti.sim.truth import Truth
+
+if TYPE_CHECKING:
+    from cti.sim.records import AsteriskTables
 
 log = structlog.get_logger(__name__)
 
@@ -81,8 +85,12 @@ class Faults:
 
 
 class SimulatedPbx:
-    def __init__(self, config: SimConfig | None = None) -> None:
+    def __init__(self, config: SimConfig | None = None, records_url: str | None = None) -> None:
         self.config = config or SimConfig()
+        # Also write CEL and queue_log rows to this PostgreSQL database, as the shipped
+        # asterisk-conf makes Asterisk do (sim/records.py).
+        self.records_url = records_url
+        self.records: AsteriskTables | None = None
         self.engine = Engine(self.config, self._broadcast)
         self.manager = Manager(self.engine, Hooks(self._logoff, self.restart))
         self.server = AmiServer(self.config.host, self.config.port, self._action, self._catch_up)
@@ -120,6 +128,11 @@ class SimulatedPbx:
         await self.close()
 
     async def start(self) -> None:
+        if self.records_url:
+            from cti.sim.records import AsteriskTables
+
+            self.records = AsteriskTables(self.records_url)
+            await self.records.start(self.engine)
         await self.server.start()
         if self._clock is not None:
             self._driver = asyncio.create_task(self._drive(), name="ami-sim-clock")
@@ -131,6 +144,8 @@ class SimulatedPbx:
         await asyncio.gather(*(t for t in (self._restarting, self._driver) if t), return_exceptions=True)
         self.traffic.stop()
         await self.server.close()
+        if self.records is not None:
+            await self.records.close()
 
     @property
     def port(self) -> int:

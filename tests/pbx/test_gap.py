@@ -1,0 +1,177 @@
+"""A call the daemon never saw, recorded from Asterisk's own records in PostgreSQL.
+
+The tier's PostgreSQL-backed variant: Asterisk 22.10.1 with the shipped configuration writes its
+queue_log (realtime, extconfig.conf) and its CEL (cel_pgsql) to a throwaway database on the
+local PostgreSQL, as well as the queue_log file. cti runs as on another host than the PBX: no
+queue_log file, `records_url` pointing at that database. cti is killed; a customer calls, goes
+through the SVI, is answered in support and hangs up, all while cti is dead; cti starts again
+and records the call from CEL and queue_log, checked against the queue_log file and the CDRs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sqlite3
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import UTC
+from pathlib import Path
+
+import asyncpg
+import pytest
+from daemon import CtiDaemon
+from floor import call_in, finish, log_in
+from lab import PG_HOST, PG_PORT, PG_TABLES, Asterisk, PgTarget, Ports, new_run_dir
+from sipp import Answer, SipLab
+from truth import agrees_with_cdr, close, queue_calls
+
+from cti.calls.queue_log import parse_lines
+
+SUPPORT = "1,1,1"
+ARTEFACTS = Path(os.environ.get("CTI_PBX_ARTEFACTS", "/tmp/cti-pbx-artefacts"))
+
+
+@pytest.fixture
+async def pg_target() -> AsyncIterator[PgTarget]:
+    """A throwaway database holding the tables of asterisk-conf/postgresql-tables.sql."""
+    admin, user = None, ""
+    for user in ("postgres", "root"):
+        try:
+            admin = await asyncpg.connect(host=PG_HOST, port=PG_PORT, user=user, database="test", timeout=5)
+            break
+        except (OSError, asyncpg.PostgresError, TimeoutError):
+            continue
+    if admin is None:
+        if os.environ.get("CTI_REQUIRE_PBX") == "1":
+            pytest.fail(f"no PostgreSQL at {PG_HOST}:{PG_PORT} for the tier's PostgreSQL variant")
+        pytest.skip(f"no PostgreSQL at {PG_HOST}:{PG_PORT}")
+    name = f"cti_gap_{uuid.uuid4().hex[:12]}"
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    target = PgTarget(name, user)
+    try:
+        conn = await asyncpg.connect(target.url)
+        try:
+            await conn.execute(PG_TABLES.read_text(encoding="utf-8"))
+        finally:
+            await conn.close()
+        yield target
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+@pytest.fixture
+def pbx(prefix: Path, pg_target: PgTarget, request: pytest.FixtureRequest) -> Iterator[Asterisk]:
+    """The tier's Asterisk, writing queue_log and CEL to `pg_target` too (lab.pgsql_overlay)."""
+    asterisk = Asterisk(prefix, new_run_dir(), Ports.pick(), pgsql=pg_target)
+    asterisk.prepare()
+    asterisk.start()
+    try:
+        yield asterisk
+    finally:
+        asterisk.stop()
+        reports = [getattr(request.node, f"report_{when}", None) for when in ("setup", "call")]
+        if any(getattr(r, "failed", False) for r in reports) or os.environ.get("CTI_PBX_KEEP") == "1":
+            kept = ARTEFACTS / request.node.name
+            shutil.rmtree(kept, ignore_errors=True)
+            shutil.move(str(asterisk.run), kept)
+            print(f"\nreal-PBX artefacts kept in {kept}")
+        else:
+            shutil.rmtree(asterisk.run, ignore_errors=True)
+
+
+@dataclass
+class RemoteCti(CtiDaemon):
+    """cti on another host than the PBX: no queue_log file to read, Asterisk's records in
+    PostgreSQL (`records_url`), both from the environment over the tier's cti.toml."""
+
+    records_url: str = ""
+
+    def env(self) -> dict[str, str]:
+        env = super().env()
+        env["CTI_AMI_QUEUE_LOG"] = ""
+        env["CTI_AMI_RECORDS_URL"] = self.records_url
+        return env
+
+
+@pytest.fixture
+def cti(pbx: Asterisk, pg_target: PgTarget, users_db: Path) -> Iterator[CtiDaemon]:
+    daemon = RemoteCti(pbx, pbx.run / "cti", records_url=pg_target.url)
+    daemon.write_config()
+    daemon.add_users(template=users_db)
+    daemon.start()
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
+
+
+def _mark(db: Path) -> list[tuple[str, str]]:
+    with sqlite3.connect(db) as conn:
+        try:
+            return list(conn.execute("SELECT server, seen_until FROM recovery_marks"))
+        except sqlite3.OperationalError:
+            return []
+
+
+async def _asterisk_rows(url: str, linkedid: str) -> tuple[list[asyncpg.Record], list[asyncpg.Record]]:
+    conn = await asyncpg.connect(url)
+    try:
+        cel = await conn.fetch("SELECT * FROM cel WHERE linkedid = $1 ORDER BY id", linkedid)
+        queue = await conn.fetch("SELECT * FROM queue_log WHERE callid = $1 ORDER BY id", linkedid)
+        return cel, queue
+    finally:
+        await conn.close()
+
+
+async def test_a_call_made_while_cti_is_dead_is_recorded_from_cel_and_queue_log(
+    pbx: Asterisk, sip: SipLab, cti: CtiDaemon, pg_target: PgTarget
+) -> None:
+    await log_in(pbx, sip, ["1001"], Answer(ring_ms=1000))
+    # Up a while first: it has stored how far it saw the PBX (what the next start reads from).
+    deadline = time.monotonic() + 30
+    while not await asyncio.to_thread(_mark, cti.db_path):
+        assert time.monotonic() < deadline, "no recovery mark stored"
+        await asyncio.sleep(0.5)
+    cti.stop(kill=True)  # kill -9: nothing written at exit
+
+    caller = call_in(sip, pbx, SUPPORT, hangup_after_ms=7000)
+    assert await finish(caller) == 0, caller.errors()
+    cti.start()
+    [call] = await cti.customer_calls(within_s=40)
+
+    truth = queue_calls(pbx.queue_log)[call["linkedid"]]
+    assert call["closed_by"] == "cel"
+    assert (call["outcome"], call["queue"], call["direction"]) == ("answered", "support", "inbound")
+    assert (
+        (call["agent"], call["agent_interface"])
+        == ("Agent 1001", "PJSIP/1001")
+        == (truth.agent, "PJSIP/1001")
+    )
+    assert call["hangup_by"] == "caller" == truth.completed_by
+    assert [(s["menu"], s["kind"], s["value"]) for s in call["ivr_path"]] == [
+        ("language", "enter", "enter"), ("language", "choice", "1"), ("main", "enter", "enter"),
+        ("main", "choice", "1"), ("support", "enter", "enter"), ("support", "choice", "1"),
+    ]  # fmt: skip
+    assert close(call["wait_s"], truth.wait_s), (call["wait_s"], truth.wait_s)
+    assert close(call["talk_s"], truth.talk_s), (call["talk_s"], truth.talk_s)
+    assert agrees_with_cdr(call, pbx.cdr_rows()) == []
+
+    # What Asterisk wrote to PostgreSQL is what it wrote to its file, line for line.
+    cel, queue_rows = await _asterisk_rows(pg_target.url, call["linkedid"])
+    assert {r["eventtype"] for r in cel} >= {"CHAN_START", "ANSWER", "BRIDGE_ENTER", "HANGUP", "LINKEDID_END"}
+    in_file = [e for e in parse_lines(pbx.queue_log.read_text().splitlines()) if e.callid == call["linkedid"]]
+    assert [(r["event"], r["queuename"], r["agent"]) for r in queue_rows] == [
+        (e.verb, e.queue, e.agent or "NONE") for e in in_file
+    ]
+    for row, entry in zip(queue_rows, in_file, strict=True):
+        assert [row[f"data{i + 1}"] for i in range(len(entry.fields))] == list(entry.fields)
+        # UTC (queue_log_realtime_use_gmt), to the microsecond; the file's are whole seconds.
+        assert 0 <= row["time"].replace(tzinfo=UTC).timestamp() - entry.at < 1.0
+    # The agent's *41, seen live before the kill, is stored once, as seen.
+    logins = await cti.sql("SELECT closed_by FROM calls WHERE caller_raw = '1001'")
+    assert logins == [("events",)]
