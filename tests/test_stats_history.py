@@ -4,6 +4,8 @@ checked."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -284,3 +286,17 @@ async def test_insert_helper_for_static_check(engine: AsyncEngine) -> None:  # n
         )
     rows = (await agent_report(engine, build_query("2026-11-23", None, "day", "UTC", now=at))).totals
     assert [(r["interface"], r["available_s"], r["logged_in_s"]) for r in rows] == [("PJSIP/9", 60, 60)]
+
+
+def test_the_command_line_offers_every_report_and_only_those() -> None:
+    from cti.stats.commands import REPORT_NAMES
+    from cti.stats.history import REPORTS
+
+    assert sorted(REPORT_NAMES) == sorted(REPORTS)
+
+
+def test_building_the_command_line_does_not_load_the_database_layer() -> None:
+    # Every `cti` command builds the whole parser; SQLAlchemy costs ~0.5 s to import.
+    code = "import sys; from cti.cli import build_parser; build_parser(); print('sqlalchemy' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "False", done.stderr
