@@ -32,6 +32,7 @@ from test_sim_daemon import settings
 METHODS = ("get", "post", "put", "patch", "delete")
 AGENT = ("agent1", "password1")
 CHEF = ("chef", "password2")
+SMALL_CSV = "nom;telephone\nA;0612345678\n"  # a contact file the page would send
 
 
 def registered(daemon: Daemon) -> set[tuple[str, str]]:
@@ -273,6 +274,18 @@ def calls(w: World) -> dict[tuple[str, str], list[tuple[str, str, Any]]]:
         ],
         ("POST", "/api/floor/logout"): [("chef", "/api/floor/logout", {"interface": "PJSIP/1001"})],
         ("GET", "/api/floor/abandoned"): [("chef", "/api/floor/abandoned", None)],
+        ("GET", "/admin"): [("nobody", "/admin", None)],
+        ("GET", "/api/admin/users"): [("chef", "/api/admin/users", None)],
+        ("POST", "/api/admin/users"): [("chef", "/api/admin/users", {"username": "x", "password": "short"})],
+        ("POST", "/api/admin/users/{name}/password"): [
+            ("chef", "/api/admin/users/x/password", {"password": "p"}),
+        ],
+        ("POST", "/api/admin/users/{name}/{action}"): [("chef", "/api/admin/users/x/disable", {})],
+        ("DELETE", "/api/admin/users/{name}"): [("chef", "/api/admin/users/x", {})],
+        ("POST", "/api/dialer/campaigns/{name}/contacts"): [
+            ("chef", "/api/dialer/campaigns/relance/contacts", {"csv": SMALL_CSV, "dry_run": True}),
+            ("chef", "/api/dialer/campaigns/nope/contacts", {"csv": "x"}),
+        ],
         ("POST", "/api/logout"): [("agent", "/api/logout", {})],  # last: it ends the agent's session
     }
 

@@ -41,6 +41,7 @@ USERS = {
 # Who calls, and whose object they name: the agent is alice; "other" objects are bob's.
 ACTORS = ("agent_own", "agent_other", "supervisor", "admin", "no_token", "forged")
 CALLER = {"agent_own": "alice", "agent_other": "alice", "supervisor": "sam", "admin": "ada"}
+SMALL_CSV = "nom;telephone\nA;0612345678\n"  # a contact file the page would send
 
 
 @dataclass
@@ -147,6 +148,7 @@ PUBLIC = (OK, OK, OK, OK, OK, OK)
 LOGGED_IN = (OK, OK, OK, OK, 401, 401)
 OWNED = (OK, 404, OK, OK, 401, 401)  # someone else's object answers as one that does not exist
 MANAGERS = (403, 403, OK, OK, 401, 401)
+ADMINS = (403, 403, 403, OK, 401, 401)
 
 Target = Callable[[World, str], Awaitable[tuple[str, Any]]]  # (world, "own"|"other") -> (path, body)
 
@@ -265,6 +267,22 @@ RULES: dict[tuple[str, str], tuple[tuple[Any, ...], Target]] = {
     ("POST", "/api/floor/pause"): (MANAGERS, _fixed("/api/floor/pause", {"interface": "PJSIP/1001"})),
     ("POST", "/api/floor/logout"): (MANAGERS, _fixed("/api/floor/logout", {"interface": "PJSIP/1001"})),
     ("GET", "/api/floor/abandoned"): (MANAGERS, _fixed("/api/floor/abandoned")),
+    ("GET", "/admin"): (PUBLIC, _fixed("/admin")),
+    ("GET", "/api/admin/users"): (ADMINS, _fixed("/api/admin/users")),
+    ("POST", "/api/admin/users"): (
+        ADMINS,
+        _fixed("/api/admin/users", {"username": "newcomer", "password": "long enough 1", "role": "agent"}),
+    ),
+    ("POST", "/api/admin/users/{name}/password"): (
+        ADMINS,
+        _fixed("/api/admin/users/newcomer/password", {"password": "long enough 2"}),
+    ),
+    ("POST", "/api/admin/users/{name}/{action}"): (ADMINS, _fixed("/api/admin/users/newcomer/enable", {})),
+    ("DELETE", "/api/admin/users/{name}"): (ADMINS, _fixed("/api/admin/users/nobody-here", {})),
+    ("POST", "/api/dialer/campaigns/{name}/contacts"): (
+        MANAGERS,
+        _fixed("/api/dialer/campaigns/relance/contacts", {"csv": SMALL_CSV, "dry_run": True}),
+    ),
     ("GET", "/api/stats/live"): (LOGGED_IN, _fixed("/api/stats/live")),
     ("GET", "/api/stats/metrics"): (LOGGED_IN, _fixed("/api/stats/metrics")),
     ("GET", "/api/stats/{report}"): (MANAGERS, _fixed("/api/stats/queues")),

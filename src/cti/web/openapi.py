@@ -224,6 +224,7 @@ TAGS = {
     "customers": "the customer directory (docs/directory.md)",
     "agent": "the agent's own phone and queues, through Asterisk",
     "floor": "the supervisor's floor: listen, whisper, barge, breaks, abandoned calls (docs/desktop.md)",
+    "admin": "users and their phones, roles, sessions (the admin page)",
     "stats": "live figures and reports (docs/metrics.md)",
     "dialer": "campaigns and their contacts (docs/dialer.md)",
     "operations": "health, metrics, this document",

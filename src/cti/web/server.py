@@ -54,6 +54,7 @@ PUBLIC = frozenset(
         "/login",
         "/desktop",
         "/wallboard",
+        "/admin",
     }
 )
 PRINCIPAL = web.RequestKey("principal", Principal)
@@ -289,6 +290,19 @@ async def page(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(path, headers={"Cache-Control": "no-store"})
 
 
+@operation(
+    "the campaign manager's and admin's page (its login form without a session)",
+    public=True,
+    media=HTML,
+    tag="pages",
+)
+async def admin_page(request: web.Request) -> web.StreamResponse:
+    path = STATIC / "admin.html"
+    if not path.is_file():
+        raise NotFound("page not built", error_id="page-missing")
+    return web.FileResponse(path, headers={"Cache-Control": "no-store"})
+
+
 # A strict policy for the API's documentation page: its script and style are files of ours.
 DOCS_HEADERS = {
     "Cache-Control": "no-store",
@@ -476,12 +490,14 @@ def runner_options(settings: WebSettings) -> dict[str, Any]:
 
 
 def _desk_routes() -> list[web.RouteDef]:
-    """The desktop's call controls and the supervisor's floor (their modules read this one's
-    context: imported late)."""
+    """The desktop's call controls, the supervisor's floor, the admin page (their modules read
+    this one's context: imported late)."""
+    from cti.web.admin_routes import ADMIN_ROUTES
     from cti.web.call_routes import CALL_ROUTES
+    from cti.web.campaign_upload import UPLOAD_ROUTES
     from cti.web.floor_routes import FLOOR_ROUTES
 
-    return [*CALL_ROUTES, *FLOOR_ROUTES]
+    return [*CALL_ROUTES, *FLOOR_ROUTES, *ADMIN_ROUTES, *UPLOAD_ROUTES, web.get("/admin", admin_page)]
 
 
 def build_app(
