@@ -188,3 +188,42 @@ async def floor_paused(floor: Any, agent: str, reason: str | None) -> None:
         return bool(rows) and (rows[0]["reason"] == reason if reason else rows[0]["state"] != "paused")
 
     await until(state, 10)
+
+
+ALWAYS = 'name = "always"\n[[window]]\nstart = "00:00"\nend = "23:59"\n'
+
+
+async def test_a_preview_contact_is_shown_called_and_dispositioned(tmp_path: Path, browser: Any) -> None:
+    from cti.dialer import store
+    from cti.dialer.importer import import_contacts
+
+    async with simulated_floor(tmp_path, agents=2) as floor:
+        engine = floor.daemon.engine
+        fields = {"ruleset": "custom", "ruleset_toml": ALWAYS, "dial_mode": "preview", "queue": "outbound"}
+        await store.create_campaign(engine, "rappels", fields)
+        contacts = tmp_path / "contacts.csv"
+        contacts.write_text("nom;téléphone;offre\nDupont;06 12 34 56 71;fibre\n", encoding="utf-8")
+        await import_contacts(engine, contacts, "rappels")
+        await store.change_state(engine, "rappels", "start")
+        page = await open_page(browser, floor.url, "/desktop", "agent1", "laptop", "fr")
+        await page.wait_for_selector("#outbound:not([hidden])")
+        await page.click("#preview-next")
+        await page.wait_for_selector("#preview:not([hidden])")
+        shown = await page.inner_text("#preview-fields")
+        assert "06 12 34 56 71" in shown and "fibre" in shown
+        await shoot(page, "desktop-preview", "laptop", "fr")
+        await page.click("#preview-call")
+        # A disposition is required before the next contact.
+        await page.wait_for_selector("#dispositions:not([hidden])")
+        assert await page.is_disabled("#preview-next")
+        await page.click("#dispo-buttons button[data-dispo=callback]")  # no date yet: refused
+        assert await page.is_visible("#dispositions")
+        await page.click("#dispo-buttons button[data-dispo=sale]")
+        await page.wait_for_selector("#dispositions", state="hidden")
+        assert not await page.is_disabled("#preview-next")
+        from sqlalchemy import text
+
+        async with engine.connect() as conn:
+            row = (await conn.execute(text("SELECT status, result FROM dialer_contacts"))).one()
+        assert row.result == "sale", row
+        await page.context.close()

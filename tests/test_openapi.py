@@ -264,6 +264,7 @@ def calls(w: World) -> dict[tuple[str, str], list[tuple[str, str, Any]]]:
             ("agent", "/api/agent/call/dtmf", {"digits": "x"}),
         ],
         ("GET", "/api/agent/transfer-targets"): [("agent", "/api/agent/transfer-targets", None)],
+        ("GET", "/api/agent/campaigns"): [("agent", "/api/agent/campaigns", None)],
         ("POST", "/api/floor/spy"): [
             ("chef", "/api/floor/spy", {"interface": "PJSIP/1001", "mode": "whisper"}),
             ("chef", "/api/floor/spy", {"interface": "PJSIP/1001", "mode": "shout"}),

@@ -260,6 +260,7 @@ RULES: dict[tuple[str, str], tuple[tuple[Any, ...], Target]] = {
     ("POST", "/api/agent/call/transfer/{step}"): (LOGGED_IN, _fixed("/api/agent/call/transfer/cancel", {})),
     ("POST", "/api/agent/call/dtmf"): (LOGGED_IN, _fixed("/api/agent/call/dtmf", {"digits": "1"})),
     ("GET", "/api/agent/transfer-targets"): (LOGGED_IN, _fixed("/api/agent/transfer-targets")),
+    ("GET", "/api/agent/campaigns"): (LOGGED_IN, _fixed("/api/agent/campaigns")),
     ("POST", "/api/floor/spy"): (
         MANAGERS,
         _fixed("/api/floor/spy", {"interface": "PJSIP/1001", "mode": "listen"}),

@@ -112,3 +112,13 @@ class AbandonedCall(ResponseModel):
 class AbandonedList(ResponseModel):
     since: str
     calls: list[AbandonedCall]
+
+
+class RunningCampaign(ResponseModel):
+    name: str
+    dial_mode: str
+    queue: str
+
+
+class RunningCampaigns(ResponseModel):
+    campaigns: list[RunningCampaign]

@@ -14,7 +14,15 @@ from cti.calls.controls import AgentCall, CallControls, ControlRefused, Phone, T
 from cti.directory.numbers import normalize
 from cti.web.api import body_of, operation
 from cti.web.auth import Principal
-from cti.web.call_models import CallControl, Colleague, Dtmf, Transfer, TransferTargets
+from cti.web.call_models import (
+    CallControl,
+    Colleague,
+    Dtmf,
+    RunningCampaign,
+    RunningCampaigns,
+    Transfer,
+    TransferTargets,
+)
 from cti.web.models import NoBody
 from cti.web.server import CTX, WebContext, principal_of
 
@@ -138,10 +146,29 @@ async def targets(request: web.Request) -> web.Response:
     return web.json_response(TransferTargets(colleagues=colleagues, queues=queues).model_dump())
 
 
+@operation(
+    "the campaigns running now (name, mode, queue): what an agent may preview",
+    response=RunningCampaigns,
+    tag="agent",
+)
+async def running_campaigns(request: web.Request) -> web.Response:
+    from cti.dialer.store import list_campaigns
+
+    principal_of(request)
+    found = await list_campaigns(request.app[CTX].users.engine)
+    rows = [
+        RunningCampaign(name=c.name, dial_mode=c.dial_mode, queue=c.queue)
+        for c in found
+        if c.state == "running"
+    ]
+    return web.json_response(RunningCampaigns(campaigns=rows).model_dump())
+
+
 CALL_ROUTES = [
     web.post("/api/agent/call/hangup", hangup),
     web.post("/api/agent/call/transfer", transfer),
     web.post("/api/agent/call/transfer/{step}", transfer_step),
     web.post("/api/agent/call/dtmf", dtmf),
     web.get("/api/agent/transfer-targets", targets),
+    web.get("/api/agent/campaigns", running_campaigns),
 ]

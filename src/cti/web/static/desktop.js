@@ -76,7 +76,7 @@
   function start() {
     $("login-panel").hidden = true; $("desk").hidden = false; $("logout").hidden = false; $("pause-box").hidden = false;
     text($("who"), user.display_name || user.username);
-    applyLang(); connect(); loadTickets();
+    applyLang(); connect(); loadTickets(); loadCampaigns();
   }
   function loggedOut() {   // the session ended (logout elsewhere, password changed, expired)
     ws = null; user = null; pop = null; tickets = new Map(); ticketId = null; wrapup = null;
@@ -201,7 +201,7 @@
   $("ready").onclick = ready;
 
   // ---------------------------------------------------------------- the call zone
-  function renderAll() { renderCall(); renderCustomer(); renderTicket(); renderTickets(); renderHistory(); renderState(); renderFigures(); }
+  function renderAll() { renderCall(); renderCustomer(); renderTicket(); renderTickets(); renderHistory(); renderState(); renderFigures(); renderOutbound(); }
   function renderCall() {
     $("pop").hidden = !pop; $("wrapup").hidden = !(wrapup && !pop); $("idle").hidden = !!pop;
     $("no-call").hidden = !!pop || !!wrapup;
@@ -483,6 +483,68 @@
         list.append(el("li", {}, b));
       });
   }
+
+  // ---------------------------------------------------------------- outbound: preview
+  // The running campaigns; "Contact suivant" shows the next contact with its campaign fields,
+  // "Appeler" dials it, "Passer" puts it back in line; after a call a disposition is required
+  // before the next contact (vente, RDV, argumenté, refus, rappel with its date, faux numéro,
+  // répondeur).
+  const DISPOSITIONS = ["sale", "appointment", "argued", "refused", "callback", "wrong_number", "no_answer"];
+  let previewed = null, toQualify = null;
+  async function loadCampaigns() {
+    try {
+      const r = await api("GET", "/api/agent/campaigns");
+      const sel = $("campaign-select"), keep = sel.value;
+      sel.replaceChildren(...r.campaigns.map((c) => el("option", { value: c.name, textContent: c.name + " (" + t("mode_" + c.dial_mode) + ")" })));
+      if (keep) sel.value = keep;
+      $("outbound").hidden = !r.campaigns.length;
+    } catch (e) { $("outbound").hidden = true; }
+  }
+  function renderOutbound() {
+    $("preview").hidden = !previewed;
+    $("dispositions").hidden = !toQualify;
+    $("preview-next").disabled = !!toQualify || !!previewed;
+    const dl = $("preview-fields"); dl.replaceChildren();
+    if (previewed) {
+      dl.append(el("dt", { textContent: t("phone") }), el("dd", { textContent: displayNumber(previewed.phone) }));
+      Object.entries(previewed.fields || {}).forEach(([k, v]) => dl.append(el("dt", { textContent: k }), el("dd", { textContent: String(v) })));
+    }
+    const box = $("dispo-buttons"); box.replaceChildren();
+    DISPOSITIONS.forEach((d) => box.append(el("button", { type: "button", textContent: t("dispo_" + d), onclick: () => qualify(d) }, )));
+    box.querySelectorAll("button").forEach((b, i) => { b.dataset.dispo = DISPOSITIONS[i]; });
+  }
+  $("preview-next").onclick = async () => {
+    const name = $("campaign-select").value;
+    if (!name) return;
+    try {
+      const r = await api("POST", "/api/dialer/campaigns/" + encodeURIComponent(name) + "/preview/next");
+      previewed = r.contact;
+      $("preview-empty").hidden = !!previewed; text($("preview-empty"), previewed ? "" : t("no_contact_now"));
+      renderOutbound();
+    } catch (e) { fail(e); }
+  };
+  $("preview-call").onclick = async () => {
+    if (!previewed) return;
+    try { await api("POST", "/api/dialer/contacts/" + previewed.id + "/dial"); toQualify = previewed; previewed = null; renderOutbound(); say(t("dialing") + " " + displayNumber(toQualify.phone)); }
+    catch (e) { fail(e); }
+  };
+  $("preview-skip").onclick = async () => {
+    if (!previewed) return;
+    try { await api("POST", "/api/dialer/contacts/" + previewed.id + "/skip"); previewed = null; renderOutbound(); }
+    catch (e) { fail(e); }
+  };
+  async function qualify(disposition) {
+    if (!toQualify) return;
+    const body = { disposition };
+    if (disposition === "callback") {
+      const at = $("dispo-callback-at").value;
+      if (!at) { say(t("callback_needs_date")); $("dispo-callback-at").focus(); return; }
+      body.callback_at = new Date(at).toISOString();
+    }
+    try { await api("POST", "/api/dialer/contacts/" + toQualify.id + "/disposition", body); toQualify = null; renderOutbound(); say(t("dispo_saved")); }
+    catch (e) { fail(e); }
+  }
+  setInterval(() => { if (user) loadCampaigns(); }, 30000);
 
   // ---------------------------------------------------------------- my figures
   function renderFigures() {

@@ -227,3 +227,23 @@ Object.assign(window.CTI_I18N.en, {
   why_campaign_not_started: "campaign not begun yet", why_campaign_ended: "campaign over", why_due: "due",
   why_blocked: "blocked", why_skipped: "skipped", why_recovered: "recovered after a stop",
 });
+
+// The desktop's outbound panel (preview campaigns and dispositions).
+Object.assign(window.CTI_I18N.fr, {
+  outbound: "Campagne sortante", next_contact: "Contact suivant", preview_call: "Appeler", preview_skip: "Passer",
+  disposition_needed: "Qualifiez l'appel avant le suivant :", callback_at: "Rappel le",
+  mode_preview: "aperçu", mode_progressive: "progressif", mode_predictive: "prédictif",
+  dispo_sale: "Vente", dispo_appointment: "RDV", dispo_argued: "Argumenté", dispo_refused: "Refus",
+  dispo_callback: "Rappel", dispo_wrong_number: "Faux numéro", dispo_no_answer: "Répondeur",
+  no_contact_now: "Aucun contact à appeler maintenant.", callback_needs_date: "Indiquez la date et l'heure du rappel.",
+  dispo_saved: "Appel qualifié.", "err_no-contact": "Ce contact n'est plus le vôtre.",
+});
+Object.assign(window.CTI_I18N.en, {
+  outbound: "Outbound campaign", next_contact: "Next contact", preview_call: "Call", preview_skip: "Skip",
+  disposition_needed: "Qualify the call before the next one:", callback_at: "Call back on",
+  mode_preview: "preview", mode_progressive: "progressive", mode_predictive: "predictive",
+  dispo_sale: "Sale", dispo_appointment: "Appointment", dispo_argued: "Argued", dispo_refused: "Refused",
+  dispo_callback: "Call back", dispo_wrong_number: "Wrong number", dispo_no_answer: "Answering machine",
+  no_contact_now: "No contact to call right now.", callback_needs_date: "Give the callback's date and time.",
+  dispo_saved: "Call qualified.", "err_no-contact": "This contact is no longer yours.",
+});
