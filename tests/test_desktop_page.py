@@ -227,3 +227,54 @@ async def test_a_preview_contact_is_shown_called_and_dispositioned(tmp_path: Pat
             row = (await conn.execute(text("SELECT status, result FROM dialer_contacts"))).one()
         assert row.result == "sale", row
         await page.context.close()
+
+
+async def test_a_callback_scheduled_on_the_desktop_is_dialled_at_its_time(
+    tmp_path: Path, browser: Any
+) -> None:
+    from datetime import UTC, datetime
+
+    from sqlalchemy import text
+
+    from cti.dialer import store
+    from cti.dialer.callbacks import CALLBACK_CAMPAIGN
+
+    async with simulated_floor(tmp_path, agents=2) as floor:
+        engine = floor.daemon.engine
+        # The centre's callback campaign, open at any hour for the test (the default is France's).
+        always = {"ruleset": "custom", "ruleset_toml": ALWAYS, "queue": "outbound"}
+        await store.create_campaign(engine, CALLBACK_CAMPAIGN, always)
+        page = await open_page(browser, floor.url, "/desktop", "agent1", "laptop", "fr")
+        due = await page.evaluate(
+            "(() => { const d = new Date(Date.now() + 8000); d.setMilliseconds(0);"
+            " const p = (n) => String(n).padStart(2, '0');"
+            " return [d.getTime(), `${d.getFullYear()}-${p(d.getMonth()+1)}-${p(d.getDate())}T`"
+            " + `${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`]; })()"
+        )
+        await page.fill("#cb-number", "06 12 34 56 99")
+        await page.fill("#cb-at", due[1])
+        await page.fill("#cb-note", "rappeler pour le devis")
+        await page.click("#callback-form button[type=submit]")
+        await page.wait_for_selector("#callbacks-list li[data-callback]")
+        assert "rappeler pour le devis" in await page.inner_text("#callbacks-list")
+
+        async def dialled() -> Any:
+            async with engine.connect() as conn:
+                return (
+                    await conn.execute(
+                        text(
+                            "SELECT a.created_at FROM dialer_attempts a JOIN dialer_contacts c"
+                            " ON c.id = a.contact_id WHERE c.phone_e164 = '+33612345699'"
+                        )
+                    )
+                ).first()  # fmt: skip
+
+        # Not before its time; dialled by the dialer once due.
+        assert await dialled() is None
+        await until(dialled, 20)
+        row = await dialled()
+        at = row.created_at
+        at = at if isinstance(at, datetime) else datetime.fromisoformat(str(at))
+        at = at if at.tzinfo else at.replace(tzinfo=UTC)
+        assert at.timestamp() >= due[0] / 1000 - 0.5, (at, due)
+        await page.context.close()

@@ -265,6 +265,11 @@ def calls(w: World) -> dict[tuple[str, str], list[tuple[str, str, Any]]]:
         ],
         ("GET", "/api/agent/transfer-targets"): [("agent", "/api/agent/transfer-targets", None)],
         ("GET", "/api/agent/campaigns"): [("agent", "/api/agent/campaigns", None)],
+        ("GET", "/api/agent/callbacks"): [("agent", "/api/agent/callbacks", None)],
+        ("POST", "/api/agent/callbacks"): [
+            ("agent", "/api/agent/callbacks", {"number": "0612345678", "at": "2099-01-05T10:00:00+01:00"}),
+            ("agent", "/api/agent/callbacks", {"number": "0612345678", "at": "2001-01-05T10:00:00+01:00"}),
+        ],
         ("POST", "/api/floor/spy"): [
             ("chef", "/api/floor/spy", {"interface": "PJSIP/1001", "mode": "whisper"}),
             ("chef", "/api/floor/spy", {"interface": "PJSIP/1001", "mode": "shout"}),

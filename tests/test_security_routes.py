@@ -261,6 +261,11 @@ RULES: dict[tuple[str, str], tuple[tuple[Any, ...], Target]] = {
     ("POST", "/api/agent/call/dtmf"): (LOGGED_IN, _fixed("/api/agent/call/dtmf", {"digits": "1"})),
     ("GET", "/api/agent/transfer-targets"): (LOGGED_IN, _fixed("/api/agent/transfer-targets")),
     ("GET", "/api/agent/campaigns"): (LOGGED_IN, _fixed("/api/agent/campaigns")),
+    ("GET", "/api/agent/callbacks"): (LOGGED_IN, _fixed("/api/agent/callbacks")),
+    ("POST", "/api/agent/callbacks"): (
+        LOGGED_IN,
+        _fixed("/api/agent/callbacks", {"number": "0612345678", "at": "2099-01-05T10:00:00+01:00"}),
+    ),
     ("POST", "/api/floor/spy"): (
         MANAGERS,
         _fixed("/api/floor/spy", {"interface": "PJSIP/1001", "mode": "listen"}),

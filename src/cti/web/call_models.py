@@ -122,3 +122,36 @@ class RunningCampaign(ResponseModel):
 
 class RunningCampaigns(ResponseModel):
     campaigns: list[RunningCampaign]
+
+
+class NewCallback(RequestModel):
+    MESSAGES: ClassVar[dict[str, str]] = {
+        "number": "'number' is the number to call back",
+        "at": "'at' is an ISO-8601 instant with its time zone",
+    }
+    number: Word
+    at: Word
+    note: Annotated[str, StringConstraints(max_length=500)] = ""
+    name: Annotated[str, StringConstraints(max_length=120)] = ""
+    for_me: bool = True
+
+
+class Callback(ResponseModel):
+    id: int
+    phone: str
+    at: str | None
+    for_me: bool
+    note: str
+    name: str
+    status: str
+
+
+class ScheduledCallback(ResponseModel):
+    id: int
+    campaign: str
+    phone: str
+    at: str
+
+
+class Callbacks(ResponseModel):
+    callbacks: list[Callback]

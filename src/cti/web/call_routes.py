@@ -15,11 +15,15 @@ from cti.directory.numbers import normalize
 from cti.web.api import body_of, operation
 from cti.web.auth import Principal
 from cti.web.call_models import (
+    Callback,
+    Callbacks,
     CallControl,
     Colleague,
     Dtmf,
+    NewCallback,
     RunningCampaign,
     RunningCampaigns,
+    ScheduledCallback,
     Transfer,
     TransferTargets,
 )
@@ -164,6 +168,54 @@ async def running_campaigns(request: web.Request) -> web.Response:
     return web.json_response(RunningCampaigns(campaigns=rows).model_dump())
 
 
+@operation(
+    "schedule a callback (date and time, number, note) for me or for the team",
+    response=ScheduledCallback,
+    status=201,
+    body=NewCallback,
+    bodiless="bad-json",
+    errors=(400,),
+    tag="agent",
+    description="The number joins the centre's callback campaign (rappels-clients): first in line once "
+    "due, judged by the calling-hours rules, dialled by the dialer.",
+)
+async def schedule_callback(request: web.Request) -> web.Response:
+    from datetime import datetime
+
+    from cti.dialer.callbacks import schedule
+
+    ctx = request.app[CTX]
+    me = principal_of(request)
+    body = await body_of(request, NewCallback)
+    number = normalize(body.number, getattr(ctx, "region", "FR"))
+    if number.e164 is None:
+        raise ControlRefused("not a phone number we can dial", "bad-number", 400, number=body.number)
+    try:
+        at = datetime.fromisoformat(body.at.replace("Z", "+00:00"))
+    except ValueError:
+        raise ControlRefused("'at' is an ISO-8601 instant", "bad-callback", 400, field="at") from None
+    done = await schedule(
+        ctx.users.engine,
+        number.e164,
+        body.number,
+        at,
+        me.username,
+        for_me=body.for_me,
+        note=body.note,
+        name=body.name,
+    )
+    return web.json_response(ScheduledCallback.model_validate(done).model_dump(), status=201)
+
+
+@operation("my callbacks to make, and the team's, soonest first", response=Callbacks, tag="agent")
+async def my_callbacks(request: web.Request) -> web.Response:
+    from cti.dialer.callbacks import upcoming
+
+    me = principal_of(request)
+    found = await upcoming(request.app[CTX].users.engine, me.username)
+    return web.json_response(Callbacks(callbacks=[Callback.model_validate(c) for c in found]).model_dump())
+
+
 CALL_ROUTES = [
     web.post("/api/agent/call/hangup", hangup),
     web.post("/api/agent/call/transfer", transfer),
@@ -171,4 +223,6 @@ CALL_ROUTES = [
     web.post("/api/agent/call/dtmf", dtmf),
     web.get("/api/agent/transfer-targets", targets),
     web.get("/api/agent/campaigns", running_campaigns),
+    web.post("/api/agent/callbacks", schedule_callback),
+    web.get("/api/agent/callbacks", my_callbacks),
 ]

@@ -76,7 +76,7 @@
   function start() {
     $("login-panel").hidden = true; $("desk").hidden = false; $("logout").hidden = false; $("pause-box").hidden = false;
     text($("who"), user.display_name || user.username);
-    applyLang(); connect(); loadTickets(); loadCampaigns();
+    applyLang(); connect(); loadTickets(); loadCampaigns(); loadCallbacks();
   }
   function loggedOut() {   // the session ended (logout elsewhere, password changed, expired)
     ws = null; user = null; pop = null; tickets = new Map(); ticketId = null; wrapup = null;
@@ -145,6 +145,7 @@
     if (next && next.state === "answered" && next.answered_at) answeredAt = next.answered_at;
     if (!next) { consult = null; answeredAt = null; }
     pop = next;
+    if (pop && pop.caller && !pop.caller.withheld && !$("cb-number").value) $("cb-number").value = displayNumber(pop.caller.e164 || pop.caller.raw || "");
     if (pop && pop.customer && pop.customer.customers && pop.customer.customers.length === 1) loadHistory(pop.customer.customers[0].id);
   }
 
@@ -201,7 +202,7 @@
   $("ready").onclick = ready;
 
   // ---------------------------------------------------------------- the call zone
-  function renderAll() { renderCall(); renderCustomer(); renderTicket(); renderTickets(); renderHistory(); renderState(); renderFigures(); renderOutbound(); }
+  function renderAll() { renderCall(); renderCustomer(); renderTicket(); renderTickets(); renderHistory(); renderState(); renderFigures(); renderOutbound(); renderCallbacks(); }
   function renderCall() {
     $("pop").hidden = !pop; $("wrapup").hidden = !(wrapup && !pop); $("idle").hidden = !!pop;
     $("no-call").hidden = !!pop || !!wrapup;
@@ -545,6 +546,35 @@
     catch (e) { fail(e); }
   }
   setInterval(() => { if (user) loadCampaigns(); }, 30000);
+
+  // ---------------------------------------------------------------- callbacks
+  // Scheduled from the desktop for me or the team; the dialer dials each once due (calling-hours
+  // rules apply). The list shows mine and the team's, the due ones marked.
+  let callbacks = [];
+  async function loadCallbacks() {
+    try { callbacks = (await api("GET", "/api/agent/callbacks")).callbacks; renderCallbacks(); } catch (e) { /* next time */ }
+  }
+  function renderCallbacks() {
+    const list = $("callbacks-list"); list.replaceChildren();
+    text($("callbacks-count"), callbacks.length);
+    callbacks.forEach((c) => {
+      const due = c.at && new Date(c.at).getTime() / 1000 <= serverNow();
+      const li = el("li", {}, el("strong", { textContent: when(c.at) }), " ", dialButton(c.phone),
+        " — " + (c.name ? c.name + " — " : "") + (c.note || "") + " (" + t(c.for_me ? "for_me" : "for_team") + ")");
+      li.dataset.callback = c.id; if (due) li.className = "due";
+      list.append(li);
+    });
+  }
+  $("callback-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const at = $("cb-at").value;
+    try {
+      await api("POST", "/api/agent/callbacks", { number: $("cb-number").value.trim(), at: new Date(at).toISOString(),
+        note: $("cb-note").value, name: pop ? callerName() : "", for_me: document.querySelector("input[name=cb-for]:checked").value === "me" });
+      say(t("callback_scheduled")); ev.target.reset(); loadCallbacks();
+    } catch (e) { fail(e); }
+  });
+  setInterval(() => { if (user) loadCallbacks(); }, 15000);
 
   // ---------------------------------------------------------------- my figures
   function renderFigures() {

@@ -247,3 +247,13 @@ Object.assign(window.CTI_I18N.en, {
   no_contact_now: "No contact to call right now.", callback_needs_date: "Give the callback's date and time.",
   dispo_saved: "Call qualified.", "err_no-contact": "This contact is no longer yours.",
 });
+
+// The desktop's callbacks.
+Object.assign(window.CTI_I18N.fr, {
+  callbacks: "Rappels", for_me: "pour moi", for_team: "pour l'équipe", schedule_callback: "Programmer le rappel",
+  callback_scheduled: "Rappel programmé.", "err_bad-callback": "Le rappel doit être dans le futur.",
+});
+Object.assign(window.CTI_I18N.en, {
+  callbacks: "Callbacks", for_me: "for me", for_team: "for the team", schedule_callback: "Schedule the callback",
+  callback_scheduled: "Callback scheduled.", "err_bad-callback": "A callback must be in the future.",
+});
