@@ -79,6 +79,14 @@ async def test_layout_state_language_ivr_and_ticket_actions(tmp_path: Path, brow
         await shoot(page, "desktop-call", "laptop", "en")
         await page.click("#lang")
 
+        # The call script: the charter's phases, and the queue's typologies pre-filling the category.
+        await page.wait_for_selector("#script:not([hidden])")
+        assert "Accueil" in await page.inner_text("#script-phases [aria-selected=true]")
+        await page.click("#script-next")
+        assert "Découverte" in await page.inner_text("#script-phases [aria-selected=true]")
+        await page.click("#script-typologies button[data-category=complaint]")
+        assert await page.eval_on_selector("#ticket-category", "s => s.value") == "complaint"
+
         # A resolved ticket offers to reopen it, not to put it on hold.
         await page.select_option("#ticket-category", "complaint")
         await page.fill("#ticket-notes", "Livraison manquée mardi")

@@ -202,7 +202,7 @@
   $("ready").onclick = ready;
 
   // ---------------------------------------------------------------- the call zone
-  function renderAll() { renderCall(); renderCustomer(); renderTicket(); renderTickets(); renderHistory(); renderState(); renderFigures(); renderOutbound(); renderCallbacks(); }
+  function renderAll() { renderCall(); renderCustomer(); renderTicket(); renderTickets(); renderHistory(); renderState(); renderFigures(); renderOutbound(); renderCallbacks(); renderScript(); }
   function renderCall() {
     $("pop").hidden = !pop; $("wrapup").hidden = !(wrapup && !pop); $("idle").hidden = !!pop;
     $("no-call").hidden = !!pop || !!wrapup;
@@ -575,6 +575,32 @@
     } catch (e) { fail(e); }
   });
   setInterval(() => { if (user) loadCallbacks(); }, 15000);
+
+  // ---------------------------------------------------------------- call script
+  // During a call: the charter's phases with their prompts, and the queue's typologies, each of
+  // which pre-fills the ticket's category (the agent still qualifies or resolves).
+  let phase = 0, scriptCall = null;
+  function renderScript() {
+    const inCall = !!(pop && pop.state === "answered");
+    $("script").hidden = !inCall;
+    if (!inCall) return;
+    if (scriptCall !== pop.linkedid) { scriptCall = pop.linkedid; phase = 0; }
+    const phases = window.CTI_SCRIPTS.phases[lang] || window.CTI_SCRIPTS.phases.fr;
+    $("script-phases").replaceChildren(...phases.map(([name], i) => {
+      const b = el("button", { type: "button", textContent: (i + 1) + ". " + name, onclick: () => { phase = i; renderScript(); } });
+      b.setAttribute("role", "tab"); b.setAttribute("aria-selected", String(i === phase)); return b;
+    }));
+    $("script-prompts").replaceChildren(...phases[phase][1].map((p) => el("li", { textContent: p })));
+    $("script-next").disabled = phase >= phases.length - 1;
+    const types = window.CTI_SCRIPTS.typologies[pop.queue] || window.CTI_SCRIPTS.typologies[pop.campaign] || window.CTI_SCRIPTS.typologies["*"];
+    $("script-typologies").replaceChildren(...types.map(([fr, en, category]) => {
+      const b = el("button", { type: "button", textContent: lang === "fr" ? fr : en, onclick: () => {
+        if (!$("ticket").hidden && !$("ticket-category").disabled) { $("ticket-category").value = category; say(t("category_set") + " " + categoryText(category)); }
+      } });
+      b.dataset.category = category; return b;
+    }));
+  }
+  $("script-next").onclick = () => { phase += 1; renderScript(); };
 
   // ---------------------------------------------------------------- my figures
   function renderFigures() {

@@ -257,3 +257,13 @@ Object.assign(window.CTI_I18N.en, {
   callbacks: "Callbacks", for_me: "for me", for_team: "for the team", schedule_callback: "Schedule the callback",
   callback_scheduled: "Callback scheduled.", "err_bad-callback": "A callback must be in the future.",
 });
+
+// The desktop's call script.
+Object.assign(window.CTI_I18N.fr, {
+  call_script: "Script d'appel", next_phase: "Phase suivante", typology: "Typologie (pré-remplit la catégorie du ticket) :",
+  category_set: "Catégorie proposée :",
+});
+Object.assign(window.CTI_I18N.en, {
+  call_script: "Call script", next_phase: "Next phase", typology: "Typology (pre-fills the ticket's category):",
+  category_set: "Category set:",
+});
