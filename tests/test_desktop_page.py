@@ -38,7 +38,7 @@ async def visible_text(page: Any) -> str:
 
 async def test_layout_state_language_ivr_and_ticket_actions(tmp_path: Path, browser: Any) -> None:
     async with simulated_floor(tmp_path) as floor:
-        _, agent = await answered_call(floor)
+        linkedid, agent = await answered_call(floor)
         page = await open_page(browser, floor.url, "/desktop", agent, "laptop", "fr")
         await page.wait_for_selector("#controls:not([hidden])", timeout=15_000)
         # The header tells the truth: in a call, never "Disponible".
@@ -78,6 +78,18 @@ async def test_layout_state_language_ivr_and_ticket_actions(tmp_path: Path, brow
         assert "Complaint" in options and "complaint" not in options
         await shoot(page, "desktop-call", "laptop", "en")
         await page.click("#lang")
+
+        # The customer file is editable from the pop.
+        await page.click("#customer-edit")
+        await page.fill("#edit-notes", "Livraison le mardi matin, sonner deux fois")
+        await page.click(".edit-customer button[type=submit]")
+        await page.wait_for_function(
+            "document.getElementById('pop-customer').textContent.includes('sonner deux fois')"
+        )
+        lookup = floor.daemon.pops.calls[linkedid].customer
+        assert lookup is not None
+        customer = await floor.daemon.directory.get_customer(lookup["customers"][0]["id"])
+        assert customer.notes == "Livraison le mardi matin, sonner deux fois"
 
         # The call script: the charter's phases, and the queue's typologies pre-filling the category.
         await page.wait_for_selector("#script:not([hidden])")

@@ -266,6 +266,11 @@ def calls(w: World) -> dict[tuple[str, str], list[tuple[str, str, Any]]]:
         ("GET", "/api/agent/transfer-targets"): [("agent", "/api/agent/transfer-targets", None)],
         ("GET", "/api/agent/campaigns"): [("agent", "/api/agent/campaigns", None)],
         ("GET", "/api/agent/callbacks"): [("agent", "/api/agent/callbacks", None)],
+        ("PATCH", "/api/customers/{id}"): [
+            ("agent", f"/api/customers/{customer}", {"notes": "rappeler après 18 h"}),
+            ("agent", f"/api/customers/{customer}", {"name": ""}),
+            ("agent", "/api/customers/99999", {"notes": "x"}),
+        ],
         ("POST", "/api/agent/callbacks"): [
             ("agent", "/api/agent/callbacks", {"number": "0612345678", "at": "2099-01-05T10:00:00+01:00"}),
             ("agent", "/api/agent/callbacks", {"number": "0612345678", "at": "2001-01-05T10:00:00+01:00"}),

@@ -207,6 +207,13 @@ def _customer(suffix: str = "") -> Target:
     return target
 
 
+def _customer_change() -> Target:
+    async def target(world: World, whose: str) -> tuple[str, Any]:
+        return f"/api/customers/{world.ids['customer']}", {"notes": "rappeler après 18 h"}
+
+    return target
+
+
 def _tickets_list() -> Target:
     async def target(world: World, whose: str) -> tuple[str, Any]:
         return ("/api/tickets" if whose == "own" else "/api/tickets?agent=bob"), None
@@ -262,6 +269,7 @@ RULES: dict[tuple[str, str], tuple[tuple[Any, ...], Target]] = {
     ("GET", "/api/agent/transfer-targets"): (LOGGED_IN, _fixed("/api/agent/transfer-targets")),
     ("GET", "/api/agent/campaigns"): (LOGGED_IN, _fixed("/api/agent/campaigns")),
     ("GET", "/api/agent/callbacks"): (LOGGED_IN, _fixed("/api/agent/callbacks")),
+    ("PATCH", "/api/customers/{id}"): (LOGGED_IN, _customer_change()),
     ("POST", "/api/agent/callbacks"): (
         LOGGED_IN,
         _fixed("/api/agent/callbacks", {"number": "0612345678", "at": "2099-01-05T10:00:00+01:00"}),

@@ -495,9 +495,11 @@ def _desk_routes() -> list[web.RouteDef]:
     from cti.web.admin_routes import ADMIN_ROUTES
     from cti.web.call_routes import CALL_ROUTES
     from cti.web.campaign_upload import UPLOAD_ROUTES
+    from cti.web.customer_edit import EDIT_ROUTES
     from cti.web.floor_routes import FLOOR_ROUTES
 
-    return [*CALL_ROUTES, *FLOOR_ROUTES, *ADMIN_ROUTES, *UPLOAD_ROUTES, web.get("/admin", admin_page)]
+    pages = [web.get("/admin", admin_page)]
+    return [*CALL_ROUTES, *FLOOR_ROUTES, *ADMIN_ROUTES, *UPLOAD_ROUTES, *EDIT_ROUTES, *pages]
 
 
 def build_app(

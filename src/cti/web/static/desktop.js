@@ -338,7 +338,31 @@
     if (cu.vip) head.append(" ", el("span", { className: "badge vip", textContent: "VIP" }));
     const phones = el("span"); (cu.phones || []).forEach((p, i) => { if (i) phones.append(", "); phones.append(dialButton(p.e164)); });
     wrap.append(head, fieldList([["account", cu.account], ["address", cu.address], ["phones", (cu.phones || []).length ? phones : null], ["customer_notes", cu.notes]]));
+    if (cu.id != null) wrap.append(el("button", { type: "button", id: "customer-edit", textContent: t("edit_customer"), onclick: () => { wrap.replaceWith(editForm(cu)); } }));
     return wrap;
+  }
+  // The file, editable: only what changed is sent; the phones line is the whole list.
+  function editForm(cu) {
+    const form = el("form", { className: "edit-customer" });
+    const input = (id, key, value, tag) => {
+      const i = el(tag || "input", { id, value: value || "" }); form.append(el("label", {}, el("span", { textContent: t(key) }), i)); return i;
+    };
+    const name = input("edit-name", "name", cu.name), account = input("edit-account", "account", cu.account);
+    const address = input("edit-address", "address", cu.address);
+    const phones = input("edit-phones", "phones", (cu.phones || []).map((p) => displayNumber(p.e164)).join(", "));
+    const notes = input("edit-notes", "customer_notes", cu.notes, "textarea");
+    form.append(el("div", { className: "row" }, el("button", { type: "submit", className: "primary", textContent: t("save_customer") }),
+      el("button", { type: "button", textContent: t("close"), onclick: () => renderCustomer() })));
+    form.onsubmit = async (ev) => {
+      ev.preventDefault();
+      try {
+        const saved = await api("PATCH", "/api/customers/" + cu.id, { name: name.value, account: account.value || null,
+          address: address.value || null, notes: notes.value || null, phones: phones.value.split(",").map((p) => p.trim()).filter(Boolean) });
+        if (pop && pop.customer && pop.customer.customers) pop.customer = { ...pop.customer, status: "found", customers: [saved] };
+        say(t("customer_saved")); renderCustomer();
+      } catch (e) { fail(e); }
+    };
+    return form;
   }
   function contactFile(contact) {
     const fields = (contact && contact.fields) || {};

@@ -267,3 +267,13 @@ Object.assign(window.CTI_I18N.en, {
   call_script: "Call script", next_phase: "Next phase", typology: "Typology (pre-fills the ticket's category):",
   category_set: "Category set:",
 });
+
+// Editing the customer file.
+Object.assign(window.CTI_I18N.fr, {
+  edit_customer: "Modifier la fiche", save_customer: "Enregistrer la fiche", customer_saved: "Fiche enregistrée.",
+  "err_customer-not-found": "Fiche introuvable.", "err_customer-invalid": "Champ de la fiche invalide.",
+});
+Object.assign(window.CTI_I18N.en, {
+  edit_customer: "Edit the file", save_customer: "Save the file", customer_saved: "File saved.",
+  "err_customer-not-found": "File not found.", "err_customer-invalid": "Invalid field in the file.",
+});
