@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import dataclasses
 import random
 import secrets
 import signal
@@ -20,7 +21,7 @@ from cti.config import AsteriskServer, DatabaseSettings, LogSettings, Secret, Se
 from cti.directory.importer import import_sample
 from cti.directory.numbers import display_form
 from cti.logs import configure_logging
-from cti.sim.config import call_centre_config
+from cti.sim.config import MemberSpec, SimConfig, call_centre_config
 from cti.sim.pbx import SimulatedPbx
 
 log = structlog.get_logger(__name__)
@@ -28,6 +29,9 @@ PASSWORD = "cti-demo"
 SUPERVISOR = "superviseur"
 # IVR digits of the simulated SVI: 1 support, 2 sales, 5 hotline (ring-all), 3 information, 9 invalid.
 CHOICES = {"1": 0.5, "2": 0.2, "5": 0.15, "3": 0.1, "9": 0.05}
+# An agent's first desktop connection gets a call into the hotline, which rings every free agent
+# at once: whoever just logged in sees a pop within seconds (digit 5 of the simulated SVI).
+WELCOME_QUEUE, WELCOME_DIGITS = "hotline", "5"
 
 
 @dataclass(frozen=True)
@@ -116,6 +120,7 @@ def _banner(daemon: Daemon, users: list[str], database: str) -> str:
             "cti demo is running (simulated PBX, SQLite, sample customers, live calls).",
             f"  Agent desktop:  {daemon.web_url}/desktop",
             f"  Wallboard:      {daemon.web_url}/wallboard",
+            f"  Management:     {daemon.web_url}/admin",
             f"  Agents:         {', '.join(users)}  (password: {PASSWORD})",
             f"  Supervisor:     {SUPERVISOR}  (password: {PASSWORD})",
             f"  Database:       {database}",
@@ -125,11 +130,41 @@ def _banner(daemon: Daemon, users: list[str], database: str) -> str:
     )
 
 
+def _config(options: DemoOptions) -> SimConfig:
+    """The simulated centre, its hotline ringing every agent (the welcome calls go there)."""
+    config = call_centre_config(options.agents, speed=1.0, seed=options.seed)
+    everyone = tuple(MemberSpec(a.exten) for a in config.agents)
+    queues = tuple(
+        dataclasses.replace(q, members=everyone) if q.name == WELCOME_QUEUE else q for q in config.queues
+    )
+    return dataclasses.replace(config, queues=queues)
+
+
+async def _welcome_calls(
+    daemon: Daemon, pbx: SimulatedPbx, options: DemoOptions, stop: asyncio.Event
+) -> None:
+    """A call for each agent whose desktop connects for the first time (the README's promise:
+    log in, and a call rings within seconds)."""
+    rng, known, welcomed = random.Random(options.seed + 1), _sample_numbers(), set[str]()
+    while not stop.is_set():
+        for username, clients in list(daemon.hub.clients.items()):
+            principal = next((c.principal for c in clients), None)
+            if principal is None or principal.role != "agent" or username in welcomed:
+                continue
+            welcomed.add(username)
+            number, name = _caller(rng, known)
+            pbx.inbound_call(number, name, digits=WELCOME_DIGITS, stay_s=90, talk_s=rng.uniform(20, 40))
+        try:
+            await asyncio.wait_for(stop.wait(), 0.5)
+        except TimeoutError:
+            continue
+
+
 async def run(options: DemoOptions) -> None:
     configure_logging("warning", "auto")
     workdir = Path(tempfile.mkdtemp(prefix="cti-demo-"))
     database = options.database or str(workdir / "cti-demo.db")
-    config = call_centre_config(options.agents, speed=1.0, seed=options.seed)
+    config = _config(options)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -141,6 +176,6 @@ async def run(options: DemoOptions) -> None:
             await import_sample(daemon.engine, "FR")
             users = await _users(daemon, options.agents)
             print(_banner(daemon, users, database), flush=True)
-            await _traffic(pbx, options, stop)
+            await asyncio.gather(_traffic(pbx, options, stop), _welcome_calls(daemon, pbx, options, stop))
         finally:
             await daemon.shutdown()
