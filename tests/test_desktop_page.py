@@ -246,6 +246,9 @@ async def test_a_preview_contact_is_shown_called_and_dispositioned(tmp_path: Pat
         async with engine.connect() as conn:
             row = (await conn.execute(text("SELECT status, result FROM dialer_contacts"))).one()
         assert row.result == "sale", row
+        # My day counts it: one contact argued, converted.
+        await page.wait_for_function("document.getElementById('fig-argued').textContent === '1'")
+        assert await page.inner_text("#fig-conversion") == "100 %"
         await page.context.close()
 
 

@@ -266,6 +266,7 @@ def calls(w: World) -> dict[tuple[str, str], list[tuple[str, str, Any]]]:
         ("GET", "/api/agent/transfer-targets"): [("agent", "/api/agent/transfer-targets", None)],
         ("GET", "/api/agent/campaigns"): [("agent", "/api/agent/campaigns", None)],
         ("GET", "/api/agent/callbacks"): [("agent", "/api/agent/callbacks", None)],
+        ("GET", "/api/agent/outbound-today"): [("agent", "/api/agent/outbound-today", None)],
         ("PATCH", "/api/customers/{id}"): [
             ("agent", f"/api/customers/{customer}", {"notes": "rappeler après 18 h"}),
             ("agent", f"/api/customers/{customer}", {"name": ""}),

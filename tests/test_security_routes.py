@@ -269,6 +269,7 @@ RULES: dict[tuple[str, str], tuple[tuple[Any, ...], Target]] = {
     ("GET", "/api/agent/transfer-targets"): (LOGGED_IN, _fixed("/api/agent/transfer-targets")),
     ("GET", "/api/agent/campaigns"): (LOGGED_IN, _fixed("/api/agent/campaigns")),
     ("GET", "/api/agent/callbacks"): (LOGGED_IN, _fixed("/api/agent/callbacks")),
+    ("GET", "/api/agent/outbound-today"): (LOGGED_IN, _fixed("/api/agent/outbound-today")),
     ("PATCH", "/api/customers/{id}"): (LOGGED_IN, _customer_change()),
     ("POST", "/api/agent/callbacks"): (
         LOGGED_IN,

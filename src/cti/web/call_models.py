@@ -155,3 +155,10 @@ class ScheduledCallback(ResponseModel):
 
 class Callbacks(ResponseModel):
     callbacks: list[Callback]
+
+
+class OutboundToday(ResponseModel):
+    qualified: int
+    argued: int
+    converted: int
+    conversion: float | None

@@ -21,6 +21,7 @@ from cti.web.call_models import (
     Colleague,
     Dtmf,
     NewCallback,
+    OutboundToday,
     RunningCampaign,
     RunningCampaigns,
     ScheduledCallback,
@@ -216,6 +217,22 @@ async def my_callbacks(request: web.Request) -> web.Response:
     return web.json_response(Callbacks(callbacks=[Callback.model_validate(c) for c in found]).model_dump())
 
 
+@operation(
+    "my outbound figures today: calls qualified, contacts argued, conversion",
+    response=OutboundToday,
+    tag="agent",
+)
+async def outbound_today(request: web.Request) -> web.Response:
+    from datetime import datetime
+
+    from cti.stats.agent_outbound import outbound_figures
+
+    me = principal_of(request)
+    midnight = datetime.now().astimezone().replace(hour=0, minute=0, second=0, microsecond=0)
+    figures = await outbound_figures(request.app[CTX].users.engine, me.username, midnight)
+    return web.json_response(OutboundToday.model_validate(figures).model_dump())
+
+
 CALL_ROUTES = [
     web.post("/api/agent/call/hangup", hangup),
     web.post("/api/agent/call/transfer", transfer),
@@ -225,4 +242,5 @@ CALL_ROUTES = [
     web.get("/api/agent/campaigns", running_campaigns),
     web.post("/api/agent/callbacks", schedule_callback),
     web.get("/api/agent/callbacks", my_callbacks),
+    web.get("/api/agent/outbound-today", outbound_today),
 ]

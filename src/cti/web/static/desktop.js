@@ -76,7 +76,7 @@
   function start() {
     $("login-panel").hidden = true; $("desk").hidden = false; $("logout").hidden = false; $("pause-box").hidden = false;
     text($("who"), user.display_name || user.username);
-    applyLang(); connect(); loadTickets(); loadCampaigns(); loadCallbacks();
+    applyLang(); connect(); loadTickets(); loadCampaigns(); loadCallbacks(); loadOutboundFigures();
   }
   function loggedOut() {   // the session ended (logout elsewhere, password changed, expired)
     ws = null; user = null; pop = null; tickets = new Map(); ticketId = null; wrapup = null;
@@ -566,7 +566,7 @@
       if (!at) { say(t("callback_needs_date")); $("dispo-callback-at").focus(); return; }
       body.callback_at = new Date(at).toISOString();
     }
-    try { await api("POST", "/api/dialer/contacts/" + toQualify.id + "/disposition", body); toQualify = null; renderOutbound(); say(t("dispo_saved")); }
+    try { await api("POST", "/api/dialer/contacts/" + toQualify.id + "/disposition", body); toQualify = null; renderOutbound(); say(t("dispo_saved")); loadOutboundFigures(); }
     catch (e) { fail(e); }
   }
   setInterval(() => { if (user) loadCampaigns(); }, 30000);
@@ -627,7 +627,14 @@
   $("script-next").onclick = () => { phase += 1; renderScript(); };
 
   // ---------------------------------------------------------------- my figures
+  let outbound = null;   // my outbound figures today (dispositions I gave)
+  async function loadOutboundFigures() {
+    try { outbound = await api("GET", "/api/agent/outbound-today"); renderFigures(); } catch (e) { /* next time */ }
+  }
+  setInterval(() => { if (user) loadOutboundFigures(); }, 60000);
   function renderFigures() {
+    text($("fig-argued"), outbound ? outbound.argued : 0);
+    text($("fig-conversion"), outbound ? pct(outbound.conversion) : "—");
     text($("fig-handled"), me ? me.handled ?? 0 : 0);
     text($("fig-dmc"), me && me.dmc_s != null ? clock(me.dmc_s) : "—");
     text($("fig-paused"), me && me.paused_s != null ? clock(me.paused_s) : "—");

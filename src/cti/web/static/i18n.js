@@ -277,3 +277,7 @@ Object.assign(window.CTI_I18N.en, {
   edit_customer: "Edit the file", save_customer: "Save the file", customer_saved: "File saved.",
   "err_customer-not-found": "File not found.", "err_customer-invalid": "Invalid field in the file.",
 });
+
+// The agent's outbound figures.
+Object.assign(window.CTI_I18N.fr, { fig_argued: "Contacts argumentés", fig_conversion: "Transformation" });
+Object.assign(window.CTI_I18N.en, { fig_argued: "Contacts argued", fig_conversion: "Conversion" });
