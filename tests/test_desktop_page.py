@@ -50,7 +50,7 @@ async def test_layout_state_language_ivr_and_ticket_actions(tmp_path: Path, brow
         await page.wait_for_selector("#ticket:not([hidden])")
 
         # Readable at 1366×768 and on a wall screen, usable on a phone: no sideways scroll.
-        for size in ("laptop", "wall", "phone"):
+        for size in ("laptop", "wall", "small", "phone"):
             await resize(page, size)
             assert await horizontal_overflow(page) == [], size
             await shoot(page, "desktop-call", size, "fr")
