@@ -100,3 +100,37 @@ async def test_campaign_created_loaded_started_and_paused(tmp_path: Path, browse
             await shoot(page, "admin-campaign", size, "fr")
         await page.context.close()
         assert PASSWORD
+
+
+async def test_a_supervisor_sets_a_queues_call_script_and_the_desktop_shows_it(
+    tmp_path: Path, browser: Any
+) -> None:
+    from floor_pages import answered_call
+
+    async with simulated_floor(tmp_path, agents=2) as floor:
+        page = await open_page(browser, floor.url, "/admin", "sam", "laptop", "fr")
+        await page.click("#tab-scripts")
+        await page.fill("#sc-key", "support")
+        await page.click("#sc-load")
+        await page.wait_for_selector(".sc-prompts")
+        await page.locator(".sc-prompts").first.fill(
+            "Bonjour, ici le support Fibre\nDemander le numéro de box"
+        )
+        await page.fill("#sc-typologies", "Box en panne = incident\nDéménagement = order")
+        await page.click("#script-form button[type=submit]")
+        await page.wait_for_function(
+            "document.getElementById('message').textContent.includes('Script enregistré')"
+        )
+        assert await horizontal_overflow(page) == []
+        await shoot(page, "admin-scripts", "laptop", "fr")
+        await page.context.close()
+
+        _, agent = await answered_call(floor)  # SVI 1: the support queue
+        desk = await open_page(browser, floor.url, "/desktop", agent, "laptop", "fr")
+        await desk.wait_for_selector("#script:not([hidden])", timeout=15_000)
+        await desk.wait_for_function(
+            "document.getElementById('script-prompts').textContent.includes('support Fibre')"
+        )
+        await desk.click("#script-typologies button:has-text('Box en panne')")
+        assert await desk.eval_on_selector("#ticket-category", "s => s.value") == "incident"
+        await desk.context.close()

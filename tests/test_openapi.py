@@ -267,6 +267,15 @@ def calls(w: World) -> dict[tuple[str, str], list[tuple[str, str, Any]]]:
         ("GET", "/api/agent/campaigns"): [("agent", "/api/agent/campaigns", None)],
         ("GET", "/api/agent/callbacks"): [("agent", "/api/agent/callbacks", None)],
         ("GET", "/api/agent/outbound-today"): [("agent", "/api/agent/outbound-today", None)],
+        ("PUT", "/api/floor/scripts/{key}"): [
+            ("chef", "/api/floor/scripts/support", {"phases": [{"name": "Accueil", "prompts": ["Bonjour"]}]}),
+            ("chef", "/api/floor/scripts/support", {"phases": []}),
+        ],
+        ("GET", "/api/scripts"): [("agent", "/api/scripts", None)],
+        ("DELETE", "/api/floor/scripts/{key}"): [
+            ("chef", "/api/floor/scripts/support", {}),
+            ("chef", "/api/floor/scripts/support", {}),
+        ],
         ("PATCH", "/api/customers/{id}"): [
             ("agent", f"/api/customers/{customer}", {"notes": "rappeler après 18 h"}),
             ("agent", f"/api/customers/{customer}", {"name": ""}),

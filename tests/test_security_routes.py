@@ -270,6 +270,12 @@ RULES: dict[tuple[str, str], tuple[tuple[Any, ...], Target]] = {
     ("GET", "/api/agent/campaigns"): (LOGGED_IN, _fixed("/api/agent/campaigns")),
     ("GET", "/api/agent/callbacks"): (LOGGED_IN, _fixed("/api/agent/callbacks")),
     ("GET", "/api/agent/outbound-today"): (LOGGED_IN, _fixed("/api/agent/outbound-today")),
+    ("GET", "/api/scripts"): (LOGGED_IN, _fixed("/api/scripts")),
+    ("PUT", "/api/floor/scripts/{key}"): (
+        MANAGERS,
+        _fixed("/api/floor/scripts/support", {"phases": [{"name": "Accueil", "prompts": ["Bonjour"]}]}),
+    ),
+    ("DELETE", "/api/floor/scripts/{key}"): (MANAGERS, _fixed("/api/floor/scripts/nothing-here", {})),
     ("PATCH", "/api/customers/{id}"): (LOGGED_IN, _customer_change()),
     ("POST", "/api/agent/callbacks"): (
         LOGGED_IN,

@@ -421,3 +421,16 @@ class RecoveryMark(Base):
     server: Mapped[str] = mapped_column(Text, primary_key=True)
     seen_until: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class CallScript(Base):
+    """A call script a supervisor set for a queue or a campaign (`key`; "*" for every other): its
+    phases with their prompts, and the typologies that pre-fill the ticket's category. Without
+    one the desktop shows the shipped charter (docs/desktop.md)."""
+
+    __tablename__ = "call_scripts"
+
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    script: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_by: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -497,9 +497,10 @@ def _desk_routes() -> list[web.RouteDef]:
     from cti.web.campaign_upload import UPLOAD_ROUTES
     from cti.web.customer_edit import EDIT_ROUTES
     from cti.web.floor_routes import FLOOR_ROUTES
+    from cti.web.script_routes import SCRIPT_ROUTES
 
     pages = [web.get("/admin", admin_page)]
-    return [*CALL_ROUTES, *FLOOR_ROUTES, *ADMIN_ROUTES, *UPLOAD_ROUTES, *EDIT_ROUTES, *pages]
+    return [*CALL_ROUTES, *FLOOR_ROUTES, *ADMIN_ROUTES, *UPLOAD_ROUTES, *EDIT_ROUTES, *SCRIPT_ROUTES, *pages]
 
 
 def build_app(

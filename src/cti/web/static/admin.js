@@ -37,10 +37,10 @@
 
   // ---------------------------------------------------------------- login, role, tabs
   function show(panel) {
-    ["login-panel", "refused", "campaigns", "users"].forEach((id) => { $(id).hidden = id !== panel; });
+    ["login-panel", "refused", "campaigns", "scripts", "users"].forEach((id) => { $(id).hidden = id !== panel; });
     $("logout").hidden = $("tabs").hidden = panel === "login-panel" || panel === "refused";
     $("link").hidden = panel === "login-panel";
-    ["campaigns", "users"].forEach((id) => $("tab-" + id).setAttribute("aria-current", id === panel ? "page" : "false"));
+    ["campaigns", "scripts", "users"].forEach((id) => $("tab-" + id).setAttribute("aria-current", id === panel ? "page" : "false"));
   }
   $("login-form").addEventListener("submit", async (ev) => {
     ev.preventDefault();
@@ -57,6 +57,39 @@
   }
   $("tab-campaigns").onclick = () => { show("campaigns"); loadCampaigns(); };
   $("tab-users").onclick = () => { show("users"); loadUsers(); };
+  $("tab-scripts").onclick = () => { show("scripts"); loadScript(); };
+
+  // ---------------------------------------------------------------- call scripts
+  // Four phases (name + one prompt per line) and the typologies ("label = category" per line).
+  const CHARTER = ["Accueil", "Découverte", "Proposition", "Conclusion"];
+  async function loadScript() {
+    const key = $("sc-key").value.trim() || "*";
+    let script = null;
+    try { script = ((await api("GET", "/api/scripts")).scripts || {})[key] || null; } catch (e) { say(errorText(e)); }
+    const phases = script ? script.phases : CHARTER.map((name) => ({ name, prompts: [] }));
+    while (phases.length < 4) phases.push({ name: "", prompts: [] });
+    $("sc-phases").replaceChildren(...phases.map((p, i) => el("div", {},
+      el("label", {}, el("span", { textContent: t("ad_phase") + " " + (i + 1) }), el("input", { className: "sc-name", value: p.name })),
+      el("label", {}, el("span", { textContent: t("ad_prompts") }), el("textarea", { className: "sc-prompts", rows: 4, value: p.prompts.join("\n") })))));
+    $("sc-typologies").value = script ? script.typologies.map((x) => x.label + " = " + x.category).join("\n") : "";
+  }
+  $("sc-load").onclick = loadScript;
+  $("script-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const names = [...document.querySelectorAll(".sc-name")].map((i) => i.value.trim());
+    const prompts = [...document.querySelectorAll(".sc-prompts")].map((a) => a.value.split("\n").map((l) => l.trim()).filter(Boolean));
+    const phases = names.map((name, i) => ({ name, prompts: prompts[i] })).filter((p) => p.name);
+    const typologies = $("sc-typologies").value.split("\n").map((l) => l.split("=")).filter((p) => p.length === 2 && p[0].trim() && p[1].trim())
+      .map(([label, category]) => ({ label: label.trim(), category: category.trim() }));
+    try {
+      await api("PUT", "/api/floor/scripts/" + encodeURIComponent($("sc-key").value.trim() || "*"), { phases, typologies });
+      say(t("ad_script_saved"));
+    } catch (e) { say(errorText(e)); }
+  });
+  $("sc-drop").onclick = async () => {
+    try { await api("DELETE", "/api/floor/scripts/" + encodeURIComponent($("sc-key").value.trim() || "*")); say(t("ad_done")); loadScript(); }
+    catch (e) { say(errorText(e)); }
+  };
 
   // ---------------------------------------------------------------- users
   const roleText = (r) => t("role_" + r);

@@ -76,7 +76,7 @@
   function start() {
     $("login-panel").hidden = true; $("desk").hidden = false; $("logout").hidden = false; $("pause-box").hidden = false;
     text($("who"), user.display_name || user.username);
-    applyLang(); connect(); loadTickets(); loadCampaigns(); loadCallbacks(); loadOutboundFigures();
+    applyLang(); connect(); loadTickets(); loadCampaigns(); loadCallbacks(); loadOutboundFigures(); loadScripts();
   }
   function loggedOut() {   // the session ended (logout elsewhere, password changed, expired)
     ws = null; user = null; pop = null; tickets = new Map(); ticketId = null; wrapup = null;
@@ -603,20 +603,34 @@
   // ---------------------------------------------------------------- call script
   // During a call: the charter's phases with their prompts, and the queue's typologies, each of
   // which pre-fills the ticket's category (the agent still qualifies or resolves).
-  let phase = 0, scriptCall = null;
+  let phase = 0, scriptCall = null, customScripts = {};
+  // Scripts a supervisor set (by queue or campaign, "*" for the others) replace the charter.
+  async function loadScripts() {
+    try { customScripts = (await api("GET", "/api/scripts")).scripts || {}; renderScript(); } catch (e) { /* the charter stays */ }
+  }
+  setInterval(() => { if (user) loadScripts(); }, 120000);
+  function scriptFor(call) {
+    const custom = customScripts[call.queue] || customScripts[call.campaign] || customScripts["*"];
+    if (custom) {
+      return { phases: custom.phases.map((p) => [p.name, p.prompts]), types: custom.typologies.map((x) => [x.label, x.label, x.category]) };
+    }
+    const S = window.CTI_SCRIPTS;
+    return { phases: S.phases[lang] || S.phases.fr, types: S.typologies[call.queue] || S.typologies[call.campaign] || S.typologies["*"] };
+  }
   function renderScript() {
     const inCall = !!(pop && pop.state === "answered");
     $("script").hidden = !inCall;
     if (!inCall) return;
     if (scriptCall !== pop.linkedid) { scriptCall = pop.linkedid; phase = 0; }
-    const phases = window.CTI_SCRIPTS.phases[lang] || window.CTI_SCRIPTS.phases.fr;
+    const script = scriptFor(pop), phases = script.phases;
+    if (phase >= phases.length) phase = 0;
     $("script-phases").replaceChildren(...phases.map(([name], i) => {
       const b = el("button", { type: "button", textContent: (i + 1) + ". " + name, onclick: () => { phase = i; renderScript(); } });
       b.setAttribute("role", "tab"); b.setAttribute("aria-selected", String(i === phase)); return b;
     }));
     $("script-prompts").replaceChildren(...phases[phase][1].map((p) => el("li", { textContent: p })));
     $("script-next").disabled = phase >= phases.length - 1;
-    const types = window.CTI_SCRIPTS.typologies[pop.queue] || window.CTI_SCRIPTS.typologies[pop.campaign] || window.CTI_SCRIPTS.typologies["*"];
+    const types = script.types;
     $("script-typologies").replaceChildren(...types.map(([fr, en, category]) => {
       const b = el("button", { type: "button", textContent: lang === "fr" ? fr : en, onclick: () => {
         if (!$("ticket").hidden && !$("ticket-category").disabled) { $("ticket-category").value = category; say(t("category_set") + " " + categoryText(category)); }

@@ -281,3 +281,19 @@ Object.assign(window.CTI_I18N.en, {
 // The agent's outbound figures.
 Object.assign(window.CTI_I18N.fr, { fig_argued: "Contacts argumentés", fig_conversion: "Transformation" });
 Object.assign(window.CTI_I18N.en, { fig_argued: "Contacts argued", fig_conversion: "Conversion" });
+
+// Call scripts on the management page.
+Object.assign(window.CTI_I18N.fr, {
+  ad_scripts: "Scripts d'appel", ad_scripts_hint: "Par file ou campagne (* pour les autres). Sans script, les postes montrent la charte ADPC livrée.",
+  ad_script_key: "File ou campagne", ad_typologies: "Typologies (une par ligne : libellé = catégorie)",
+  ad_save_script: "Enregistrer le script", ad_drop_script: "Revenir à la charte livrée", ad_phase: "Phase",
+  ad_prompts: "Consignes (une par ligne)", ad_script_saved: "Script enregistré : les postes l'affichent dès le prochain appel.",
+  "err_no-script": "Pas de script pour cette file.",
+});
+Object.assign(window.CTI_I18N.en, {
+  ad_scripts: "Call scripts", ad_scripts_hint: "By queue or campaign (* for the others). Without one, desktops show the shipped ADPC charter.",
+  ad_script_key: "Queue or campaign", ad_typologies: "Typologies (one per line: label = category)",
+  ad_save_script: "Save the script", ad_drop_script: "Back to the shipped charter", ad_phase: "Phase",
+  ad_prompts: "Prompts (one per line)", ad_script_saved: "Script saved: desktops show it from the next call.",
+  "err_no-script": "No script for this queue.",
+});
