@@ -82,7 +82,7 @@ async def test_campaign_created_loaded_started_and_paused(tmp_path: Path, browse
         )
         assert await page.evaluate("document.getElementById('upload-progress').value") == 100
         report = await page.inner_text("#upload-report")
-        assert "Ligne 4" in report
+        assert "Ligne 4 : '01 23' n'est pas un numéro valide (région FR)" in report
         await page.wait_for_function("document.getElementById('fig-ad_total').textContent === '2'")
         await page.click("#c-start")
         await page.wait_for_function("document.getElementById('c-state').textContent === 'en cours'")

@@ -234,6 +234,21 @@
     reader.onload = () => send(String(reader.result));
     reader.readAsText(file);
   });
+  // The importer's reasons (docs/dialer.md) in the page's language; another one is shown as is.
+  const REASONS = [
+    [/^no phone number$/, () => t("rr_no_phone")],
+    [/^('.*') is not a valid number \(region (\w+)\)(.*)$/, (m) => t("rr_invalid").replace("{n}", m[1]).replace("{r}", m[2]) + m[3]],
+    [/^('.*') is not a phone number$/, (m) => t("rr_not_phone").replace("{n}", m[1])],
+    [/^unknown time zone ('.*?')/, (m) => t("rr_zone").replace("{z}", m[1])],
+    [/^unknown country ('.*?')/, (m) => t("rr_country").replace("{c}", m[1])],
+    [/^consent ('.*?')/, (m) => t("rr_consent").replace("{v}", m[1])],
+    [/^priority ('.*?')/, (m) => t("rr_priority").replace("{v}", m[1])],
+    [/^duplicate/i, () => t("rr_duplicate")],
+  ];
+  function rowReason(reason) {
+    for (const [pattern, render] of REASONS) { const m = pattern.exec(reason || ""); if (m) return render(m); }
+    return reason;
+  }
   function send(csv) {
     const xhr = new XMLHttpRequest();
     const bar = $("upload-progress"); bar.hidden = false; bar.value = 0; $("upload-report").replaceChildren();
@@ -245,7 +260,7 @@
       if (xhr.status >= 400) { text($("upload-state"), errorText({ id: data.error_id, body: data })); return; }
       text($("upload-state"), t("ad_imported").replace("{accepted}", data.accepted).replace("{rejected}", data.rejected));
       const list = $("upload-report");
-      (data.reasons || []).forEach((r) => list.append(el("li", { textContent: t("ad_line") + " " + r.line + " : " + r.reason })));
+      (data.reasons || []).forEach((r) => list.append(el("li", { textContent: t("ad_line") + " " + r.line + " : " + rowReason(r.reason), title: r.reason })));
       refreshCampaign();
     };
     xhr.onerror = () => text($("upload-state"), t("err_generic"));

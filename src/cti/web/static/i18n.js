@@ -297,3 +297,17 @@ Object.assign(window.CTI_I18N.en, {
   ad_prompts: "Prompts (one per line)", ad_script_saved: "Script saved: desktops show it from the next call.",
   "err_no-script": "No script for this queue.",
 });
+
+// Why a row of a contact file was refused (the dialer's importer).
+Object.assign(window.CTI_I18N.fr, {
+  rr_no_phone: "pas de numéro de téléphone", rr_invalid: "{n} n'est pas un numéro valide (région {r})",
+  rr_not_phone: "{n} n'est pas un numéro de téléphone", rr_zone: "fuseau horaire inconnu {z} (ex. Europe/Paris)",
+  rr_country: "pays inconnu {c} : un code à deux lettres comme FR ou MA", rr_consent: "consentement {v} : oui ou non",
+  rr_priority: "priorité {v} : un nombre entier", rr_duplicate: "numéro en double dans la campagne",
+});
+Object.assign(window.CTI_I18N.en, {
+  rr_no_phone: "no phone number", rr_invalid: "{n} is not a valid number (region {r})",
+  rr_not_phone: "{n} is not a phone number", rr_zone: "unknown time zone {z} (e.g. Europe/Paris)",
+  rr_country: "unknown country {c}: a two-letter code such as FR or MA", rr_consent: "consent {v}: yes or no",
+  rr_priority: "priority {v}: a whole number", rr_duplicate: "number already in the campaign",
+});
