@@ -1,4 +1,4 @@
-"""Every real Asterisk 22 capture in ../shared/ami-captures, replayed through `cti replay`.
+"""Every real Asterisk 22 capture in tests/captures/lab (from ../shared/ami-captures), through `cti replay`.
 
 Expected records are written from each capture's .md description and its AgentConnect /
 AgentComplete / QueueCallerAbandon figures (whole seconds, hence the 1 s tolerance), never from
@@ -18,7 +18,7 @@ import pytest
 from cti.replay import replay_files
 
 CAPTURES = Path(__file__).resolve().parent / "captures" / "lab"
-pytestmark = pytest.mark.skipif(not CAPTURES.is_dir(), reason="../shared/ami-captures not present")
+pytestmark = pytest.mark.skipif(not CAPTURES.is_dir(), reason="tests/captures/lab is missing")
 
 IVR1 = ["main:enter=enter", "main:choice=1"]
 

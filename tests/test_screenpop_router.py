@@ -12,7 +12,7 @@ from cti.replay import replay_files
 from cti.screenpop.router import PopRouter
 
 CAPTURES = Path(__file__).resolve().parent / "captures" / "lab"
-pytestmark = pytest.mark.skipif(not CAPTURES.is_dir(), reason="../shared/ami-captures not present")
+pytestmark = pytest.mark.skipif(not CAPTURES.is_dir(), reason="tests/captures/lab is missing")
 
 USERS = {
     "Local/agent1@agents/n": "alice",

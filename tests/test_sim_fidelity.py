@@ -29,7 +29,7 @@ from cti.sim.config import SimConfig, lab_config
 from cti.sim.pbx import SimulatedPbx
 
 CAPTURES = Path(__file__).resolve().parent / "captures" / "lab"
-pytestmark = pytest.mark.skipif(not CAPTURES.is_dir(), reason="../shared/ami-captures not present")
+pytestmark = pytest.mark.skipif(not CAPTURES.is_dir(), reason="tests/captures/lab is missing")
 
 JEAN = '"Jean Dupont" <+33612345678>'
 

@@ -21,7 +21,7 @@ from test_daemon import event_bytes, settings_for, until
 
 CHROMIUM = os.environ.get("CTI_CHROMIUM", "/usr/bin/chromium")
 pytestmark = [
-    pytest.mark.skipif(not CAPTURES.is_dir(), reason="../shared/ami-captures not present"),
+    pytest.mark.skipif(not CAPTURES.is_dir(), reason="tests/captures/lab is missing"),
     pytest.mark.skipif(
         shutil.which(CHROMIUM) is None, reason=f"{CHROMIUM} not installed: apt-get install chromium"
     ),

@@ -141,7 +141,7 @@ async def test_stored_day_equals_the_live_day(engine: AsyncEngine) -> None:  # n
     """mixed_seed1 replayed live, its calls and agent-state spans stored: every report's totals
     over the day equal the live figures."""
     if not CAPTURES.is_dir():
-        pytest.skip("../shared/ami-captures not present")
+        pytest.skip("tests/captures/lab is missing")
     spans: list[Span] = []
     stats, last = replay_live([CAPTURES / "mixed_seed1.ami"], None, ZoneInfo("UTC"), on_spans=spans.extend)
     live = stats.snapshot(last + 10)

@@ -15,7 +15,7 @@ from cti.app import Daemon
 from fakeami import CAPTURES, FakeAmi
 from test_daemon import event_bytes, finished, settings_for, until
 
-pytestmark = pytest.mark.skipif(not CAPTURES.is_dir(), reason="../shared/ami-captures not present")
+pytestmark = pytest.mark.skipif(not CAPTURES.is_dir(), reason="tests/captures/lab is missing")
 PASSWORD = "correct horse battery"
 
 

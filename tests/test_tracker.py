@@ -15,7 +15,7 @@ from cti.calls.records import CallRecord
 from cti.calls.tracker import CallTracker
 
 CAPTURES = Path(__file__).resolve().parent / "captures" / "lab"
-pytestmark = pytest.mark.skipif(not CAPTURES.is_dir(), reason="../shared/ami-captures not present")
+pytestmark = pytest.mark.skipif(not CAPTURES.is_dir(), reason="tests/captures/lab is missing")
 
 
 def messages(name: str) -> list[Message]:
