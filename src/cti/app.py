@@ -9,7 +9,7 @@ import asyncio
 import secrets
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,8 +23,10 @@ from cti.ami.actions import ActionError, ActionTimeout, LinkDown
 from cti.ami.link import AmiLink
 from cti.bus import EventBus
 from cti.calls import events as ev
+from cti.calls.controls import Phone
 from cti.calls.ivr import IvrVocabulary
 from cti.calls.live import LiveTracking
+from cti.calls.pbxs import Pbx, PbxMap
 from cti.calls.recovery import MARGIN_S, GapRecovery
 from cti.calls.tracker import CallTracker
 from cti.config import AsteriskServer, Settings, TrackerSettings, redact_url
@@ -99,6 +101,9 @@ class Daemon:
             )
             self.trackings.append(tracking)
             self.links.append(link)
+        # Where each agent action, campaign and call control goes (calls/pbxs.py).
+        pairs = zip(self.links, self.trackings, strict=True)
+        self.pbxs = PbxMap([Pbx(t.tracker.server, link, t.tracker) for link, t in pairs])
         self._spawn(self._tick(), "tracker-tick")
         await self._start_desk()
         await self._start_agi()
@@ -202,7 +207,7 @@ class Daemon:
             health=self._health,
             tickets=self.tickets,
             directory=self.directory,
-            actions=AmiAgentLink(self.links[0]) if self.links else None,
+            actions=AmiAgentLink(self.pbxs) if self.links else None,
             settings=web_settings,
         )
         self.web_ctx.resume_extra.append(self._resume_tickets)
@@ -251,14 +256,16 @@ class Daemon:
         log.info("FastAGI server listening", addresses=[f"{h}:{p}" for h, p in server.addresses])
 
     def _start_dialer(self) -> list[web.RouteDef]:
-        """The outbound dialer on the first server's link: bus events in, Originates out."""
+        """The outbound dialer: bus events in, Originates out, each campaign on its server's link
+        (the first server's when it names none)."""
         from cti.dialer.engine import KINDS, DialerEngine
         from cti.dialer.routes import dialer_routes
         from cti.dialer.settings import dialer_clock
 
         settings = self.settings.dialer
         link, server = (self.links[0], self.links[0].server.name) if self.links else (None, "")
-        self.dialer = DialerEngine(self.engine, link, settings, dialer_clock(settings), server)
+        links = {lk.server.name: lk for lk in self.links} if len(self.links) > 1 else None
+        self.dialer = DialerEngine(self.engine, link, settings, dialer_clock(settings), server, links)
         # Queue members as the trackers know them now (the first resync may predate our consumer).
         self.dialer.members = lambda: [m for t in self.trackings for m in t.tracker.members.values()]
         self.bus.consume("dialer", self.dialer.on_event, kinds=KINDS)
@@ -492,32 +499,51 @@ def _answered_as(refused_id: str) -> Iterator[None]:
 
 
 class AmiAgentLink:
-    """Agent actions sent over one server's AMI link. What Asterisk refuses ("No such channel"
-    for a hang-up with no call) is a 409 with an error id, a link that is down a 503."""
+    """Agent actions, each sent over the AMI link of the server the agent's phone is on
+    (calls/pbxs.py: a phone no server knows, or several do, is a 409). What Asterisk refuses
+    ("No such channel" for a hang-up with no call) is a 409 with an error id, a link that is
+    down a 503."""
 
-    def __init__(self, link: AmiLink, click_to_call_context: str = "cti-click-to-call") -> None:
-        self.link = link
+    def __init__(self, pbxs: PbxMap[AmiLink], click_to_call_context: str = "cti-click-to-call") -> None:
+        self.pbxs = pbxs
         self.context = click_to_call_context
+
+    def link_for(self, phone: Phone, queue: str | None = None) -> AmiLink:
+        """The link to the server `phone` is on (for a queue login, or that has `queue`)."""
+        return self.pbxs.for_phone(phone, queue).link
+
+    def _link(self, action: str, phone: Phone, queue: str | None = None) -> AmiLink:
+        link = self.link_for(phone, queue)
+        log.info("agent action", action=action, server=link.server.name, agent=",".join(phone.interfaces))
+        return link
 
     async def queue_add(
         self, queue: str, interface: str, member_name: str, state_interface: str | None
     ) -> None:
+        phone = Phone((interface,), (state_interface,) if state_interface else ())
+        link = self._link("queue-add", phone, queue)
         with _answered_as("queue-refused"):
-            await commands.queue_add(self.link, queue, interface, member_name, state_interface)
+            await commands.queue_add(link, queue, interface, member_name, state_interface)
 
     async def queue_remove(self, queue: str, interface: str) -> None:
+        link = self._link("queue-remove", Phone((interface,)), queue)
         with _answered_as("queue-refused"):
-            await commands.queue_remove(self.link, queue, interface)
+            await commands.queue_remove(link, queue, interface)
 
     async def pause(self, interface: str, paused: bool, reason: str | None) -> None:
+        link = self._link("pause", Phone((interface,)))
         with _answered_as("pause-refused"):
-            await commands.queue_pause(self.link, interface, paused, reason)
+            await commands.queue_pause(link, interface, paused, reason)
 
-    async def click_to_call(self, device: str, number_e164: str, caller_id: str | None) -> str:
+    async def click_to_call(
+        self, device: str, number_e164: str, caller_id: str | None, interfaces: Sequence[str] = ()
+    ) -> str:
+        # The device alone is rarely known (no call yet): the agent's member interfaces say where.
+        link = self._link("click-to-call", Phone(tuple(interfaces), (device,)))
         action_id = f"cti-click-{secrets.token_hex(6)}"
         with _answered_as("call-refused"):
             await commands.originate(
-                self.link,
+                link,
                 device,
                 self.context,
                 variables={"CTI_DIAL": number_e164},
@@ -526,6 +552,7 @@ class AmiAgentLink:
             )
         return action_id
 
-    async def hangup(self, device: str) -> None:
+    async def hangup(self, device: str, interfaces: Sequence[str] = ()) -> None:
+        link = self._link("hangup", Phone(tuple(interfaces), (device,)))
         with _answered_as("no-live-call"):
-            await commands.hangup_device(self.link, device)
+            await commands.hangup_device(link, device)

@@ -219,7 +219,7 @@ def _scope_options(parser: argparse.ArgumentParser) -> None:
 
 def _campaign(args: argparse.Namespace) -> int:
     from cti.dialer import commands as dialer
-    from cti.dialer.campaigns import CampaignError
+    from cti.dialer.campaigns import CampaignError, check_server
 
     settings = load_settings(args.config)
     url = args.url or settings.database.url
@@ -228,7 +228,9 @@ def _campaign(args: argparse.Namespace) -> int:
     try:
         if what in ("create", "update"):
             run = dialer.run_campaign_create if what == "create" else dialer.run_campaign_update
-            return run(args.name, dialer.campaign_fields(args), url=url, as_json=as_json)
+            fields = dialer.campaign_fields(args)
+            check_server(fields.get("server"), [server.name for server in settings.asterisk])
+            return run(args.name, fields, url=url, as_json=as_json)
         at = dialer.parse_instant(args.at) if what == "why" else None
     except (CampaignError, ValueError) as exc:
         print(f"cti campaign {what}: {exc}", file=sys.stderr)
@@ -274,6 +276,7 @@ def _campaign_options(parser: argparse.ArgumentParser) -> None:
     _scope_options(parser)
     parser.add_argument("--region", help="region of national numbers in the CSV files (default: FR)")
     parser.add_argument("--principal", help="on whose behalf we call: caps per consumer span their campaigns")
+    parser.add_argument("--server", help="the [[asterisk]] server it dials on (default: the first)")
     parser.add_argument("--max-attempts", type=int, help="attempts per contact at most (default: 4)")
     parser.add_argument("--priority", type=int, help="higher campaigns are served first (default: 0)")
     parser.add_argument("--ring-timeout", type=int, help="seconds a call rings (at least 15; default: 25)")

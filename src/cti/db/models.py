@@ -302,6 +302,8 @@ class DialerCampaign(Base):
     region: Mapped[str] = mapped_column(Text, default="FR", server_default="FR")
     # The professional on whose behalf we call: caps "per consumer" count all their campaigns.
     principal: Mapped[str | None] = mapped_column(Text)
+    # The [[asterisk]] server (by name) whose trunk and queue the campaign uses; NULL: the first.
+    server: Mapped[str | None] = mapped_column(Text)
     retry_policy: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     max_attempts: Mapped[int] = mapped_column(Integer, default=4, server_default="4")
     priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

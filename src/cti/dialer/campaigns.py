@@ -104,6 +104,7 @@ class CampaignSpec:
     caller_id: str | None = None
     region: str = "FR"
     principal: str | None = None
+    server: str | None = None  # the [[asterisk]] server it dials on; None: the first configured
     agent_group: tuple[str, ...] = ()
     priority: int = 0
     ring_timeout_s: int = 25
@@ -208,6 +209,15 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return "[" + ", ".join(_toml_value(str(v)) for v in value) + "]"
+
+
+def check_server(server: str | None, known: list[str]) -> None:
+    """A campaign names a configured [[asterisk]] server or none (the first): a typo would leave
+    it idle, its status saying why, so it is refused when written (CLI and REST)."""
+    if server and known and server not in known:
+        raise CampaignError(
+            f"no Asterisk server named {server!r} (known: {', '.join(known)})", "unknown-server"
+        )
 
 
 def check_mode(mode: str) -> DialMode:

@@ -175,6 +175,7 @@ def campaign_fields(args: Any) -> dict[str, Any]:
         "caller_id": "caller_id",
         "region": "region",
         "principal": "principal",
+        "server": "server",
         "max_attempts": "max_attempts",
         "priority": "priority",
         "ring_timeout": "ring_timeout_s",

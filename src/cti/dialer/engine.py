@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import secrets
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -91,10 +91,11 @@ class AgentBoard:
     """Queue members as the tracker reports them (`AgentStateChanged`)."""
 
     def __init__(self) -> None:
-        self.members: dict[tuple[str, str], ev.AgentStateChanged] = {}
+        # Keyed by server too: two PBXs may each have a queue "outbound" and a PJSIP/1001.
+        self.members: dict[tuple[str, str, str], ev.AgentStateChanged] = {}
 
     def update(self, event: ev.AgentStateChanged) -> None:
-        key = (event.queue, event.interface)
+        key = (event.server, event.queue, event.interface)
         if event.logged_in:
             self.members[key] = event
         else:
@@ -105,9 +106,12 @@ class AgentBoard:
         for member in members:
             self.update(member)
 
-    def agents(self, queue: str, group: Sequence[str] = ()) -> Agents:
+    def agents(self, queue: str, group: Sequence[str] = (), server: str | None = None) -> Agents:
+        """The campaign's agents; on `server` only when given (its calls reach no other PBX's)."""
         chosen = [
-            m for (q, i), m in self.members.items() if (i in group if group else q == queue) and m.status != 5
+            m
+            for (s, q, i), m in self.members.items()
+            if (i in group if group else q == queue) and m.status != 5 and server in (None, s)
         ]
         interfaces = {m.interface for m in chosen}
         available = {m.interface for m in chosen if not m.paused}
@@ -152,9 +156,14 @@ class DialerEngine:
         settings: DialerSettings | None = None,
         clock: Clock = store.utcnow,
         server: str = "",
+        links: Mapping[str, commands.ActionSender] | None = None,
     ) -> None:
         self.db = db
         self.link = link
+        # Every configured server's link by name: a campaign with a `server` dials there; the
+        # others on `link` (the first server). None or {}: one server, every campaign on it.
+        self.links = dict(links or {})
+        self._misrouted: set[tuple[str, str]] = set()  # (campaign, server) already logged
         self.settings = settings or DialerSettings()
         self.clock = clock
         self.server = server
@@ -337,11 +346,13 @@ class DialerEngine:
         if closed is not None:
             status.reason = closed
             return []
-        if self.link is None:
-            status.reason = "no Asterisk link"
+        route = self._route(spec)
+        if isinstance(route, str):
+            status.reason = route
             return []
         async with self._lock:
-            status.agents = self.board.agents(spec.queue, spec.agent_group)
+            # Only the campaign's own PBX's agents: its calls reach no other PBX's queues.
+            status.agents = self.board.agents(spec.queue, spec.agent_group, route[0] if self.links else None)
             status.in_flight = sum(
                 1 for a in self.open.values() if a.campaign_id == spec.id and a.agent_at is None
             )
@@ -366,6 +377,28 @@ class DialerEngine:
             reserved = await self._reserve(spec, now, wanted)
             status.dialing = bool(reserved)
             return reserved
+
+    @property
+    def servers(self) -> list[str]:
+        """The servers a campaign may name ([] when the daemon has none)."""
+        return list(self.links) or ([self.server] if self.server else [])
+
+    def _route(self, spec: CampaignSpec) -> tuple[str, commands.ActionSender] | str:
+        """The server a campaign dials on and its link: its own `server`, else the first
+        configured; why not, when there is none (shown as the campaign's status, logged once)."""
+        if not spec.server or (spec.server == self.server and not self.links):
+            return "no Asterisk link" if self.link is None else (self.server, self.link)
+        link = self.links.get(spec.server)
+        if link is None:
+            known = ", ".join(self.links) or self.server or "none"
+            reason = f"server {spec.server!r} is not configured here (known: {known})"
+            if (spec.name, spec.server) not in self._misrouted:
+                self._misrouted.add((spec.name, spec.server))
+                log.error(
+                    "campaign on an unknown server", campaign=spec.name, server=spec.server, known=known
+                )
+            return reason
+        return spec.server, link
 
     async def _sample(self, spec: CampaignSpec, now: datetime) -> tuple[int, int, float | None]:
         """Recent finished attempts and how many a person answered; the drop rate over the
@@ -482,7 +515,7 @@ class DialerEngine:
                     action_id=action_id,
                     state="reserved",
                     mode=spec.dial_mode,
-                    server=self.server or None,
+                    server=(spec.server or self.server) or None,
                     created_at=now,
                 )
             )
@@ -506,10 +539,13 @@ class DialerEngine:
 
     # ------------------------------------------------------------------------------ sending
     async def _send(self, spec: CampaignSpec, attempt: OpenAttempt, variables: dict[str, str]) -> None:
-        assert self.link is not None
+        route = self._route(spec)
+        if isinstance(route, str):  # the configuration cannot change under a running engine
+            return
+        server, link = route
         channel = self.settings.dial_string.format(e164=attempt.phone, national=_national(attempt.phone))
         try:
-            await self.link.send(
+            await link.send(
                 "Originate",
                 {
                     "Channel": channel,
@@ -528,7 +564,13 @@ class DialerEngine:
             )
         except ActionError as exc:
             # Asterisk refused the action: nothing left the PBX.
-            log.warning("originate refused", campaign=spec.name, contact=attempt.contact_id, error=str(exc))
+            log.warning(
+                "originate refused",
+                campaign=spec.name,
+                server=server,
+                contact=attempt.contact_id,
+                error=str(exc),
+            )
             async with self._lock:
                 if attempt.action_id in self.open:
                     await self._close(attempt, "failed", self.clock(), None)
@@ -536,7 +578,11 @@ class DialerEngine:
         except (ActionTimeout, LinkDown) as exc:
             # Maybe sent, maybe not: left open, to be reconciled from the events or the deadline.
             log.warning(
-                "originate unconfirmed", campaign=spec.name, contact=attempt.contact_id, error=str(exc)
+                "originate unconfirmed",
+                campaign=spec.name,
+                server=server,
+                contact=attempt.contact_id,
+                error=str(exc),
             )
             return
         self.originated += 1

@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from cti.db.models import DialerAttempt, DialerContact
 from cti.dialer import store
+from cti.dialer.campaigns import check_server
 from cti.dialer.csv_import import NumberCheck, RowError
 from cti.dialer.dispositions import apply_disposition, campaign_stats
 from cti.dialer.engine import DialerEngine
@@ -70,6 +71,9 @@ class DialerResource:
         self.engine = engine
         self.db = engine.db
 
+    def _check_server(self, settings: dict[str, Any]) -> None:
+        check_server(settings.get("server"), self.engine.servers)
+
     async def campaign_doc(self, name: str) -> dict[str, Any]:
         row = await store.get_campaign(self.db, name)
         doc = store.campaign_json(row)
@@ -100,6 +104,7 @@ class DialerResource:
         require(request, MANAGER)
         body = await body_of(request, NewCampaign)
         settings = body.model_dump(exclude_unset=True, exclude={"name"})
+        self._check_server(settings)
         row = await store.create_campaign(self.db, body.name, settings)
         return web.json_response(store.campaign_json(row), status=201)
 
@@ -123,6 +128,7 @@ class DialerResource:
     async def change(self, request: web.Request) -> web.Response:
         require(request, MANAGER)
         settings = (await body_of(request, CampaignSettings)).model_dump(exclude_unset=True)
+        self._check_server(settings)
         row = await store.update_campaign(self.db, request.match_info["name"], settings)
         return web.json_response(store.campaign_json(row))
 

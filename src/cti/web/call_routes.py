@@ -34,11 +34,11 @@ from cti.web.server import CTX, WebContext, principal_of
 ERRORS = (404, 409, 503)
 
 
-def _controls(ctx: WebContext) -> CallControls:
-    link = getattr(ctx.actions, "link", None)
-    if link is None:
+def _controls(ctx: WebContext, phone: Phone) -> CallControls:
+    """The controls on the server the agent's phone is on (its live call's, calls/pbxs.py)."""
+    if ctx.actions is None:
         raise ControlRefused("no AMI link for call controls", "ami-unavailable", 503)
-    return CallControls(link)
+    return CallControls(ctx.actions.link_for(phone))
 
 
 def _phone(principal: Principal) -> Phone:
@@ -48,8 +48,9 @@ def _phone(principal: Principal) -> Phone:
 async def _my_call(request: web.Request) -> tuple[CallControls, AgentCall, Principal]:
     ctx = request.app[CTX]
     principal = principal_of(request)
-    controls = _controls(ctx)
-    return controls, await controls.find(_phone(principal)), principal
+    phone = _phone(principal)
+    controls = _controls(ctx, phone)
+    return controls, await controls.find(phone), principal
 
 
 def _done(action: str, call: AgentCall, channel: str, target: str | None = None) -> web.Response:

@@ -10,7 +10,7 @@ from datetime import datetime
 
 from aiohttp import web
 
-from cti.calls.controls import ControlRefused
+from cti.calls.controls import ControlRefused, Phone
 from cti.calls.supervision import Supervision
 from cti.stats.abandoned import abandoned_since
 from cti.web.api import body_of, operation
@@ -20,11 +20,12 @@ from cti.web.server import CTX, WebContext, require
 ERRORS = (403, 404, 409, 503)
 
 
-def _supervision(ctx: WebContext) -> Supervision:
-    link = getattr(ctx.actions, "link", None)
-    if link is None:
+def _supervision(ctx: WebContext, interface: str) -> Supervision:
+    """Actions on the server the agent's interface is on (calls/pbxs.py). A spy's Originate goes
+    there too: the supervisor's phone must be on the same PBX as the agent's."""
+    if ctx.actions is None:
         raise ControlRefused("no AMI link for supervision", "ami-unavailable", 503)
-    return Supervision(link)
+    return Supervision(ctx.actions.link_for(Phone((interface,))))
 
 
 @operation(
@@ -44,7 +45,9 @@ async def spy(request: web.Request) -> web.Response:
     if not me.devices:
         raise ControlRefused("no phone device is configured for you", "no-device", 409)
     action_id = f"cti-spy-{secrets.token_hex(6)}"
-    await _supervision(request.app[CTX]).spy(me.devices[0], body.interface, body.mode, action_id)
+    await _supervision(request.app[CTX], body.interface).spy(
+        me.devices[0], body.interface, body.mode, action_id
+    )
     reply = Spying(
         ok=True, mode=body.mode, interface=body.interface, from_device=me.devices[0], action_id=action_id
     )
@@ -59,7 +62,7 @@ async def force_pause(request: web.Request) -> web.Response:
     require(request, "supervisor")
     body = await body_of(request, ForcePause)
     reason = (body.reason or "supervisor") if body.paused else None
-    await _supervision(request.app[CTX]).pause(body.interface, body.paused, reason)
+    await _supervision(request.app[CTX], body.interface).pause(body.interface, body.paused, reason)
     return web.json_response(MemberChange(ok=True, interface=body.interface, paused=body.paused).model_dump())
 
 
@@ -70,7 +73,7 @@ async def force_pause(request: web.Request) -> web.Response:
 async def log_out(request: web.Request) -> web.Response:
     require(request, "supervisor")
     body = await body_of(request, Member)
-    queues = await _supervision(request.app[CTX]).log_out(body.interface)
+    queues = await _supervision(request.app[CTX], body.interface).log_out(body.interface)
     return web.json_response(MemberChange(ok=True, interface=body.interface, queues=queues).model_dump())
 
 

@@ -497,6 +497,7 @@ class Campaign(ResponseModel):
     fallback: str | None
     region: str
     principal: str | None
+    server: str | None = None  # the Asterisk server it dials on; null: the first configured
     retry_policy: dict[str, RetryRule]
     max_attempts: int
     priority: int
@@ -591,6 +592,7 @@ class CampaignSettings(RequestModel):
     ruleset_toml: str | None = None
     region: str | None = None
     principal: str | None = None
+    server: str | None = Field(None, description="the [[asterisk]] server it dials on; null: the first")
     retry_policy: dict[str, Any] | None = Field(
         None, description='by outcome: {"busy": {"delay": "15m", "max": 3}}'
     )

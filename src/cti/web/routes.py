@@ -14,11 +14,12 @@ Who may see and do what (docs/security.md, "Roles"):
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
 
+from cti.calls.controls import Phone
 from cti.directory.numbers import normalize
 from cti.web.api import body_of, operation
 from cti.web.auth import Principal
@@ -57,8 +58,13 @@ class AgentLink(Protocol):
     ) -> None: ...
     async def queue_remove(self, queue: str, interface: str) -> None: ...
     async def pause(self, interface: str, paused: bool, reason: str | None) -> None: ...
-    async def click_to_call(self, device: str, number_e164: str, caller_id: str | None) -> str: ...
-    async def hangup(self, device: str) -> None: ...
+    # `interfaces`: the agent's member interfaces, which say which server the device is on.
+    async def click_to_call(
+        self, device: str, number_e164: str, caller_id: str | None, interfaces: Sequence[str] = ()
+    ) -> str: ...
+    async def hangup(self, device: str, interfaces: Sequence[str] = ()) -> None: ...
+    # The link to the server a phone is on (for a queue login, or that has the queue).
+    def link_for(self, phone: Phone, queue: str | None = None) -> Any: ...
 
 
 def _actor(principal: Principal) -> Any:
@@ -356,7 +362,9 @@ async def agent_call(request: web.Request) -> web.Response:
     if number.e164 is None:
         raise ApiError("not a phone number we can dial", {"number": raw}, error_id="bad-number")
     # The agent's phone rings first, showing the customer's number: they see whom they call.
-    action_id = await _agent_link(ctx).click_to_call(_device(principal), number.e164, number.e164)
+    action_id = await _agent_link(ctx).click_to_call(
+        _device(principal), number.e164, number.e164, principal.interfaces
+    )
     return web.json_response(Dialing(dialing=number.e164, action_id=action_id).model_dump(), status=202)
 
 
@@ -364,7 +372,8 @@ async def agent_call(request: web.Request) -> web.Response:
 async def agent_hangup(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     await body_of(request, NoBody)
-    await _agent_link(ctx).hangup(_device(principal_of(request)))
+    principal = principal_of(request)
+    await _agent_link(ctx).hangup(_device(principal), principal.interfaces)
     return web.json_response(Ok(ok=True).model_dump())
 
 
