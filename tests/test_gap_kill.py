@@ -15,6 +15,7 @@ recovered from CEL (`closed_by: "cel"`) and those seen live alike.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -28,9 +29,10 @@ from typing import IO, Any
 
 import pytest
 
-from cti.sim.config import OutboundMix, TrafficSpec, call_centre_config
+from cti.sim.config import OutboundMix, SimConfig, TrafficSpec, call_centre_config
 from cti.sim.pbx import SimulatedPbx
 from cti.sim.truth import CallTruth
+from pbx.netcut import AmiRelay
 from test_gap_rebuild import records_url  # noqa: F401 - the fixture
 
 pytestmark = [pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals"), pytest.mark.timeout(240)]
@@ -144,8 +146,7 @@ def stored(db: Path) -> list[dict[str, Any]]:
     return [dict(zip(names, row, strict=True)) for row in rows(db, query)]
 
 
-async def test_two_kills_under_traffic_leave_no_call_unrecorded(tmp_path: Path, records_url: str) -> None:  # noqa: F811
-    db, log, web = tmp_path / "cti.db", tmp_path / "cti.log", free_port()
+def traffic_config() -> SimConfig:
     traffic = TrafficSpec(
         calls_per_minute=20,
         outbound_per_minute=4,
@@ -157,43 +158,29 @@ async def test_two_kills_under_traffic_leave_no_call_unrecorded(tmp_path: Path, 
     # No "failed": an Originate the network refuses makes no channel, hence no CEL row at all
     # (and during a gap only cti's own dialer, down with it, would originate).
     mix = OutboundMix(answered=5, busy=2, no_answer=2, congestion=1, failed=0)
-    config = call_centre_config(6, speed=SPEED, seed=1, traffic=traffic, outbound_mix=mix)
-    gaps: list[tuple[float, float]] = []
-    async with SimulatedPbx(config, records_url=records_url) as pbx:
-        settings = config_file(tmp_path, pbx.port, web, db, records_url)
-        process = await serve(settings, log)
-        try:
-            await healthy(web, process)
-            pbx.start_traffic(TRAFFIC_S)
-            for run, stop in enumerate(STOPS):
-                # Up long enough to have stored how far it saw the PBX (recovery_marks), past the
-                # gap it recovered: this daemon moves the mark once the gap is stored.
-                await moved(db, await asyncio.to_thread(rows, db, MARK))
-                await asyncio.sleep(2.0 + run)
-                await halt(process, stop)
-                down = pbx.now
-                await asyncio.sleep(DOWN_S)
-                gaps.append((down, pbx.now))
-                process = await serve(settings, log)
-                await healthy(web, process)
-            await asyncio.wait_for(pbx.traffic_finished(), 90)
-            await pbx.idle(timeout_s=120)
-            truth = {c.linkedid: c for c in pbx.truth.finished()}
-            await until(lambda: len(stored(db)) >= len(truth), within_s=60)
-            await asyncio.sleep(1.0)  # anything stored twice would show now
-            process.send_signal(signal.SIGTERM)
-            await asyncio.wait_for(process.wait(), 30)
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
+    return call_centre_config(6, speed=SPEED, seed=1, traffic=traffic, outbound_mix=mix)
 
+
+async def finish(pbx: SimulatedPbx, db: Path, process: asyncio.subprocess.Process) -> dict[str, CallTruth]:
+    """The traffic's end, every call stored, a clean stop; the simulator's ground truth."""
+    await asyncio.wait_for(pbx.traffic_finished(), 90)
+    await pbx.idle(timeout_s=120)
+    truth = {c.linkedid: c for c in pbx.truth.finished()}
+    with contextlib.suppress(AssertionError):  # what is missing is named by check()
+        await until(lambda: len(stored(db)) >= len(truth), within_s=60)
+    await asyncio.sleep(1.0)  # anything stored twice would show now
+    process.send_signal(signal.SIGTERM)
+    await asyncio.wait_for(process.wait(), 30)
+    return truth
+
+
+def check(truth: dict[str, CallTruth], db: Path, log: Path, gaps: list[tuple[float, float]]) -> None:
     calls = stored(db)
     by_id = {c["linkedid"]: c for c in calls}
     # None missing, none twice, nothing that never was.
     assert len(calls) == len(by_id)
     assert set(by_id) == set(truth), sorted(set(by_id) ^ set(truth))[:10]
-    # The gaps hid calls: some began and ended while the daemon was dead.
+    # The gaps hid calls: some began and ended while the daemon was dead or cut off.
     in_gap = [c for c in truth.values() if any(a <= c.started_at and (c.ended_at or 0) <= b for a, b in gaps)]
     recovered = [c for c in calls if c["closed_by"] == "cel"]
     assert len(in_gap) >= 5 and len(recovered) >= len(in_gap), (len(in_gap), len(recovered))
@@ -217,4 +204,60 @@ async def test_two_kills_under_traffic_leave_no_call_unrecorded(tmp_path: Path, 
     assert set(Counter(c["closed_by"] for c in calls)) <= {"events", "cel"}
     text = log.read_text(encoding="utf-8", errors="replace")
     assert "Traceback" not in text
-    assert text.count("gap recovered from Asterisk's CEL and queue_log") >= len(STOPS)
+    assert text.count("gap recovered from Asterisk's CEL and queue_log") >= len(gaps)
+
+
+async def test_stops_under_traffic_leave_no_call_unrecorded(tmp_path: Path, records_url: str) -> None:  # noqa: F811
+    db, log, web = tmp_path / "cti.db", tmp_path / "cti.log", free_port()
+    gaps: list[tuple[float, float]] = []
+    async with SimulatedPbx(traffic_config(), records_url=records_url) as pbx:
+        settings = config_file(tmp_path, pbx.port, web, db, records_url)
+        process = await serve(settings, log)
+        try:
+            await healthy(web, process)
+            pbx.start_traffic(TRAFFIC_S)
+            for run, stop in enumerate(STOPS):
+                # Up long enough to have stored how far it saw the PBX (recovery_marks), past the
+                # gap it recovered: this daemon moves the mark once the gap is stored.
+                await moved(db, await asyncio.to_thread(rows, db, MARK))
+                await asyncio.sleep(2.0 + run)
+                await halt(process, stop)
+                down = pbx.now
+                await asyncio.sleep(DOWN_S)
+                gaps.append((down, pbx.now))
+                process = await serve(settings, log)
+                await healthy(web, process)
+            truth = await finish(pbx, db, process)
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    check(truth, db, log, gaps)
+
+
+async def test_ami_cuts_under_traffic_leave_no_call_unrecorded(tmp_path: Path, records_url: str) -> None:  # noqa: F811
+    """The daemon keeps running, its AMI link is cut (a network outage) twice for 5 s: the gap
+    starts at the last event it saw (in memory, no restart)."""
+    db, log, web = tmp_path / "cti.db", tmp_path / "cti.log", free_port()
+    gaps: list[tuple[float, float]] = []
+    async with SimulatedPbx(traffic_config(), records_url=records_url) as pbx:
+        relay = AmiRelay(pbx.port)
+        settings = config_file(tmp_path, relay.port, web, db, records_url)
+        process = await serve(settings, log)
+        try:
+            await healthy(web, process)
+            pbx.start_traffic(TRAFFIC_S)
+            for run in range(2):
+                await asyncio.sleep(8.0 + run)
+                down = pbx.now
+                await asyncio.to_thread(relay.cut, DOWN_S)
+                await asyncio.sleep(DOWN_S)
+                gaps.append((down, pbx.now))
+                await until(lambda: _health(web) == "ok", within_s=30)
+            truth = await finish(pbx, db, process)
+        finally:
+            relay.close()
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    check(truth, db, log, gaps)

@@ -22,7 +22,7 @@ from cti.ami.parser import AmiParser
 from cti.calls import events as ev
 from cti.calls.gap import RebuildRules, RecoveredCall
 from cti.calls.queue_log import QueueLogEntry, parse_lines
-from cti.calls.records import CallRecord
+from cti.calls.records import CallRecord, IvrStep
 from cti.calls.recovery import GapRecovery
 from cti.calls.tracker import CallTracker
 
@@ -88,7 +88,8 @@ class Records:
         self, linkedids: Sequence[str], not_before: float, rules: RebuildRules, finished: bool = True
     ) -> list[RecoveredCall]:
         self.reads.append(tuple(linkedids))
-        return [self.calls[lid] for lid in linkedids if lid in self.calls and finished]
+        found = [self.calls[lid] for lid in linkedids if lid in self.calls]
+        return [c for c in found if c.record.ended_at is not None or not finished]
 
 
 class Store:
@@ -422,3 +423,128 @@ async def test_an_orphan_response_no_recovered_call_explains_is_an_attempt_of_it
         "outbound_busy",
         "0600000002",
     )
+
+
+# -- a call followed live that ended while the link was cut ----------------------------------------
+
+
+async def test_a_call_that_ended_during_an_ami_cut_is_recorded_from_the_records() -> None:
+    msgs = messages("inbound_answered")
+    called = next(i for i, m in enumerate(msgs) if m.get("Event") == "AgentCalled")
+    tracker, daemon = CallTracker(), Daemon()
+    feed(tracker, msgs[: called + 1])
+    [linkedid] = list(tracker.calls)
+    start = tracker.calls[linkedid].record.started_at
+    gap = recovery(tracker, Records([as_asterisk_saw_it(linkedid, start, start + 30)]), Store(None), daemon)
+    gap.link_lost()  # the link drops while the agent's phone rings
+    assert await gap.begin() == tracker.last_event_at
+    assert ended(tracker.resync([], [], at=start + 60)) == []  # not closed at the resync's instant
+    await gap.recover()
+    [record] = ended(daemon.published)
+    assert (record.linkedid, record.closed_by, record.ended_at, record.outcome, record.agent) == (
+        linkedid,
+        "cel",
+        start + 30,
+        "answered",
+        "Agent4",
+    )
+
+
+async def test_an_originate_whose_response_went_during_a_cut_is_answered_from_the_records() -> None:
+    """Followed live from its start; the link drops while it rings, the callee answers: the
+    OriginateResponse is lost, the call goes on. Without the records it would end as an inbound
+    `answered`, not as the campaign's `outbound_answered`."""
+    msgs = messages("outbound_answered")
+    response = next(i for i, m in enumerate(msgs) if m.get("Event") == "OriginateResponse")
+    tracker, daemon = CallTracker(), Daemon()
+    feed(tracker, msgs[:response])
+    [linkedid] = list(tracker.calls)
+    answered_at = float(msgs[response]["Timestamp"])
+    record = CallRecord("default", linkedid, "outbound", tracker.calls[linkedid].record.started_at)
+    as_asterisk = RecoveredCall(record, [], originated=True, originate_answered_at=answered_at)
+    gap = recovery(tracker, Records([as_asterisk]), Store(None), daemon)
+    gap.link_lost()
+    await gap.begin()
+    snapshot = [
+        Message({**m, "Event": "CoreShowChannel"}) for m in msgs[:response] if m.get("Event") == "Newchannel"
+    ]
+    tracker.resync(snapshot, [], at=answered_at)
+    assert linkedid in tracker.incomplete()
+    await gap.recover()
+    assert linkedid not in tracker.incomplete()
+    [ended_live] = ended(feed(tracker, msgs[response + 1 :]) + tracker.flush())
+    assert (ended_live.outcome, ended_live.closed_by) == ("outbound_answered", "events")
+
+
+async def test_an_originate_whose_dial_and_answer_went_during_a_cut_is_answered_from_the_records() -> None:
+    """Its Newchannels seen, then the link drops: its DialBegin (what marks an Originate live)
+    and its OriginateResponse are both lost."""
+    msgs = messages("outbound_answered")
+    dial = next(i for i, m in enumerate(msgs) if m.get("Event") == "DialBegin")
+    response = next(i for i, m in enumerate(msgs) if m.get("Event") == "OriginateResponse")
+    tracker, daemon = CallTracker(), Daemon()
+    feed(tracker, msgs[:dial])
+    [linkedid] = list(tracker.calls)
+    answered_at = float(msgs[response]["Timestamp"])
+    record = CallRecord("default", linkedid, "outbound", tracker.calls[linkedid].record.started_at)
+    record.called, record.campaign = "0600000001", "c1"
+    as_asterisk = RecoveredCall(record, [], originated=True, originate_answered_at=answered_at)
+    gap = recovery(tracker, Records([as_asterisk]), Store(None), daemon)
+    gap.link_lost()
+    await gap.begin()
+    created = [m for m in msgs[:dial] if m.get("Event") == "Newchannel"]
+    tracker.resync([Message({**m, "Event": "CoreShowChannel"}) for m in created], [], at=answered_at)
+    await gap.recover()
+    [ended_live] = ended(feed(tracker, msgs[response + 1 :]) + tracker.flush())
+    assert (ended_live.outcome, ended_live.direction, ended_live.called, ended_live.campaign) == (
+        "outbound_answered",
+        "outbound",
+        "0600000001",
+        "c1",
+    )
+
+
+async def test_such_an_originate_that_ends_before_the_pass_is_recorded_from_the_records() -> None:
+    """The same, but it hangs up as the link comes back, before the pass has read its records:
+    held, not closed as an inbound `answered`."""
+    msgs = messages("outbound_answered")
+    dial = next(i for i, m in enumerate(msgs) if m.get("Event") == "DialBegin")
+    response = next(i for i, m in enumerate(msgs) if m.get("Event") == "OriginateResponse")
+    tracker, daemon = CallTracker(), Daemon()
+    feed(tracker, msgs[:dial])
+    [linkedid] = list(tracker.calls)
+    start, end = tracker.calls[linkedid].record.started_at, float(msgs[-2]["Timestamp"])
+    record = CallRecord("default", linkedid, "outbound", start, end, called="0600000001", originate_reason=4)
+    as_asterisk = RecoveredCall(record, [], originated=True, originate_answered_at=start + 3)
+    gap = recovery(tracker, Records([as_asterisk]), Store(None), daemon)
+    gap.link_lost()
+    await gap.begin()
+    created = [m for m in msgs[:dial] if m.get("Event") == "Newchannel"]
+    tracker.resync([Message({**m, "Event": "CoreShowChannel"}) for m in created], [], at=start + 3)
+    assert ended(feed(tracker, msgs[response + 1 :])) == []
+    assert tracker.held() == [linkedid]
+    await gap.recover()
+    [settled] = ended(daemon.published)
+    assert (settled.linkedid, settled.closed_by, settled.outcome) == (linkedid, "cel", "outbound_answered")
+
+
+async def test_an_adopted_call_that_ran_the_ivr_before_the_cut_is_hung_up_by_the_system() -> None:
+    """A customer in the SVI when the daemon came back; the SVI hangs up after the last menu.
+    Which channel ran the dialplan comes from the records: from the live part alone, the SVI's
+    own hangup looked like the caller's."""
+    msgs = messages("inbound_ivr_only")
+    last_step = max(i for i, m in enumerate(msgs) if m.get("Event") == "UserEvent")
+    created = [m for m in msgs if m.get("Event") == "Newchannel"]
+    linkedid, ivr_side = created[0]["Uniqueid"], created[1]["Uniqueid"]
+    start = float(created[0]["Timestamp"])
+    tracker, daemon = CallTracker(), Daemon()
+    step = IvrStep(float(msgs[last_step]["Timestamp"]), "main", "choice", "9")
+    record = CallRecord("default", linkedid, "inbound", start, ivr_path=[step])
+    as_asterisk = RecoveredCall(record, [], originated=True, dialplan_uids=frozenset({ivr_side}))
+    gap = recovery(tracker, Records([as_asterisk]), Store(mark=start - 60), daemon)
+    await gap.begin()
+    snapshot = [Message({**m, "Event": "CoreShowChannel", "ChannelState": "6"}) for m in created]
+    tracker.resync(snapshot, [], at=float(msgs[last_step]["Timestamp"]))
+    await gap.recover()
+    [record] = ended(feed(tracker, msgs[last_step + 1 :]) + tracker.flush())
+    assert (record.outcome, record.hangup_by, record.started_at) == ("ivr_only", "system", start)

@@ -185,6 +185,10 @@ def test_a_number_out_of_bounds_names_itself(tmp_path: Path, section: str, f: Fi
             {"CTI_AMI_RECORDS_URL": "mysql://reader:pw@db/asterisk"},
             "CTI_AMI_RECORDS_URL: must be a postgresql:// address, got 'mysql://reader:********@db/asterisk'",
         ),
+        (
+            {"CTI_AMI_RECORDS_URL": "postgresql://reader:pw@db:54x/asterisk"},
+            "CTI_AMI_RECORDS_URL: not a valid port in 'postgresql://reader:********@db:54x/asterisk'",
+        ),
     ],
 )
 def test_a_wrong_variable_names_itself(env: dict[str, str], message: str) -> None:

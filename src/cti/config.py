@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 DEFAULT_CONFIG_PATHS = (Path("cti.toml"), Path("/etc/cti/cti.toml"))
 
@@ -91,9 +92,15 @@ class AsteriskServer:
     records_url: str = ""
 
     def __post_init__(self) -> None:
-        if self.records_url and not re.match(r"^postgres(ql)?(\+\w+)?://", self.records_url):
-            shown = redact_url(self.records_url)
+        if not self.records_url:
+            return
+        shown = redact_url(self.records_url)
+        if not re.match(r"^postgres(ql)?(\+\w+)?://", self.records_url):
             raise ValueError(f"records_url: must be a postgresql:// address, got {shown!r}")
+        try:
+            urlsplit(self.records_url).port  # noqa: B018 - read to check it
+        except ValueError:
+            raise ValueError(f"records_url: not a valid port in {shown!r}") from None
 
 
 @dataclass(frozen=True)

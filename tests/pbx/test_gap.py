@@ -3,9 +3,10 @@
 The tier's PostgreSQL-backed variant: Asterisk 22.10.1 with the shipped configuration writes its
 queue_log (realtime, extconfig.conf) and its CEL (cel_pgsql) to a throwaway database on the
 local PostgreSQL, as well as the queue_log file. cti runs as on another host than the PBX: no
-queue_log file, `records_url` pointing at that database. cti is killed; a customer calls, goes
-through the SVI, is answered in support and hangs up, all while cti is dead; cti starts again
-and records the call from CEL and queue_log, checked against the queue_log file and the CDRs.
+queue_log file, `records_url` pointing at that database. cti is killed (or, in the second test,
+its AMI link cut); a customer calls, goes through the SVI, is answered in support and hangs up,
+all while cti is dead (cut off); cti starts again (reconnects) and records the call from CEL and
+queue_log, checked against the queue_log file and the CDRs.
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
 from daemon import CtiDaemon
 from floor import call_in, finish, log_in
 from lab import PG_HOST, PG_PORT, PG_TABLES, Asterisk, PgTarget, Ports, new_run_dir
+from netcut import AmiRelay
 from sipp import Answer, SipLab
 from truth import agrees_with_cdr, close, queue_calls
 
@@ -143,7 +146,52 @@ async def test_a_call_made_while_cti_is_dead_is_recorded_from_cel_and_queue_log(
     assert await finish(caller) == 0, caller.errors()
     cti.start()
     [call] = await cti.customer_calls(within_s=40)
+    await recorded_from_asterisks_records(call, pbx, pg_target)
+    # The agent's *41, seen live before the kill, is stored once, as seen.
+    logins = await cti.sql("SELECT closed_by FROM calls WHERE caller_raw = '1001'")
+    assert logins == [("events",)]
 
+
+@pytest.fixture
+def relay(pbx: Asterisk) -> Iterator[AmiRelay]:
+    relay = AmiRelay(pbx.ports.ami)
+    try:
+        yield relay
+    finally:
+        relay.close()
+
+
+@pytest.fixture
+def cti_via_relay(pbx: Asterisk, relay: AmiRelay, pg_target: PgTarget, users_db: Path) -> Iterator[CtiDaemon]:
+    daemon = RemoteCti(pbx, pbx.run / "cti", ami_port=relay.port, records_url=pg_target.url)
+    daemon.write_config()
+    daemon.add_users(template=users_db)
+    daemon.start()
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
+
+
+async def test_a_call_made_while_the_ami_link_is_cut_is_recorded_from_cel_and_queue_log(
+    pbx: Asterisk, sip: SipLab, cti_via_relay: CtiDaemon, relay: AmiRelay, pg_target: PgTarget
+) -> None:
+    """The daemon keeps running; the network between it and Asterisk goes for the whole call
+    (its reconnect attempts refused), then comes back: the gap starts at the last event seen."""
+    cti = cti_via_relay
+    await log_in(pbx, sip, ["1001"], Answer(ring_ms=1000))
+    await cti.customer_calls(caller="1001")  # the *41 seen: the link is up and followed
+    relay.cut(for_s=120)
+    caller = call_in(sip, pbx, SUPPORT, hangup_after_ms=7000)
+    assert await finish(caller) == 0, caller.errors()
+    relay.cut(for_s=0)  # the network is back
+    [call] = await cti.customer_calls(within_s=60)
+    await recorded_from_asterisks_records(call, pbx, pg_target)
+
+
+async def recorded_from_asterisks_records(call: dict[str, Any], pbx: Asterisk, pg_target: PgTarget) -> None:
+    """The SVI call answered in support by Agent 1001, recorded from CEL and queue_log as the
+    queue_log file and the CDRs say."""
     truth = queue_calls(pbx.queue_log)[call["linkedid"]]
     assert call["closed_by"] == "cel"
     assert (call["outcome"], call["queue"], call["direction"]) == ("answered", "support", "inbound")
@@ -172,6 +220,3 @@ async def test_a_call_made_while_cti_is_dead_is_recorded_from_cel_and_queue_log(
         assert [row[f"data{i + 1}"] for i in range(len(entry.fields))] == list(entry.fields)
         # UTC (queue_log_realtime_use_gmt), to the microsecond; the file's are whole seconds.
         assert 0 <= row["time"].replace(tzinfo=UTC).timestamp() - entry.at < 1.0
-    # The agent's *41, seen live before the kill, is stored once, as seen.
-    logins = await cti.sql("SELECT closed_by FROM calls WHERE caller_raw = '1001'")
-    assert logins == [("events",)]

@@ -107,6 +107,8 @@ class RecoveredCall:
     originated: bool = False
     originate_answered_at: float | None = None
     hangup: tuple[HangupBy, float] | None = None
+    # Channels that ran our dialplans' steps (UserEvent, Queue): the system's side of the call.
+    dialplan_uids: frozenset[str] = frozenset()
 
 
 def user_event(data: str) -> tuple[str, dict[str, str]]:
@@ -197,7 +199,8 @@ def rebuild(
         (e for e in queue_log if e.callid in uids and e.verb in QUEUE_CALL_VERBS), key=lambda e: e.at
     )
     record.agent_interface = _agent_device(entries, names)
-    call = RecoveredCall(record, entries, originated=originated)
+    dialplan = {r.uniqueid for r in cel if r.event == "APP_START" and r.app.lower() in ("userevent", "queue")}
+    call = RecoveredCall(record, entries, originated=originated, dialplan_uids=frozenset(dialplan))
     if originated:
         record.called = dialed_number(device_of(first.channel))
         answer = next((r.at for r in cel if r.event == "ANSWER" and r.uniqueid == first.uniqueid), None)

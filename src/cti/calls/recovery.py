@@ -186,7 +186,7 @@ class GapRecovery:
                 max_gap_s=self.max_gap_s,
             )
             since = latest - self.max_gap_s
-        adopted = [lid for lid, call in self.tracker.calls.items() if call.record.closed_by == "resync"]
+        adopted = self.tracker.incomplete()
         candidates = [lid for lid in await self.source.ended_since(since) if not self.tracker.knows(lid)]
         stored = await self.store.recorded(self.server, candidates) if candidates else set()
         missing = [lid for lid in candidates if lid not in stored]
@@ -213,22 +213,27 @@ class GapRecovery:
         return count
 
     async def _complete_adopted(self, linkedids: Sequence[str], not_before: float) -> int:
-        """The calls the resync adopted, in progress when the daemon came back: their beginning
-        (before the restart or the cut) from CEL, while the rest of them is followed live."""
+        """The calls in progress when the daemon came back that it cannot tell whole: adopted
+        ones get their beginning (before the restart or the cut) from CEL, an Originate followed
+        live its answer if its response went during the cut; the rest is followed live."""
         done = 0
         for start in range(0, len(linkedids), CHUNK):
             chunk = linkedids[start : start + CHUNK]
             for call in await self.source.rebuilt(chunk, not_before, self.rules, finished=False):
                 done += self.tracker.complete_adopted(
-                    call.record, originated=call.originated, originate_answered_at=call.originate_answered_at
+                    call.record,
+                    originated=call.originated,
+                    originate_answered_at=call.originate_answered_at,
+                    dialplan_uids=call.dialplan_uids,
                 )
         return done
 
     async def _settle_held(self, not_before: float) -> int:
-        """The calls the tracker held (adopted ones that ended during the pass, those in progress
-        at the last stop that ended before the restart), recorded from Asterisk's records: their
-        beginning, their end and queue facts from before the cut are there. Those the records do
-        not show over yet are closed as seen. Returns how many came from the records."""
+        """The calls the tracker held (adopted ones that ended during the pass, those the resync
+        found over: in progress at the last stop or when the link dropped), recorded from
+        Asterisk's records: their beginning, their end and queue facts from before the cut are
+        there. Those the records do not show over yet are closed as seen. Returns how many came
+        from the records."""
         self.tracker.hold_adopted = False
         held = self.tracker.held()
         done = 0
@@ -344,6 +349,7 @@ def _keep_known(rebuilt: CallRecord, seen: CallRecord | None) -> None:
     rebuilt.contact = rebuilt.contact or seen.contact
     rebuilt.called = rebuilt.called or seen.called
     rebuilt.caller_name = rebuilt.caller_name or seen.caller_name
+    rebuilt.transferred_to = rebuilt.transferred_to or seen.transferred_to
 
 
 def _describe(exc: BaseException) -> str:

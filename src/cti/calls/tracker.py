@@ -124,10 +124,11 @@ class _LiveCall:
     origin_device: str | None = None
     dial_out: str | None = None
     dial_out_status: str | None = None
-    # Taken back from the database at start (`restore`): in progress when the daemon stopped.
-    restored: bool = False
     # Held for the recovery (`CallTracker.hold_adopted`): how it is closed if released as seen.
     held_as: ClosedBy = "events"
+    # Its first channel is the `;1` of a Local pair: an Originate made it, even when its
+    # DialBegin went unseen (during a cut).
+    local_origin: bool = False
 
 
 class CallTracker:
@@ -170,7 +171,8 @@ class CallTracker:
         # While a recovery from Asterisk's own records is pending, calls whose story those records
         # hold and this tracker does not are held, not closed: adopted mid-way (their beginning
         # unseen) and then ended (the part seen may not tell an abandon from a timeout), and
-        # those in progress at the last stop that ended before the restart (their end unseen).
+        # those the resync finds over (in progress at the last stop or when the link dropped:
+        # their end unseen).
         # The recovery settles them from CEL and queue_log (`held`, `settle_held`,
         # `forget_held`; calls/recovery.py).
         self.hold_adopted = False
@@ -376,6 +378,8 @@ class CallTracker:
         return self._finalize(oldest, at, "evicted")
 
     def _add_channel(self, call: _LiveCall, uid: str, name: str) -> _Channel:
+        if uid == call.record.linkedid and is_local_half(name, "1"):
+            call.local_origin = True
         channel = _Channel(uid, name, call, self._last_at)
         self.channels[uid] = channel
         call.channels[uid] = channel
@@ -968,7 +972,7 @@ class CallTracker:
     def _call_over(self, call: _LiveCall, at: float) -> list[ev.Event]:
         call.record.ended_at = at
         self.calls.pop(call.record.linkedid, None)
-        if self.hold_adopted and call.record.closed_by == "resync":
+        if self.hold_adopted and self._incomplete(call):
             self._hold(call, "events")
             return []
         if self._completion_due(call):
@@ -1315,9 +1319,10 @@ class CallTracker:
             if not call.channels:
                 ended = call.record.ended_at or call.queue_log_end or at
                 how: ClosedBy = "queue_log" if call.queue_log_uids else closed_by
-                if self.hold_adopted and call.restored and closed_by == "resync":
-                    # In progress at the stop, over by now: when and how it ended is in
-                    # Asterisk's records, not here (its end would be this resync's time).
+                if self.hold_adopted and closed_by == "resync":
+                    # Over while the daemon was away or cut off: when and how it ended is in
+                    # Asterisk's records, not here (its end would be this resync's time, an
+                    # Originate's outcome unknown, an abandon seen from queue_log alone).
                     self.calls.pop(call.record.linkedid, None)
                     call.record.ended_at = ended
                     self._hold(call, how)
@@ -1385,7 +1390,7 @@ class CallTracker:
                 continue
             record.closed_by = "events"
             record.ended_at = None
-            call = _LiveCall(record=record, ivr_seen=bool(record.ivr_path), restored=True)
+            call = _LiveCall(record=record, ivr_seen=bool(record.ivr_path))
             call.originated = record.direction == "outbound"
             call.originate_resolved = record.originate_reason is not None
             self.calls[record.linkedid] = call
@@ -1427,17 +1432,30 @@ class CallTracker:
         return self._finalize(call, record.ended_at or record.started_at, closed_by)
 
     def complete_adopted(
-        self, earlier: CallRecord, *, originated: bool, originate_answered_at: float | None
+        self,
+        earlier: CallRecord,
+        *,
+        originated: bool,
+        originate_answered_at: float | None,
+        dialplan_uids: Iterable[str] = (),
     ) -> bool:
         """A call a resync adopted (in progress when the daemon came back) gets what the resync
         could not see, from Asterisk's records of its beginning (calls/recovery.py): its start,
         caller, direction and IVR steps, and for an Originate the number called and its answer
-        (the OriginateResponse went to a daemon that is no more). False if no such call here."""
+        (the OriginateResponse went to a daemon that is no more). Of a call followed live, what
+        an Originate whose DialBegin or response went during a cut lacks. False if nothing
+        changed."""
         call = self.calls.get(earlier.linkedid)
-        if call is None or call.record.closed_by != "resync":
+        if call is None:
             return False
+        if call.record.closed_by != "resync":
+            return self._originate_from_records(call, earlier, originated, originate_answered_at)
         record = call.record
-        record.started_at = min(record.started_at, earlier.started_at)
+        # Asterisk's records saw it begin; an adoption only estimates it (now - Duration).
+        record.started_at = earlier.started_at
+        # The channels that ran the dialplan's steps before the cut are the system's side: who
+        # hangs up from there is not the caller.
+        call.system_uids.update(uid for uid in dialplan_uids if uid in call.uids)
         first_seen = record.ivr_path[0].at if record.ivr_path else float("inf")
         record.ivr_path[:0] = [step for step in earlier.ivr_path if step.at < first_seen]
         call.ivr_seen = call.ivr_seen or bool(earlier.ivr_path)
@@ -1463,9 +1481,39 @@ class CallTracker:
         self._held[call.record.linkedid] = call
         self._remember_ended(call.record.linkedid)
 
+    def incomplete(self) -> list[str]:
+        """Live calls Asterisk's records can complete (`complete_adopted`): adopted ones (their
+        beginning unseen), and Originates with no response yet (it, and even their DialBegin,
+        may have gone while the link was cut)."""
+        return [linkedid for linkedid, call in self.calls.items() if self._incomplete(call)]
+
+    def _incomplete(self, call: _LiveCall) -> bool:
+        if call.record.closed_by == "resync":
+            return True
+        return (call.originated or call.local_origin) and not call.originate_resolved
+
+    def _originate_from_records(
+        self, call: _LiveCall, earlier: CallRecord, originated: bool, answered_at: float | None
+    ) -> bool:
+        """A call followed live whose Originate's DialBegin or response went during a cut: what
+        the records say of it (answered, or still ringing; unanswered, it would be over and
+        recorded from them whole)."""
+        if not originated or call.originate_resolved or call.ivr_seen or earlier.ivr_path:
+            return False
+        call.originated = True
+        record = call.record
+        record.direction = "outbound"
+        record.called = record.called or earlier.called
+        record.campaign = record.campaign or earlier.campaign
+        record.contact = record.contact or earlier.contact
+        if answered_at is not None:
+            call.originate_resolved, call.originate_answered_at = True, answered_at
+            record.originate_reason = ORIGINATE_ANSWERED
+        return True
+
     def held(self) -> list[str]:
         """The calls held while `hold_adopted` was on, oldest first: adopted ones that ended,
-        and those in progress at the last stop that ended before the first resync."""
+        and those the resync found over (their end unseen)."""
         return list(self._held)
 
     def held_record(self, linkedid: str) -> CallRecord | None:
