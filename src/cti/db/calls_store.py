@@ -12,7 +12,7 @@ import asyncio
 import math
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import suppress
 from dataclasses import fields
 from datetime import UTC, datetime
@@ -114,14 +114,21 @@ def _latest_per_call(records: Sequence[CallRecord]) -> list[CallRecord]:
     return list(latest.values())
 
 
+# Refuses a save (raises) when this daemon no longer owns one of these servers' streams.
+Fence = Callable[[AsyncConnection, Iterable[str]], Awaitable[None]]
+
+
 class CallStore:
     """Saves finished calls; saving a call again replaces its row and its segments."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, fence: Fence | None = None) -> None:
         dialect = engine.dialect.name
         if dialect not in _INSERTS:
             raise ValueError(f"unsupported database {dialect!r}: use SQLite or PostgreSQL")
         self._engine = engine
+        # Several daemons (db/leases.py): checked inside each save's transaction, before any
+        # row is written, so a daemon that lost a server's stream writes none of its calls.
+        self._fence = fence
         self._upsert = self._build_upsert(_INSERTS[dialect](CALLS))
 
     @property
@@ -141,6 +148,8 @@ class CallStore:
         if not unique:
             return
         async with self._engine.begin() as conn:
+            if self._fence is not None:
+                await self._fence(conn, {r.server for r in unique})
             ids = await self._upsert_calls(conn, unique)
             await self._replace_segments(conn, unique, ids)
 

@@ -425,6 +425,20 @@ class RecoveryMark(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class StreamLease(Base):
+    """Which daemon owns an Asterisk server's AMI stream, until when, under which fencing token
+    (db/leases.py). The token grows by one at each change of hands; a write for that server
+    commits only while the writer's token is still the row's."""
+
+    __tablename__ = "stream_leases"
+
+    server: Mapped[str] = mapped_column(Text, primary_key=True)
+    holder: Mapped[str] = mapped_column(Text)
+    token: Mapped[int] = mapped_column(BigInteger)
+    # PostgreSQL's clock, never a node's: the nodes' clocks disagree.
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class CallScript(Base):
     """A call script a supervisor set for a queue or a campaign (`key`; "*" for every other): its
     phases with their prompts, and the typologies that pre-fill the ticket's category. Without
