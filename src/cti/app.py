@@ -209,6 +209,7 @@ class Daemon:
             directory=self.directory,
             actions=AmiAgentLink(self.pbxs) if self.links else None,
             settings=web_settings,
+            callback_grace_s=self.settings.dialer.personal_grace_s,
         )
         self.web_ctx.resume_extra.append(self._resume_tickets)
         # /metrics: read from the counters above when Prometheus scrapes (docs/operations.md).

@@ -253,6 +253,11 @@ class DialerSettings:
     # How long an answered callee may wait for an agent before the call counts as abandoned.
     abandon_after_s: float = setting(2.0, low=0.1, high=60)
     max_per_tick: int = setting(20, low=1, high=10_000)  # originates per campaign per tick, at most
+    # A callback an agent booked for themselves ("pour moi") rings only them, through this queue
+    # (each agent its own penalty, the call QUEUE_MIN/MAX_PENALTY: docs/dialer.md); it waits for
+    # them to be free, and after `personal_grace_s` past its time goes to the team.
+    personal_queue: str = "rappels-perso"
+    personal_grace_s: float = setting(1800.0, low=0, high=7 * 86400)
     # Demos and tests only: the dialer's clock starts at this ISO-8601 instant and runs
     # `clock_speed` times faster than the wall clock (the calling hours follow it).
     clock_start: str = ""

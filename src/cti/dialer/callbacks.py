@@ -4,13 +4,15 @@ France rules) with status `callback` at the chosen instant. The dialer then trea
 campaign callback: first in line once due, judged by the calling-hours rules (a time outside
 them waits for the next allowed one, and says so), dialled and put through to the campaign's
 queue. `for_me` records the agent in `callback_agent` and in the contact's fields (the pop shows
-who asked and the note).
+who asked and the note), and makes it theirs: the engine dials it only while they are free and
+into the personal queue where only they can take it, until `[dialer] personal_grace_s` past its
+time (engine.py `_reserve_personal`, docs/dialer.md "Personal callbacks").
 """
 
 from __future__ import annotations
 
 from contextlib import suppress
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
@@ -95,8 +97,11 @@ async def schedule(
     return {"id": contact_id, "campaign": CALLBACK_CAMPAIGN, "phone": e164, "at": at.isoformat()}
 
 
-async def upcoming(engine: AsyncEngine, agent: str, limit: int = 50) -> list[dict[str, Any]]:
-    """The callbacks still to make that are the agent's or the team's, soonest first."""
+async def upcoming(
+    engine: AsyncEngine, agent: str, limit: int = 50, grace_s: float = 1800.0
+) -> list[dict[str, Any]]:
+    """The callbacks still to make that are the agent's or the team's, soonest first; one of
+    mine says whether it waits for me (due, I am away) and when it goes to the team."""
     c = DialerContact
     async with engine.connect() as conn:
         campaign = (
@@ -114,6 +119,7 @@ async def upcoming(engine: AsyncEngine, agent: str, limit: int = 50) -> list[dic
                     c.callback_agent,
                     c.status,
                     c.why_not_dialed,
+                    c.why_code,
                 )
                 .where(c.campaign_id == campaign.id, c.status.in_(("callback", "dialing")))
                 .where((c.callback_agent == agent) | c.callback_agent.is_(None))
@@ -130,6 +136,10 @@ async def upcoming(engine: AsyncEngine, agent: str, limit: int = 50) -> list[dic
             "note": (r.fields or {}).get("note", ""),
             "name": (r.fields or {}).get("nom", ""),
             "status": r.status,
+            "waiting": r.callback_agent == agent and r.why_code == "agent-away",
+            "team_at": (r.next_attempt_at + timedelta(seconds=grace_s)).isoformat()
+            if r.callback_agent == agent and r.next_attempt_at
+            else None,
         }
         for r in rows
     ]

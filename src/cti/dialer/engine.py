@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import and_, false, func, insert, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cti.ami import commands
@@ -30,8 +30,9 @@ from cti.calls import events as ev
 from cti.calls.channels import campaign_account
 from cti.calls.records import CallRecord
 from cti.db.engine import session_factory
-from cti.db.models import Call, DialerAttempt, DialerCampaign, DialerContact
+from cti.db.models import Call, DialerAttempt, DialerCampaign, DialerContact, User
 from cti.dialer import store
+from cti.dialer.callbacks import CALLBACK_CAMPAIGN
 from cti.dialer.campaigns import CampaignSpec
 from cti.dialer.dispositions import outcome_counts, plan_after_disposition, plan_after_outcome
 from cti.dialer.hours import Decision, History
@@ -85,6 +86,9 @@ class OpenAttempt:
     originate_reason: int | None = None
     phone_raw: str | None = None
     fields: dict[str, Any] | None = None  # the contact's CSV columns, for the agent's pop
+    # A personal callback: (the agent's member interface, their username, their penalty in the
+    # personal queue); None for a call any agent of the campaign's queue may take.
+    personal: tuple[str, str, int] | None = None
 
 
 class AgentBoard:
@@ -117,6 +121,24 @@ class AgentBoard:
         available = {m.interface for m in chosen if not m.paused}
         busy = {m.interface for m in chosen if m.in_call or (m.status not in (None, 0, 1))}
         return Agents(len(interfaces), len(available), len(available - busy))
+
+    def away(self, interfaces: Sequence[str], server: str | None, skip_queue: str) -> tuple[str | None, str]:
+        """(the interface, "") when one of these member interfaces is logged in to a queue
+        (other than `skip_queue`: the personal one, where cti itself adds them), not paused and
+        not in a call; else (None, why not)."""
+        mine = [
+            m
+            for (s, q, i), m in self.members.items()
+            if i in interfaces and q != skip_queue and server in (None, s) and m.status != 5
+        ]
+        if not mine:
+            return None, "not logged in"
+        ready = [m for m in mine if not m.paused]
+        if not ready:
+            return None, "paused"
+        if any(m.in_call or m.status not in (None, 0, 1) for m in mine):
+            return None, "in a call"
+        return ready[0].interface, ""
 
 
 @dataclass
@@ -350,9 +372,21 @@ class DialerEngine:
         if isinstance(route, str):
             status.reason = route
             return []
+        personal: list[tuple[OpenAttempt, dict[str, str]]] = []
+        if spec.name == CALLBACK_CAMPAIGN:
+            async with self._lock:
+                personal = await self._reserve_personal(spec, now, route[0] if self.links else None)
+        team = await self._dial_team(spec, now, route[0] if self.links else None)
+        status.dialing = bool(personal or team)
+        return personal + team
+
+    async def _dial_team(
+        self, spec: CampaignSpec, now: datetime, server: str | None
+    ) -> list[tuple[OpenAttempt, dict[str, str]]]:
+        status = self.status[spec.name]
         async with self._lock:
             # Only the campaign's own PBX's agents: its calls reach no other PBX's queues.
-            status.agents = self.board.agents(spec.queue, spec.agent_group, route[0] if self.links else None)
+            status.agents = self.board.agents(spec.queue, spec.agent_group, server)
             status.in_flight = sum(
                 1 for a in self.open.values() if a.campaign_id == spec.id and a.agent_at is None
             )
@@ -374,9 +408,7 @@ class DialerEngine:
             wanted = min(decision.calls, self.settings.max_per_tick)
             if wanted <= 0:
                 return []
-            reserved = await self._reserve(spec, now, wanted)
-            status.dialing = bool(reserved)
-            return reserved
+            return await self._reserve(spec, now, wanted)
 
     @property
     def servers(self) -> list[str]:
@@ -453,8 +485,21 @@ class DialerEngine:
                 out.append((attempt, self._variables(spec, attempt)))
         return out
 
-    async def _due(self, spec: CampaignSpec, now: datetime, limit: int) -> list[Any]:
+    async def _due(self, spec: CampaignSpec, now: datetime, limit: int, personal: bool = False) -> list[Any]:
+        """The contacts due now, callbacks first. In the centre's callback campaign a callback
+        booked "for me" is the agent's own (`personal`) until `personal_grace_s` after its time,
+        then the team's."""
         c = DialerContact
+        mine = and_(
+            c.status == "callback",
+            c.callback_agent.is_not(None),
+            c.next_attempt_at.is_not(None),
+            c.next_attempt_at > now - timedelta(seconds=self.settings.personal_grace_s),
+        )
+        if spec.name != CALLBACK_CAMPAIGN:
+            scope: Any = false() if personal else true()
+        else:
+            scope = mine if personal else ~mine
         async with self.db.connect() as conn:
             query = (
                 select(
@@ -468,11 +513,15 @@ class DialerEngine:
                     c.consent,
                     c.status,
                     c.attempts,
+                    c.callback_agent,
+                    c.next_attempt_at,
+                    c.why_not_dialed,
                 )
                 .where(
                     c.campaign_id == spec.id,
                     c.status.in_(store.ELIGIBLE),
                     (c.next_attempt_at.is_(None)) | (c.next_attempt_at <= now),
+                    scope,
                 )
                 .order_by(
                     (c.status != "callback"),
@@ -484,6 +533,81 @@ class DialerEngine:
                 .limit(limit)
             )
             return [r for r in (await conn.execute(query)).all() if r.id not in self.by_contact]
+
+    async def _reserve_personal(
+        self, spec: CampaignSpec, now: datetime, server: str | None
+    ) -> list[tuple[OpenAttempt, dict[str, str]]]:
+        """Callbacks agents booked for themselves: each dialled only while its agent is free,
+        into the personal queue where only that agent can take it. The calling-hours rules
+        judge them as any contact; an agent away keeps theirs waiting, and says why."""
+        out: list[tuple[OpenAttempt, dict[str, str]]] = []
+        candidates = await self._due(spec, now, self.settings.max_per_tick * 3 + 5, personal=True)
+        if not candidates:
+            return out
+        async with self.db.connect() as conn:
+            since = history_since(spec, now)
+            history = await store.histories(conn, [c.phone_e164 for c in candidates], spec, since)
+            names = {c.callback_agent for c in candidates}
+            users = {
+                u.username: u
+                for u in (
+                    await conn.execute(
+                        select(User.id, User.username, User.interfaces, User.active).where(
+                            User.username.in_(names)
+                        )
+                    )
+                ).all()
+            }
+        taken = {a.personal[0] for a in self.open.values() if a.personal is not None}
+        grace = timedelta(seconds=self.settings.personal_grace_s)
+        for contact in candidates:
+            if len(out) >= self.settings.max_per_tick:
+                break
+            decision = judge(spec, contact, now, history.get(contact.phone_e164))
+            if decision is None or not decision.allowed:
+                await self._hold(contact.id, decision)
+                continue
+            user = users.get(contact.callback_agent)
+            interfaces = list(user.interfaces or []) if user is not None and user.active else []
+            interface, why = self.board.away(interfaces, server, self.settings.personal_queue)
+            if interface in taken:
+                interface, why = None, "in a call"
+            if interface is None or user is None:
+                team_at = contact.next_attempt_at + grace
+                await self._wait_for_agent(contact, why, team_at)
+                continue
+            attempt = await self._write_attempt(spec, contact, now)
+            if attempt is None:
+                continue
+            attempt.personal = (interface, user.username, int(user.id))
+            taken.add(interface)
+            variables = self._variables(spec, attempt)
+            variables.update(self._personal_variables(attempt.personal))
+            out.append((attempt, variables))
+        return out
+
+    def _personal_variables(self, personal: tuple[str, str, int]) -> dict[str, str]:
+        # app_queue offers the call only to members whose penalty lies in [MIN, MAX]: the agent's.
+        penalty = str(personal[2])
+        return {
+            "CTI_QUEUE": self.settings.personal_queue,
+            "QUEUE_MIN_PENALTY": penalty,
+            "QUEUE_MAX_PENALTY": penalty,
+        }
+
+    async def _wait_for_agent(self, contact: Any, why: str, team_at: datetime) -> None:
+        text = (
+            f"callback for {contact.callback_agent}: waiting for them ({why}); "
+            f"offered to the team from {team_at.isoformat(timespec='minutes')}"
+        )
+        if contact.why_not_dialed == text:  # written by an earlier tick
+            return
+        async with self.db.begin() as conn:
+            await conn.execute(
+                update(DialerContact)
+                .where(DialerContact.id == contact.id, DialerContact.status == "callback")
+                .values(why_code="agent-away", why_not_dialed=text)
+            )
 
     async def _hold(self, contact_id: int, decision: Decision | None) -> None:
         """Not now: store why, and from when it may be dialled (never: blocked)."""
@@ -543,6 +667,12 @@ class DialerEngine:
         if isinstance(route, str):  # the configuration cannot change under a running engine
             return
         server, link = route
+        if attempt.personal is not None and not await self._join_personal(link, attempt.personal):
+            # No personal queue on this PBX: the team's queue rather than a call nobody takes.
+            attempt.personal = None
+            variables = {**variables, "CTI_QUEUE": spec.queue}
+            for name in ("QUEUE_MIN_PENALTY", "QUEUE_MAX_PENALTY"):
+                variables.pop(name, None)
         channel = self.settings.dial_string.format(e164=attempt.phone, national=_national(attempt.phone))
         try:
             await link.send(
@@ -595,6 +725,22 @@ class DialerEngine:
                     .where(DialerAttempt.id == attempt.id, DialerAttempt.state == "reserved")
                     .values(state="sent", sent_at=self.clock())
                 )
+
+    async def _join_personal(self, link: commands.ActionSender, personal: tuple[str, str, int]) -> bool:
+        """The agent is a member of the personal queue with their own penalty (added once;
+        Asterisk answers "Already there" afterwards)."""
+        interface, username, penalty = personal
+        queue = self.settings.personal_queue
+        try:
+            await commands.queue_add(link, queue, interface, username, None, penalty)
+        except ActionError as exc:
+            if "already" in str(exc).lower():
+                return True
+            log.warning("personal callback queue refused", queue=queue, interface=interface, error=str(exc))
+            return False
+        except (ActionTimeout, LinkDown):
+            return False
+        return True
 
     # ------------------------------------------------------------------------------ events
     async def on_event(self, event: ev.Event) -> None:
@@ -776,10 +922,14 @@ class DialerEngine:
                 )
             else:
                 plan = plan_after_outcome(outcome, attempts=attempts, same_outcome=same, spec=spec, now=now)
+            values = plan.values()
+            if attempt.personal is not None and plan.status == "retry":
+                # A personal callback not reached (busy, no answer) stays the agent's at its retry.
+                values.update(status="callback", callback_agent=attempt.personal[1])
             await conn.execute(
                 update(DialerContact)
                 .where(DialerContact.id == attempt.contact_id)
-                .values(updated_at=now, **plan.values())
+                .values(updated_at=now, **values)
             )
 
     async def _spec(self, name: str) -> CampaignSpec:

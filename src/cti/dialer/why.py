@@ -130,6 +130,9 @@ def verdict(spec: CampaignSpec, contact: Any, now: datetime, history: History | 
         return Verdict(f"campaign_{spec.state}", f"the campaign is {spec.state}: nothing is dialled", None)
     elif spec.starts_at is not None and due == spec.starts_at > now:
         code, text, next_at = "campaign_not_started", f"the campaign starts at {when(due)}", due
+    elif contact.why_code == "agent-away" and contact.status == "callback":
+        # A personal callback waiting for its agent (engine: free again, or past the grace).
+        code, text, next_at = "agent-away", contact.why_not_dialed or "waiting for its agent", due
     else:
         waits = "an agent asking for it (preview)" if spec.dial_mode == "preview" else "a free agent"
         code, text, next_at = "due", f"may be called now: waits for {waits}", due

@@ -289,7 +289,9 @@ class Dialplan:
             priority=1,
         )
         core.user_event(ch, "DialerConnected", (("Campaign", campaign), ("Contact", contact)))
-        name, timeout = self.options.outbound_queue, self.options.outbound_queue_timeout_s
+        # The daemon's Originate may name the queue (CTI_QUEUE, as in cti-dialer-connect).
+        name = var(ch, "CTI_QUEUE") or self.options.outbound_queue
+        timeout = self.options.outbound_queue_timeout_s
         core.newexten(ch, "Queue", f"{name},,,,{timeout}", priority=2)
         status = yield from self._queue(ch, name, timeout)
         if status == RESULT_HANGUP:

@@ -136,17 +136,20 @@ class QueueApp:
 
     def _candidates(self, entry: Entry, queue: Queue) -> list[Member]:
         strategy = queue.spec.strategy
+        allowed = _penalty_range(entry.channel)
         if strategy == "ringall":
-            return [m for m in reversed(queue.members) if self.queues.available(queue, m)]
+            return [m for m in reversed(queue.members) if self.queues.available(queue, m) and allowed(m)]
         start = queue.rrpos if strategy == "rrmemory" else entry.linpos
-        chosen, following = self._one_by_one(queue, start)
+        chosen, following = self._one_by_one(queue, start, allowed)
         if strategy == "rrmemory":
             queue.rrpos = following
         else:
             entry.linpos = following
         return chosen
 
-    def _one_by_one(self, queue: Queue, start: int) -> tuple[list[Member], int]:
+    def _one_by_one(
+        self, queue: Queue, start: int, allowed: Callable[[Member], bool] = lambda m: True
+    ) -> tuple[list[Member], int]:
         """rrmemory/linear as app_queue does it: every member gets a metric from its position
         relative to `start`; the best one that can ring rings; the next attempt starts at the
         best one left untried, available or not (store_next_rr / store_next_lin)."""
@@ -158,7 +161,7 @@ class QueueApp:
         order = sorted(range(len(members)), key=metric)
         wrapped = any(pos > start for pos in order)
         for i, pos in enumerate(order):
-            if self.queues.available(queue, members[pos]):
+            if self.queues.available(queue, members[pos]) and allowed(members[pos]):
                 rest = order[i + 1 :]
                 return [members[pos]], rest[0] if rest else (0 if wrapped else start + 1)
         return [], 0 if wrapped else start + 1
@@ -498,3 +501,15 @@ class QueueApp:
         core.set_var(caller, "ANSWEREDTIME", 0)
         core.set_var(caller, "ANSWEREDTIME_MS", 0)
         return f"{GOTO}{context}:{exten}"
+
+
+def _penalty_range(channel: Channel) -> Callable[[Member], bool]:
+    """app_queue's QUEUE_MIN_PENALTY / QUEUE_MAX_PENALTY: only members whose penalty lies
+    within them are offered the call (unset or not a number: no bound)."""
+
+    def bound(name: str) -> int | None:
+        text = str(channel.variables.get(name, "")).strip()
+        return int(text) if text.isdigit() else None
+
+    low, high = bound("QUEUE_MIN_PENALTY"), bound("QUEUE_MAX_PENALTY")
+    return lambda m: (low is None or m.penalty >= low) and (high is None or m.penalty <= high)

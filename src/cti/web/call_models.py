@@ -144,6 +144,10 @@ class Callback(ResponseModel):
     note: str
     name: str
     status: str
+    # A callback for me: waiting for me to be free (paused, in a call, logged out) although due,
+    # and when it goes to the team if I am still away.
+    waiting: bool = False
+    team_at: str | None = None
 
 
 class ScheduledCallback(ResponseModel):

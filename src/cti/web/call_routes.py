@@ -214,7 +214,8 @@ async def my_callbacks(request: web.Request) -> web.Response:
     from cti.dialer.callbacks import upcoming
 
     me = principal_of(request)
-    found = await upcoming(request.app[CTX].users.engine, me.username)
+    ctx = request.app[CTX]
+    found = await upcoming(ctx.users.engine, me.username, grace_s=ctx.callback_grace_s)
     return web.json_response(Callbacks(callbacks=[Callback.model_validate(c) for c in found]).model_dump())
 
 

@@ -81,6 +81,8 @@ class WebContext:
     )
     resume_extra: list[Callable[[Principal], Awaitable[dict[str, Any]]]] = field(default_factory=list)
     settings: WebSettings = field(default_factory=WebSettings)
+    # [dialer] personal_grace_s: when a callback booked "for me" goes to the team (the desktop shows it).
+    callback_grace_s: float = 1800.0
     # Built from `users` and `settings` when not given.
     session_store: SessionStore | None = None
     password_checker: PasswordChecker | None = None

@@ -584,7 +584,9 @@
     callbacks.forEach((c) => {
       const due = c.at && new Date(c.at).getTime() / 1000 <= serverNow();
       const li = el("li", {}, el("strong", { textContent: when(c.at) }), " ", dialButton(c.phone),
-        " — " + (c.name ? c.name + " — " : "") + (c.note || "") + " (" + t(c.for_me ? "for_me" : "for_team") + ")");
+        " — " + (c.name ? c.name + " — " : "") + (c.note || "") + " (" + t(c.for_me ? "for_me" : "for_team") + ")"
+        // Mine waits for me while I am away, then goes to the team (docs/dialer.md).
+        + (c.for_me && c.team_at ? " — " + (c.waiting ? t("cb_waiting") + " " : "") + t("cb_team_at") + " " + when(c.team_at) : ""));
       li.dataset.callback = c.id; if (due) li.className = "due";
       list.append(li);
     });

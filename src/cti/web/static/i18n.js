@@ -252,10 +252,12 @@ Object.assign(window.CTI_I18N.en, {
 Object.assign(window.CTI_I18N.fr, {
   callbacks: "Rappels", for_me: "pour moi", for_team: "pour l'équipe", schedule_callback: "Programmer le rappel",
   callback_scheduled: "Rappel programmé.", "err_bad-callback": "Le rappel doit être dans le futur.",
+  cb_waiting: "vous attend ;", cb_team_at: "à l'équipe dès le",
 });
 Object.assign(window.CTI_I18N.en, {
   callbacks: "Callbacks", for_me: "for me", for_team: "for the team", schedule_callback: "Schedule the callback",
   callback_scheduled: "Callback scheduled.", "err_bad-callback": "A callback must be in the future.",
+  cb_waiting: "waiting for you;", cb_team_at: "to the team from",
 });
 
 // The desktop's call script.
