@@ -188,8 +188,10 @@ def edge_middleware(guard: EdgeGuard) -> Any:
         unsafe = request.method in UNSAFE
         if (unsafe or _is_websocket(request)) and not guard.same_origin(request):
             raise ApiError(
-                "cross-origin request refused", {"origin": request.headers.get("Origin")},
-                status=403, error_id="cross-origin",
+                "cross-origin request refused",
+                {"origin": request.headers.get("Origin")},
+                status=403,
+                error_id="cross-origin",
             )
         if unsafe:
             has_body = request.body_exists

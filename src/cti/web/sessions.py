@@ -197,9 +197,6 @@ class SessionStore:
         cutoff = _utc(now - KEEP_ENDED_S)
         async with self.engine.begin() as conn:
             result = await conn.execute(
-                delete(DbSession).where(
-                    or_(DbSession.expires_at < cutoff, DbSession.revoked_at < cutoff)
-                )
+                delete(DbSession).where(or_(DbSession.expires_at < cutoff, DbSession.revoked_at < cutoff))
             )
         return int(result.rowcount or 0)
-
