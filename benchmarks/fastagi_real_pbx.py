@@ -13,17 +13,23 @@ include the TCP connect, the AGI environment, the daemon's directory lookup and 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import random
 import re
 import statistics
 import sys
 import time
+import uuid
 from pathlib import Path
+
+import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "pbx"))
 
 from daemon import CtiDaemon
-from lab import Asterisk, Ports, asterisk_prefix, new_run_dir
+from lab import PG_HOST, PG_PORT, Asterisk, PgTarget, Ports, asterisk_prefix, new_run_dir
+
+PG_TABLES = Path(__file__).resolve().parents[1] / "asterisk-conf" / "postgresql-tables.sql"
 
 LINE = re.compile(
     r"^\[(\S+ \S+)\] VERBOSE\[\d+\]\[(C-[0-9a-f]+)\] pbx\.c: Executing \[s@cti-inbound:\d+\] (\w+)\("
@@ -55,6 +61,31 @@ def lookups(log: Path) -> list[float]:
     return out
 
 
+async def records_db() -> PgTarget:
+    """A throwaway database with asterisk-conf/postgresql-tables.sql, on the local server."""
+    admin = await asyncpg.connect(host=PG_HOST, port=PG_PORT, user="postgres", database="test")
+    try:
+        name = f"cti_bench_{uuid.uuid4().hex[:12]}"
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    target = PgTarget(name, "postgres")
+    conn = await asyncpg.connect(target.url)
+    try:
+        await conn.execute(PG_TABLES.read_text(encoding="utf-8"))
+    finally:
+        await conn.close()
+    return target
+
+
+async def drop_records_db(target: PgTarget) -> None:
+    admin = await asyncpg.connect(host=PG_HOST, port=PG_PORT, user="postgres", database="test")
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -63,13 +94,21 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=20.0, help="calls per second")
     parser.add_argument("--customers", type=int, default=20000)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--no-records-db",
+        action="store_true",
+        help="give Asterisk no database for its CEL and queue_log (a site that skipped that step: "
+        "cel_pgsql then fails a connection for every channel event)",
+    )
     args = parser.parse_args()
     prefix = asterisk_prefix()
     if prefix is None:
         print("no Asterisk build: run scripts/build-asterisk first", file=sys.stderr)
         return 2
     rng = random.Random(args.seed)
-    pbx = Asterisk(prefix, new_run_dir(), Ports.pick())
+    # As deployed (docs/asterisk.md): Asterisk writes its CEL and queue_log to PostgreSQL.
+    target = None if args.no_records_db else asyncio.run(records_db())
+    pbx = Asterisk(prefix, new_run_dir(), Ports.pick(), pgsql=target)
     pbx.prepare()
     pbx.start()
     cti = CtiDaemon(pbx, pbx.run / "cti", log_level="info")
@@ -93,6 +132,8 @@ def main() -> int:
     finally:
         cti.stop()
         pbx.stop()
+        if target is not None:
+            asyncio.run(drop_records_db(target))
         print(f"logs: {pbx.run}", file=sys.stderr)
     if len(times) < 2:
         print(f"only {len(times)} lookups seen; see {pbx.run}", file=sys.stderr)
