@@ -19,17 +19,19 @@ import re
 import statistics
 import sys
 import time
-import uuid
 from pathlib import Path
-
-import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "pbx"))
 
 from daemon import CtiDaemon
-from lab import PG_HOST, PG_PORT, Asterisk, PgTarget, Ports, asterisk_prefix, new_run_dir
-
-PG_TABLES = Path(__file__).resolve().parents[1] / "asterisk-conf" / "postgresql-tables.sql"
+from lab import (
+    Asterisk,
+    Ports,
+    asterisk_prefix,
+    create_records_database,
+    drop_records_database,
+    new_run_dir,
+)
 
 LINE = re.compile(
     r"^\[(\S+ \S+)\] VERBOSE\[\d+\]\[(C-[0-9a-f]+)\] pbx\.c: Executing \[s@cti-inbound:\d+\] (\w+)\("
@@ -61,31 +63,6 @@ def lookups(log: Path) -> list[float]:
     return out
 
 
-async def records_db() -> PgTarget:
-    """A throwaway database with asterisk-conf/postgresql-tables.sql, on the local server."""
-    admin = await asyncpg.connect(host=PG_HOST, port=PG_PORT, user="postgres", database="test")
-    try:
-        name = f"cti_bench_{uuid.uuid4().hex[:12]}"
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    target = PgTarget(name, "postgres")
-    conn = await asyncpg.connect(target.url)
-    try:
-        await conn.execute(PG_TABLES.read_text(encoding="utf-8"))
-    finally:
-        await conn.close()
-    return target
-
-
-async def drop_records_db(target: PgTarget) -> None:
-    admin = await asyncpg.connect(host=PG_HOST, port=PG_PORT, user="postgres", database="test")
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)')
-    finally:
-        await admin.close()
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -107,7 +84,10 @@ def main() -> int:
         return 2
     rng = random.Random(args.seed)
     # As deployed (docs/asterisk.md): Asterisk writes its CEL and queue_log to PostgreSQL.
-    target = None if args.no_records_db else asyncio.run(records_db())
+    target = None if args.no_records_db else asyncio.run(create_records_database("cti_bench"))
+    if target is None and not args.no_records_db:
+        print("no PostgreSQL for Asterisk's records: start it, or pass --no-records-db", file=sys.stderr)
+        return 2
     pbx = Asterisk(prefix, new_run_dir(), Ports.pick(), pgsql=target)
     pbx.prepare()
     pbx.start()
@@ -133,7 +113,7 @@ def main() -> int:
         cti.stop()
         pbx.stop()
         if target is not None:
-            asyncio.run(drop_records_db(target))
+            asyncio.run(drop_records_database(target))
         print(f"logs: {pbx.run}", file=sys.stderr)
     if len(times) < 2:
         print(f"only {len(times)} lookups seen; see {pbx.run}", file=sys.stderr)

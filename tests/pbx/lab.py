@@ -18,10 +18,13 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
 import wave
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import asyncpg
 
 ROOT = Path(__file__).resolve().parents[2]
 CONF_DIR = ROOT / "asterisk-conf"
@@ -150,6 +153,44 @@ class PgTarget:
     @property
     def url(self) -> str:
         return f"postgresql://{self.user}@{self.host}:{self.port}/{self.database}"
+
+
+async def create_records_database(prefix: str) -> PgTarget | None:
+    """A throwaway database on the local server holding asterisk-conf/postgresql-tables.sql's
+    tables, for an Asterisk that writes its queue_log and CEL there; None when no PostgreSQL
+    answers. The tier's gap tests and benchmarks/fastagi_real_pbx.py use it."""
+    admin, user = None, ""
+    for user in ("postgres", "root"):
+        try:
+            admin = await asyncpg.connect(host=PG_HOST, port=PG_PORT, user=user, database="test", timeout=5)
+            break
+        except (OSError, asyncpg.PostgresError, TimeoutError):
+            continue
+    if admin is None:
+        return None
+    target = PgTarget(f"{prefix}_{uuid.uuid4().hex[:12]}", user)
+    try:
+        await admin.execute(f'CREATE DATABASE "{target.database}"')
+    finally:
+        await admin.close()
+    try:
+        conn = await asyncpg.connect(target.url)
+        try:
+            await conn.execute(PG_TABLES.read_text(encoding="utf-8"))
+        finally:
+            await conn.close()
+    except BaseException:
+        await drop_records_database(target)
+        raise
+    return target
+
+
+async def drop_records_database(target: PgTarget) -> None:
+    admin = await asyncpg.connect(host=target.host, port=target.port, user=target.user, database="test")
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)')
+    finally:
+        await admin.close()
 
 
 def pgsql_overlay(target: PgTarget) -> list[Edit]:

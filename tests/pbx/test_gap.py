@@ -16,7 +16,6 @@ import os
 import shutil
 import sqlite3
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC
@@ -27,7 +26,16 @@ import asyncpg
 import pytest
 from daemon import CtiDaemon
 from floor import call_in, finish, log_in
-from lab import PG_HOST, PG_PORT, PG_TABLES, Asterisk, PgTarget, Ports, new_run_dir
+from lab import (
+    PG_HOST,
+    PG_PORT,
+    Asterisk,
+    PgTarget,
+    Ports,
+    create_records_database,
+    drop_records_database,
+    new_run_dir,
+)
 from netcut import AmiRelay
 from sipp import Answer, SipLab
 from truth import agrees_with_cdr, close, queue_calls
@@ -41,30 +49,15 @@ ARTEFACTS = Path(os.environ.get("CTI_PBX_ARTEFACTS", "/tmp/cti-pbx-artefacts"))
 @pytest.fixture
 async def pg_target() -> AsyncIterator[PgTarget]:
     """A throwaway database holding the tables of asterisk-conf/postgresql-tables.sql."""
-    admin, user = None, ""
-    for user in ("postgres", "root"):
-        try:
-            admin = await asyncpg.connect(host=PG_HOST, port=PG_PORT, user=user, database="test", timeout=5)
-            break
-        except (OSError, asyncpg.PostgresError, TimeoutError):
-            continue
-    if admin is None:
+    target = await create_records_database("cti_gap")
+    if target is None:
         if os.environ.get("CTI_REQUIRE_PBX") == "1":
             pytest.fail(f"no PostgreSQL at {PG_HOST}:{PG_PORT} for the tier's PostgreSQL variant")
         pytest.skip(f"no PostgreSQL at {PG_HOST}:{PG_PORT}")
-    name = f"cti_gap_{uuid.uuid4().hex[:12]}"
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    target = PgTarget(name, user)
     try:
-        conn = await asyncpg.connect(target.url)
-        try:
-            await conn.execute(PG_TABLES.read_text(encoding="utf-8"))
-        finally:
-            await conn.close()
         yield target
     finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+        await drop_records_database(target)
 
 
 @pytest.fixture
