@@ -215,11 +215,18 @@ class Ticket(Base):
     survives a daemon restart."""
 
     __tablename__ = "tickets"
-    __table_args__ = (Index(None, "agent", "status"), Index(None, "opened_at"))
+    __table_args__ = (
+        Index(None, "agent", "status"),
+        Index(None, "opened_at"),
+        # One ticket per answer: two daemons handling the same answer insert the same key.
+        Index(None, "server", "linkedid", "seq", unique=True),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     server: Mapped[str] = mapped_column(Text)
     linkedid: Mapped[str] = mapped_column(Text, index=True)
+    # The call's first, second... ticket (a new one after a resolved ticket of another agent).
+    seq: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     customer_id: Mapped[int | None] = mapped_column(
         BigInteger, ForeignKey("customers.id", ondelete="SET NULL"), index=True
     )
@@ -269,6 +276,8 @@ class AgentStateSpan(Base):
         Index(None, "interface", "started_at"),
         # Wrap-up time per queue (DMT) reads one state over a whole period.
         Index(None, "state", "started_at"),
+        # One state at a time per interface: a span two trackers of one PBX write is stored once.
+        Index(None, "server", "interface", "started_at", unique=True),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -436,6 +445,18 @@ class StreamLease(Base):
     holder: Mapped[str] = mapped_column(Text)
     token: Mapped[int] = mapped_column(BigInteger)
     # PostgreSQL's clock, never a node's: the nodes' clocks disagree.
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ResourceLease(Base):
+    """A lease with a fencing token on any named resource (db/leases.py), e.g. the pacing of a
+    dialer campaign ("dialer:campaign:ID"): one daemon at a time does that work."""
+
+    __tablename__ = "resource_leases"
+
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    holder: Mapped[str] = mapped_column(Text)
+    token: Mapped[int] = mapped_column(BigInteger)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
