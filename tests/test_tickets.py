@@ -588,6 +588,37 @@ async def test_after_resolution_another_agent_gets_a_new_ticket(
     assert (await answered(service, agent="youssef")).id == other.id
 
 
+async def test_two_daemons_handling_the_same_answers_open_one_ticket_each(db_url: str, clock: Clock) -> None:
+    """Two services, each with its own engine (its own connections, as two daemons have), handle
+    the same answers at the same time: one ticket per answer, both report it, one TicketOpened.
+    Then each call's ticket is resolved and a colleague's answer (the call's second ticket) is
+    handled by both again."""
+    engines = [create_engine(db_url), create_engine(db_url)]
+    published: list[list[Event]] = [[], []]
+    services = [TicketService(e, SETTINGS, p.append, clock) for e, p in zip(engines, published, strict=True)]
+    calls = [f"{CALL}{n}" for n in range(40)]
+    try:
+        for agent in ("amina", "youssef"):
+            views = await asyncio.gather(
+                *(s.open_for_answer(SERVER, call, agent, "support") for call in calls for s in services)
+            )
+            for n in range(len(calls)):
+                first, second = views[2 * n], views[2 * n + 1]
+                assert first.id == second.id and first.agent == second.agent == agent
+            opened = [e for p in published for e in p if isinstance(e, TicketOpened)]
+            assert len(opened) == len(calls) * (1 if agent == "amina" else 2)
+            for view in views[::2]:
+                await services[0].resolve(view.id, Actor(agent, "agent"))
+        async with session_factory(engines[0])() as session:
+            rows = (await session.execute(select(Ticket.linkedid, Ticket.seq, Ticket.agent))).all()
+        assert sorted(rows) == sorted(
+            (call, seq, agent) for call in calls for seq, agent in ((1, "amina"), (2, "youssef"))
+        )
+    finally:
+        for eng in engines:
+            await eng.dispose()
+
+
 async def test_hand_over_without_a_ticket_does_nothing(
     service: TicketService, published: list[Event]
 ) -> None:

@@ -83,3 +83,12 @@ def create_engine(url: str | URL, **kwargs: Any) -> AsyncEngine:
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     # Objects stay readable after commit: callers hand them to other tasks, not back to the DB.
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def insert_on_conflict(dialect: str, table: Any) -> Any:
+    """`INSERT` into `table` that takes `on_conflict_do_nothing` / `_do_update` (PostgreSQL and
+    SQLite both have ON CONFLICT): how a row with a natural unique key is written once by several
+    daemons."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)

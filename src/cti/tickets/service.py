@@ -24,7 +24,7 @@ from sqlalchemy.orm.attributes import flag_modified
 
 from cti.calls.events import Event
 from cti.config import TicketSettings
-from cti.db.engine import session_factory
+from cti.db.engine import insert_on_conflict, session_factory
 from cti.db.models import CallCustomer, Customer, Ticket
 from cti.tickets.events import TicketOpened, TicketSlaBreached, TicketUpdated
 from cti.tickets.exceptions import (
@@ -44,6 +44,8 @@ NOTES_LIMIT = 10_000
 HISTORY_LIMIT = 500
 UNRESOLVED: tuple[Status, ...] = ("open", "on_hold")
 STATUSES: frozenset[str] = frozenset({"open", "on_hold", "resolved"})
+# Each retry follows a ticket another daemon opened for the same call meanwhile.
+_OPEN_RETRIES = 5
 
 
 @dataclass
@@ -71,6 +73,7 @@ class TicketService:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._sessions = session_factory(engine)
+        self._dialect = engine.dialect.name
         self._settings = settings
         self._publish = publish
         self._clock = clock
@@ -102,35 +105,65 @@ class TicketService:
         is handed over to them: a transferred caller keeps one ticket and one chronometer. A
         resolved ticket of another agent is left alone and a new one opened.
         """
-        async with self._writing() as unit:
-            current = await self._latest_for_call(unit.session, server, linkedid)
-            if current is not None and current.agent == agent_username:
-                return _view(current)
-            if current is not None and current.status in UNRESOLVED:
-                return await self._reassign(unit, current, agent_username)
-            if customer_id is None:
-                customer_id = await self._chosen_customer(unit.session, server, linkedid)
-            if customer_id is None:
-                customer_id = identified_id
-            row = Ticket(
-                server=server,
-                linkedid=linkedid,
-                customer_id=customer_id,
-                agent=agent_username,
-                queue=queue,
-                status="open",
-                opened_at=_utc(unit.now),
-                held_s=0.0,
-                sla_target_s=sla_target_s(self._settings, queue, None),
-                reopened=0,
-                updated_at=_utc(unit.now),
-            )
-            unit.session.add(row)
-            await unit.session.flush()
-            view = _view(row)
-            unit.events.append(TicketOpened.of(view, unit.now))
-            log.info("ticket opened", ticket_id=view.id, linkedid=linkedid, agent=agent_username, queue=queue)
-            return view
+        # Two daemons may handle the same answer at the same instant: each inserts the call's
+        # next `seq`, the unique key lets one row in, and the other reads it back and decides again.
+        for _ in range(_OPEN_RETRIES):
+            async with self._writing() as unit:
+                current = await self._latest_for_call(unit.session, server, linkedid)
+                if current is not None and current.agent == agent_username:
+                    return _view(current)
+                if current is not None and current.status in UNRESOLVED:
+                    return await self._reassign(unit, current, agent_username)
+                if customer_id is None:
+                    customer_id = await self._chosen_customer(unit.session, server, linkedid)
+                if customer_id is None:
+                    customer_id = identified_id
+                seq = 1 if current is None else current.seq + 1
+                row = await self._insert_once(unit, server, linkedid, seq, agent_username, queue, customer_id)
+                if row is None:
+                    log.info("ticket opened meanwhile by another daemon", linkedid=linkedid, seq=seq)
+                    continue
+                view = _view(row)
+                unit.events.append(TicketOpened.of(view, unit.now))
+                log.info(
+                    "ticket opened", ticket_id=view.id, linkedid=linkedid, agent=agent_username, queue=queue
+                )
+                return view
+        raise RuntimeError(f"no ticket for {server}/{linkedid}: the call's tickets kept changing")
+
+    async def _insert_once(
+        self,
+        unit: _Unit,
+        server: str,
+        linkedid: str,
+        seq: int,
+        agent: str,
+        queue: str | None,
+        customer_id: int | None,
+    ) -> Ticket | None:
+        """The call's ticket number `seq`, or None when another daemon inserted it first."""
+        values = {
+            "server": server,
+            "linkedid": linkedid,
+            "seq": seq,
+            "customer_id": customer_id,
+            "agent": agent,
+            "queue": queue,
+            "status": "open",
+            "opened_at": _utc(unit.now),
+            "held_s": 0.0,
+            "sla_target_s": sla_target_s(self._settings, queue, None),
+            "reopened": 0,
+            "updated_at": _utc(unit.now),
+        }
+        statement = (
+            insert_on_conflict(self._dialect, Ticket)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=["server", "linkedid", "seq"])
+            .returning(Ticket.id)
+        )
+        ticket_id = await unit.session.scalar(statement)
+        return None if ticket_id is None else await unit.session.get(Ticket, ticket_id)
 
     async def hand_over(self, server: str, linkedid: str, to_agent: str) -> TicketView | None:
         """Give the call's unresolved ticket to `to_agent`; None when the call has none."""
