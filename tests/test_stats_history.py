@@ -4,6 +4,7 @@ checked."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
@@ -13,11 +14,13 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cti.calls.records import CallRecord, IvrStep, QueueSegment
 from cti.db.calls_store import CallStore
+from cti.db.engine import create_engine
+from cti.db.migrate import upgrade_async
 from cti.stats.agents import Span
 from cti.stats.export import to_csv, to_table
 from cti.stats.history import (
@@ -31,7 +34,7 @@ from cti.stats.history import (
 )
 from cti.stats.live import replay_live
 from cti.stats.metrics import ThresholdSet, queue_figures, queue_tallies
-from cti.stats.store import SpanWriter, save_spans
+from cti.stats.store import SPANS, SpanWriter, save_spans
 from test_db import backend, db_url, engine, migrated_url, pg_admin  # noqa: F401 - fixtures
 
 CAPTURES = Path(__file__).resolve().parent / "captures" / "lab"
@@ -188,6 +191,35 @@ async def test_span_writer_cuts_at_quarter_hours_and_survives_an_outage(engine: 
     async with engine.begin() as conn:
         assert (await conn.execute(SEGMENTS.select())).all() == []
     await writer.close()
+
+
+async def test_two_trackers_of_one_pbx_store_each_span_once(engine: AsyncEngine, migrated_url: str) -> None:  # noqa: F811
+    """Two daemons tracking the same PBX write the same agent-state spans, at the same time and
+    again later: each piece is stored once (unique server, interface, start; ON CONFLICT DO
+    NOTHING), and the agents' report is the one a single writer gives."""
+    if not CAPTURES.is_dir():
+        pytest.skip("tests/captures/lab is missing")
+    spans: list[Span] = []
+    stats, last = replay_live([CAPTURES / "mixed_seed1.ami"], None, ZoneInfo("UTC"), on_spans=spans.extend)
+    stats.close(last + 10)
+    pieces = await save_spans(engine, spans[: len(spans) // 2])
+    other = create_engine(migrated_url)
+    try:
+        counts = await asyncio.gather(save_spans(engine, spans), save_spans(other, spans))
+    finally:
+        await other.dispose()
+    assert counts[0] == counts[1] > pieces > 0
+    async with engine.connect() as conn:
+        stored = (await conn.execute(select(func.count()).select_from(SPANS))).scalar()
+    assert stored == counts[0]
+    q = build_query("2026-11-22", "2026-11-24", "day", "UTC", now=last)
+    once = create_engine("sqlite://")
+    try:
+        await upgrade_async(once)
+        await save_spans(once, spans)
+        assert (await agent_report(engine, q)).totals == (await agent_report(once, q)).totals
+    finally:
+        await once.dispose()
 
 
 def test_filters_are_checked() -> None:

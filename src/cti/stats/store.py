@@ -15,9 +15,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import Table, insert
+from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from cti.db.engine import insert_on_conflict
 from cti.db.models import AgentStateSpan
 from cti.stats.agents import Span
 from cti.values import utc
@@ -51,7 +52,12 @@ async def save_spans(engine: AsyncEngine, spans: Iterable[Span]) -> int:
     pieces = [p for p in pieces if utc(p.ended_at) is not None]
     async with engine.begin() as conn:
         for i in range(0, len(pieces), WRITE_ROWS):
-            await conn.execute(insert(SPANS), [span_row(p) for p in pieces[i : i + WRITE_ROWS]])
+            # A span another tracker of the same PBX stored already (same interface and start)
+            # stays as it is: one state at a time per interface, so the key is natural.
+            statement = insert_on_conflict(conn.dialect.name, SPANS).on_conflict_do_nothing(
+                index_elements=["server", "interface", "started_at"]
+            )
+            await conn.execute(statement, [span_row(p) for p in pieces[i : i + WRITE_ROWS]])
     return len(pieces)
 
 
