@@ -1,5 +1,7 @@
-"""One owner per AMI stream (issue 20, item 1): a lease row per Asterisk server in PostgreSQL,
-with a fencing token checked inside every write made for that server.
+"""Leases with fencing tokens in PostgreSQL (issue 20): one owner per AMI stream (item 1: a row
+of `stream_leases` per Asterisk server, checked inside every write made for that server), and
+one owner per named resource (item 4: a row of `resource_leases`, e.g. a dialer campaign's
+pacing). `StreamLease` is a `Lease` on the first table; both behave alike.
 
 A lease alone is not enough: an owner frozen past its lease (a SIGSTOP, a long GC pause, a VM
 migration) wakes up believing it still owns the stream and writes what it saw before the
@@ -17,67 +19,86 @@ machine) there is nobody to share a stream with.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 
 import structlog
-from sqlalchemy import text
+from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 log = structlog.get_logger(__name__)
 
-_ACQUIRE = text(
-    """
-    INSERT INTO stream_leases (server, holder, token, expires_at)
-    VALUES (:server, :holder, 1, clock_timestamp() + make_interval(secs => :ttl))
-    ON CONFLICT (server) DO UPDATE
-       SET holder = EXCLUDED.holder, token = stream_leases.token + 1, expires_at = EXCLUDED.expires_at
-     WHERE stream_leases.expires_at < clock_timestamp()
-    RETURNING token
-    """
-)
-# By token, not by expiry: a lease that lapsed while nobody took it is still ours (the token did
-# not move, so no other owner wrote anything).
-_RENEW = text(
-    """
-    UPDATE stream_leases SET expires_at = clock_timestamp() + make_interval(secs => :ttl)
-     WHERE server = :server AND token = :token
-    RETURNING token
-    """
-)
-_RELEASE = text("UPDATE stream_leases SET expires_at = '-infinity' WHERE server = :server AND token = :token")
-_FENCE = text("SELECT token FROM stream_leases WHERE server = :server FOR SHARE")
+
+# The statements of a lease table: `key` names the leased resource in `table`. Table and column
+# names are this module's constants, never input.
+@functools.cache
+def _statements(table: str, key: str) -> dict[str, TextClause]:
+    return {
+        "acquire": text(
+            f"""
+            INSERT INTO {table} ({key}, holder, token, expires_at)
+            VALUES (:name, :holder, 1, clock_timestamp() + make_interval(secs => :ttl))
+            ON CONFLICT ({key}) DO UPDATE
+               SET holder = EXCLUDED.holder, token = {table}.token + 1, expires_at = EXCLUDED.expires_at
+             WHERE {table}.expires_at < clock_timestamp()
+            RETURNING token
+            """
+        ),
+        # By token, not by expiry: a lease that lapsed while nobody took it is still ours (the
+        # token did not move, so no other owner wrote anything).
+        "renew": text(
+            f"""
+            UPDATE {table} SET expires_at = clock_timestamp() + make_interval(secs => :ttl)
+             WHERE {key} = :name AND token = :token
+            RETURNING token
+            """
+        ),
+        "release": text(
+            f"UPDATE {table} SET expires_at = '-infinity' WHERE {key} = :name AND token = :token"
+        ),
+        "fence": text(f"SELECT token FROM {table} WHERE {key} = :name FOR SHARE"),
+    }
 
 
 class LeaseLost(Exception):
-    """Another daemon owns the stream now: the write was refused, nothing of it committed."""
+    """Another daemon owns the resource now: the write was refused, nothing of it committed.
+    `server` is the resource's name (a stream's server, a named resource's name)."""
 
     def __init__(self, server: str, token: int, current: int | None) -> None:
         super().__init__(f"lease of {server!r} lost: our token {token}, the row's {current}")
         self.server, self.token, self.current = server, token, current
 
 
-class StreamLease:
-    """This daemon's lease on one server's AMI stream (`holder` names the daemon in the row)."""
+class Lease:
+    """This daemon's lease on one named resource (`holder` names the daemon in the row): a row
+    of `resource_leases` by default, e.g. "dialer:campaign:7" (dialer/ownership.py)."""
 
-    def __init__(self, engine: AsyncEngine, server: str, holder: str, ttl_s: float) -> None:
+    table, key, kind = "resource_leases", "name", "resource"
+
+    def __init__(self, engine: AsyncEngine, name: str, holder: str, ttl_s: float) -> None:
         if engine.dialect.name != "postgresql":
-            raise ValueError("stream leases need PostgreSQL (several daemons share one database)")
-        self.engine, self.server, self.holder, self.ttl_s = engine, server, holder, ttl_s
-        self.token: int | None = None  # ours while we own the stream
+            raise ValueError(f"{self.kind} leases need PostgreSQL (several daemons share one database)")
+        self.engine, self.name, self.holder, self.ttl_s = engine, name, holder, ttl_s
+        self.token: int | None = None  # ours while we own the resource
+        self._sql = _statements(self.table, self.key)
 
     @property
     def owned(self) -> bool:
         return self.token is not None
 
+    def _said(self) -> dict[str, str]:
+        """How the logs name the lease: `server=` for a stream, `name=` for a resource."""
+        return {self.key: self.name, "holder": self.holder}
+
     async def acquire(self) -> bool:
-        """Take the stream if nobody holds it or its lease lapsed (a new token then)."""
+        """Take the resource if nobody holds it or its lease lapsed (a new token then)."""
         async with self.engine.begin() as conn:
-            values = {"server": self.server, "holder": self.holder, "ttl": self.ttl_s}
-            token = (await conn.execute(_ACQUIRE, values)).scalar()
+            values = {"name": self.name, "holder": self.holder, "ttl": self.ttl_s}
+            token = (await conn.execute(self._sql["acquire"], values)).scalar()
         if token is not None:
             self.token = int(token)
-            log.info("stream lease acquired", server=self.server, holder=self.holder, token=self.token)
+            log.info(f"{self.kind} lease acquired", **self._said(), token=self.token)
         return token is not None
 
     async def renew(self) -> bool:
@@ -85,10 +106,10 @@ class StreamLease:
         if self.token is None:
             return False
         async with self.engine.begin() as conn:
-            values = {"server": self.server, "token": self.token, "ttl": self.ttl_s}
-            kept = (await conn.execute(_RENEW, values)).scalar() is not None
+            values = {"name": self.name, "token": self.token, "ttl": self.ttl_s}
+            kept = (await conn.execute(self._sql["renew"], values)).scalar() is not None
         if not kept:
-            log.warning("stream lease lost", server=self.server, holder=self.holder, token=self.token)
+            log.warning(f"{self.kind} lease lost", **self._said(), token=self.token)
             self.token = None
         return kept
 
@@ -97,22 +118,22 @@ class StreamLease:
         if self.token is None:
             return
         async with self.engine.begin() as conn:
-            await conn.execute(_RELEASE, {"server": self.server, "token": self.token})
+            await conn.execute(self._sql["release"], {"name": self.name, "token": self.token})
         self.token = None
 
     async def fence(self, conn: AsyncConnection) -> None:
         """Inside a write transaction: refuse it (LeaseLost) unless our token is the row's."""
         if self.token is None:
-            raise LeaseLost(self.server, 0, None)
+            raise LeaseLost(self.name, 0, None)
         # A whole number of milliseconds: SET takes no bound parameter.
         idle_ms = max(1, int(self.ttl_s * 1000))
         await conn.execute(text(f"SET LOCAL idle_in_transaction_session_timeout = {idle_ms}"))
-        current = (await conn.execute(_FENCE, {"server": self.server})).scalar()
+        current = (await conn.execute(self._sql["fence"], {"name": self.name})).scalar()
         if current != self.token:
             log.warning(
-                "write refused: stream lease lost", server=self.server, token=self.token, current=current
+                f"write refused: {self.kind} lease lost", **self._said(), token=self.token, current=current
             )
-            raise LeaseLost(self.server, self.token, None if current is None else int(current))
+            raise LeaseLost(self.name, self.token, None if current is None else int(current))
 
     @asynccontextmanager
     async def fenced(self) -> AsyncIterator[AsyncConnection]:
@@ -120,6 +141,19 @@ class StreamLease:
         async with self.engine.begin() as conn:
             await self.fence(conn)
             yield conn
+
+
+class StreamLease(Lease):
+    """This daemon's lease on one server's AMI stream: a row of `stream_leases`."""
+
+    table, key, kind = "stream_leases", "server", "stream"
+
+    def __init__(self, engine: AsyncEngine, server: str, holder: str, ttl_s: float) -> None:
+        super().__init__(engine, server, holder, ttl_s)
+
+    @property
+    def server(self) -> str:
+        return self.name
 
 
 class StreamFences:
