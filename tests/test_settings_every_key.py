@@ -32,6 +32,7 @@ SPECIAL: dict[str, Any] = {
     "queue_log": "/var/log/asterisk/queue_log",
     "records_url": "postgresql://cti_reader@db.example/asterisk",
     "url": "sqlite+aiosqlite:////var/lib/cti/cti.db",
+    "nats_url": "nats://127.0.0.2:4222",
 }
 
 

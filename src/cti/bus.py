@@ -3,6 +3,11 @@
 `publish` never blocks and never raises: the AMI reader calls it. Each subscriber has a bounded
 queue; when a slow subscriber's queue is full its oldest events are dropped and counted (and
 logged once per burst), so one stuck consumer can never hold up the tracker or the others.
+
+With several nodes (docs/scale-out.md, "The bus"), the events other nodes published come back
+through `publish_remote`: they reach only the taps and consumers subscribed with `remote=True`
+(screen pops, ticket pushes, live statistics), never those whose work the publishing node
+does itself (the call writer, the ticket opener, the dialer).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ class Subscription:
     queue: asyncio.Queue[Event]
     kinds: frozenset[type[Event]] | None = None
     dropped: int = 0
+    remote: bool = False  # also gets the events of other nodes (`publish_remote`)
     _warned: bool = field(default=False, repr=False)
     _types: tuple[type[Event], ...] = field(default=(), repr=False)
 
@@ -40,9 +46,11 @@ class Subscription:
 class EventBus:
     def __init__(self) -> None:
         self._taps: list[tuple[str, Callable[[Event], None]]] = []
+        self._remote_taps: list[tuple[str, Callable[[Event], None]]] = []
         self._subscriptions: list[Subscription] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self.published = 0
+        self.published_remote = 0
 
     @property
     def subscriptions(self) -> tuple[Subscription, ...]:
@@ -50,9 +58,13 @@ class EventBus:
         return tuple(self._subscriptions)
 
     def subscribe(
-        self, name: str, maxsize: int = 10_000, kinds: frozenset[type[Event]] | None = None
+        self,
+        name: str,
+        maxsize: int = 10_000,
+        kinds: frozenset[type[Event]] | None = None,
+        remote: bool = False,
     ) -> Subscription:
-        sub = Subscription(name, asyncio.Queue(maxsize), kinds)
+        sub = Subscription(name, asyncio.Queue(maxsize), kinds, remote=remote)
         self._subscriptions.append(sub)
         return sub
 
@@ -60,21 +72,35 @@ class EventBus:
         if sub in self._subscriptions:
             self._subscriptions.remove(sub)
 
-    def tap(self, name: str, handler: Callable[[Event], None]) -> None:
+    def tap(self, name: str, handler: Callable[[Event], None], remote: bool = False) -> None:
         """Run `handler` inline, inside `publish`, for latency-critical consumers (screen pops).
 
         Only for handlers that never block and never do I/O themselves (they may start tasks):
-        they run on the AMI reader's path. A raising tap is logged and skipped."""
+        they run on the AMI reader's path. A raising tap is logged and skipped. `remote`: it
+        also sees the events of other nodes."""
         self._taps.append((name, handler))
+        if remote:
+            self._remote_taps.append((name, handler))
 
     def publish(self, event: Event) -> None:
         self.published += 1
-        for name, handler in self._taps:
+        self._deliver(event, self._taps, self._subscriptions)
+
+    def publish_remote(self, event: Event) -> None:
+        """An event another node published (from the JetStream bus): to the remote taps and
+        consumers only. Never blocks, never raises, like `publish`."""
+        self.published_remote += 1
+        self._deliver(event, self._remote_taps, [s for s in self._subscriptions if s.remote])
+
+    def _deliver(
+        self, event: Event, taps: list[tuple[str, Callable[[Event], None]]], subs: list[Subscription]
+    ) -> None:
+        for name, handler in taps:
             try:
                 handler(event)
             except Exception:
                 log.exception("event tap failed", subscriber=name, event_kind=event.kind)
-        for sub in self._subscriptions:
+        for sub in subs:
             if not sub.wants(event):
                 continue
             if sub.queue.full():
@@ -89,10 +115,16 @@ class EventBus:
             sub.queue.put_nowait(event)
 
     def consume(
-        self, name: str, handler: Handler, maxsize: int = 10_000, kinds: frozenset[type[Event]] | None = None
+        self,
+        name: str,
+        handler: Handler,
+        maxsize: int = 10_000,
+        kinds: frozenset[type[Event]] | None = None,
+        remote: bool = False,
     ) -> asyncio.Task[None]:
-        """Run `handler` for every event in a referenced task; a raising handler is logged, not fatal."""
-        sub = self.subscribe(name, maxsize, kinds)
+        """Run `handler` for every event in a referenced task; a raising handler is logged, not
+        fatal. `remote`: also for the events of other nodes."""
+        sub = self.subscribe(name, maxsize, kinds, remote)
         task = asyncio.create_task(self._pump(sub, handler), name=f"bus:{name}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -295,6 +295,42 @@ class StatsSettings:
 
 
 @dataclass(frozen=True)
+class BusSettings:
+    """Where domain events go beyond this process (docs/scale-out.md, "The bus"): NATS
+    JetStream, so that every node's desktops get the pops and tickets of every PBX."""
+
+    # "" = the in-process bus only (one machine). E.g. "nats://127.0.0.1:4222" (several, comma-separated).
+    nats_url: str = ""
+    # This node's name on the bus: its durable consumers and the Cti-Node header of what it
+    # publishes. Unique per node and the same after a restart; "" = the host name.
+    node: str = ""
+    # The JetStream stream (created if missing) and the subjects under it: <prefix>.<server>.<kind>.
+    stream: str = "CTI_EVENTS"
+    subject_prefix: str = "cti.events"
+    # What the stream keeps: a node stopped longer than this resumes from the oldest kept.
+    max_age_s: float = setting(3600.0, low=1, high=30 * 86400)
+    # Events waiting to be published while NATS is away (then the oldest are dropped, counted).
+    buffer: int = setting(100_000, low=1, high=10_000_000)
+    # Publishes awaiting JetStream's acknowledgement at once.
+    in_flight: int = setting(256, low=1, high=10_000)
+    # A publish, or a connection attempt, not answered within this long is retried.
+    timeout_s: float = setting(2.0, low=0.05, high=120)
+    # An event delivered to a consumer and not acknowledged within this long is delivered again.
+    ack_wait_s: float = setting(30.0, low=1, high=3600)
+
+    def __post_init__(self) -> None:
+        for url in filter(None, (u.strip() for u in self.nats_url.split(","))):
+            if not re.match(r"^(nats|tls)://[^/\s]+$", url):
+                raise ValueError(f"nats_url: expected nats://host:port, got {url!r}")
+        for name in ("stream", "subject_prefix", "node"):
+            value = getattr(self, name)
+            if value and not re.match(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$", value):
+                raise ValueError(f"{name}: letters, digits, '-', '_' (and '.' between words), got {value!r}")
+        if "." in self.stream:
+            raise ValueError(f"stream: no '.' in a stream name, got {self.stream!r}")
+
+
+@dataclass(frozen=True)
 class Settings:
     asterisk: tuple[AsteriskServer, ...] = (AsteriskServer(),)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
@@ -307,6 +343,7 @@ class Settings:
     dialer: DialerSettings = field(default_factory=DialerSettings)
     stats: StatsSettings = field(default_factory=StatsSettings)
     recovery: RecoverySettings = field(default_factory=RecoverySettings)
+    bus: BusSettings = field(default_factory=BusSettings)
 
     def secrets(self) -> list[str]:
         """Every secret value in these settings, for the log redactor."""
@@ -334,6 +371,7 @@ SECTIONS: dict[str, type] = {
     "dialer": DialerSettings,
     "stats": StatsSettings,
     "recovery": RecoverySettings,
+    "bus": BusSettings,
 }
 
 

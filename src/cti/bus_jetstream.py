@@ -1,0 +1,442 @@
+"""The bus beyond one process: domain events to and from NATS JetStream (docs/scale-out.md,
+"The bus"), so that a desktop on any node gets the pops and tickets of every PBX.
+
+Out: `export` is a tap on the local bus. It runs on the AMI reader's path, so it only appends
+the event (and the stream's fencing token at that instant) to a bounded local buffer; a task
+encodes (cti/event_codec.py) and publishes it, `in_flight` at a time, each acknowledged by
+JetStream. NATS away: the buffer holds the events, then drops the oldest (counted, logged once
+per outage); publishes that fail are put back in front and retried, their `Nats-Msg-Id` making
+a retry of a publish that did land a duplicate JetStream discards. Nothing of it ever blocks
+or raises into the reader.
+
+In: `consume(purpose, handler)` is a durable consumer, one per node and purpose
+(`<node>-<purpose>`): each event is handled, then acknowledged; after a restart the consumer
+resumes after the last acknowledged one (a new consumer starts with what is published from
+then on). By default a node skips its own events (it delivered them locally when it published
+them). Events whose bytes cannot be read are logged, counted and terminated (never delivered
+again); a consumer never stops on one.
+
+Fencing: each event of an AMI stream (the tracker's events) carries, in headers, the publishing
+node, the Asterisk server and the token of this node's lease on that server's stream
+(db/leases.py; `token_for`), 0 when the node holds none. A consumer drops an event whose token
+is older than the newest it has seen for that server: a frozen owner that wakes up after a
+standby took its stream over is not heard. Events with no token header (no lease in use, or
+not an AMI stream's: tickets) are not fenced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import socket
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from cti.calls import events as ev
+from cti.config import BusSettings
+from cti.event_codec import EVENT_TYPES, EventDecodeError, decode, encode
+from cti.slices import Slice, next_turn
+
+log = structlog.get_logger(__name__)
+
+HEADER_NODE = "Cti-Node"
+HEADER_SERVER = "Cti-Server"
+HEADER_TOKEN = "Cti-Token"
+HEADER_MSG_ID = "Nats-Msg-Id"
+# The events of an AMI stream, fenced by its lease's token (tickets are not a stream's).
+STREAM_EVENTS: tuple[type[ev.Event], ...] = tuple(
+    cls for cls in EVENT_TYPES.values() if cls.__module__ == ev.__name__
+)
+MAX_ACK_PENDING = 20_000
+RETRY_S = (0.1, 2.0)  # back-off between failed publishes / connection attempts, first and last
+
+TokenProvider = Callable[[str], int | None]
+Handler = Callable[[ev.Event], Awaitable[None] | None]
+
+
+def subject_word(text: str) -> str:
+    """`text` as one word of a NATS subject (or a consumer name): other characters become '_'."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", text) or "_"
+
+
+@dataclass
+class DurableConsumer:
+    """One durable consumer of this node: its counters and the last stream sequence it handled."""
+
+    purpose: str
+    name: str
+    handler: Handler
+    own: bool
+    kinds: tuple[type[ev.Event], ...] | None
+    handled: int = 0
+    skipped: int = 0
+    fenced: int = 0
+    undecodable: int = 0
+    redelivered: int = 0
+    last_seq: int = 0
+    subscription: Any = field(default=None, repr=False)
+    _work: Slice = field(default_factory=Slice, repr=False)
+
+
+class JetStreamBus:
+    def __init__(self, settings: BusSettings, token_for: TokenProvider | None = None) -> None:
+        self.settings = settings
+        self.node = settings.node or socket.gethostname()
+        self.token_for = token_for
+        self.stream = settings.stream
+        self.subjects = f"{settings.subject_prefix}.>"
+        self._buffer: deque[tuple[ev.Event, int | None, int]] = deque()
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._boot = secrets.token_hex(4)  # message ids stay unique across restarts
+        self._seq = 0
+        self._newest: dict[str, int] = {}  # server -> the newest fencing token seen
+        self.consumers: list[DurableConsumer] = []
+        self._task: asyncio.Task[None] | None = None
+        self._nc: Any = None
+        self._js: Any = None
+        self.connected = False
+        # Counters (the metrics and the logs read them).
+        self.published = 0
+        self.dropped = 0
+        self.publish_failures = 0
+        self.connect_failures = 0
+        self.unencodable = 0
+        self._outage = False
+        self._drop_warned = False
+
+    # ------------------------------------------------------------------ out
+    def export(self, event: ev.Event) -> None:
+        """The local bus's tap: keep `event` for publishing. Never blocks, never raises."""
+        token = None
+        if self.token_for is not None and isinstance(event, STREAM_EVENTS):
+            token = self.token_for(event.server) or 0  # 0: published by a node that owns nothing
+        if len(self._buffer) >= self.settings.buffer:
+            self._drop_oldest()
+        self._seq += 1
+        self._buffer.append((event, token, self._seq))
+        self._idle.clear()
+        self._wake.set()
+
+    def _drop_oldest(self) -> None:
+        self._buffer.popleft()
+        self.dropped += 1
+        if not self._drop_warned:
+            self._drop_warned = True
+            log.warning(
+                "bus buffer full (NATS away or too slow): dropping the oldest events",
+                buffer=self.settings.buffer,
+            )
+
+    @property
+    def pending(self) -> int:
+        """Events not yet acknowledged by JetStream."""
+        return len(self._buffer)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="bus:jetstream")
+
+    async def _run(self) -> None:
+        delay = RETRY_S[0]
+        while True:
+            try:
+                await self._connect()
+                delay = RETRY_S[0]
+                await self._flush_forever()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.connect_failures += 1
+                self.connected = False
+                self._report_outage("bus: NATS unreachable, events buffered", exc)
+                await self._disconnect()
+                await asyncio.sleep(delay)
+                delay = min(RETRY_S[1], delay * 2)
+
+    def _report_outage(self, what: str, exc: BaseException) -> None:
+        error = f"{type(exc).__name__}: {exc}"[:300]
+        if not self._outage:
+            self._outage = True
+            log.warning(what, url=self.settings.nats_url, pending=self.pending, error=error)
+        else:
+            log.debug(what, pending=self.pending, error=error)
+
+    async def _connect(self) -> None:
+        import nats
+        from nats.js.api import RetentionPolicy, StorageType, StreamConfig
+        from nats.js.errors import BadRequestError
+
+        servers = [u.strip() for u in self.settings.nats_url.split(",") if u.strip()]
+        # Bounded: with endless reconnect attempts the client's first connection never gives up,
+        # and each failed round is counted and logged here.
+        connecting = nats.connect(
+            servers,
+            name=f"cti:{self.node}",
+            connect_timeout=self.settings.timeout_s,
+            allow_reconnect=True,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            error_cb=self._on_nats_error,
+            disconnected_cb=self._on_disconnected,
+            reconnected_cb=self._on_reconnected,
+        )
+        self._nc = await asyncio.wait_for(connecting, 2 * self.settings.timeout_s + 1)
+        self._js = self._nc.jetstream(timeout=self.settings.timeout_s)
+        config = StreamConfig(
+            name=self.stream,
+            subjects=[self.subjects],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=self.settings.max_age_s,
+            duplicate_window=min(120.0, self.settings.max_age_s),
+        )
+        try:
+            await self._js.add_stream(config)
+        except BadRequestError:  # there already, with other limits: ours now
+            await self._js.update_stream(config)
+        for consumer in self.consumers:
+            await self._subscribe(consumer)
+        self.connected = True
+        if self._outage:
+            log.info("bus: NATS reached again", pending=self.pending, dropped=self.dropped)
+        self._outage = False
+
+    async def _on_nats_error(self, exc: Exception) -> None:
+        log.debug("bus: NATS client error", error=f"{type(exc).__name__}: {exc}"[:300])
+
+    async def _on_disconnected(self) -> None:
+        self.connected = False
+        if not self._outage:
+            self._outage = True
+            log.warning("bus: NATS connection lost, events buffered", pending=self.pending)
+
+    async def _on_reconnected(self) -> None:
+        self.connected = True
+        self._outage = False
+        log.info("bus: NATS connection back", pending=self.pending, dropped=self.dropped)
+        self._wake.set()
+
+    async def _disconnect(self) -> None:
+        nc, self._nc, self._js = self._nc, None, None
+        for consumer in self.consumers:
+            consumer.subscription = None
+        if nc is not None:
+            try:
+                await asyncio.wait_for(nc.close(), self.settings.timeout_s)
+            except Exception as exc:
+                log.debug("bus: NATS close", error=repr(exc))
+
+    async def _flush_forever(self) -> None:
+        delay = RETRY_S[0]
+        while True:
+            if not self._buffer:
+                self._idle.set()
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            if self._nc.is_closed:
+                raise ConnectionError("NATS connection closed")
+            count = min(self.settings.in_flight, len(self._buffer))
+            batch = [self._buffer.popleft() for _ in range(count)]
+            results = await asyncio.gather(*(self._publish(item) for item in batch), return_exceptions=True)
+            failed = [item for item, result in zip(batch, results, strict=True) if result is not None]
+            self.published += len(batch) - len(failed)
+            if not failed:
+                delay = RETRY_S[0]
+                self._drop_warned = False
+                continue
+            self.publish_failures += len(failed)
+            # Back in front, in their order; the bound still holds (the oldest go first).
+            self._buffer.extendleft(reversed(failed))
+            while len(self._buffer) > self.settings.buffer:
+                self._drop_oldest()
+            error = next(r for r in results if r is not None)
+            assert isinstance(error, BaseException)
+            self._report_outage("bus: publishing to JetStream failed, events buffered", error)
+            await asyncio.sleep(delay)
+            delay = min(RETRY_S[1], delay * 2)
+
+    async def _publish(self, item: tuple[ev.Event, int | None, int]) -> BaseException | None:
+        """None once JetStream stored it (or it can never be encoded: dropped, counted);
+        the error otherwise (the event is retried)."""
+        event, token, seq = item
+        try:
+            data = encode(event)
+        except Exception:
+            self.unencodable += 1
+            log.exception("bus: event not encodable, not published", event_kind=event.kind)
+            return None
+        headers = {
+            HEADER_MSG_ID: f"{self.node}-{self._boot}-{seq}",
+            HEADER_NODE: self.node,
+            HEADER_SERVER: event.server,
+        }
+        if token is not None:
+            headers[HEADER_TOKEN] = str(token)
+        subject = f"{self.settings.subject_prefix}.{subject_word(event.server)}.{event.kind}"
+        try:
+            await self._js.publish(subject, data, timeout=self.settings.timeout_s, headers=headers)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            return exc
+        return None
+
+    # ------------------------------------------------------------------- in
+    def consume(
+        self,
+        purpose: str,
+        handler: Handler,
+        *,
+        own: bool = False,
+        kinds: frozenset[type[ev.Event]] | None = None,
+    ) -> DurableConsumer:
+        """Feed `handler` the events of every node (of other nodes only, unless `own`) from the
+        durable consumer `<node>-<purpose>`; call before `start`."""
+        name = subject_word(f"{self.node}-{purpose}")
+        consumer = DurableConsumer(purpose, name, handler, own, tuple(kinds) if kinds else None)
+        self.consumers.append(consumer)
+        if self._js is not None:
+            task = asyncio.create_task(self._subscribe(consumer), name=f"bus:subscribe:{name}")
+            task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+        return consumer
+
+    async def _subscribe(self, consumer: DurableConsumer) -> None:
+        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+        config = ConsumerConfig(
+            durable_name=consumer.name,
+            deliver_policy=DeliverPolicy.NEW,  # a new consumer: from now on; an existing one resumes
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=self.settings.ack_wait_s,
+            max_ack_pending=MAX_ACK_PENDING,
+            filter_subject=self.subjects,
+        )
+
+        async def deliver(msg: Any) -> None:
+            await self._on_message(consumer, msg)
+
+        consumer.subscription = await self._js.subscribe(
+            self.subjects,
+            durable=consumer.name,
+            stream=self.stream,
+            config=config,
+            manual_ack=True,
+            cb=deliver,
+            pending_msgs_limit=MAX_ACK_PENDING * 2,
+        )
+
+    async def _on_message(self, consumer: DurableConsumer, msg: Any) -> None:
+        pending = consumer.subscription.pending_msgs if consumer.subscription is not None else 0
+        if pending == 0:  # not a backlog: this event starts a new slice of work
+            consumer._work.restart()
+        try:
+            await self._handle(consumer, msg)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug here must not stop the consumer: logged, acknowledged
+            log.exception("bus: consumer failed on an event", consumer=consumer.name)
+            await _quietly(msg.ack())
+        if consumer._work.over():  # a backlog shares the loop with the screen pops
+            await next_turn()
+            consumer._work.restart()
+
+    async def _handle(self, consumer: DurableConsumer, msg: Any) -> None:
+        seq = msg.metadata.sequence.stream
+        if seq <= consumer.last_seq:  # delivered again though handled (its ack was lost)
+            consumer.redelivered += 1
+            await msg.ack()
+            return
+        headers = msg.headers or {}
+        try:
+            event = decode(msg.data)
+        except EventDecodeError as exc:
+            consumer.undecodable += 1
+            level = log.warning if consumer.undecodable == 1 else log.debug
+            level("bus: event cannot be read, skipped", consumer=consumer.name, seq=seq, error=str(exc))
+            await msg.term()
+            return
+        if not self._fresh(headers):
+            consumer.fenced += 1
+            log.info(
+                "bus: event from a stale stream owner dropped",
+                server=headers.get(HEADER_SERVER),
+                node=headers.get(HEADER_NODE),
+                token=headers.get(HEADER_TOKEN),
+                newest=self._newest.get(headers.get(HEADER_SERVER, "")),
+            )
+        elif (not consumer.own and headers.get(HEADER_NODE) == self.node) or (
+            consumer.kinds is not None and not isinstance(event, consumer.kinds)
+        ):
+            consumer.skipped += 1
+        else:
+            try:
+                result = consumer.handler(event)
+                if result is not None:
+                    await result
+            except Exception:
+                log.exception("bus: event handler failed", consumer=consumer.name, event_kind=event.kind)
+            consumer.handled += 1
+        consumer.last_seq = seq
+        await msg.ack()
+
+    def _fresh(self, headers: dict[str, str]) -> bool:
+        """Not from a stream owner older than the newest seen for its server."""
+        raw, server = headers.get(HEADER_TOKEN), headers.get(HEADER_SERVER, "")
+        if raw is None:
+            return True
+        try:
+            token = int(raw)
+        except ValueError:
+            return False
+        newest = self._newest.get(server, -1)
+        if token < newest:
+            return False
+        self._newest[server] = token
+        return True
+
+    # ------------------------------------------------------------ shutdown
+    async def flush(self, within_s: float = 5.0) -> bool:
+        """Wait (at most `within_s`) until every buffered event is acknowledged by JetStream."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), within_s)
+        except TimeoutError:
+            return False
+        return True
+
+    async def close(self, within_s: float = 5.0) -> None:
+        """Publish what is buffered (bounded), handle and acknowledge what was delivered, close."""
+        if self.connected and not await self.flush(within_s):
+            log.warning("bus: events not published at shutdown", pending=self.pending)
+        for consumer in self.consumers:
+            sub, consumer.subscription = consumer.subscription, None
+            if sub is not None:
+                try:
+                    await asyncio.wait_for(sub.drain(), within_s)
+                except Exception as exc:
+                    log.debug("bus: consumer drain", consumer=consumer.name, error=repr(exc))
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        if self._nc is not None and not self._nc.is_closed:
+            try:
+                await asyncio.wait_for(self._nc.drain(), within_s)
+            except Exception as exc:
+                log.debug("bus: NATS drain", error=repr(exc))
+        await self._disconnect()
+        self.connected = False
+
+
+async def _quietly(ack: Awaitable[None]) -> None:
+    try:
+        await ack
+    except Exception as exc:
+        log.debug("bus: acknowledgement not sent", error=repr(exc))
