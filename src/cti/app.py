@@ -107,6 +107,7 @@ class Daemon:
         self._spawn(self._tick(), "tracker-tick")
         await self._start_desk()
         await self._start_agi()
+        self._start_bus()
         # Only now: every consumer has subscribed, so the first resync's events (queue members,
         # calls in progress) reach statistics and the dialer too, not just the call writer.
         for link, tracking in zip(self.links, self.trackings, strict=True):
@@ -236,6 +237,42 @@ class Daemon:
         site = web.TCPSite(self.runner, web_settings.host, web_settings.port)
         await site.start()
         log.info("web server listening", url=self.web_url)
+
+    def _start_bus(self) -> None:
+        """[bus] nats_url: this node's events to NATS JetStream, and every other node's events
+        to this node's screen pops, ticket pushes and live statistics, so that a desktop or a
+        wallboard on any node sees the calls of every PBX (docs/scale-out.md, "The bus")."""
+        from dataclasses import replace
+
+        from cti.bus_jetstream import JetStreamBus
+
+        self.jetstream: JetStreamBus | None = None
+        settings = self.settings.bus
+        if not settings.nats_url:
+            return
+        ha = getattr(self.settings, "ha", None)
+        node = settings.node or (ha.node if ha is not None else "")
+        owners = getattr(self, "owners", None)  # [ha]: the token of each stream this node owns
+        token_for = None if owners is None else lambda server: _lease_token(owners, server)
+        self.jetstream = JetStreamBus(replace(settings, node=node), token_for)
+        self.bus.tap("jetstream", self.jetstream.export)
+        for name in ("screen-pops", "ticket-push", "stats", "stats-restart"):
+            self.bus.hear_remote(name)
+        # Other nodes' events feed the live figures, but their agent-state spans are stored by
+        # the node that tracks their server, not here as well.
+        store_spans, local = self.stats.live.on_spans, {s.name for s in self.settings.asterisk}
+
+        def own_spans(spans: list[Any]) -> None:
+            mine = [
+                s for s in spans if s.server in local and (owners is None or owners.role(s.server) == "owner")
+            ]
+            if mine and store_spans is not None:
+                store_spans(mine)
+
+        self.stats.live.on_spans = own_spans
+        self.jetstream.consume("desk", self.bus.publish_remote)
+        self.jetstream.start()
+        log.info("bus over NATS JetStream", node=self.jetstream.node, stream=settings.stream)
 
     async def _start_agi(self) -> None:
         """The FastAGI server for the inbound dialplan's caller lookup, when [agi] host is set."""
@@ -441,6 +478,9 @@ class Daemon:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        jetstream = getattr(self, "jetstream", None)
+        if jetstream is not None:
+            await jetstream.close()  # what was published reaches the stream first
         await self.bus.close()
         await self.engine.dispose()
         log.info("cti stopped")
@@ -466,6 +506,12 @@ def run_daemon(settings: Settings) -> int:
     configure_logging(settings.log.level, settings.log.format, settings.secrets())
     asyncio.run(serve(settings))
     return 0
+
+
+def _lease_token(owners: Any, server: str) -> int | None:
+    """The token of this node's lease on `server`'s stream, None when it holds none."""
+    lease = owners.leases.get(server)
+    return None if lease is None else lease.token
 
 
 def ivr_vocabulary(tracker: TrackerSettings) -> IvrVocabulary:

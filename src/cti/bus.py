@@ -82,6 +82,21 @@ class EventBus:
         if remote:
             self._remote_taps.append((name, handler))
 
+    def hear_remote(self, name: str) -> None:
+        """Let the tap or queued consumer `name`, already subscribed, also receive the events
+        of other nodes (`publish_remote`)."""
+        found = False
+        for tap in self._taps:
+            if tap[0] == name:
+                found = True
+                if tap not in self._remote_taps:
+                    self._remote_taps.append(tap)
+        for sub in self._subscriptions:
+            if sub.name == name:
+                found = sub.remote = True
+        if not found:
+            raise KeyError(f"no tap or consumer named {name!r} on the bus")
+
     def publish(self, event: Event) -> None:
         self.published += 1
         self._deliver(event, self._taps, self._subscriptions)

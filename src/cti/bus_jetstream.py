@@ -110,6 +110,7 @@ class JetStreamBus:
         self.unencodable = 0
         self._outage = False
         self._drop_warned = False
+        self._closing = False
 
     # ------------------------------------------------------------------ out
     def export(self, event: ev.Event) -> None:
@@ -213,7 +214,7 @@ class JetStreamBus:
 
     async def _on_disconnected(self) -> None:
         self.connected = False
-        if not self._outage:
+        if not self._outage and not self._closing:
             self._outage = True
             log.warning("bus: NATS connection lost, events buffered", pending=self.pending)
 
@@ -413,6 +414,7 @@ class JetStreamBus:
 
     async def close(self, within_s: float = 5.0) -> None:
         """Publish what is buffered (bounded), handle and acknowledge what was delivered, close."""
+        self._closing = True
         if self.connected and not await self.flush(within_s):
             log.warning("bus: events not published at shutdown", pending=self.pending)
         for consumer in self.consumers:

@@ -1,0 +1,183 @@
+"""Any node serves any desktop (issue 20, item 3): two `cti serve` processes share one
+PostgreSQL database (a database of this test's own) and the real NATS JetStream (a stream of
+this test's own); a simulated PBX is tracked by node A only. An agent logged in on node B gets
+the pop of a call ringing their phone, and the ticket node A opens when they answer; a
+supervisor on node B sees the call in the live figures. Sessions are valid on every node (the
+shared `[web] secret`, sessions in the database), and a logout on one node ends the session on
+the other within `session_recheck_s`.
+
+Node B has an `[[asterisk]]` of its own that nobody answers, rather than the sim's: stream
+ownership (`[ha]`, docs/scale-out.md) is another piece of work; here the sim's stream is A's
+alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from pathlib import Path
+from typing import IO, Any
+
+import aiohttp
+import pytest
+
+from cti.db.engine import create_engine
+from cti.sim.config import call_centre_config
+from cti.sim.pbx import SimulatedPbx
+from cti.web.auth import UserStore
+from test_bus_jetstream import NATS_URL, _nats_up
+from test_gap_kill import free_port
+from test_stream_lease import pg_url  # noqa: F401 - the fixture
+
+pytestmark = [
+    pytest.mark.skipif(not _nats_up(), reason="no NATS server on 127.0.0.1:4222"),
+    pytest.mark.skipif(sys.platform == "win32", reason="POSIX processes"),
+    pytest.mark.timeout(120),
+]
+PASSWORD = "correct horse battery"
+AGENT_INTERFACE = "Local/agent1@agents/n"
+
+
+def config(tmp_path: Path, name: str, url: str, ami_port: int, web_port: int, tag: str) -> Path:
+    path = tmp_path / f"{name}.toml"
+    path.write_text(
+        f'[[asterisk]]\nname = "{"sim" if name == "node-a" else "elsewhere"}"\nhost = "127.0.0.1"\n'
+        f'port = {ami_port}\nusername = "cti"\nkeepalive_s = 1.0\nreconnect_cap_s = 0.5\n'
+        f'[database]\nurl = "{url}"\nflush_interval_s = 0.05\n'
+        f'[web]\nport = {web_port}\nsecret = "shared-secret-of-the-floor-{tag}"\nsession_recheck_s = 0.5\n'
+        f'[bus]\nnats_url = "{NATS_URL}"\nnode = "{name}-{tag}"\nstream = "CTI_TEST_{tag}"\n'
+        f'subject_prefix = "cti-test-{tag}"\n'
+        f'[dialer]\nenabled = false\n[log]\nformat = "json"\nlevel = "info"\n',
+        encoding="utf-8",
+    )
+    return path
+
+
+@asynccontextmanager
+async def serve(config_path: Path, log: Path) -> AsyncIterator[asyncio.subprocess.Process]:
+    env = {**os.environ, "CTI_AMI_SIM_SECRET": "ctisecret", "CTI_AMI_ELSEWHERE_SECRET": "x"}
+    handle: IO[bytes] = open(log, "ab")  # noqa: ASYNC230, SIM115 - handed to the child
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "cti.cli", "serve", "--config", str(config_path), env=env, stderr=handle
+        )
+    finally:
+        handle.close()
+    try:
+        yield process
+    finally:
+        if process.returncode is None:
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), 20)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+
+
+async def answering(session: aiohttp.ClientSession, port: int, process: Any, want: str | None) -> None:
+    """Wait until the node's web server answers (with `want` as its health status, if given)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 60
+    while True:
+        assert process.returncode is None, "cti serve exited"
+        assert loop.time() < deadline, "cti serve never answered"
+        with suppress(aiohttp.ClientError):
+            async with session.get(f"http://127.0.0.1:{port}/healthz") as r:
+                status = (await r.json()).get("status")
+                if want is None or status == want:
+                    return
+        await asyncio.sleep(0.1)
+
+
+async def login(session: aiohttp.ClientSession, port: int, user: str) -> str:
+    async with session.post(
+        f"http://127.0.0.1:{port}/api/login", json={"username": user, "password": PASSWORD}
+    ) as r:
+        assert r.status == 200, await r.text()
+        return str((await r.json())["token"])
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def frame(ws: aiohttp.ClientWebSocketResponse, kind: str, **match: Any) -> dict[str, Any]:
+    """The next frame of this type (whose fields hold `match`), skipping the others."""
+    while True:
+        msg = dict(await asyncio.wait_for(ws.receive_json(), 30))
+        if msg["type"] == kind and all(_get(msg, k) == v for k, v in match.items()):
+            return msg
+
+
+def _get(msg: dict[str, Any], dotted: str) -> Any:
+    value: Any = msg
+    for part in dotted.split("__"):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+async def delete_stream(tag: str) -> None:
+    import nats
+
+    nc = await nats.connect(NATS_URL)
+    with suppress(Exception):
+        await nc.jetstream().delete_stream(f"CTI_TEST_{tag}")
+    await nc.close()
+
+
+async def test_an_agent_on_node_b_gets_the_pop_and_ticket_of_a_call_tracked_on_node_a(
+    tmp_path: Path,
+    pg_url: str,  # noqa: F811
+) -> None:
+    tag = uuid.uuid4().hex[:10]
+    engine = create_engine(pg_url)
+    users = UserStore(engine)
+    await users.add("agent1", PASSWORD, "agent", "Agent One", interfaces=[AGENT_INTERFACE])
+    await users.add("sup", PASSWORD, "supervisor", "Sup")
+    await engine.dispose()
+    port_a, port_b = free_port(), free_port()
+    sim = call_centre_config(1, speed=4.0, seed=3)
+    try:
+        async with (
+            SimulatedPbx(sim) as pbx,
+            serve(config(tmp_path, "node-a", pg_url, pbx.port, port_a, tag), tmp_path / "a.log") as a,
+            serve(config(tmp_path, "node-b", pg_url, free_port(), port_b, tag), tmp_path / "b.log") as b,
+            aiohttp.ClientSession() as session,
+        ):
+            await answering(session, port_a, a, "ok")  # A tracks the sim
+            await answering(session, port_b, b, None)  # B's own PBX never answers: degraded
+            token = await login(session, port_b, "agent1")
+            ws = await session.ws_connect(f"http://127.0.0.1:{port_b}/ws", headers=bearer(token))
+            await frame(ws, "state")
+            await asyncio.sleep(1.0)  # B's durable consumer is in place
+
+            linkedid = pbx.inbound_call("+33612345678", "Jean Dupont", digits="1", talk_s=20.0)
+            pop = await frame(ws, "pop", pop__linkedid=linkedid)
+            assert pop["pop"]["server"] == "sim" and pop["pop"]["caller"]["e164"] == "+33612345678"
+            ticket = await frame(ws, "ticket")  # opened by node A when agent1 answered
+            assert ticket["ticket"]["agent"] == "agent1"
+
+            supervisor = await login(session, port_b, "sup")
+            async with session.get(
+                f"http://127.0.0.1:{port_b}/api/stats/live", headers=bearer(supervisor)
+            ) as r:
+                assert r.status == 200
+                live = await r.json()
+            assert "support" in str(live)  # the whole floor: the sim's queue, tracked on A
+
+            # One session, every node: B's token is good on A; a logout on B ends it on A.
+            async with session.get(f"http://127.0.0.1:{port_a}/api/me", headers=bearer(token)) as r:
+                assert r.status == 200
+            async with session.post(f"http://127.0.0.1:{port_b}/api/logout", headers=bearer(token)) as r:
+                assert r.status in (200, 204), await r.text()
+            await asyncio.sleep(0.8)  # A's cached answer is at most session_recheck_s old
+            async with session.get(f"http://127.0.0.1:{port_a}/api/me", headers=bearer(token)) as r:
+                assert r.status == 401
+            await ws.close()
+    finally:
+        await delete_stream(tag)
