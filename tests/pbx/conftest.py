@@ -23,7 +23,17 @@ sys.path.insert(0, str(Path(__file__).parent))
 from daemon import AGENTS, CtiDaemon, Desk
 from external import ENV as EXTERNAL_ENV
 from external import ExternalAsterisk, ExternalCti, LabConfig
-from lab import Asterisk, Ports, asterisk_prefix, new_run_dir
+from lab import (
+    PG_HOST,
+    PG_PORT,
+    Asterisk,
+    PgTarget,
+    Ports,
+    asterisk_prefix,
+    create_records_database,
+    drop_records_database,
+    new_run_dir,
+)
 from sipp import SIPP, Answer, SipLab
 
 BUILD_HINT = (
@@ -81,6 +91,23 @@ def _failed(request: pytest.FixtureRequest) -> bool:
 
 
 @pytest.fixture
+async def records_db() -> AsyncIterator[PgTarget]:
+    """Deploy step 6: a database holding asterisk-conf/postgresql-tables.sql's tables, where the
+    lab's Asterisk writes its queue_log and CEL as the shipped files make it (a throwaway one per
+    test on the local PostgreSQL; `CTI_TEST_PG_HOST`/`_PORT` move it)."""
+    target = await create_records_database("cti_tier")
+    if target is None:
+        hint = f"no PostgreSQL at {PG_HOST}:{PG_PORT}: the tier gives Asterisk its records database there"
+        if os.environ.get("CTI_REQUIRE_PBX") == "1":
+            pytest.fail(hint, pytrace=False)
+        pytest.skip(hint)
+    try:
+        yield target
+    finally:
+        await drop_records_database(target)
+
+
+@pytest.fixture
 def pbx(request: pytest.FixtureRequest) -> Iterator[Asterisk]:
     if EXTERNAL is not None:
         if not Path(SIPP).is_file():
@@ -89,7 +116,8 @@ def pbx(request: pytest.FixtureRequest) -> Iterator[Asterisk]:
             Path("/nonexistent"), new_run_dir(), EXTERNAL.ports, ami_secret=EXTERNAL.ami_secret, lab=EXTERNAL
         )
     else:
-        asterisk = Asterisk(request.getfixturevalue("prefix"), new_run_dir(), Ports.pick())
+        prefix = request.getfixturevalue("prefix")
+        asterisk = Asterisk(prefix, new_run_dir(), Ports.pick(), pgsql=request.getfixturevalue("records_db"))
     asterisk.prepare()
     asterisk.start()
     try:

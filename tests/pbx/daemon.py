@@ -31,6 +31,8 @@ class CtiDaemon:
     extra_toml: str = ""
     ami_port: int | None = None  # through a relay a test can cut (netcut.AmiRelay), else direct
     log_level: str = "debug"  # every step in the artefacts; benchmarks use "info"
+    # Deploy step 9's `records_url`; False: a site that gave cti no access to Asterisk's records.
+    use_records: bool = True
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -55,6 +57,9 @@ class CtiDaemon:
         self.run.mkdir(parents=True, exist_ok=True)
         ami_port = self.ami_port or (self.pbx.ports.ami if self.pbx else 5038)
         queue_log = f'queue_log = "{self.pbx.queue_log}"' if self.pbx else ""
+        # Deploy step 9: cti reads Asterisk's records (queue_log and CEL in PostgreSQL).
+        pgsql = self.pbx.pgsql if self.pbx and self.use_records else None
+        records_url = f'records_url = "{pgsql.url}"' if pgsql else ""
         agi_port = self.pbx.ports.agi if self.pbx else 4573
         self.config.write_text(
             f"""[[asterisk]]
@@ -65,6 +70,7 @@ username = "cti"
 keepalive_s = 2.0
 reconnect_cap_s = 0.5
 {queue_log}
+{records_url}
 
 [database]
 url = "sqlite+aiosqlite:///{self.db_path}"

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
@@ -27,14 +26,8 @@ import pytest
 from daemon import CtiDaemon
 from floor import call_in, finish, log_in
 from lab import (
-    PG_HOST,
-    PG_PORT,
     Asterisk,
     PgTarget,
-    Ports,
-    create_records_database,
-    drop_records_database,
-    new_run_dir,
 )
 from netcut import AmiRelay
 from sipp import Answer, SipLab
@@ -46,57 +39,20 @@ SUPPORT = "1,1,1"
 ARTEFACTS = Path(os.environ.get("CTI_PBX_ARTEFACTS", "/tmp/cti-pbx-artefacts"))
 
 
-@pytest.fixture
-async def pg_target() -> AsyncIterator[PgTarget]:
-    """A throwaway database holding the tables of asterisk-conf/postgresql-tables.sql."""
-    target = await create_records_database("cti_gap")
-    if target is None:
-        if os.environ.get("CTI_REQUIRE_PBX") == "1":
-            pytest.fail(f"no PostgreSQL at {PG_HOST}:{PG_PORT} for the tier's PostgreSQL variant")
-        pytest.skip(f"no PostgreSQL at {PG_HOST}:{PG_PORT}")
-    try:
-        yield target
-    finally:
-        await drop_records_database(target)
-
-
-@pytest.fixture
-def pbx(prefix: Path, pg_target: PgTarget, request: pytest.FixtureRequest) -> Iterator[Asterisk]:
-    """The tier's Asterisk, writing queue_log and CEL to `pg_target` too (lab.pgsql_overlay)."""
-    asterisk = Asterisk(prefix, new_run_dir(), Ports.pick(), pgsql=pg_target)
-    asterisk.prepare()
-    asterisk.start()
-    try:
-        yield asterisk
-    finally:
-        asterisk.stop()
-        reports = [getattr(request.node, f"report_{when}", None) for when in ("setup", "call")]
-        if any(getattr(r, "failed", False) for r in reports) or os.environ.get("CTI_PBX_KEEP") == "1":
-            kept = ARTEFACTS / request.node.name
-            shutil.rmtree(kept, ignore_errors=True)
-            shutil.move(str(asterisk.run), kept)
-            print(f"\nreal-PBX artefacts kept in {kept}")
-        else:
-            shutil.rmtree(asterisk.run, ignore_errors=True)
-
-
 @dataclass
 class RemoteCti(CtiDaemon):
-    """cti on another host than the PBX: no queue_log file to read, Asterisk's records in
-    PostgreSQL (`records_url`), both from the environment over the tier's cti.toml."""
-
-    records_url: str = ""
+    """cti on another host than the PBX: no queue_log file to read (from the environment over
+    the tier's cti.toml), only Asterisk's records in PostgreSQL (`records_url`, deploy step 9)."""
 
     def env(self) -> dict[str, str]:
         env = super().env()
         env["CTI_AMI_QUEUE_LOG"] = ""
-        env["CTI_AMI_RECORDS_URL"] = self.records_url
         return env
 
 
 @pytest.fixture
-def cti(pbx: Asterisk, pg_target: PgTarget, users_db: Path) -> Iterator[CtiDaemon]:
-    daemon = RemoteCti(pbx, pbx.run / "cti", records_url=pg_target.url)
+def cti(pbx: Asterisk, users_db: Path) -> Iterator[CtiDaemon]:
+    daemon = RemoteCti(pbx, pbx.run / "cti")
     daemon.write_config()
     daemon.add_users(template=users_db)
     daemon.start()
@@ -125,7 +81,7 @@ async def _asterisk_rows(url: str, linkedid: str) -> tuple[list[asyncpg.Record],
 
 
 async def test_a_call_made_while_cti_is_dead_is_recorded_from_cel_and_queue_log(
-    pbx: Asterisk, sip: SipLab, cti: CtiDaemon, pg_target: PgTarget
+    pbx: Asterisk, sip: SipLab, cti: CtiDaemon, records_db: PgTarget
 ) -> None:
     await log_in(pbx, sip, ["1001"], Answer(ring_ms=1000))
     # Up a while first: it has stored how far it saw the PBX (what the next start reads from).
@@ -139,7 +95,7 @@ async def test_a_call_made_while_cti_is_dead_is_recorded_from_cel_and_queue_log(
     assert await finish(caller) == 0, caller.errors()
     cti.start()
     [call] = await cti.customer_calls(within_s=40)
-    await recorded_from_asterisks_records(call, pbx, pg_target)
+    await recorded_from_asterisks_records(call, pbx, records_db)
     # The agent's *41, seen live before the kill, is stored once, as seen.
     logins = await cti.sql("SELECT closed_by FROM calls WHERE caller_raw = '1001'")
     assert logins == [("events",)]
@@ -155,8 +111,8 @@ def relay(pbx: Asterisk) -> Iterator[AmiRelay]:
 
 
 @pytest.fixture
-def cti_via_relay(pbx: Asterisk, relay: AmiRelay, pg_target: PgTarget, users_db: Path) -> Iterator[CtiDaemon]:
-    daemon = RemoteCti(pbx, pbx.run / "cti", ami_port=relay.port, records_url=pg_target.url)
+def cti_via_relay(pbx: Asterisk, relay: AmiRelay, users_db: Path) -> Iterator[CtiDaemon]:
+    daemon = RemoteCti(pbx, pbx.run / "cti", ami_port=relay.port)
     daemon.write_config()
     daemon.add_users(template=users_db)
     daemon.start()
@@ -167,7 +123,7 @@ def cti_via_relay(pbx: Asterisk, relay: AmiRelay, pg_target: PgTarget, users_db:
 
 
 async def test_a_call_made_while_the_ami_link_is_cut_is_recorded_from_cel_and_queue_log(
-    pbx: Asterisk, sip: SipLab, cti_via_relay: CtiDaemon, relay: AmiRelay, pg_target: PgTarget
+    pbx: Asterisk, sip: SipLab, cti_via_relay: CtiDaemon, relay: AmiRelay, records_db: PgTarget
 ) -> None:
     """The daemon keeps running; the network between it and Asterisk goes for the whole call
     (its reconnect attempts refused), then comes back: the gap starts at the last event seen."""
@@ -179,10 +135,10 @@ async def test_a_call_made_while_the_ami_link_is_cut_is_recorded_from_cel_and_qu
     assert await finish(caller) == 0, caller.errors()
     relay.cut(for_s=0)  # the network is back
     [call] = await cti.customer_calls(within_s=60)
-    await recorded_from_asterisks_records(call, pbx, pg_target)
+    await recorded_from_asterisks_records(call, pbx, records_db)
 
 
-async def recorded_from_asterisks_records(call: dict[str, Any], pbx: Asterisk, pg_target: PgTarget) -> None:
+async def recorded_from_asterisks_records(call: dict[str, Any], pbx: Asterisk, records_db: PgTarget) -> None:
     """The SVI call answered in support by Agent 1001, recorded from CEL and queue_log as the
     queue_log file and the CDRs say."""
     truth = queue_calls(pbx.queue_log)[call["linkedid"]]
@@ -203,7 +159,7 @@ async def recorded_from_asterisks_records(call: dict[str, Any], pbx: Asterisk, p
     assert agrees_with_cdr(call, pbx.cdr_rows()) == []
 
     # What Asterisk wrote to PostgreSQL is what it wrote to its file, line for line.
-    cel, queue_rows = await _asterisk_rows(pg_target.url, call["linkedid"])
+    cel, queue_rows = await _asterisk_rows(records_db.url, call["linkedid"])
     assert {r["eventtype"] for r in cel} >= {"CHAN_START", "ANSWER", "BRIDGE_ENTER", "HANGUP", "LINKEDID_END"}
     in_file = [e for e in parse_lines(pbx.queue_log.read_text().splitlines()) if e.callid == call["linkedid"]]
     assert [(r["event"], r["queuename"], r["agent"]) for r in queue_rows] == [
