@@ -295,6 +295,21 @@ class StatsSettings:
 
 
 @dataclass(frozen=True)
+class HaSettings:
+    """Several daemons on one PostgreSQL database (docs/scale-out.md, "Stream ownership"): each
+    Asterisk server's AMI stream is tracked by one of them at a time, under a lease."""
+
+    # Off: this daemon tracks every configured server (one daemon per database). On: PostgreSQL
+    # only; a server is connected to only while this daemon holds its lease.
+    enabled: bool = False
+    # This daemon's name in the lease rows; "" = <hostname>-<pid>.
+    node: str = ""
+    # A lease lapses this long after its owner last renewed it (renewed every third of it);
+    # a standby takes over within about two periods of the owner's death.
+    lease_s: float = setting(3.0, low=0.5, high=300)
+
+
+@dataclass(frozen=True)
 class BusSettings:
     """Where domain events go beyond this process (docs/scale-out.md, "The bus"): NATS
     JetStream, so that every node's desktops get the pops and tickets of every PBX."""
@@ -343,6 +358,7 @@ class Settings:
     dialer: DialerSettings = field(default_factory=DialerSettings)
     stats: StatsSettings = field(default_factory=StatsSettings)
     recovery: RecoverySettings = field(default_factory=RecoverySettings)
+    ha: HaSettings = field(default_factory=HaSettings)
     bus: BusSettings = field(default_factory=BusSettings)
 
     def secrets(self) -> list[str]:
@@ -371,6 +387,7 @@ SECTIONS: dict[str, type] = {
     "dialer": DialerSettings,
     "stats": StatsSettings,
     "recovery": RecoverySettings,
+    "ha": HaSettings,
     "bus": BusSettings,
 }
 

@@ -189,6 +189,7 @@ class AmiLink:
         self._logins = 0
         self._conn: _Connection | None = None
         self._closing = False
+        self._closed = False
         self._runner: asyncio.Task[None] | None = None
         self._callbacks: set[asyncio.Future[object]] = set()
         self._reported: set[str] = set()
@@ -218,7 +219,7 @@ class AmiLink:
 
     async def close(self) -> None:
         """Log off (best effort), stop reconnecting, and end every task the link started."""
-        self._closing = True
+        self._closing = self._closed = True
         conn = self._conn
         if conn is not None and self.connected:
             with suppress(ActionError, ActionTimeout, LinkDown):
@@ -230,6 +231,28 @@ class AmiLink:
             conn.writer.transport.abort()
         await self._stop_runner(ends_by_itself=conn is not None)
         await self._cancel_callbacks()
+
+    async def suspend(self, reason: str) -> None:
+        """Drop the connection now, deliver nothing more from it, and let a later `run()` start
+        over: this daemon no longer owns the server's stream (calls/ownership.py). No Logoff:
+        the bytes already received are not read either."""
+        self._closing = True
+        conn = self._conn
+        if conn is not None:
+            conn.failure = reason  # `_received` reads nothing more from it
+            conn.shut(reason)
+            conn.writer.transport.abort()
+        try:
+            await self._stop_runner(ends_by_itself=conn is not None)
+            await self._cancel_callbacks()
+        finally:
+            self._runner = None
+            self._closing = self._closed  # a close() meanwhile still holds
+
+    @property
+    def closed(self) -> bool:
+        """`close()` was called: the link will not run again."""
+        return self._closed
 
     async def _stop_runner(self, ends_by_itself: bool) -> None:
         runner = self._runner

@@ -41,6 +41,7 @@ from cti.calls.gap import RebuildRules, RecoveredCall
 from cti.calls.queue_log import QueueLogEntry
 from cti.calls.records import CallRecord
 from cti.calls.tracker import CallTracker
+from cti.db.leases import LeaseLost
 from cti.db.recovery_store import RecoveryStore
 
 log = structlog.get_logger(__name__)
@@ -150,6 +151,18 @@ class GapRecovery:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._release_held(self._recorded)  # stopping: recorded as seen rather than not at all
 
+    async def stand_down(self) -> None:
+        """This daemon no longer owns the server's stream (calls/ownership.py): the pass in
+        progress is dropped, with what it held (the new owner recovers the gap from the stored
+        mark), and nothing of this run is kept for a later takeover, which starts from the
+        database as a restart does."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        self.seen_until = self.floor = self._saved_mark = None
+        self._recorded = []
+
     # ------------------------------------------------------------------ one pass over the gap
     async def _run(self) -> None:
         delay = RETRY_FIRST_S
@@ -159,6 +172,10 @@ class GapRecovery:
                 return
             except asyncio.CancelledError:
                 raise
+            except LeaseLost as exc:
+                # Another daemon owns the stream now (calls/ownership.py): the gap is its own.
+                self.log.warning("gap recovery dropped: another daemon owns the stream now", error=str(exc))
+                return
             except Exception as exc:
                 self.failures += 1
                 self._release_held(self._recorded)  # not kept waiting on a database that may stay away

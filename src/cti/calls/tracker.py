@@ -1380,6 +1380,20 @@ class CallTracker:
         call.open_segments[uid] = segment
         return [ev.QueueJoined(self.server, at, call.record.linkedid, queue, segment.position, None)]
 
+    def forget_all(self) -> None:
+        """Drop every call, channel and agent this tracker knows, emitting nothing: the daemon
+        no longer owns the server's stream (calls/ownership.py), another daemon records them now,
+        and a later takeover starts from the database, as a restart does."""
+        for held in (self.calls, self.channels, self._ended, self._dead, self._awaiting, self._completing):
+            held.clear()
+        self._early.clear()
+        self._held.clear()
+        self._orphans.clear()
+        self.members.clear()
+        self.hold_adopted = False
+        self._pbx_clock = values.AsteriskClock()
+        self._last_at = 0.0
+
     def restore(self, records: Iterable[CallRecord]) -> None:
         """Take back the calls that were open when the daemon last stopped (persisted with
         `closed_by="shutdown"`). They have no channels yet: the resync that follows the first

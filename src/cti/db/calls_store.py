@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cti.calls.records import CallRecord, IvrStep, QueueSegment
 from cti.config import DatabaseSettings, redact_url
+from cti.db.leases import LeaseLost
 from cti.db.models import Call, CallSegment
 from cti.values import utc
 
@@ -284,6 +285,8 @@ class CallWriter:
         self.written = 0
         self.dropped = 0
         self.rejected = 0
+        self.fenced = 0  # refused by a lost stream lease (db/leases.py), dropped
+        self._fenced_said: set[tuple[str, int]] = set()
         self.failures = 0  # consecutive failed attempts; 0 while the database is healthy
         self.failed_writes = 0  # failed attempts since start (the metrics' counter)
 
@@ -401,12 +404,36 @@ class CallWriter:
     async def _save(self, batch: list[CallRecord]) -> None:
         try:
             await self._store.save(batch)
+        except LeaseLost as exc:
+            await self._drop_fenced(batch, exc)
         except Exception as exc:
             if not is_record_error(exc):
                 raise
             await self._isolate(batch, exc)
         else:
             self.written += len(batch)
+
+    async def _drop_fenced(self, batch: list[CallRecord], exc: LeaseLost) -> None:
+        """Another daemon owns `exc.server`'s stream now (db/leases.py): its calls are its
+        business (recovered from Asterisk's records from the stored mark), ours are dropped,
+        said once per lost lease, never retried. The other servers' calls are saved again."""
+        lost = [r for r in batch if r.server == exc.server]
+        for record in lost:
+            with suppress(ValueError):
+                self._inflight.remove(record)
+        self.fenced += len(lost)
+        if (exc.server, exc.token) not in self._fenced_said:
+            self._fenced_said.add((exc.server, exc.token))
+            log.warning(
+                "call records dropped: another daemon owns the server's stream now",
+                server=exc.server,
+                lease_token=exc.token,
+                current=exc.current,
+                count=len(lost),
+            )
+        rest = [r for r in batch if r.server != exc.server]
+        if rest:
+            await self._save(rest)
 
     async def _isolate(self, batch: list[CallRecord], exc: Exception) -> None:
         if len(batch) == 1:

@@ -11,6 +11,7 @@ from sqlalchemy import Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from cti.db.calls_store import Fence
 from cti.db.models import Call, RecoveryMark
 from cti.values import utc
 
@@ -21,8 +22,10 @@ _INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
 
 class RecoveryStore:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, fence: Fence | None = None) -> None:
         self._engine = engine
+        # Several daemons (db/leases.py): a mark is written only under this daemon's token.
+        self._fence = fence
         self._insert = _INSERTS[engine.dialect.name]
 
     async def mark(self, server: str) -> float | None:
@@ -42,6 +45,8 @@ class RecoveryStore:
             index_elements=["server"], set_={"seen_until": at, "updated_at": row["updated_at"]}
         )
         async with self._engine.begin() as conn:
+            if self._fence is not None:
+                await self._fence(conn, (server,))
             await conn.execute(stmt)
 
     async def recorded(self, server: str, linkedids: Iterable[str]) -> set[str]:

@@ -35,6 +35,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cti.calls import events as ev
+from cti.db.calls_store import Fence
 from cti.slices import Slice, next_turn
 from cti.stats.history import REPORTS, Report, ReportQuery, build_query, zone
 from cti.stats.live import CallKey, LiveStats, count_states
@@ -148,6 +149,7 @@ class StatsService:
         clock: Callable[[], float] = time.time,
         push_interval_s: float = 0.5,
         heartbeat_s: float = 5.0,
+        fence: Fence | None = None,
     ) -> None:
         self.engine = engine
         self.hub = hub
@@ -156,7 +158,7 @@ class StatsService:
         self.clock = clock
         self.push_interval_s = push_interval_s
         self.heartbeat_s = heartbeat_s
-        self.spans = SpanWriter(engine)
+        self.spans = SpanWriter(engine, fence=fence)  # each server's under its lease (db/leases.py)
         self.live = LiveStats(self.thresholds, self.tz, clock, on_spans=self.spans.submit)
         # Least recently computed first: the heartbeat's slice is taken from the front.
         self._rows: OrderedDict[str, _Rows] = OrderedDict()

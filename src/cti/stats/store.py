@@ -18,7 +18,9 @@ import structlog
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from cti.db.calls_store import Fence
 from cti.db.engine import insert_on_conflict
+from cti.db.leases import LeaseLost
 from cti.db.models import AgentStateSpan
 from cti.stats.agents import Span
 from cti.values import utc
@@ -45,12 +47,15 @@ def span_row(span: Span) -> dict[str, Any]:
     }
 
 
-async def save_spans(engine: AsyncEngine, spans: Iterable[Span]) -> int:
-    """Insert `spans`, each cut at quarter hours, in one transaction."""
+async def save_spans(engine: AsyncEngine, spans: Iterable[Span], fence: Fence | None = None) -> int:
+    """Insert `spans`, each cut at quarter hours, in one transaction (refused whole, LeaseLost,
+    when `fence` says this daemon no longer owns one of their servers' streams)."""
     pieces = [piece for span in spans if span.started_at > 0 for piece in span.cut()]
     # A piece no datetime can hold (past year 9999) would fail the whole batch: left out.
     pieces = [p for p in pieces if utc(p.ended_at) is not None]
     async with engine.begin() as conn:
+        if fence is not None and pieces:
+            await fence(conn, {p.server for p in pieces})
         for i in range(0, len(pieces), WRITE_ROWS):
             # A span another tracker of the same PBX stored already (same interface and start)
             # stays as it is: one state at a time per interface, so the key is natural.
@@ -68,8 +73,12 @@ class SpanWriter:
         flush_interval_s: float = 1.0,
         max_pending: int = 200_000,
         retry_max_s: float = 30.0,
+        fence: Fence | None = None,
     ) -> None:
         self._engine = engine
+        # Several daemons (db/leases.py): a server's spans are written only under its token.
+        self._fence = fence
+        self._fenced_said: set[tuple[str, int]] = set()
         self._interval = flush_interval_s
         self._max_pending = max_pending
         self._retry_max = retry_max_s
@@ -104,7 +113,10 @@ class SpanWriter:
         if not batch:
             return True
         try:
-            self.written += await save_spans(self._engine, batch)
+            self.written += await save_spans(self._engine, batch, self._fence)
+        except LeaseLost as exc:
+            self._drop_fenced(exc)
+            return await self.flush()
         except Exception as exc:
             self.failures += 1
             log.error(
@@ -115,6 +127,22 @@ class SpanWriter:
             self._pending.popleft()
         self.failures = 0
         return True
+
+    def _drop_fenced(self, exc: LeaseLost) -> None:
+        """Another daemon owns `exc.server`'s stream now: its agents' spans are that daemon's
+        to write; ours are dropped (said once per lost lease), the other servers' kept."""
+        kept = [s for s in self._pending if s.server != exc.server]
+        lost = len(self._pending) - len(kept)
+        self._pending = deque(kept)
+        self.dropped += lost
+        if (exc.server, exc.token) not in self._fenced_said:
+            self._fenced_said.add((exc.server, exc.token))
+            log.warning(
+                "agent-state spans dropped: another daemon owns the server's stream now",
+                server=exc.server,
+                lease_token=exc.token,
+                count=lost,
+            )
 
     async def _run(self) -> None:
         delay = self._interval
