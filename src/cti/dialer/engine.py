@@ -36,6 +36,7 @@ from cti.dialer.callbacks import CALLBACK_CAMPAIGN
 from cti.dialer.campaigns import CampaignSpec
 from cti.dialer.dispositions import outcome_counts, plan_after_disposition, plan_after_outcome
 from cti.dialer.hours import Decision, History
+from cti.dialer.ownership import CampaignLeases
 from cti.dialer.pacing import Agents, PacingInput, pace
 from cti.dialer.settings import DialerSettings
 from cti.dialer.why import for_agent, history_since, hold_values, judge
@@ -205,6 +206,12 @@ class DialerEngine:
         self.outcomes: Counter[tuple[str, str]] = Counter()
         # Where the current queue members come from (the trackers); None: only from the events.
         self.members: Callable[[], Iterable[ev.AgentStateChanged]] | None = None
+        # Several daemons on one database (dialer/ownership.py): a campaign is paced by the one
+        # holding its lease. None: this daemon paces every campaign (one daemon per database).
+        self.leases: CampaignLeases | None = None
+        # Whether this daemon may dial on a server now (it owns that server's AMI stream, so its
+        # link is up and its tracker sees that floor); None: every configured server.
+        self.may_dial: Callable[[str], bool] | None = None
 
     # ------------------------------------------------------------------------------ life cycle
     def start(self) -> None:
@@ -215,6 +222,8 @@ class DialerEngine:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self.leases is not None:
+            await self.leases.release_all()
 
     async def _run(self) -> None:
         await self.recover()
@@ -228,29 +237,39 @@ class DialerEngine:
 
     # ------------------------------------------------------------------------------ recovery
     async def recover(self) -> None:
-        """Take back the attempts left open by the previous run (crash or restart)."""
+        """Take back the attempts left open by the previous run (crash or restart). With leases,
+        only those of the campaigns this daemon takes, as it takes them (`_adopt`, each tick):
+        another daemon's attempts are its own to follow."""
         async with self._lock:
-            rows = await self._open_rows()
-            for row in rows:
-                self._remember(row)
-            for attempt in list(self.open.values()):
-                call = await self._stored_call(attempt)
-                if call is not None:
-                    await self._close_from_call(attempt, call)
+            if self.leases is None:
+                await self._adopt(None)
             await self._release_orphans()
+
+    async def _adopt(self, campaign_ids: set[int] | None) -> None:
+        """The open attempts of these campaigns (None: of all) become ours to follow and close."""
+        rows = [r for r in await self._open_rows(campaign_ids) if r._mapping["action_id"] not in self.open]
+        adopted = []
+        for row in rows:
+            adopted.append(self._remember(row))
+        for attempt in adopted:
+            call = await self._stored_call(attempt)
+            if call is not None:
+                await self._close_from_call(attempt, call)
         if rows:
             log.info("dialer recovered open attempts", open=len(rows), still_open=len(self.open))
 
-    async def _open_rows(self) -> list[Any]:
+    async def _open_rows(self, campaign_ids: set[int] | None = None) -> list[Any]:
         async with self.db.connect() as conn:
             query = (
                 select(DialerAttempt, DialerCampaign.name)
                 .join(DialerCampaign, DialerCampaign.id == DialerAttempt.campaign_id)
                 .where(DialerAttempt.state.in_(store.OPEN_ATTEMPT))
             )
+            if campaign_ids is not None:
+                query = query.where(DialerAttempt.campaign_id.in_(sorted(campaign_ids)))
             return list((await conn.execute(query)).all())
 
-    def _remember(self, row: Any) -> None:
+    def _remember(self, row: Any) -> OpenAttempt:
         m = row._mapping
         attempt = OpenAttempt(
             id=m["id"],
@@ -270,6 +289,7 @@ class DialerEngine:
             originate_reason=m["originate_reason"],
         )
         self._track(attempt)
+        return attempt
 
     def _track(self, attempt: OpenAttempt) -> None:
         self.open[attempt.action_id] = attempt
@@ -337,7 +357,7 @@ class DialerEngine:
             if self.members is not None:
                 self.board.reset(self.members())
             await self._expire(now)
-            specs = await self._running()
+            specs = await self._owned(await self._running())
         for spec in specs:
             reserved = await self._dial_campaign(spec, now)
             for attempt, variables in reserved:
@@ -358,6 +378,30 @@ class DialerEngine:
                 self.status[row.name] = CampaignStatus(False, f"campaign definition unusable: {exc}")
         self.specs = {s.id: s for s in specs}
         return specs
+
+    async def _owned(self, specs: list[CampaignSpec]) -> list[CampaignSpec]:
+        """The running campaigns this daemon paces: all of them without leases; else those whose
+        lease it holds (taken now if free: their open attempts adopted), among those it can dial
+        (its link to their server up). The lease of a campaign with attempts still open here is
+        kept until they end."""
+        if self.leases is None:
+            return specs
+        dialable = [s for s in specs if self._dialable(s)]
+        wanted = {s.id for s in dialable} | {a.campaign_id for a in self.open.values()}
+        taken = await self.leases.claim(wanted)
+        if taken:  # under the engine's lock (tick)
+            await self._adopt(taken)
+        owned = [s for s in dialable if self.leases.owns(s.id)]
+        mine, reachable = {s.id for s in owned}, {s.id for s in dialable}
+        for spec in specs:
+            if spec.id not in mine:
+                why = "paced by another daemon" if spec.id in reachable else "its server is another daemon's"
+                self.status[spec.name] = CampaignStatus(False, why, at=self.clock())
+        return owned
+
+    def _dialable(self, spec: CampaignSpec) -> bool:
+        route = self._route(spec)
+        return not isinstance(route, str) and (self.may_dial is None or self.may_dial(route[0]))
 
     async def _dial_campaign(
         self, spec: CampaignSpec, now: datetime
@@ -384,12 +428,12 @@ class DialerEngine:
         self, spec: CampaignSpec, now: datetime, server: str | None
     ) -> list[tuple[OpenAttempt, dict[str, str]]]:
         status = self.status[spec.name]
-        async with self._lock:
+        # The floor first: waiting for another daemon's decision must not hold up our events.
+        async with self._floor(spec), self._lock:
             # Only the campaign's own PBX's agents: its calls reach no other PBX's queues.
             status.agents = self.board.agents(spec.queue, spec.agent_group, server)
-            status.in_flight = sum(
-                1 for a in self.open.values() if a.campaign_id == spec.id and a.agent_at is None
-            )
+            # Every call waiting for these agents, whichever campaign and daemon placed it.
+            status.in_flight = await self._in_flight(spec)
             attempts, answered, rate = await self._sample(spec, now)
             status.drop_rate = rate
             decision = pace(
@@ -409,6 +453,31 @@ class DialerEngine:
             if wanted <= 0:
                 return []
             return await self._reserve(spec, now, wanted)
+
+    def _floor(self, spec: CampaignSpec) -> contextlib.AbstractAsyncContextManager[None]:
+        """Serialises the pacing of one floor (server and queue) across daemons (with leases)."""
+        if self.leases is None:
+            return contextlib.nullcontext()
+        return self.leases.floor_lock(spec.server or self.server, spec.queue)
+
+    async def _in_flight(self, spec: CampaignSpec) -> int:
+        """Calls placed for the campaign's floor (its server and queue) and not yet with an agent:
+        from the database, so those of the other campaigns and daemons count too."""
+        a, c = DialerAttempt, DialerCampaign
+        server = spec.server or self.server or None
+        query = (
+            select(func.count())
+            .select_from(a)
+            .join(c, c.id == a.campaign_id)
+            .where(
+                a.state.in_(store.OPEN_ATTEMPT),
+                a.agent_at.is_(None),
+                c.queue == spec.queue,
+                a.server.is_(None) if server is None else a.server == server,
+            )
+        )
+        async with self.db.connect() as conn:
+            return int((await conn.execute(query)).scalar() or 0)
 
     @property
     def servers(self) -> list[str]:
@@ -884,11 +953,10 @@ class DialerEngine:
     async def _close(self, attempt: OpenAttempt, outcome: str, at: datetime, cause: int | None) -> None:
         """End the attempt and plan the contact's future (retry, done, the agent's disposition)."""
         self._forget(attempt)
-        self.outcomes[attempt.campaign, outcome] += 1
         async with self.db.begin() as conn:
-            await conn.execute(
+            ended = await conn.execute(
                 update(DialerAttempt)
-                .where(DialerAttempt.id == attempt.id)
+                .where(DialerAttempt.id == attempt.id, DialerAttempt.state.in_(store.OPEN_ATTEMPT))
                 .values(
                     state="ended",
                     ended_at=at,
@@ -900,6 +968,11 @@ class DialerEngine:
                     agent=attempt.agent,
                 )
             )
+            if ended.rowcount != 1:
+                # Closed already, by the daemon that took the campaign over: its plan stands.
+                log.info("dialer attempt closed elsewhere", action_id=attempt.action_id, outcome=outcome)
+                return
+            self.outcomes[attempt.campaign, outcome] += 1
             row = (
                 await conn.execute(
                     select(

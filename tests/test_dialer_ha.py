@@ -1,0 +1,262 @@
+"""Two `cti serve` daemons on one PostgreSQL (127.0.0.1:5432) dial two campaigns on the same
+floor of the simulated PBX (issue 20, item 4: work that must happen once happens once).
+
+Each campaign is paced by the daemon holding its lease (dialer/ownership.py); both campaigns call
+for the same two agents of the queue `outbound`. Node A takes campaign `a`; node B starts and
+waits; A is frozen (SIGSTOP) for the moment campaign `b` starts, so B takes `b`, then A goes on:
+two daemons pace one floor. Then A is killed (`kill -9`): B takes `a` over once its lease lapses,
+adopts its open attempts and goes on. Against what the simulator itself received:
+
+- every Originate belongs to one attempt row and was received once; no contact was called
+  again before its retry delay (so never twice at once); every attempt is closed;
+- at every Originate, the campaign calls in flight (placed, not yet with an agent) were never
+  more than the agents of the floor not in a call;
+- campaign `a` changed hands (its lease's token moved on) and B placed its calls afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from collections import Counter
+from itertools import pairwise
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+from sqlalchemy import select
+
+from cti.db.engine import create_engine, session_factory
+from cti.db.models import DialerAttempt, DialerContact, ResourceLease
+from cti.dialer import store
+from cti.dialer.importer import import_contacts
+from cti.dialer.ownership import lease_name
+from cti.sim.originate import OriginateRequest
+from cti.sim.pbx import SimulatedPbx
+from test_dialer_sim import SPEED, START, fast_agents_config
+from test_stream_lease import pg_url  # noqa: F401 - fixture
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+CONTACTS = 20  # per campaign; last digit 1 answers, 3 never answers (rings 15 simulated s)
+RETRY_S = 60  # a contact not answered is called again a simulated minute later, once
+
+
+async def prepare(url: str, tmp_path: Path) -> dict[str, int]:
+    engine = create_engine(url)
+    ids = {}
+    try:
+        for name, prefix in (("a", "0612347"), ("b", "0698765")):
+            policy = {"no_answer": {"delay": "1m", "max": 1}}
+            data = {"ruleset": "fr", "dial_mode": "progressive", "ring_timeout_s": 15, "retry_policy": policy}
+            ids[name] = (await store.create_campaign(engine, name, data)).id
+            lines = "".join(f"C{i};{prefix}{i:02d}{'1' if i % 3 == 0 else '3'}\n" for i in range(CONTACTS))
+            path = tmp_path / f"{name}.csv"
+            path.write_text("nom;telephone\n" + lines, encoding="utf-8")
+            report = await import_contacts(engine, path, name)
+            assert report.rejected == 0, report.reasons
+        return ids
+    finally:
+        await engine.dispose()
+
+
+async def change(url: str, campaign: str, action: str) -> None:
+    engine = create_engine(url)
+    try:
+        await store.change_state(engine, campaign, action)
+    finally:
+        await engine.dispose()
+
+
+async def lease_of(url: str, campaign_id: int) -> tuple[str, int] | None:
+    engine = create_engine(url)
+    try:
+        async with session_factory(engine)() as session:
+            row = await session.get(ResourceLease, lease_name(campaign_id))
+            return None if row is None else (row.holder, row.token)
+    finally:
+        await engine.dispose()
+
+
+async def rows(url: str) -> tuple[list[DialerAttempt], dict[int, DialerContact]]:
+    engine = create_engine(url)
+    try:
+        async with session_factory(engine)() as session:
+            attempts = list((await session.scalars(select(DialerAttempt).order_by(DialerAttempt.id))).all())
+            contacts = {c.id: c for c in (await session.scalars(select(DialerContact))).all()}
+        return attempts, contacts
+    finally:
+        await engine.dispose()
+
+
+def config_file(tmp_path: Path, port: int, url: str) -> Path:
+    config = tmp_path / "cti.toml"
+    config.write_text(
+        f'[[asterisk]]\nname = "pbx1"\nhost = "127.0.0.1"\nport = {port}\nusername = "cti"\n'
+        "keepalive_s = 1.0\nreconnect_cap_s = 0.2\n"
+        f'[database]\nurl = "{url}"\nflush_interval_s = 0.05\n'
+        '[log]\nformat = "json"\nlevel = "info"\n[web]\nport = 0\n',
+        encoding="utf-8",
+    )
+    return config
+
+
+async def serve(config: Path, log: Path) -> asyncio.subprocess.Process:
+    env = {
+        **os.environ,
+        "CTI_AMI_PBX1_SECRET": "ctisecret",
+        "CTI_DIALER_DIAL_STRING": "Local/{national}@fake-pstn",
+        "CTI_DIALER_CONNECT_CONTEXT": "dialer-connect",
+        "CTI_DIALER_CLOCK_START": START.replace(hour=10).isoformat(),
+        "CTI_DIALER_CLOCK_SPEED": str(SPEED),
+        "CTI_DIALER_TICK_S": "0.05",
+        "CTI_DIALER_RECONCILE_AFTER_S": "20",
+    }
+    handle = _append(log)
+    try:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "cti.cli", "serve", "--config", str(config), env=env, stderr=handle
+        )
+    finally:
+        handle.close()
+
+
+def _append(path: Path) -> IO[bytes]:
+    return open(path, "ab")
+
+
+async def until(check: Any, within_s: float = 30.0, step_s: float = 0.02) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    while not await _value(check()):
+        if loop.time() > deadline:
+            raise AssertionError("timed out")
+        await asyncio.sleep(step_s)
+
+
+async def _value(result: Any) -> Any:
+    return await result if asyncio.iscoroutine(result) else result
+
+
+async def stop(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is None:
+        process.send_signal(signal.SIGCONT)
+        process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), 20)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+
+async def test_two_daemons_pace_one_floor_and_a_killed_ones_campaign_is_taken_over(
+    pg_url: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    url = pg_url
+    ids = await prepare(url, tmp_path)
+    received: list[tuple[str, float]] = []
+    pacing: list[tuple[str, int, int]] = []  # (action id, calls in flight, agents not in a call)
+    async with SimulatedPbx(fast_agents_config()) as pbx:
+        floor = pbx.engine.queues.get("outbound")
+        assert floor is not None and len(floor.members) == 2
+
+        def dialled(request: OriginateRequest, _leg: object) -> None:
+            received.append((request.action_id or "", pbx.engine.now))
+            waiting = [
+                c
+                for c in pbx.truth.calls.values()
+                if c.direction == "outbound"
+                and c.ended_at is None
+                and not any(s.connected_at is not None for s in c.segments)
+            ]
+            free = sum(1 for m in floor.members if not m.paused and not m.in_call)
+            pacing.append((request.action_id or "", len(waiting), free))
+
+        pbx.engine.originator.on_dial.append(dialled)
+        config, log = config_file(tmp_path, pbx.port, url), tmp_path / "cti.log"
+        await change(url, "a", "start")
+        node_a = await serve(config, log)
+        a_name = f"{socket.gethostname()}-{node_a.pid}"  # the lease holder (no [ha] node)
+        node_b = None
+        try:
+            await until(lambda: len(received) >= 3, within_s=40)
+            assert await lease_of(url, ids["a"]) == (a_name, 1)
+            node_b = await serve(config, log)
+            b_name = f"{socket.gethostname()}-{node_b.pid}"
+            await asyncio.sleep(2.0)  # B is up and asks for `a` every second: A holds it
+            assert (await lease_of(url, ids["a"]) or ("", 0))[0] == a_name
+            # A frozen while `b` starts: B takes `b`; A is thawed before its own lease lapses.
+            node_a.send_signal(signal.SIGSTOP)
+            await change(url, "b", "start")
+            try:
+                await until(lambda: _held_by(url, ids["b"], b_name), within_s=2.5, step_s=0.05)
+            finally:
+                node_a.send_signal(signal.SIGCONT)
+            both_from = len(received)
+            # Both daemons place calls for the same two agents.
+            await until(lambda: min(_placed(received[both_from:], ids).values()) >= 3, within_s=40)
+            assert (await lease_of(url, ids["a"]) or ("", 0))[0] == a_name
+            node_a.send_signal(signal.SIGKILL)
+            await node_a.wait()
+            killed_at = len(received)
+            # B takes `a` once A's lease lapses (3 s) and dials its contacts on.
+            await until(lambda: _held_by(url, ids["a"], b_name), within_s=10, step_s=0.1)
+            await until(
+                lambda: sum(x.startswith(f"cti-dialer-{ids['a']}-") for x, _ in received[killed_at:]) >= 4,
+                within_s=30,
+            )
+            await change(url, "a", "pause")
+            await change(url, "b", "pause")
+            await pbx.idle(timeout_s=60)
+            await until(lambda: _all_ended(url), within_s=40, step_s=0.2)
+        finally:
+            await stop(node_a)
+            if node_b is not None:
+                await stop(node_b)
+
+    attempts, contacts = await rows(url)
+    by_action = {a.action_id: a for a in attempts}
+    counts = Counter(action for action, _ in received)
+    # Every Originate the PBX received has its attempt row, and was received once.
+    assert all(n == 1 for n in counts.values()), counts.most_common(3)
+    assert set(counts) <= set(by_action)
+    assert {a.state for a in attempts} == {"ended"} and all(a.outcome for a in attempts)
+    for attempt in attempts:
+        if attempt.action_id not in counts:  # written, then A was killed before it sent it
+            assert attempt.outcome == "lost", attempt.action_id
+    # No contact called again before its retry delay: never two calls to one contact at once.
+    per_contact: dict[int, list[float]] = {}
+    for action, at in received:
+        per_contact.setdefault(by_action[action].contact_id, []).append(at)
+    for times in per_contact.values():
+        assert all(b - a >= RETRY_S - 10 for a, b in pairwise(times)), times
+    rows_per_contact = Counter(a.contact_id for a in attempts)
+    assert all(contacts[c].attempts == n for c, n in rows_per_contact.items())
+    # Both campaigns were dialled while both daemons were pacing, for the same agents.
+    campaigns_then = {by_action[a].campaign_id for a, _ in received[both_from:killed_at]}
+    assert campaigns_then == {ids["a"], ids["b"]}
+    # The floor was never given more calls than it had agents out of a call.
+    over = [(a, n, free) for a, n, free in pacing if n > free]
+    assert over == [], over
+    lease_a = await lease_of(url, ids["a"])
+    assert lease_a is not None and lease_a[1] >= 2  # taken over: a new token
+    assert "Traceback" not in log.read_text(encoding="utf-8", errors="replace")
+
+
+def _placed(received: list[tuple[str, float]], ids: dict[str, int]) -> dict[str, int]:
+    """How many Originates each campaign got (their ActionIDs start cti-dialer-<campaign id>-)."""
+    counts = Counter(action.split("-")[2] for action, _ in received)
+    return {name: counts[str(campaign_id)] for name, campaign_id in ids.items()}
+
+
+async def _held_by(url: str, campaign_id: int, node: str) -> bool:
+    lease = await lease_of(url, campaign_id)
+    return lease is not None and lease[0] == node
+
+
+async def _all_ended(url: str) -> bool:
+    attempts, _ = await rows(url)
+    return all(a.state == "ended" for a in attempts)
