@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import structlog
@@ -26,11 +27,12 @@ from cti.calls import events as ev
 from cti.calls.controls import Phone
 from cti.calls.ivr import IvrVocabulary
 from cti.calls.live import LiveTracking
+from cti.calls.ownership import StreamOwners
 from cti.calls.pbxs import Pbx, PbxMap
 from cti.calls.recovery import MARGIN_S, GapRecovery
 from cti.calls.tracker import CallTracker
 from cti.config import AsteriskServer, Settings, TrackerSettings, redact_url
-from cti.db.calls_store import CallStore, CallWriter, load_open_calls
+from cti.db.calls_store import CallStore, CallWriter, Fence, load_open_calls
 from cti.db.engine import create_engine
 from cti.db.migrate import upgrade_async
 from cti.directory.lookup import CustomerDirectory
@@ -59,6 +61,7 @@ class Daemon:
     links: list[AmiLink] = field(default_factory=list)
     trackings: list[LiveTracking] = field(default_factory=list)
     recoveries: list[GapRecovery] = field(default_factory=list)
+    owners: StreamOwners | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -73,8 +76,13 @@ class Daemon:
         await asyncio.to_thread(_warm_phone_metadata)
         db = self.settings.database
         self.engine = create_engine(db.url)
+        # Several daemons, one PostgreSQL ([ha]): each server's stream is owned by one of them,
+        # and every write for a server goes through its lease's token (calls/ownership.py).
+        if self.settings.ha.enabled:  # refused on SQLite before anything is written
+            servers = [s.name for s in self.settings.asterisk]
+            self.owners = StreamOwners(self.engine, self.settings.ha, servers)
         await upgrade_async(self.engine)
-        self.store = CallStore(self.engine)
+        self.store = CallStore(self.engine, fence=self._fences)
         self.writes = TimedRecordSink(self.store)  # each write timed, for the metrics
         self.writer = CallWriter.from_settings(self.writes, db)
         self.writer.start()
@@ -107,16 +115,26 @@ class Daemon:
         self._spawn(self._tick(), "tracker-tick")
         await self._start_desk()
         await self._start_agi()
+        self._start_bus()
         # Only now: every consumer has subscribed, so the first resync's events (queue members,
         # calls in progress) reach statistics and the dialer too, not just the call writer.
+        if self.owners is not None:  # each link connects once its server's stream is ours
+            pairs = zip(self.links, self.trackings, strict=True)
+            self.owners.start(list(pairs), lambda name: partial(load_open_calls, self.engine, name))
         for link, tracking in zip(self.links, self.trackings, strict=True):
-            self._spawn(link.run(), f"ami:{link.server.name}")
+            if self.owners is None:
+                self._spawn(link.run(), f"ami:{link.server.name}")
             if self.settings.tracker.reconcile_s > 0:
                 self._spawn(self._reconcile(link, tracking), f"reconcile:{link.server.name}")
         for recovery in self.recoveries:
             recovery.keep_marks()
         gc_policy.after_startup()
         log.info("cti started", servers=[s.name for s in self.settings.asterisk], database=redact_url(db.url))
+
+    @property
+    def _fences(self) -> Fence | None:
+        """Each write made for a server checked against its stream lease ([ha]); None: one daemon."""
+        return None if self.owners is None else self.owners.fences
 
     def _start_recovery(self, server: AsteriskServer, tracker: CallTracker) -> GapRecovery | None:
         """The calls of a gap, read back from Asterisk's CEL and queue_log in PostgreSQL
@@ -143,7 +161,7 @@ class Daemon:
             tracker,
             self.bus.publish,
             source,
-            RecoveryStore(self.engine),
+            RecoveryStore(self.engine, self._fences),
             self.store.save,
             rules,
             max_gap_s=self.settings.recovery.max_gap_s,
@@ -171,9 +189,7 @@ class Daemon:
         )
         # Each pop frame's latency from its AMI bytes, measured after the frame is written.
         self.pop_latency = PopLatency(self.links)
-        self.screen_pops = ScreenPops(
-            self.pops, self.pop_latency.sender(self.hub), self._lookup_for_pop()
-        )
+        self.screen_pops = ScreenPops(self.pops, self.pop_latency.sender(self.hub), self._lookup_for_pop())
         self.tickets = TicketService(self.engine, self.settings.tickets, self.bus.publish)
         # Inline: a pop must not wait behind a queue hop (target: p99 ≤ 5 ms from the AMI bytes).
         self.bus.tap("screen-pops", self.screen_pops.on_event)
@@ -237,6 +253,42 @@ class Daemon:
         await site.start()
         log.info("web server listening", url=self.web_url)
 
+    def _start_bus(self) -> None:
+        """[bus] nats_url: this node's events to NATS JetStream, and every other node's events
+        to this node's screen pops, ticket pushes and live statistics, so that a desktop or a
+        wallboard on any node sees the calls of every PBX (docs/scale-out.md, "The bus")."""
+        from dataclasses import replace
+
+        from cti.bus_jetstream import JetStreamBus
+
+        self.jetstream: JetStreamBus | None = None
+        settings = self.settings.bus
+        if not settings.nats_url:
+            return
+        ha = getattr(self.settings, "ha", None)
+        node = settings.node or (ha.node if ha is not None else "")
+        owners = getattr(self, "owners", None)  # [ha]: the token of each stream this node owns
+        token_for = None if owners is None else lambda server: _lease_token(owners, server)
+        self.jetstream = JetStreamBus(replace(settings, node=node), token_for)
+        self.bus.tap("jetstream", self.jetstream.export)
+        for name in ("screen-pops", "ticket-push", "stats", "stats-restart"):
+            self.bus.hear_remote(name)
+        # Other nodes' events feed the live figures, but their agent-state spans are stored by
+        # the node that tracks their server, not here as well.
+        store_spans, local = self.stats.live.on_spans, {s.name for s in self.settings.asterisk}
+
+        def own_spans(spans: list[Any]) -> None:
+            mine = [
+                s for s in spans if s.server in local and (owners is None or owners.role(s.server) == "owner")
+            ]
+            if mine and store_spans is not None:
+                store_spans(mine)
+
+        self.stats.live.on_spans = own_spans
+        self.jetstream.consume("desk", self.bus.publish_remote)
+        self.jetstream.start()
+        log.info("bus over NATS JetStream", node=self.jetstream.node, stream=settings.stream)
+
     async def _start_agi(self) -> None:
         """The FastAGI server for the inbound dialplan's caller lookup, when [agi] host is set."""
         from cti.agi.server import FastAgiServer
@@ -292,7 +344,7 @@ class Daemon:
         thresholds = ThresholdSet.build(
             tracker.service_level_s, tracker.short_abandon_s, self.settings.stats.queues
         )
-        self.stats = StatsService(self.engine, self.hub, thresholds)
+        self.stats = StatsService(self.engine, self.hub, thresholds, fence=self._fences)
         # Before the AMI links start: today's figures are rebuilt from the database while every
         # event is held; the tap notes the calls ended meanwhile before the writer stores them.
         self.bus.tap("stats-restart", self.stats.on_published)
@@ -362,8 +414,11 @@ class Daemon:
             }
             for link in self.links
         ]
+        if self.owners is not None:  # a standby's link is down by design
+            for item in links:
+                item["role"] = self.owners.role(str(item["server"]))
         # Connected is not enough: until its resync succeeds the daemon does not know the PBX.
-        ok = all(item["connected"] and item["synced"] for item in links)
+        ok = all((item["connected"] and item["synced"]) or item.get("role") == "standby" for item in links)
         return {"status": "ok" if ok else "degraded", "links": links, "pending_writes": self.writer.pending}
 
     def _write_ended(self, event: ev.Event) -> None:
@@ -409,6 +464,16 @@ class Daemon:
     async def wait(self) -> None:
         await self._stopping.wait()
 
+    async def _hand_over(self, stored_all: bool) -> None:
+        """Everything seen is stored: the next start begins from here; with [ha], a standby
+        takes the streams over now rather than when their leases lapse."""
+        for recovery in self.recoveries:
+            if stored_all:
+                with suppress(Exception):
+                    await recovery.save_mark()
+        if self.owners is not None:
+            await self.owners.release()
+
     async def shutdown(self) -> None:
         """Log off, let consumers take what was published, flush the writer, cancel the rest."""
         log.info("cti stopping")
@@ -441,13 +506,13 @@ class Daemon:
                 record.closed_by = "shutdown"
                 self.writer.submit(record)
         leftover = await self.writer.close()
-        for recovery in self.recoveries:
-            if not leftover:  # everything seen is stored: the next start begins from here
-                with suppress(Exception):
-                    await recovery.save_mark()
+        await self._hand_over(stored_all=not leftover)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        jetstream = getattr(self, "jetstream", None)
+        if jetstream is not None:
+            await jetstream.close()  # what was published reaches the stream first
         await self.bus.close()
         await self.engine.dispose()
         log.info("cti stopped")
@@ -473,6 +538,12 @@ def run_daemon(settings: Settings) -> int:
     configure_logging(settings.log.level, settings.log.format, settings.secrets())
     asyncio.run(serve(settings))
     return 0
+
+
+def _lease_token(owners: Any, server: str) -> int | None:
+    """The token of this node's lease on `server`'s stream, None when it holds none."""
+    lease = owners.leases.get(server)
+    return None if lease is None else lease.token
 
 
 def ivr_vocabulary(tracker: TrackerSettings) -> IvrVocabulary:
