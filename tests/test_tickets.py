@@ -435,6 +435,31 @@ async def test_breach_is_stored_and_published_exactly_once(
     assert [e for e in published if isinstance(e, TicketSlaBreached)] == [breach]
 
 
+async def test_two_daemons_sweeping_at_once_publish_each_breach_once(db_url: str, clock: Clock) -> None:
+    """Two services with their own engines (two daemons) sweep the same overdue tickets at the
+    same instant, while an agent's change settles one of the breaches: each breach is stored and
+    published once in all, by whichever got there first."""
+    engines = [create_engine(db_url), create_engine(db_url)]
+    published: list[list[Event]] = [[], []]
+    services = [TicketService(e, SETTINGS, p.append, clock) for e, p in zip(engines, published, strict=True)]
+    try:
+        tickets = [
+            await services[0].open_for_answer(SERVER, f"{CALL}{n}", "amina", "support") for n in range(30)
+        ]
+        clock.advance(601)
+        await asyncio.gather(
+            services[0].check_breaches(clock.now),
+            services[1].check_breaches(clock.now),
+            services[1].qualify(tickets[0].id, AMINA, notes="rappel"),
+        )
+        breached = [e.ticket_id for p in published for e in p if isinstance(e, TicketSlaBreached)]
+        assert sorted(breached) == sorted(t.id for t in tickets)
+        assert await services[1].check_breaches(clock.now + 60) == []
+    finally:
+        for eng in engines:
+            await eng.dispose()
+
+
 async def test_holding_delays_the_breach(service: TicketService, clock: Clock) -> None:
     ticket = await answered(service)
     clock.advance(500)
