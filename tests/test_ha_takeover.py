@@ -3,8 +3,9 @@ processes with `[ha] enabled` share one PostgreSQL database and one simulated PB
 its CEL and queue_log rows as Asterisk does, `records_url`).
 
 - The owner is killed (`kill -9`) under traffic: the standby owns the stream within two lease
-  periods (read from `stream_leases`, on PostgreSQL's clock), and against the simulator's ground
-  truth every call is stored once, each as it went.
+  periods (read from `stream_leases`, on PostgreSQL's clock); the killed one comes back as a
+  standby and takes the stream back when the second owner stops cleanly (which releases the
+  lease); against the simulator's ground truth every call is stored once, each as it went.
 - The owner is frozen (SIGSTOP) past its lease, then thawed: the standby took over, and the
   thawed daemon writes nothing (its late writes are refused by the fencing token), stands by,
   and keeps running.
@@ -41,7 +42,7 @@ from test_gap_rebuild import records_url  # noqa: F401 - the fixture
 
 pytestmark = [pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals"), pytest.mark.timeout(300)]
 LEASE_S = 3.0
-TRAFFIC_S = 500.0  # simulated (speed 10): 50 s of wall clock
+TRAFFIC_S = 600.0  # simulated (speed 10): 60 s of wall clock
 
 AUDIT = """
 CREATE TABLE write_audit (
@@ -291,7 +292,22 @@ async def test_kill_the_owner_under_traffic_the_standby_takes_over(
             assert owned_at - killed_at <= 2 * LEASE_S, owned_at - killed_at
             await until(lambda: asyncio.to_thread(lambda: _health(b.web) == "ok"), 60, "b healthy")
             assert await asyncio.to_thread(lambda: b.health()["links"][0]["role"]) == "owner"
-            truth = await finish(pbx, cluster, b)
+
+            # a comes back as a standby; b stops cleanly: it stores what it saw under its token,
+            # then releases the lease (a need not wait for it to lapse).
+            await a.start()
+            await healthy(a.web, a.alive)
+            assert (await lease(cluster))[:2] == ("b", 2)
+            b.alive.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(b.alive.wait(), 30)
+            released = await cluster.rows(
+                "SELECT holder, expires_at = '-infinity' AS freed FROM stream_leases"
+            )
+            assert released[0]["holder"] == "a" or released[0]["freed"], released
+            token, _ = await until_owned(cluster, "a", 20 * LEASE_S)
+            assert token == 3
+            await until(lambda: asyncio.to_thread(lambda: _health(a.web) == "ok"), 60, "a healthy")
+            truth = await finish(pbx, cluster, a)
         finally:
             await a.stop()
             await b.stop()
@@ -299,7 +315,8 @@ async def test_kill_the_owner_under_traffic_the_standby_takes_over(
     # The kill hid calls from both daemons: the new owner recorded them from Asterisk's records.
     assert any(c["closed_by"] == "cel" for c in calls)
     writes = await audit(cluster)
-    assert {(w["role"], w["token"]) for w in writes} == {(cluster.roles["a"], 1), (cluster.roles["b"], 2)}
+    role_a, role_b = cluster.roles["a"], cluster.roles["b"]
+    assert {(w["role"], w["token"]) for w in writes} == {(role_a, 1), (role_b, 2), (role_a, 3)}
     no_traceback(a)
     no_traceback(b)
     assert any(line.get("event") == "gap recovered from Asterisk's CEL and queue_log" for line in b.logged())
