@@ -43,7 +43,7 @@ from cti.tickets import BreachWatcher, TicketConsumer, TicketError, TicketServic
 from cti.tickets.events import TicketEvent, TicketSlaBreached, TicketUpdated
 from cti.web.auth import LoginLimiter, Principal, TokenSigner, UserStore
 from cti.web.hub import Hub
-from cti.web.metrics import DaemonCollector, MeasuredLookup, PopLatency, TimedRecordSink, build_registry
+from cti.web.metrics import DaemonCollector, PopLatency, TimedRecordSink, build_registry
 from cti.web.routes import AGENT_ROUTES, CUSTOMER_ROUTES, TICKET_ROUTES
 from cti.web.server import WebContext, build_app, runner_options
 
@@ -290,23 +290,21 @@ class Daemon:
         log.info("bus over NATS JetStream", node=self.jetstream.node, stream=settings.stream)
 
     async def _start_agi(self) -> None:
-        """The FastAGI server for the inbound dialplan's caller lookup, when [agi] host is set."""
-        from cti.agi.server import FastAgiServer
+        """The FastAGI caller lookup for the inbound dialplan, when [agi] host is set: served by a
+        worker process of its own (cti/agi/worker.py), away from this event loop's work."""
+        from cti.agi.worker import AgiWorker
 
         settings = self.settings.agi
-        self.agi: FastAgiServer | None = None
+        self.agi: AgiWorker | None = None
         if not settings.host:
             return
-        lookup = MeasuredLookup(self.directory, self.settings.directory.region, settings.timeout_s)
-        server = FastAgiServer(
-            {"lookup": lookup},
-            session_timeout_s=settings.session_timeout_s,
-            max_sessions=settings.max_sessions,
-        )
-        await server.start(settings.host, settings.port)
-        self.agi = server
-        self.metrics.agi, self.metrics.lookup = server, lookup
-        log.info("FastAGI server listening", addresses=[f"{h}:{p}" for h, p in server.addresses])
+        worker = AgiWorker(self.settings)
+        await worker.start()
+        self.agi = worker
+        self.directory.on_change.append(worker.forget)
+        self.metrics.agi, self.metrics.lookup = worker, worker.lookup
+        addresses = [f"{h}:{p}" for h, p in worker.addresses]
+        log.info("FastAGI server listening", addresses=addresses, worker=worker.pid)
 
     def _start_dialer(self) -> list[web.RouteDef]:
         """The outbound dialer: bus events in, Originates out, each campaign on its server's link

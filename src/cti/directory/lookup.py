@@ -13,7 +13,7 @@ import dataclasses
 import enum
 import functools
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Final
 
@@ -84,6 +84,8 @@ class CustomerDirectory:
         # driver already does the I/O without holding the loop.
         self._sqlite = SqliteLookup(path) if path is not None else None
         self._shared: OrderedDict[str, tuple[float, asyncio.Future[LookupResult]]] = OrderedDict()
+        # Told when a customer changes here: whoever shares answers elsewhere (the FastAGI worker).
+        self.on_change: list[Callable[[], None]] = []
 
     @classmethod
     def from_settings(cls, engine: AsyncEngine, settings: DirectorySettings) -> CustomerDirectory:
@@ -144,6 +146,8 @@ class CustomerDirectory:
     def forget_lookups(self) -> None:
         """A customer changed: the next lookups go to the database again."""
         self._shared.clear()
+        for hook in self.on_change:
+            hook()
 
     async def _lookup_e164(self, number: CallerNumber) -> LookupResult:
         if self.crm is None:

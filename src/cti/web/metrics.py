@@ -12,7 +12,8 @@ Three latencies have no counter to read, and are recorded as they happen, in `La
   (`AmiLink.chunk_at`) to the moment the hub has written the `pop` frame to the agent's socket
   (`PopLatency.sender` wraps the hub's `send`, on the pop's own step);
 - a database write of the call writer (`TimedRecordSink` wraps its store);
-- a FastAGI caller lookup (`MeasuredLookup`, the `lookup` route with a stopwatch).
+- a FastAGI caller lookup (`cti.agi.lookup.MeasuredLookup`, the `lookup` route with a stopwatch,
+  in the FastAGI worker process: `cti.agi.worker` brings its counters back).
 
 Series and their meaning: docs/operations.md ("Metrics").
 """
@@ -20,9 +21,7 @@ Series and their meaning: docs/operations.md ("Metrics").
 from __future__ import annotations
 
 import hmac
-import math
 import time
-from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -37,12 +36,12 @@ from prometheus_client.core import (
 )
 
 from cti import __version__
-from cti.agi.lookup import CallerLookup, Outcome
+from cti.latency import LatencyHistogram
 from cti.web.api import operation
 from cti.web.errors import error_body
 
 if TYPE_CHECKING:
-    from cti.agi.server import AgiSession, FastAgiServer
+    from cti.agi.worker import AgiWorker, LookupCounts
     from cti.ami.link import AmiLink
     from cti.bus import EventBus
     from cti.calls.live import LiveTracking
@@ -57,32 +56,6 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # what generate_lates
 # Seconds. The pop's target is p99 <= 5 ms: fine buckets below it, coarse ones for the tail.
 POP_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 DB_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
-AGI_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-
-
-class LatencyHistogram:
-    """Observations in fixed buckets (upper bounds in seconds), rendered at scrape time."""
-
-    __slots__ = ("bounds", "count", "counts", "sum")
-
-    def __init__(self, bounds: Sequence[float]) -> None:
-        self.bounds = tuple(bounds)
-        self.counts = [0] * (len(self.bounds) + 1)  # the last one: above every bound (+Inf)
-        self.sum = 0.0
-        self.count = 0
-
-    def observe(self, seconds: float) -> None:
-        self.counts[bisect_left(self.bounds, seconds)] += 1
-        self.sum += seconds
-        self.count += 1
-
-    def buckets(self) -> list[tuple[str, float]]:
-        """Cumulative counts per upper bound, as Prometheus wants them."""
-        out, total = [], 0
-        for bound, count in zip((*self.bounds, math.inf), self.counts, strict=True):
-            total += count
-            out.append(("+Inf" if bound == math.inf else repr(bound), float(total)))
-        return out
 
 
 class PopLatency:
@@ -128,28 +101,6 @@ class TimedRecordSink:
             self.histogram.observe(time.monotonic() - started)
 
 
-class MeasuredLookup(CallerLookup):
-    """The FastAGI `lookup` route, counting its outcomes and timing each session's route
-    (directory lookup and the AGI commands that set the channel's variables)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.histogram = LatencyHistogram(AGI_BUCKETS)
-        self.outcomes: Counter[str] = Counter()
-
-    async def look_up(self, raw_number: str, region: str) -> Outcome:
-        outcome = await super().look_up(raw_number, region)
-        self.outcomes[outcome.status] += 1
-        return outcome
-
-    async def __call__(self, session: AgiSession) -> None:
-        started = time.monotonic()
-        try:
-            await super().__call__(session)
-        finally:
-            self.histogram.observe(time.monotonic() - started)
-
-
 def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
     return CounterMetricFamily(name, doc, value=value)
 
@@ -178,8 +129,8 @@ class DaemonCollector:
         writer: CallWriter | None = None,
         writes: TimedRecordSink | None = None,
         dialer: DialerEngine | None = None,
-        agi: FastAgiServer | None = None,
-        lookup: MeasuredLookup | None = None,
+        agi: AgiWorker | None = None,
+        lookup: LookupCounts | None = None,
     ) -> None:
         self.links, self.trackings, self.bus, self.web = links, trackings, bus, web
         self.pops, self.screen_pops, self.writer, self.writes = pops, screen_pops, writer, writes
