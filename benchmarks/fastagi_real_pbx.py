@@ -8,12 +8,19 @@ configuration, `cti serve` as a process). Calls are Local channels originated ov
 caller ID (a known customer for half of them); each plays the SVI for a second and hangs up.
 Times are Asterisk's own millisecond log stamps (logger.conf `dateformat = %F %T.%3q`), so they
 include the TCP connect, the AGI environment, the daemon's directory lookup and every command.
+
+`--breakdown` also turns on Asterisk's `agi set debug on` and splits each lookup, by the same
+stamps, into Asterisk's connect and environment (to the environment's last line sent), the
+daemon's answer (to the first command received) and the rest (the commands and the close, to
+"AGI Script ... completed"): where a slow lookup spent its time. The debug lines cost Asterisk
+a little: compare totals without it.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import re
 import statistics
@@ -47,6 +54,47 @@ def quantile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q * 100) - 1]
 
 
+DEBUG_LINE = re.compile(r"^\[(\S+ \S+)\] VERBOSE\[\d+\]\[(C-[0-9a-f]+)\] res_agi\.c: (.*)$")
+
+
+def _stamp(text: str) -> float:
+    return time.mktime(time.strptime(text[:19], "%Y-%m-%d %H:%M:%S")) + float("0" + text[19:])
+
+
+def breakdown(log: Path) -> dict[str, list[float]]:
+    """Per lookup, ms: Asterisk's connect + environment, the daemon's answer, commands + close."""
+    marks: dict[str, dict[str, float]] = {}
+    for line in log.read_text(errors="replace").splitlines():
+        match = LINE.match(line)
+        if match:
+            stamp, call, app = match.groups()
+            if app == "AGI":
+                marks[call] = {"start": _stamp(stamp)}
+            continue
+        match = DEBUG_LINE.match(line)
+        if not match or match.group(2) not in marks:
+            continue
+        stamp, call, text = match.groups()
+        mark = marks[call]
+        if text.endswith("AGI Tx >> ") and "env" not in mark:
+            mark["env"] = _stamp(stamp)
+        elif "AGI Rx << " in text and "env" in mark and "answer" not in mark:
+            mark["answer"] = _stamp(stamp)
+        elif "AGI Script" in text and "completed" in text and "answer" in mark and "done" not in mark:
+            mark["done"] = _stamp(stamp)
+    parts: dict[str, list[float]] = {
+        "asterisk connect + environment": [],
+        "daemon's answer": [],
+        "commands + close": [],
+    }
+    for mark in marks.values():
+        if "done" in mark:
+            spans = (("start", "env"), ("env", "answer"), ("answer", "done"))
+            for values, (a, b) in zip(parts.values(), spans, strict=True):
+                values.append((mark[b] - mark[a]) * 1000)
+    return parts
+
+
 def lookups(log: Path) -> list[float]:
     started: dict[str, float] = {}
     out: list[float] = []
@@ -55,7 +103,7 @@ def lookups(log: Path) -> list[float]:
         if not match:
             continue
         stamp, call, app = match.groups()
-        at = time.mktime(time.strptime(stamp[:19], "%Y-%m-%d %H:%M:%S")) + float("0" + stamp[19:])
+        at = _stamp(stamp)
         if app == "AGI":
             started[call] = at
         elif app == "UserEvent" and call in started:
@@ -77,6 +125,8 @@ def main() -> int:
         help="give Asterisk no database for its CEL and queue_log (a site that skipped that step: "
         "cel_pgsql then fails a connection for every channel event)",
     )
+    parser.add_argument("--breakdown", action="store_true", help="split each lookup (agi set debug on)")
+    parser.add_argument("--cti-log", default="info", help="the daemon's log level (debug: every session)")
     args = parser.parse_args()
     prefix = asterisk_prefix()
     if prefix is None:
@@ -91,12 +141,14 @@ def main() -> int:
     pbx = Asterisk(prefix, new_run_dir(), Ports.pick(), pgsql=target)
     pbx.prepare()
     pbx.start()
-    cti = CtiDaemon(pbx, pbx.run / "cti", log_level="info")
+    cti = CtiDaemon(pbx, pbx.run / "cti", log_level=args.cti_log)
     try:
         cti.write_config()
         cti.cli("customers", "import", "/dev/stdin", stdin=customers_csv(args.customers))
         cti.start()
         pbx.cli("logger add channel bench.log verbose(3)")
+        if args.breakdown:
+            pbx.cli("agi set debug on")
         for i in range(args.calls):
             known = rng.random() < 0.5
             number = f"+3361{rng.randrange(args.customers):07d}" if known else f"+3362{i:07d}"
@@ -109,6 +161,7 @@ def main() -> int:
             time.sleep(rng.expovariate(args.rate))
         time.sleep(5)
         times = lookups(pbx.log_dir / "bench.log")
+        parts = breakdown(pbx.log_dir / "bench.log") if args.breakdown else {}
     finally:
         cti.stop()
         pbx.stop()
@@ -121,7 +174,14 @@ def main() -> int:
     print(
         f"{len(times)} lookups on a real Asterisk 22, {args.customers} customers, {args.rate:g} calls/s: "
         f"p50 {statistics.median(times):.1f} ms, p99 {quantile(times, 0.99):.1f} ms, max {max(times):.1f} ms"
+        f" (load average {os.getloadavg()[0]:.2f})"
     )
+    for name, values in parts.items():
+        if len(values) >= 2:
+            print(
+                f"  {name}: p50 {statistics.median(values):.1f} ms, p90 {quantile(values, 0.9):.1f} ms, "
+                f"p99 {quantile(values, 0.99):.1f} ms, max {max(values):.1f} ms"
+            )
     return 0
 
 
