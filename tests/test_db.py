@@ -272,6 +272,50 @@ async def test_upgrade_twice_is_harmless_and_downgrade_drops_everything(engine: 
     assert set(tables) <= {"alembic_version"}
 
 
+async def test_migration_0010_numbers_tickets_and_drops_duplicate_spans(db_url: str) -> None:
+    """A database at 0009 with a call's two tickets and a span stored twice (two trackers of one
+    PBX): 0010 numbers the tickets in opening order and keeps the first copy of the span."""
+    await asyncio.to_thread(command.upgrade, alembic_config(db_url), "0009")
+    eng = create_engine(db_url)
+    at: Any = datetime(2026, 12, 7, 9, tzinfo=UTC)
+    if db_url.startswith("sqlite"):
+        at = "2026-12-07 09:00:00.000000"  # as SQLAlchemy stores it there
+    try:
+        async with eng.begin() as conn:
+            for linkedid in ("1.1", "1.1", "2.2"):
+                await conn.execute(
+                    text(
+                        "INSERT INTO tickets (server, linkedid, agent, status, opened_at, held_s, reopened)"
+                        " VALUES ('pbx1', :l, 'amina', 'resolved', :at, 0, 0)"
+                    ),
+                    {"l": linkedid, "at": at},
+                )
+            for duration in (30.0, 30.0, 12.0):
+                await conn.execute(
+                    text(
+                        "INSERT INTO agent_state_spans (server, interface, state, started_at, ended_at,"
+                        " duration_s) VALUES ('pbx1', 'PJSIP/1', 'available', :at, :at, :d)"
+                    ),
+                    {"at": at, "d": duration},
+                )
+        await upgrade_async(eng)
+        async with eng.connect() as conn:
+            tickets = (await conn.execute(text("SELECT linkedid, seq FROM tickets ORDER BY id"))).all()
+            spans = (await conn.execute(text("SELECT id, duration_s FROM agent_state_spans"))).all()
+            assert [tuple(t) for t in tickets] == [("1.1", 1), ("1.1", 2), ("2.2", 1)]
+            assert [tuple(s) for s in spans] == [(1, 30.0)]
+            with pytest.raises(IntegrityError):
+                await conn.execute(
+                    text(
+                        "INSERT INTO tickets (server, linkedid, seq, agent, status, opened_at, held_s,"
+                        " reopened) VALUES ('pbx1', '2.2', 1, 'amina', 'open', :at, 0, 0)"
+                    ),
+                    {"at": at},
+                )
+    finally:
+        await eng.dispose()
+
+
 def test_cli_db_upgrade(tmp_path: Path) -> None:
     path = tmp_path / "cli" / "cti.db"
     assert cli_main(["db", "upgrade", "--url", f"sqlite:///{path}"]) == 0
