@@ -135,11 +135,6 @@ async def test_an_agent_on_node_b_gets_the_pop_and_ticket_of_a_call_tracked_on_n
     pg_url: str,  # noqa: F811
 ) -> None:
     tag = uuid.uuid4().hex[:10]
-    engine = create_engine(pg_url)
-    users = UserStore(engine)
-    await users.add("agent1", PASSWORD, "agent", "Agent One", interfaces=[AGENT_INTERFACE])
-    await users.add("sup", PASSWORD, "supervisor", "Sup")
-    await engine.dispose()
     port_a, port_b = free_port(), free_port()
     sim = call_centre_config(1, speed=4.0, seed=3)
     try:
@@ -151,10 +146,18 @@ async def test_an_agent_on_node_b_gets_the_pop_and_ticket_of_a_call_tracked_on_n
         ):
             await answering(session, port_a, a, "ok")  # A tracks the sim
             await answering(session, port_b, b, None)  # B's own PBX never answers: degraded
+            # Users created once both nodes run (as `cti users add` would, a third process):
+            # B reloads them at the login, A within its periodic reload (its ticket opener must
+            # know whose phone rang).
+            engine = create_engine(pg_url)
+            users = UserStore(engine)
+            await users.add("agent1", PASSWORD, "agent", "Agent One", interfaces=[AGENT_INTERFACE])
+            await users.add("sup", PASSWORD, "supervisor", "Sup")
+            await engine.dispose()
+            await asyncio.sleep(6.0)
             token = await login(session, port_b, "agent1")
             ws = await session.ws_connect(f"http://127.0.0.1:{port_b}/ws", headers=bearer(token))
             await frame(ws, "state")
-            await asyncio.sleep(1.0)  # B's durable consumer is in place
 
             linkedid = pbx.inbound_call("+33612345678", "Jean Dupont", digits="1", talk_s=20.0)
             pop = await frame(ws, "pop", pop__linkedid=linkedid)
@@ -168,7 +171,10 @@ async def test_an_agent_on_node_b_gets_the_pop_and_ticket_of_a_call_tracked_on_n
             ) as r:
                 assert r.status == 200
                 live = await r.json()
-            assert "support" in str(live)  # the whole floor: the sim's queue, tracked on A
+            # The whole floor: the sim's queue and agent, tracked on A.
+            support = next(q for q in live["queues"] if q["queue"] == "support")
+            assert support["presented"] >= 1 and support["answered"] >= 1, support
+            assert AGENT_INTERFACE in {a["interface"] for a in live["agents"]}, live["agents"]
 
             # One session, every node: B's token is good on A; a logout on B ends it on A.
             async with session.get(f"http://127.0.0.1:{port_a}/api/me", headers=bearer(token)) as r:

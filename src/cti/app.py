@@ -287,7 +287,23 @@ class Daemon:
         self.stats.live.on_spans = own_spans
         self.jetstream.consume("desk", self.bus.publish_remote)
         self.jetstream.start()
+        self._spawn(self._reload_users(), "users-reload")
         log.info("bus over NATS JetStream", node=self.jetstream.node, stream=settings.stream)
+
+    async def _reload_users(self, every_s: float = 5.0) -> None:
+        """Several nodes: a user added or changed through another node (its page, `cti users`)
+        must be known here too, by the pops and the ticket opener (an interface mapped to
+        nobody pops nothing and opens no ticket); a login on this node reloads at once."""
+        failing = False
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                await self.users.reload()
+            except Exception as exc:
+                (log.debug if failing else log.warning)("users not reloaded", error=repr(exc)[:300])
+                failing = True
+            else:
+                failing = False
 
     async def _start_agi(self) -> None:
         """The FastAGI caller lookup for the inbound dialplan, when [agi] host is set: served by a

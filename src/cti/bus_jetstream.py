@@ -56,6 +56,7 @@ MAX_ACK_PENDING = 20_000
 RETRY_S = (0.1, 2.0)  # back-off between failed publishes / connection attempts, first and last
 
 TokenProvider = Callable[[str], int | None]
+_Item = tuple[ev.Event, int | None, int]  # an event, its fencing token, its publishing number
 Handler = Callable[[ev.Event], Awaitable[None] | None]
 
 
@@ -90,7 +91,7 @@ class JetStreamBus:
         self.token_for = token_for
         self.stream = settings.stream
         self.subjects = f"{settings.subject_prefix}.>"
-        self._buffer: deque[tuple[ev.Event, int | None, int]] = deque()
+        self._buffer: deque[_Item] = deque()
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -235,36 +236,40 @@ class JetStreamBus:
                 log.debug("bus: NATS close", error=repr(exc))
 
     async def _flush_forever(self) -> None:
+        """Each event is published as soon as it is buffered, up to `in_flight` awaiting their
+        acknowledgement at once (their PUBs leave in buffer order). A failed one stops the
+        flow: once those in flight are answered, the failed go back in front, in order, and
+        are retried after a back-off."""
         delay = RETRY_S[0]
-        while True:
-            if not self._buffer:
-                self._idle.set()
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            if self._nc.is_closed:
-                raise ConnectionError("NATS connection closed")
-            count = min(self.settings.in_flight, len(self._buffer))
-            batch = [self._buffer.popleft() for _ in range(count)]
-            results = await asyncio.gather(*(self._publish(item) for item in batch), return_exceptions=True)
-            failed = [item for item, result in zip(batch, results, strict=True) if result is not None]
-            self.published += len(batch) - len(failed)
-            if not failed:
-                delay = RETRY_S[0]
-                self._drop_warned = False
-                continue
-            self.publish_failures += len(failed)
-            # Back in front, in their order; the bound still holds (the oldest go first).
-            self._buffer.extendleft(reversed(failed))
-            while len(self._buffer) > self.settings.buffer:
-                self._drop_oldest()
-            error = next(r for r in results if r is not None)
-            assert isinstance(error, BaseException)
-            self._report_outage("bus: publishing to JetStream failed, events buffered", error)
-            await asyncio.sleep(delay)
-            delay = min(RETRY_S[1], delay * 2)
+        flow = _Flow(self, self.settings.in_flight)
+        try:
+            while True:
+                if flow.failed:
+                    error = await flow.take_back()
+                    self._report_outage("bus: publishing to JetStream failed, events buffered", error)
+                    await asyncio.sleep(delay)
+                    delay = min(RETRY_S[1], delay * 2)
+                elif not self._buffer:
+                    if not flow.in_flight:
+                        self._idle.set()
+                        delay = RETRY_S[0]
+                        self._drop_warned = False
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                if self._nc.is_closed:
+                    raise ConnectionError("NATS connection closed")
+                await flow.send_next()
+        finally:
+            await flow.stop()
 
-    async def _publish(self, item: tuple[ev.Event, int | None, int]) -> BaseException | None:
+    def _requeue(self, items: list[_Item]) -> None:
+        """Back in front of the buffer, in their order; the bound still holds (the oldest go)."""
+        self._buffer.extendleft(sorted(items, key=lambda item: item[2], reverse=True))
+        while len(self._buffer) > self.settings.buffer:
+            self._drop_oldest()
+
+    async def _publish(self, item: _Item) -> BaseException | None:
         """None once JetStream stored it (or it can never be encoded: dropped, counted);
         the error otherwise (the event is retried)."""
         event, token, seq = item
@@ -435,6 +440,59 @@ class JetStreamBus:
                 log.debug("bus: NATS drain", error=repr(exc))
         await self._disconnect()
         self.connected = False
+
+
+class _Flow:
+    """The publishes in flight of one connection (JetStreamBus._flush_forever)."""
+
+    def __init__(self, bus: JetStreamBus, limit: int) -> None:
+        self.bus = bus
+        self.slots = asyncio.Semaphore(limit)
+        self.in_flight: dict[asyncio.Task[None], _Item] = {}
+        self.failed: list[tuple[_Item, BaseException]] = []
+
+    async def send_next(self) -> None:
+        await self.slots.acquire()
+        if not self.bus._buffer:  # emptied by drops meanwhile
+            self.slots.release()
+            return
+        item = self.bus._buffer.popleft()
+        task = asyncio.create_task(self._publish(item))
+        self.in_flight[task] = item
+        task.add_done_callback(self._settle)
+
+    async def _publish(self, item: _Item) -> None:
+        error = await self.bus._publish(item)
+        if error is None:
+            self.bus.published += 1
+        else:
+            self.failed.append((item, error))
+
+    def _settle(self, task: asyncio.Task[None]) -> None:
+        self.in_flight.pop(task, None)
+        self.slots.release()
+        if not self.bus._buffer and not self.in_flight:
+            self.bus._idle.set()
+        self.bus._wake.set()
+
+    async def take_back(self) -> BaseException:
+        """Wait for those in flight, put the failed back in the buffer; the first error."""
+        await asyncio.gather(*self.in_flight, return_exceptions=True)
+        failed, self.failed = self.failed, []
+        self.bus.publish_failures += len(failed)
+        self.bus._requeue([item for item, _ in failed])
+        return failed[0][1]
+
+    async def stop(self) -> None:
+        """The connection is gone: what was in flight or failed is published again later
+        (a duplicate of what did land is discarded by JetStream: Nats-Msg-Id)."""
+        pending = list(self.in_flight.items())
+        for task, _ in pending:
+            task.cancel()
+        await asyncio.gather(*(task for task, _ in pending), return_exceptions=True)
+        lost = [item for task, item in pending if task.cancelled()]
+        self.bus._requeue(lost + [item for item, _ in self.failed])
+        self.failed.clear()
 
 
 async def _quietly(ack: Awaitable[None]) -> None:
