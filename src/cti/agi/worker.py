@@ -298,7 +298,8 @@ async def _serve(settings: Settings, conn: Connection, port: int) -> None:
     # phonenumbers loads each country's metadata on first use (a second or more): not on a call.
     await asyncio.to_thread(phonenumbers.PhoneMetadata.load_all)
     engine = create_engine(settings.database.url)
-    directory = CustomerDirectory.from_settings(engine, settings.directory)
+    # The worker's loop has nothing else to do: SQLite is read on it, not in a thread.
+    directory = CustomerDirectory.from_settings(engine, settings.directory, sqlite_inline=True)
     agi = settings.agi
     lookup = MeasuredLookup(directory, settings.directory.region, agi.timeout_s)
     server = FastAgiServer(

@@ -71,6 +71,7 @@ class CustomerDirectory:
         *,
         timeout_s: float = LOOKUP_TIMEOUT_S,
         max_matches: int = MAX_MATCHES,
+        sqlite_inline: bool = False,
     ) -> None:
         self.engine = engine
         self.region = region.upper()
@@ -80,15 +81,18 @@ class CustomerDirectory:
         self._sessions = session_factory(engine)
         self._sql_outage = OutageLog("sql", log)
         path = sqlite_file(engine)
-        # On SQLite, pop lookups run in their own thread (see sqlite_lookup.py); PostgreSQL's
-        # driver already does the I/O without holding the loop.
-        self._sqlite = SqliteLookup(path) if path is not None else None
+        # On SQLite, pop lookups run in their own thread (see sqlite_lookup.py), or on the loop
+        # of a process that does nothing else (`sqlite_inline`); PostgreSQL's driver already
+        # does the I/O without holding the loop.
+        self._sqlite = SqliteLookup(path, inline=sqlite_inline) if path is not None else None
         self._shared: OrderedDict[str, tuple[float, asyncio.Future[LookupResult]]] = OrderedDict()
         # Told when a customer changes here: whoever shares answers elsewhere (the FastAGI worker).
         self.on_change: list[Callable[[], None]] = []
 
     @classmethod
-    def from_settings(cls, engine: AsyncEngine, settings: DirectorySettings) -> CustomerDirectory:
+    def from_settings(
+        cls, engine: AsyncEngine, settings: DirectorySettings, *, sqlite_inline: bool = False
+    ) -> CustomerDirectory:
         crm = None
         if settings.crm_url:
             crm = CrmSource(
@@ -97,7 +101,7 @@ class CustomerDirectory:
                 cache_ttl_s=settings.crm_cache_ttl_s,
                 region=settings.region,
             )
-        return cls(engine, settings.region, crm)
+        return cls(engine, settings.region, crm, sqlite_inline=sqlite_inline)
 
     async def close(self) -> None:
         """Close the CRM client and the lookup thread; the engine belongs to whoever created it."""
