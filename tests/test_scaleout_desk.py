@@ -49,6 +49,7 @@ def config(tmp_path: Path, name: str, url: str, ami_port: int, web_port: int, ta
         f'port = {ami_port}\nusername = "cti"\nkeepalive_s = 1.0\nreconnect_cap_s = 0.5\n'
         f'[database]\nurl = "{url}"\nflush_interval_s = 0.05\n'
         f'[web]\nport = {web_port}\nsecret = "shared-secret-of-the-floor-{tag}"\nsession_recheck_s = 0.5\n'
+        f'metrics_token = "scrape-{tag}"\n'
         f'[bus]\nnats_url = "{NATS_URL}"\nnode = "{name}-{tag}"\nstream = "CTI_TEST_{tag}"\n'
         f'subject_prefix = "cti-test-{tag}"\n'
         f'[dialer]\nenabled = false\n[log]\nformat = "json"\nlevel = "info"\n',
@@ -185,5 +186,18 @@ async def test_an_agent_on_node_b_gets_the_pop_and_ticket_of_a_call_tracked_on_n
             async with session.get(f"http://127.0.0.1:{port_a}/api/me", headers=bearer(token)) as r:
                 assert r.status == 401
             await ws.close()
+
+            # Node B's metrics: connected to NATS, other nodes' events delivered, none dropped.
+            scrape = {"Authorization": f"Bearer scrape-{tag}"}
+            async with session.get(f"http://127.0.0.1:{port_b}/metrics", headers=scrape) as r:
+                assert r.status == 200
+                metrics = {
+                    line.split()[0]: float(line.split()[1])
+                    for line in (await r.text()).splitlines()
+                    if line.startswith("cti_bus_")
+                }
+            assert metrics["cti_bus_nats_connected"] == 1
+            assert metrics["cti_bus_remote_events_total"] > 5
+            assert metrics["cti_bus_nats_fenced_total"] == metrics["cti_bus_nats_undecodable_total"] == 0
     finally:
         await delete_stream(tag)

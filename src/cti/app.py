@@ -270,6 +270,7 @@ class Daemon:
         owners = getattr(self, "owners", None)  # [ha]: the token of each stream this node owns
         token_for = None if owners is None else lambda server: _lease_token(owners, server)
         self.jetstream = JetStreamBus(replace(settings, node=node), token_for)
+        self.metrics.jetstream = self.jetstream
         self.bus.tap("jetstream", self.jetstream.export)
         for name in ("screen-pops", "ticket-push", "stats", "stats-restart"):
             self.bus.hear_remote(name)

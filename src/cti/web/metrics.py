@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from cti.agi.worker import AgiWorker, LookupCounts
     from cti.ami.link import AmiLink
     from cti.bus import EventBus
+    from cti.bus_jetstream import JetStreamBus
     from cti.calls.live import LiveTracking
     from cti.calls.records import CallRecord
     from cti.db.calls_store import CallWriter, RecordSink
@@ -69,13 +70,19 @@ class PopLatency:
         """The hub's `send`, measured for pops written to a desktop. A pop goes out on the step
         that handles its AMI chunk, so the chunk's arrival is the link's `chunk_at`; frames sent
         outside any chunk (a lookup's `pop.update`, a timer) are not pops and are not measured,
-        nor is a pop for a user with no desktop connected (nothing is written)."""
+        nor is a pop for a user with no desktop connected (nothing is written), nor the pop of a
+        call another node tracks (its AMI bytes reached that node)."""
         links, histogram, send, clients = self.links, self.histogram, hub.send, hub.clients
 
         def send_measured(username: str, message: dict[str, Any]) -> None:
             send(username, message)
             if message.get("type") == "pop" and username in clients:
-                arrived = max((link.chunk_at for link in links), default=0.0)
+                # Its server's link: a pop of another node's call (the bus) is not timed here.
+                server = message.get("pop", {}).get("server")
+                arrived = max(
+                    (link.chunk_at for link in links if link.server.name == server and link.connected),
+                    default=0.0,
+                )
                 if arrived:
                     histogram.observe(time.monotonic() - arrived)
 
@@ -135,6 +142,7 @@ class DaemonCollector:
         self.links, self.trackings, self.bus, self.web = links, trackings, bus, web
         self.pops, self.screen_pops, self.writer, self.writes = pops, screen_pops, writer, writes
         self.dialer, self.agi, self.lookup = dialer, agi, lookup
+        self.jetstream: JetStreamBus | None = None  # [bus] nats_url: set by the daemon
 
     def collect(self) -> Iterator[Metric]:
         info = GaugeMetricFamily("cti_info", "the running cti", labels=["version"])
@@ -196,6 +204,42 @@ class DaemonCollector:
             size.add_metric([sub.name], sub.queue.maxsize)
             dropped.add_metric([sub.name], sub.dropped)
         yield from (depth, size, dropped)
+        yield from self._nats()
+
+    def _nats(self) -> Iterator[Metric]:
+        """The bus over NATS JetStream ([bus] nats_url); all 0 without it."""
+        js = self.jetstream
+        consumers = js.consumers if js is not None else []
+        remote = self.bus.published_remote if self.bus is not None else 0
+        yield _gauge("cti_bus_nats_connected", "1 while connected to NATS", float(bool(js and js.connected)))
+        yield _gauge(
+            "cti_bus_nats_pending", "events buffered, not yet stored by JetStream", js.pending if js else 0
+        )
+        for name, doc, value in (
+            ("cti_bus_nats_published", "events stored by JetStream", js.published if js else 0),
+            (
+                "cti_bus_nats_dropped",
+                "events dropped from a full buffer (NATS away)",
+                js.dropped if js else 0,
+            ),
+            (
+                "cti_bus_nats_publish_failures",
+                "publishes that failed (retried)",
+                js.publish_failures if js else 0,
+            ),
+            ("cti_bus_remote_events", "other nodes' events delivered to this node's consumers", remote),
+            (
+                "cti_bus_nats_fenced",
+                "events of a stale stream owner dropped",
+                sum(c.fenced for c in consumers),
+            ),
+            (
+                "cti_bus_nats_undecodable",
+                "events that could not be read",
+                sum(c.undecodable for c in consumers),
+            ),
+        ):
+            yield _counter(name, doc, value)
 
     def _desktops(self) -> Iterator[Metric]:
         if self.web is not None:
