@@ -99,3 +99,22 @@ async def test_a_consumer_with_a_backlog_lets_the_loop_run_between_slices() -> N
     assert len(turns) >= 10
     assert handled == [float(i) for i in range(500)]
     await bus.close()
+
+
+def test_config_check_says_what_nodes_sharing_desktops_need() -> None:
+    from cti.config import BusSettings, DatabaseSettings, Secret, Settings, WebSettings
+    from cti.config_commands import review
+
+    alone = Settings()
+    assert not [f for f in review(alone) if f.setting.startswith("bus.")]
+    shared = Settings(bus=BusSettings(nats_url="nats://127.0.0.1:4222"))
+    said = [(f.setting, f.text) for f in review(shared) if f.level == "warning"]
+    assert any(s == "web.secret" and "each node refuses the sessions" in t for s, t in said)
+    assert any(s == "database.url" and "nodes share no users" in t for s, t in said)
+    assert any(s == "bus.node" for s, _ in said)
+    ready = Settings(
+        bus=BusSettings(nats_url="nats://127.0.0.1:4222", node="node-a"),
+        web=WebSettings(secret=Secret("s3cret")),
+        database=DatabaseSettings(url="postgresql://cti@db/cti"),
+    )
+    assert not {"web.secret", "database.url", "bus.node"} & {f.setting for f in review(ready)}

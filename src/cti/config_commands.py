@@ -185,6 +185,7 @@ def review(settings: Settings) -> list[Finding]:
         found.append(
             Finding("warning", "dialer.clock_start", "a demo clock: calling hours follow a fake time")
         )
+    found += _bus_review(settings)
     url = settings.database.url
     if url.startswith("sqlite") and ":///" in url and not url.split(":///", 1)[1].startswith("/"):
         found.append(
@@ -192,6 +193,34 @@ def review(settings: Settings) -> list[Finding]:
                 "warning",
                 "database.url",
                 f"a relative SQLite path: {Path(url.split(':///', 1)[1]).resolve()} from this directory",
+            )
+        )
+    return found
+
+
+def _bus_review(settings: Settings) -> list[Finding]:
+    """[bus] nats_url (docs/scale-out.md, "The bus"): what nodes that share desktops need."""
+    if not settings.bus.nats_url:
+        return []
+    found = []
+    if not settings.web.secret:
+        found.append(
+            Finding("warning", "web.secret", "empty with [bus]: each node refuses the sessions of the others")
+        )
+    if not settings.database.url.startswith("postgres"):
+        found.append(
+            Finding(
+                "warning",
+                "database.url",
+                "not PostgreSQL with [bus]: nodes share no users, sessions, tickets",
+            )
+        )
+    if not settings.bus.node and not settings.ha.node:
+        found.append(
+            Finding(
+                "warning",
+                "bus.node",
+                "empty: the host name names its durable consumer; two nodes on one host would share it",
             )
         )
     return found
