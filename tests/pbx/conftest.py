@@ -2,7 +2,9 @@
 and trunk, and `cti serve` against them.
 
 In CI (`CTI_REQUIRE_PBX=1`, set by .ci/run) a missing Asterisk or SIPp fails the tier; on a
-developer's machine the tier is skipped with the command that builds what is missing.
+developer's machine the tier is skipped with the command that builds what is missing. The tier
+runs after the rest of the suite; .ci/run builds its Asterisk meanwhile, in the background, and
+the tier waits for that build (`CTI_ASTERISK_BUILD_STATUS`) and fails with its log if it failed.
 
 With `CTI_PBX_EXTERNAL` (tests/pbx/external.py) the scenarios marked `external` run against a
 PBX and a daemon that already run, the compose lab (docker/lab), and the others are skipped.
@@ -13,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -41,6 +44,9 @@ BUILD_HINT = (
     "`CTI_ASTERISK_SOURCES=../shared/asterisk scripts/build-asterisk --deps` "
     "(about 4 minutes; needs root for the Debian build packages) and `apt-get install sip-tester`"
 )
+# .ci/run builds Asterisk in the background while the rest of the suite runs: this names the
+# build's status file, which the tier waits on (`prefix`).
+BUILD_STATUS_ENV = "CTI_ASTERISK_BUILD_STATUS"
 ARTEFACTS = Path(os.environ.get("CTI_PBX_ARTEFACTS", "/tmp/cti-pbx-artefacts"))
 EXTERNAL = LabConfig.from_env()
 
@@ -63,6 +69,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             if EXTERNAL is not None and item.get_closest_marker("external") is None:
                 only = f"{EXTERNAL_ENV}: only the scenarios marked external"
                 item.add_marker(pytest.mark.skip(reason=only))
+    # The tier runs after the rest of the suite (collected first otherwise: `pbx/` sorts before
+    # `test_*.py`), so that .ci/run can build its Asterisk in the background meanwhile.
+    tier = [item for item in items if item.get_closest_marker("pbx") is not None]
+    if tier:
+        items[:] = [item for item in items if item.get_closest_marker("pbx") is None] + tier
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[object]:
+    # A background build is waited for here, before the first scenario's timeout starts.
+    if EXTERNAL is None and item.get_closest_marker("pbx") is not None:
+        status = _build_status()
+        if status is not None and "exit" not in status:
+            reporter = item.config.pluginmanager.get_plugin("terminalreporter")
+            if reporter is not None:
+                reporter.write_line(f"\nreal-PBX tier: waiting for the Asterisk build ({BUILD_STATUS_ENV})")
+            _wait_for_build()  # `prefix` reports a failure
+    return (yield)
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -72,8 +96,60 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
+def _build_status() -> dict[str, str] | None:
+    """The background build's status file (`pid=`, `log=`, then `exit=` when it ends), as .ci/run
+    writes it and names it in CTI_ASTERISK_BUILD_STATUS; None without one."""
+    path = os.environ.get(BUILD_STATUS_ENV)
+    if not path:
+        return None
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as exc:
+        return {"exit": f"unknown: {exc}"}
+    return dict(line.split("=", 1) for line in lines if "=" in line)
+
+
+def _running(pid: str) -> bool:
+    try:
+        state = Path(f"/proc/{int(pid)}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, ValueError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def _wait_for_build() -> str | None:
+    """Wait for the background Asterisk build, if there is one; why it failed (with its log's
+    tail), or None when it succeeded or there is none."""
+    deadline = time.monotonic() + float(os.environ.get("CTI_ASTERISK_BUILD_WAIT_S", "3600"))
+    while True:
+        status = _build_status()
+        if status is None or status.get("exit") == "0":
+            return None
+        if "exit" in status:
+            why = f"the background Asterisk build failed (exit {status['exit']})"
+            break
+        if not _running(status.get("pid", "")):
+            why = "the background Asterisk build stopped without an exit status"
+            break
+        if time.monotonic() > deadline:
+            why = "the background Asterisk build is still running"
+            break
+        time.sleep(2)
+    log = Path(status.get("log", "/nonexistent"))
+    try:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
+    except OSError:
+        tail = "(no log)"
+    return f"{why}; the end of {log}:\n{tail}"
+
+
 @pytest.fixture(scope="session")
 def prefix() -> Path:
+    failed = _wait_for_build()
+    if failed is not None:
+        if os.environ.get("CTI_REQUIRE_PBX") == "1":
+            pytest.fail(failed, pytrace=False)
+        pytest.skip(failed)
     found = asterisk_prefix()
     missing = found is None or not Path(SIPP).is_file()
     if missing:
