@@ -51,6 +51,7 @@ SERIES = {
     "cti_bus_remote_events",
     "cti_bus_nats_fenced",
     "cti_bus_nats_undecodable",
+    "cti_bus_nats_late",
     "cti_websocket_connections",
     "cti_websocket_slow_disconnects",
     "cti_screenpop_messages",

@@ -78,7 +78,7 @@ class DurableConsumer:
     skipped: int = 0
     fenced: int = 0
     undecodable: int = 0
-    redelivered: int = 0
+    late: int = 0  # delivered after a later event was handled: skipped (see `_handle`)
     last_seq: int = 0
     subscription: Any = field(default=None, repr=False)
     _work: Slice = field(default_factory=Slice, repr=False)
@@ -356,8 +356,12 @@ class JetStreamBus:
 
     async def _handle(self, consumer: DurableConsumer, msg: Any) -> None:
         seq = msg.metadata.sequence.stream
-        if seq <= consumer.last_seq:  # delivered again though handled (its ack was lost)
-            consumer.redelivered += 1
+        if seq <= consumer.last_seq:
+            # Handled already (its acknowledgement was lost), or delivered again after newer
+            # events were handled (it was pushed while the connection was down): a consumer
+            # handles the stream in order only; a ringing handled after its call's end would
+            # pop a screen for a call that is over.
+            consumer.late += 1
             await msg.ack()
             return
         headers = msg.headers or {}

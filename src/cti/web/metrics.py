@@ -238,6 +238,11 @@ class DaemonCollector:
                 "events that could not be read",
                 sum(c.undecodable for c in consumers),
             ),
+            (
+                "cti_bus_nats_late",
+                "events delivered again after newer ones were handled, skipped",
+                sum(c.late for c in consumers),
+            ),
         ):
             yield _counter(name, doc, value)
 
