@@ -207,6 +207,29 @@ async def test_sqlite_lookup_thread_answers_as_the_orm_query(tmp_path: Path) -> 
             await directory.close()
 
 
+async def test_postgresql_raw_lookup_answers_as_the_orm_query(tmp_path: Path) -> None:
+    """On PostgreSQL the lookup runs the same plain-SQL copy through asyncpg itself: the same
+    customers, in the same order, truncated the same way as the ORM query."""
+    async with fresh_database("postgresql", tmp_path) as url, migrated_engine(url) as engine:
+        directory = CustomerDirectory(engine, "FR")
+        await seed(directory)
+        await insert_legacy_phone(engine, "Aaron Ancien", "06 12 34 56 78")
+        for n in range(4):
+            await directory.create_customer(f"Standard {n}", ["01 40 00 00 00"])
+        try:
+            for raw in ("0612345678", "+33140000000", "+212661234567", "0145678901", "0699999999"):
+                number = normalize(raw, "FR")
+                assert number.e164 is not None
+                forms = stored_forms(number.e164, "FR")
+                for limit in (2, 20):
+                    async with session_factory(engine)() as session:
+                        expected = await store.customers_by_phone(session, forms, limit)
+                    assert await store.customers_by_phone_raw(engine, forms, limit) == expected, (raw, limit)
+            assert (await directory.lookup("0612345678")).status == "several"
+        finally:
+            await directory.close()
+
+
 # -- customer files -----------------------------------------------------------------------------
 
 

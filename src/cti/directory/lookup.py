@@ -82,8 +82,8 @@ class CustomerDirectory:
         self._sql_outage = OutageLog("sql", log)
         path = sqlite_file(engine)
         # On SQLite, pop lookups run in their own thread (see sqlite_lookup.py), or on the loop
-        # of a process that does nothing else (`sqlite_inline`); PostgreSQL's driver already
-        # does the I/O without holding the loop.
+        # of a process that does nothing else (`sqlite_inline`); on PostgreSQL, asyncpg does
+        # the I/O without holding the loop, and the query skips the ORM (`customers_by_phone_raw`).
         self._sqlite = SqliteLookup(path, inline=sqlite_inline) if path is not None else None
         self._shared: OrderedDict[str, tuple[float, asyncio.Future[LookupResult]]] = OrderedDict()
         # Told when a customer changes here: whoever shares answers elsewhere (the FastAGI worker).
@@ -189,8 +189,8 @@ class CustomerDirectory:
                 if self._sqlite is not None:
                     files, truncated = await self._sqlite.customers_by_phone(forms, self.max_matches)
                 else:
-                    async with self._sessions() as session:
-                        files, truncated = await store.customers_by_phone(session, forms, self.max_matches)
+                    raw = store.customers_by_phone_raw(self.engine, forms, self.max_matches)
+                    files, truncated = await raw
         except TimeoutError:
             self._sql_outage.failed("timeout", timeout_s=self.timeout_s)
             return [], False, "timeout"
