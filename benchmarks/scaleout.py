@@ -230,10 +230,12 @@ def arrivals(node: Any) -> dict[str, float]:
 
     seen: dict[str, float] = {}
     deliver = node.bus.publish_remote
+    offset = time.time() - time.monotonic()  # the event's `at` (node A's wall clock) as monotonic
 
     def noted(event: Any) -> None:
         if isinstance(event, ev.AgentRinging):
             seen.setdefault(event.linkedid, time.monotonic())
+            seen.setdefault("at:" + event.linkedid, event.at - offset)
         deliver(event)
 
     node.bus.publish_remote = noted
@@ -352,6 +354,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "pops_received": len(paced_ms),
         **quantiles(paced_ms),
         "to_node_b": quantiles([(at_b[k] - sent[k]) * 1000 for k in sent if k in at_b]),
+        "node_a_reads": quantiles([(at_b["at:" + k] - sent[k]) * 1000 for k in sent if k in at_b]),
+        "node_a_to_node_b": quantiles([(at_b[k] - at_b["at:" + k]) * 1000 for k in sent if k in at_b]),
         "node_b_to_desktop": quantiles(
             [(received[k] - at_b[k]) * 1000 for k in sent if k in at_b and k in received]
         ),

@@ -6,9 +6,10 @@ supervisor on node B sees the call in the live figures. Sessions are valid on ev
 shared `[web] secret`, sessions in the database), and a logout on one node ends the session on
 the other within `session_recheck_s`.
 
-Node B has an `[[asterisk]]` of its own that nobody answers, rather than the sim's: stream
-ownership (`[ha]`, docs/scale-out.md) is another piece of work; here the sim's stream is A's
-alone.
+In the first test node B has an `[[asterisk]]` of its own that nobody answers: the sim's stream
+is A's alone, without stream ownership. The second runs both nodes with `[ha]` (both list the
+sim; A owns its stream, B stands by): the agent on B gets the pop of A's call through the bus,
+then A is killed (`kill -9`), B takes the stream over and the agent gets the next call's pop.
 """
 
 from __future__ import annotations
@@ -42,10 +43,15 @@ PASSWORD = "correct horse battery"
 AGENT_INTERFACE = "Local/agent1@agents/n"
 
 
-def config(tmp_path: Path, name: str, url: str, ami_port: int, web_port: int, tag: str) -> Path:
+def config(
+    tmp_path: Path, name: str, url: str, ami_port: int, web_port: int, tag: str, ha: bool = False
+) -> Path:
+    """A node's settings; without `ha`, node A has the sim and node B a server of its own."""
     path = tmp_path / f"{name}.toml"
+    server = "sim" if ha or name == "node-a" else "elsewhere"
+    lease = f'[ha]\nenabled = true\nnode = "{name}-{tag}"\nlease_s = 1.0\n' if ha else ""
     path.write_text(
-        f'[[asterisk]]\nname = "{"sim" if name == "node-a" else "elsewhere"}"\nhost = "127.0.0.1"\n'
+        lease + f'[[asterisk]]\nname = "{server}"\nhost = "127.0.0.1"\n'
         f'port = {ami_port}\nusername = "cti"\nkeepalive_s = 1.0\nreconnect_cap_s = 0.5\n'
         f'[database]\nurl = "{url}"\nflush_interval_s = 0.05\n'
         f'[web]\nport = {web_port}\nsecret = "shared-secret-of-the-floor-{tag}"\nsession_recheck_s = 0.5\n'
@@ -199,5 +205,58 @@ async def test_an_agent_on_node_b_gets_the_pop_and_ticket_of_a_call_tracked_on_n
             assert metrics["cti_bus_nats_connected"] == 1
             assert metrics["cti_bus_remote_events_total"] > 5
             assert metrics["cti_bus_nats_fenced_total"] == metrics["cti_bus_nats_undecodable_total"] == 0
+    finally:
+        await delete_stream(tag)
+
+
+async def health(session: aiohttp.ClientSession, port: int) -> dict[str, Any]:
+    async with session.get(f"http://127.0.0.1:{port}/healthz") as r:
+        return dict(await r.json())
+
+
+async def test_an_agent_on_the_standby_keeps_getting_pops_when_the_owner_dies(
+    tmp_path: Path,
+    pg_url: str,  # noqa: F811
+) -> None:
+    """With stream ownership (`[ha]`): both nodes list the sim, node A owns its stream and
+    publishes with its lease's token, node B stands by and serves the desktop. A is killed
+    (`kill -9`): B takes the stream over and the agent, still on B, gets the next call's pop."""
+    tag = uuid.uuid4().hex[:10]
+    port_a, port_b = free_port(), free_port()
+    engine = create_engine(pg_url)
+    await UserStore(engine).add("agent1", PASSWORD, "agent", "Agent One", interfaces=[AGENT_INTERFACE])
+    await engine.dispose()
+    sim = call_centre_config(1, speed=4.0, seed=5)
+    try:
+        async with SimulatedPbx(sim) as pbx, aiohttp.ClientSession() as session:
+            conf_a = config(tmp_path, "node-a", pg_url, pbx.port, port_a, tag, ha=True)
+            conf_b = config(tmp_path, "node-b", pg_url, pbx.port, port_b, tag, ha=True)
+            async with serve(conf_a, tmp_path / "a.log") as a:
+                await answering(session, port_a, a, "ok")
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + 30
+                while (await health(session, port_a))["links"][0].get("role") != "owner":
+                    assert loop.time() < deadline, "node A never owned the stream"
+                    await asyncio.sleep(0.1)
+                async with serve(conf_b, tmp_path / "b.log") as b:
+                    await answering(session, port_b, b, "ok")
+                    assert (await health(session, port_b))["links"][0]["role"] == "standby"
+                    token = await login(session, port_b, "agent1")
+                    ws = await session.ws_connect(f"http://127.0.0.1:{port_b}/ws", headers=bearer(token))
+                    await frame(ws, "state")
+
+                    first = pbx.inbound_call("+33612345678", "Jean Dupont", digits="1", talk_s=2.0)
+                    await frame(ws, "pop", pop__linkedid=first)  # tracked by A, through the bus
+
+                    a.kill()  # kill -9: no release, B waits for the lease to lapse
+                    await a.wait()
+                    deadline = loop.time() + 30
+                    while (await health(session, port_b))["links"][0].get("role") != "owner":
+                        assert loop.time() < deadline, "node B never took the stream over"
+                        await asyncio.sleep(0.1)
+                    second = pbx.inbound_call("+33698765432", "Marie Curie", digits="1", talk_s=2.0)
+                    pop = await frame(ws, "pop", pop__linkedid=second)  # tracked by B itself now
+                    assert pop["pop"]["caller"]["e164"] == "+33698765432"
+                    await ws.close()
     finally:
         await delete_stream(tag)
