@@ -5,6 +5,7 @@ slow or gone (the pop degrades to 'unavailable', quickly, and never raises)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -182,16 +183,26 @@ async def test_many_holders_are_truncated(directory: CustomerDirectory) -> None:
     assert (result.status, len(result.customers), result.truncated) == ("several", 3, True)
 
 
-async def test_sqlite_lookup_thread_answers_as_the_orm_query(tmp_path: Path) -> None:
-    """On SQLite the pop's lookup runs a plain-SQL copy of the ORM query in its own thread: both
-    must give the same customers, in the same order, truncated the same way."""
-    async with fresh_database("sqlite", tmp_path) as url, migrated_engine(url) as engine:
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_plain_sql_lookup_answers_as_the_orm_query(backend: str, tmp_path: Path) -> None:
+    """The lookup runs a plain-SQL copy of the ORM query: on SQLite in its own thread (or
+    inline, in the FastAGI worker), on PostgreSQL through asyncpg itself. Each must give the
+    ORM query's customers, in the same order, truncated the same way."""
+    async with fresh_database(backend, tmp_path) as url, migrated_engine(url) as engine:
         directory = CustomerDirectory(engine, "FR")
         await seed(directory)
         await insert_legacy_phone(engine, "Aaron Ancien", "06 12 34 56 78")
         for n in range(4):
             await directory.create_customer(f"Standard {n}", ["01 40 00 00 00"])
-        thread = SqliteLookup(tmp_path / "db" / "cti.db")
+        readers: list[Any] = []
+        if backend == "sqlite":
+            readers = [
+                SqliteLookup(tmp_path / "db" / "cti.db"),
+                SqliteLookup(tmp_path / "db" / "cti.db", inline=True),
+            ]
+            plain = [reader.customers_by_phone for reader in readers]
+        else:
+            plain = [functools.partial(store.customers_by_phone_raw, engine)]
         try:
             for raw in ("0612345678", "+33140000000", "+212661234567", "0145678901", "0699999999"):
                 number = normalize(raw, "FR")
@@ -200,33 +211,12 @@ async def test_sqlite_lookup_thread_answers_as_the_orm_query(tmp_path: Path) -> 
                 for limit in (2, 20):
                     async with session_factory(engine)() as session:
                         expected = await store.customers_by_phone(session, forms, limit)
-                    assert await thread.customers_by_phone(forms, limit) == expected, (raw, limit)
+                    for lookup in plain:
+                        assert await lookup(forms, limit) == expected, (raw, limit, lookup)
             assert (await directory.lookup("0612345678")).status == "several"
         finally:
-            await thread.close()
-            await directory.close()
-
-
-async def test_postgresql_raw_lookup_answers_as_the_orm_query(tmp_path: Path) -> None:
-    """On PostgreSQL the lookup runs the same plain-SQL copy through asyncpg itself: the same
-    customers, in the same order, truncated the same way as the ORM query."""
-    async with fresh_database("postgresql", tmp_path) as url, migrated_engine(url) as engine:
-        directory = CustomerDirectory(engine, "FR")
-        await seed(directory)
-        await insert_legacy_phone(engine, "Aaron Ancien", "06 12 34 56 78")
-        for n in range(4):
-            await directory.create_customer(f"Standard {n}", ["01 40 00 00 00"])
-        try:
-            for raw in ("0612345678", "+33140000000", "+212661234567", "0145678901", "0699999999"):
-                number = normalize(raw, "FR")
-                assert number.e164 is not None
-                forms = stored_forms(number.e164, "FR")
-                for limit in (2, 20):
-                    async with session_factory(engine)() as session:
-                        expected = await store.customers_by_phone(session, forms, limit)
-                    assert await store.customers_by_phone_raw(engine, forms, limit) == expected, (raw, limit)
-            assert (await directory.lookup("0612345678")).status == "several"
-        finally:
+            for reader in readers:
+                await reader.close()
             await directory.close()
 
 
