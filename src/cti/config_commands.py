@@ -185,6 +185,7 @@ def review(settings: Settings) -> list[Finding]:
         found.append(
             Finding("warning", "dialer.clock_start", "a demo clock: calling hours follow a fake time")
         )
+    found += _ha_review(settings)
     found += _bus_review(settings)
     url = settings.database.url
     if url.startswith("sqlite") and ":///" in url and not url.split(":///", 1)[1].startswith("/"):
@@ -195,6 +196,26 @@ def review(settings: Settings) -> list[Finding]:
                 f"a relative SQLite path: {Path(url.split(':///', 1)[1]).resolve()} from this directory",
             )
         )
+    return found
+
+
+def _ha_review(settings: Settings) -> list[Finding]:
+    """[ha] (docs/scale-out.md, "Stream ownership"): what several nodes need."""
+    if not settings.ha.enabled:
+        return []
+    found = []
+    if not settings.database.url.startswith("postgres"):
+        found.append(Finding("error", "ha.enabled", "needs PostgreSQL: cti serve refuses to start on SQLite"))
+    for server in settings.asterisk:
+        if not server.records_url:
+            found.append(
+                Finding(
+                    "warning",
+                    f"asterisk[{server.name}].records_url",
+                    "not set: calls that begin and end between an owner's death and the takeover "
+                    "are not recorded",
+                )
+            )
     return found
 
 

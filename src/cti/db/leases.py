@@ -66,7 +66,8 @@ class LeaseLost(Exception):
     `server` is the resource's name (a stream's server, a named resource's name)."""
 
     def __init__(self, server: str, token: int, current: int | None) -> None:
-        super().__init__(f"lease of {server!r} lost: our token {token}, the row's {current}")
+        held = f"our token {token}, the row's {current}" if token else "not held by this daemon"
+        super().__init__(f"lease of {server!r} lost: {held}")
         self.server, self.token, self.current = server, token, current
 
 
@@ -98,7 +99,7 @@ class Lease:
             token = (await conn.execute(self._sql["acquire"], values)).scalar()
         if token is not None:
             self.token = int(token)
-            log.info(f"{self.kind} lease acquired", **self._said(), token=self.token)
+            log.info(f"{self.kind} lease acquired", **self._said(), lease_token=self.token)
         return token is not None
 
     async def renew(self) -> bool:
@@ -109,7 +110,7 @@ class Lease:
             values = {"name": self.name, "token": self.token, "ttl": self.ttl_s}
             kept = (await conn.execute(self._sql["renew"], values)).scalar() is not None
         if not kept:
-            log.warning(f"{self.kind} lease lost", **self._said(), token=self.token)
+            log.warning(f"{self.kind} lease lost", **self._said(), lease_token=self.token)
             self.token = None
         return kept
 
@@ -130,10 +131,13 @@ class Lease:
         await conn.execute(text(f"SET LOCAL idle_in_transaction_session_timeout = {idle_ms}"))
         current = (await conn.execute(self._sql["fence"], {"name": self.name})).scalar()
         if current != self.token:
+            # Tokens only grow: ours will never be the row's again. Forgetting it here makes the
+            # next writes refused without a word and the next renewal say the lease is lost.
+            lost, self.token = self.token, None
             log.warning(
-                f"write refused: {self.kind} lease lost", **self._said(), token=self.token, current=current
+                f"write refused: {self.kind} lease lost", **self._said(), lease_token=lost, current=current
             )
-            raise LeaseLost(self.name, self.token, None if current is None else int(current))
+            raise LeaseLost(self.name, lost, None if current is None else int(current))
 
     @asynccontextmanager
     async def fenced(self) -> AsyncIterator[AsyncConnection]:
