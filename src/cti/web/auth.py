@@ -253,6 +253,9 @@ class UserStore:
         self._principals: dict[str, Principal] = {}
         # Called with a username whose sessions were just revoked (password changed, disabled).
         self.on_revoked: list[Callable[[str], None]] = []
+        # Told of an interface nobody owns here: with several nodes, it may belong to a user
+        # created through another one (the daemon then reloads, docs/scale-out.md).
+        self.on_unknown: Callable[[str], None] | None = None
 
     async def reload(self) -> None:
         async with self.engine.connect() as conn:
@@ -271,7 +274,10 @@ class UserStore:
         self._principals, self._by_interface = principals, by_interface
 
     def user_for_interface(self, interface: str) -> str | None:
-        return self._by_interface.get(interface)
+        user = self._by_interface.get(interface)
+        if user is None and self.on_unknown is not None:
+            self.on_unknown(interface)
+        return user
 
     def principal(self, username: str) -> Principal | None:
         return self._principals.get(username)
