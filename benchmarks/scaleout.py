@@ -229,7 +229,8 @@ def arrivals(node: Any) -> dict[str, float]:
     from cti.calls import events as ev
 
     seen: dict[str, float] = {}
-    deliver = node.bus.publish_remote
+    consumer = node.jetstream.consumers[0]
+    deliver = consumer.handler
     offset = time.time() - time.monotonic()  # the event's `at` (node A's wall clock) as monotonic
 
     def noted(event: Any) -> None:
@@ -238,8 +239,7 @@ def arrivals(node: Any) -> dict[str, float]:
             seen.setdefault("at:" + event.linkedid, event.at - offset)
         deliver(event)
 
-    node.bus.publish_remote = noted
-    node.jetstream.consumers[0].handler = noted
+    consumer.handler = noted
     return seen
 
 

@@ -10,6 +10,7 @@ In the first test node B has an `[[asterisk]]` of its own that nobody answers: t
 is A's alone, without stream ownership. The second runs both nodes with `[ha]` (both list the
 sim; A owns its stream, B stands by): the agent on B gets the pop of A's call through the bus,
 then A is killed (`kill -9`), B takes the stream over and the agent gets the next call's pop.
+The third stops node B while A tracks a call, starts it again: B's figures count it once.
 """
 
 from __future__ import annotations
@@ -258,5 +259,64 @@ async def test_an_agent_on_the_standby_keeps_getting_pops_when_the_owner_dies(
                     pop = await frame(ws, "pop", pop__linkedid=second)  # tracked by B itself now
                     assert pop["pop"]["caller"]["e164"] == "+33698765432"
                     await ws.close()
+    finally:
+        await delete_stream(tag)
+
+
+async def support_figures(session: aiohttp.ClientSession, port: int, token: str) -> dict[str, Any]:
+    async with session.get(f"http://127.0.0.1:{port}/api/stats/live", headers=bearer(token)) as r:
+        assert r.status == 200, await r.text()
+        live = await r.json()
+    return next((q for q in live["queues"] if q["queue"] == "support"), {"presented": 0, "answered": 0})
+
+
+async def test_a_restarted_node_counts_what_it_missed_once(
+    tmp_path: Path,
+    pg_url: str,  # noqa: F811
+) -> None:
+    """Node B is stopped while node A tracks a call to its end, then started again: its durable
+    consumer resumes with that call's events and its statistics restore the stored call; the
+    supervisor on B sees the call counted once, not twice."""
+    tag = uuid.uuid4().hex[:10]
+    port_a, port_b = free_port(), free_port()
+    engine = create_engine(pg_url)
+    await UserStore(engine).add("agent1", PASSWORD, "agent", "Agent One", interfaces=[AGENT_INTERFACE])
+    await UserStore(engine).add("sup", PASSWORD, "supervisor", "Sup")
+    await engine.dispose()
+    sim = call_centre_config(1, speed=4.0, seed=7)
+    conf_b = None
+    try:
+        async with SimulatedPbx(sim) as pbx, aiohttp.ClientSession() as session:
+            conf_a = config(tmp_path, "node-a", pg_url, pbx.port, port_a, tag)
+            conf_b = config(tmp_path, "node-b", pg_url, free_port(), port_b, tag)
+            async with serve(conf_a, tmp_path / "a.log") as a:
+                await answering(session, port_a, a, "ok")
+                async with serve(conf_b, tmp_path / "b.log") as b:  # its durable consumer is made
+                    await answering(session, port_b, b, None)
+                    sup = await login(session, port_b, "sup")
+                    assert (await support_figures(session, port_b, sup))["presented"] == 0
+                # B stopped (SIGTERM): a whole call meanwhile, tracked and stored by A.
+                sup_a = await login(session, port_a, "sup")
+                pbx.inbound_call("+33612345678", "Jean Dupont", digits="1", talk_s=4.0)
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + 30
+                while (await support_figures(session, port_a, sup_a))["answered"] < 1:
+                    assert loop.time() < deadline, "the call never ended on node A"
+                    await asyncio.sleep(0.2)
+                await pbx.idle(timeout_s=30)
+                await asyncio.sleep(1.0)  # A's writer stores it
+                async with serve(conf_b, tmp_path / "b2.log") as b:
+                    await answering(session, port_b, b, None)
+                    sup = await login(session, port_b, "sup")
+                    await asyncio.sleep(2.0)  # the backlog is delivered
+                    figures = await support_figures(session, port_b, sup)
+                    assert figures["presented"] == 1 and figures["answered"] == 1, figures
+                    scrape = {"Authorization": f"Bearer scrape-{tag}"}
+                    async with session.get(f"http://127.0.0.1:{port_b}/metrics", headers=scrape) as r:
+                        text = await r.text()
+                    remote = next(
+                        ln for ln in text.splitlines() if ln.startswith("cti_bus_remote_events_total")
+                    )
+                    assert float(remote.split()[1]) > 3  # the call's events did come from the stream
     finally:
         await delete_stream(tag)

@@ -286,7 +286,16 @@ class Daemon:
                 store_spans(mine)
 
         self.stats.live.on_spans = own_spans
-        self.jetstream.consume("desk", self.bus.publish_remote)
+        # What was published while this node was down (the durable consumer resumes there)
+        # reaches the pops and ticket pushes, but not the live figures: those calls are in the
+        # database, which the statistics restored at start; counted again they would be double.
+        started = time.time()
+        backlog = ("stats", "stats-restart")
+
+        def deliver(event: ev.Event) -> None:
+            self.bus.publish_remote(event, skip=backlog if desk.stored_at < started else ())
+
+        desk = self.jetstream.consume("desk", deliver)
         self.jetstream.start()
         stale = asyncio.Event()
         self.users.on_unknown = lambda _interface: stale.set()

@@ -13,7 +13,7 @@ does itself (the call writer, the ticket opener, the dialer).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 
 import structlog
@@ -101,11 +101,12 @@ class EventBus:
         self.published += 1
         self._deliver(event, self._taps, self._subscriptions)
 
-    def publish_remote(self, event: Event) -> None:
+    def publish_remote(self, event: Event, skip: Collection[str] = ()) -> None:
         """An event another node published (from the JetStream bus): to the remote taps and
-        consumers only. Never blocks, never raises, like `publish`."""
+        consumers only, but those named in `skip`. Never blocks, never raises, like `publish`."""
         self.published_remote += 1
-        self._deliver(event, self._remote_taps, [s for s in self._subscriptions if s.remote])
+        taps = [t for t in self._remote_taps if t[0] not in skip] if skip else self._remote_taps
+        self._deliver(event, taps, [s for s in self._subscriptions if s.remote and s.name not in skip])
 
     def _deliver(
         self, event: Event, taps: list[tuple[str, Callable[[Event], None]]], subs: list[Subscription]

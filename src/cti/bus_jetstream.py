@@ -80,6 +80,7 @@ class DurableConsumer:
     undecodable: int = 0
     late: int = 0  # delivered after a later event was handled: skipped (see `_handle`)
     last_seq: int = 0
+    stored_at: float = 0.0  # when JetStream stored the event being handled (epoch s)
     subscription: Any = field(default=None, repr=False)
     _work: Slice = field(default_factory=Slice, repr=False)
 
@@ -387,6 +388,7 @@ class JetStreamBus:
         ):
             consumer.skipped += 1
         else:
+            consumer.stored_at = msg.metadata.timestamp.timestamp()
             try:
                 result = consumer.handler(event)
                 if result is not None:
