@@ -12,6 +12,9 @@ adopts its open attempts and goes on. Against what the simulator itself received
 - at every Originate, the campaign calls in flight (placed, not yet with an agent) were never
   more than the agents of the floor not in a call;
 - campaign `a` changed hands (its lease's token moved on) and B placed its calls afterwards.
+
+The second test does the same with `[ha] enabled` (stream ownership): only the node owning the
+PBX's stream paces; its death hands over the stream, then the campaign.
 """
 
 from __future__ import annotations
@@ -37,11 +40,13 @@ from cti.dialer.ownership import lease_name
 from cti.sim.originate import OriginateRequest
 from cti.sim.pbx import SimulatedPbx
 from test_dialer_sim import SPEED, START, fast_agents_config
+from test_gap_rebuild import records_url  # noqa: F401 - fixture
 from test_stream_lease import pg_url  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 CONTACTS = 20  # per campaign; last digit 1 answers, 3 never answers (rings 15 simulated s)
 RETRY_S = 60  # a contact not answered is called again a simulated minute later, once
+LEASE_S = "6"
 
 
 async def prepare(url: str, tmp_path: Path) -> dict[str, int]:
@@ -91,19 +96,21 @@ async def rows(url: str) -> tuple[list[DialerAttempt], dict[int, DialerContact]]
         await engine.dispose()
 
 
-def config_file(tmp_path: Path, port: int, url: str) -> Path:
-    config = tmp_path / "cti.toml"
+def config_file(tmp_path: Path, port: int, url: str, ha: str = "", records: str = "") -> Path:
+    config = tmp_path / f"cti{ha and '-' + ha}.toml"
     config.write_text(
         f'[[asterisk]]\nname = "pbx1"\nhost = "127.0.0.1"\nport = {port}\nusername = "cti"\n'
         "keepalive_s = 1.0\nreconnect_cap_s = 0.2\n"
-        f'[database]\nurl = "{url}"\nflush_interval_s = 0.05\n'
-        '[log]\nformat = "json"\nlevel = "info"\n[web]\nport = 0\n',
+        + (f'records_url = "{records}"\n' if records else "")
+        + f'[database]\nurl = "{url}"\nflush_interval_s = 0.05\n'
+        '[log]\nformat = "json"\nlevel = "info"\n[web]\nport = 0\n'
+        + (f'[ha]\nenabled = true\nnode = "{ha}"\nlease_s = 3\n' if ha else ""),
         encoding="utf-8",
     )
     return config
 
 
-async def serve(config: Path, log: Path) -> asyncio.subprocess.Process:
+async def serve(config: Path, log: Path, **extra: str) -> asyncio.subprocess.Process:
     env = {
         **os.environ,
         "CTI_AMI_PBX1_SECRET": "ctisecret",
@@ -113,6 +120,7 @@ async def serve(config: Path, log: Path) -> asyncio.subprocess.Process:
         "CTI_DIALER_CLOCK_SPEED": str(SPEED),
         "CTI_DIALER_TICK_S": "0.05",
         "CTI_DIALER_RECONCILE_AFTER_S": "20",
+        **extra,
     }
     handle = _append(log)
     try:
@@ -157,42 +165,28 @@ async def test_two_daemons_pace_one_floor_and_a_killed_ones_campaign_is_taken_ov
 ) -> None:
     url = pg_url
     ids = await prepare(url, tmp_path)
-    received: list[tuple[str, float]] = []
-    pacing: list[tuple[str, int, int]] = []  # (action id, calls in flight, agents not in a call)
     async with SimulatedPbx(fast_agents_config()) as pbx:
-        floor = pbx.engine.queues.get("outbound")
-        assert floor is not None and len(floor.members) == 2
-
-        def dialled(request: OriginateRequest, _leg: object) -> None:
-            received.append((request.action_id or "", pbx.engine.now))
-            waiting = [
-                c
-                for c in pbx.truth.calls.values()
-                if c.direction == "outbound"
-                and c.ended_at is None
-                and not any(s.connected_at is not None for s in c.segments)
-            ]
-            free = sum(1 for m in floor.members if not m.paused and not m.in_call)
-            pacing.append((request.action_id or "", len(waiting), free))
-
-        pbx.engine.originator.on_dial.append(dialled)
-        config, log = config_file(tmp_path, pbx.port, url), tmp_path / "cti.log"
+        watch = Watch(pbx)
+        received = watch.received
+        config, log, log_b = config_file(tmp_path, pbx.port, url), tmp_path / "a.log", tmp_path / "b.log"
         await change(url, "a", "start")
-        node_a = await serve(config, log)
+        # Leases of 6 s: A's freeze (until B holds `b`, asked for every 2 s) stays well within it.
+        node_a = await serve(config, log, CTI_HA_LEASE_S=LEASE_S)
         a_name = f"{socket.gethostname()}-{node_a.pid}"  # the lease holder (no [ha] node)
         node_b = None
         try:
             await until(lambda: len(received) >= 3, within_s=40)
             assert await lease_of(url, ids["a"]) == (a_name, 1)
-            node_b = await serve(config, log)
+            node_b = await serve(config, log_b, CTI_HA_LEASE_S=LEASE_S)
             b_name = f"{socket.gethostname()}-{node_b.pid}"
-            await asyncio.sleep(2.0)  # B is up and asks for `a` every second: A holds it
+            await until(lambda: _started(log_b), within_s=60, step_s=0.1)
+            await asyncio.sleep(1.0)  # B is up and asks for `a` every 2 s: A holds it
             assert (await lease_of(url, ids["a"]) or ("", 0))[0] == a_name
             # A frozen while `b` starts: B takes `b`; A is thawed before its own lease lapses.
             node_a.send_signal(signal.SIGSTOP)
             await change(url, "b", "start")
             try:
-                await until(lambda: _held_by(url, ids["b"], b_name), within_s=2.5, step_s=0.05)
+                await until(lambda: _held_by(url, ids["b"], b_name), within_s=4, step_s=0.05)
             finally:
                 node_a.send_signal(signal.SIGCONT)
             both_from = len(received)
@@ -202,48 +196,132 @@ async def test_two_daemons_pace_one_floor_and_a_killed_ones_campaign_is_taken_ov
             node_a.send_signal(signal.SIGKILL)
             await node_a.wait()
             killed_at = len(received)
-            # B takes `a` once A's lease lapses (3 s) and dials its contacts on.
-            await until(lambda: _held_by(url, ids["a"], b_name), within_s=10, step_s=0.1)
-            await until(
-                lambda: sum(x.startswith(f"cti-dialer-{ids['a']}-") for x, _ in received[killed_at:]) >= 4,
-                within_s=30,
-            )
-            await change(url, "a", "pause")
-            await change(url, "b", "pause")
-            await pbx.idle(timeout_s=60)
-            await until(lambda: _all_ended(url), within_s=40, step_s=0.2)
+            # B takes `a` once A's lease lapses and dials its contacts on.
+            await until(lambda: _held_by(url, ids["a"], b_name), within_s=15, step_s=0.1)
+            await until(lambda: _placed(received[killed_at:], ids)["a"] >= 4, within_s=30)
+            await wind_down(url, pbx, ("a", "b"))
         finally:
             await stop(node_a)
             if node_b is not None:
                 await stop(node_b)
 
+    by_action = await check_once_and_paced(url, watch)
+    # Both campaigns were dialled while both daemons were pacing, for the same agents.
+    campaigns_then = {by_action[a].campaign_id for a, _ in received[both_from:killed_at]}
+    assert campaigns_then == {ids["a"], ids["b"]}
+    lease_a = await lease_of(url, ids["a"])
+    assert lease_a is not None and lease_a[1] >= 2  # taken over: a new token
+    for path in (log, log_b):
+        assert "Traceback" not in path.read_text(encoding="utf-8", errors="replace")
+
+
+async def test_with_ha_the_campaign_follows_its_servers_stream(
+    pg_url: str,  # noqa: F811
+    records_url: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """[ha] enabled: a campaign is paced only by the node that owns its server's stream (the
+    standby's link is down, it does not even ask for the campaign). The owner is killed: the
+    standby takes the stream, then the campaign, adopts its attempts and dials on; the same
+    checks against the simulator. The PBX writes its CEL and queue_log (`records_url`): the calls
+    that end while no node owns the stream are read back from them, and their attempts closed."""
+    url = pg_url
+    ids = await prepare(url, tmp_path)
+    async with SimulatedPbx(fast_agents_config(), records_url=records_url) as pbx:
+        watch = Watch(pbx)
+        received = watch.received
+        log, log_b = tmp_path / "a.log", tmp_path / "b.log"
+        await change(url, "a", "start")
+        node_a = await serve(config_file(tmp_path, pbx.port, url, "node-a", records_url), log)
+        node_b = None
+        try:
+            await until(lambda: len(received) >= 3, within_s=40)
+            node_b = await serve(config_file(tmp_path, pbx.port, url, "node-b", records_url), log_b)
+            await until(lambda: _started(log_b), within_s=60, step_s=0.1)
+            await asyncio.sleep(1.0)
+            assert await lease_of(url, ids["a"]) == ("node-a", 1)
+            node_a.send_signal(signal.SIGKILL)
+            await node_a.wait()
+            killed_at = len(received)
+            await until(lambda: _held_by(url, ids["a"], "node-b"), within_s=15, step_s=0.1)
+            await until(lambda: _placed(received[killed_at:], ids)["a"] >= 4, within_s=30)
+            await wind_down(url, pbx, ("a",))
+        finally:
+            await stop(node_a)
+            if node_b is not None:
+                await stop(node_b)
+
+    await check_once_and_paced(url, watch)
+    lease_a = await lease_of(url, ids["a"])
+    assert lease_a is not None and lease_a[1] >= 2
+    for path in (log, log_b):
+        assert "Traceback" not in path.read_text(encoding="utf-8", errors="replace")
+
+
+class Watch:
+    """What the simulated PBX received: each Originate, with the calls then waiting for an agent
+    of the floor (placed, not yet connected) and its agents out of a call."""
+
+    def __init__(self, pbx: SimulatedPbx) -> None:
+        floor = pbx.engine.queues.get("outbound")
+        assert floor is not None and len(floor.members) == 2
+        self.pbx, self.floor = pbx, floor
+        self.received: list[tuple[str, float]] = []
+        self.pacing: list[tuple[str, int, int]] = []  # (action id, calls in flight, agents free)
+        pbx.engine.originator.on_dial.append(self.dialled)
+
+    def dialled(self, request: OriginateRequest, _leg: object) -> None:
+        self.received.append((request.action_id or "", self.pbx.engine.now))
+        waiting = [
+            c
+            for c in self.pbx.truth.calls.values()
+            if c.direction == "outbound"
+            and c.ended_at is None
+            and not any(s.connected_at is not None for s in c.segments)
+        ]
+        free = sum(1 for m in self.floor.members if not m.paused and not m.in_call)
+        self.pacing.append((request.action_id or "", len(waiting), free))
+
+
+async def wind_down(url: str, pbx: SimulatedPbx, campaigns: tuple[str, ...]) -> None:
+    for name in campaigns:
+        await change(url, name, "pause")
+    await pbx.idle(timeout_s=60)
+    try:
+        await until(lambda: _all_ended(url), within_s=40, step_s=0.2)
+    except AssertionError:
+        attempts, _ = await rows(url)
+        still = [(a.action_id, a.state, a.linkedid, a.created_at) for a in attempts if a.state != "ended"]
+        raise AssertionError(f"attempts still open: {still}") from None
+
+
+async def check_once_and_paced(url: str, watch: Watch) -> dict[str, DialerAttempt]:
     attempts, contacts = await rows(url)
     by_action = {a.action_id: a for a in attempts}
-    counts = Counter(action for action, _ in received)
+    counts = Counter(action for action, _ in watch.received)
     # Every Originate the PBX received has its attempt row, and was received once.
     assert all(n == 1 for n in counts.values()), counts.most_common(3)
     assert set(counts) <= set(by_action)
     assert {a.state for a in attempts} == {"ended"} and all(a.outcome for a in attempts)
     for attempt in attempts:
-        if attempt.action_id not in counts:  # written, then A was killed before it sent it
+        if attempt.action_id not in counts:  # written, then its daemon was killed before sending it
             assert attempt.outcome == "lost", attempt.action_id
     # No contact called again before its retry delay: never two calls to one contact at once.
     per_contact: dict[int, list[float]] = {}
-    for action, at in received:
+    for action, at in watch.received:
         per_contact.setdefault(by_action[action].contact_id, []).append(at)
     for times in per_contact.values():
         assert all(b - a >= RETRY_S - 10 for a, b in pairwise(times)), times
     rows_per_contact = Counter(a.contact_id for a in attempts)
     assert all(contacts[c].attempts == n for c, n in rows_per_contact.items())
-    # Both campaigns were dialled while both daemons were pacing, for the same agents.
-    campaigns_then = {by_action[a].campaign_id for a, _ in received[both_from:killed_at]}
-    assert campaigns_then == {ids["a"], ids["b"]}
     # The floor was never given more calls than it had agents out of a call.
-    over = [(a, n, free) for a, n, free in pacing if n > free]
+    over = [(a, n, free) for a, n, free in watch.pacing if n > free]
     assert over == [], over
-    lease_a = await lease_of(url, ids["a"])
-    assert lease_a is not None and lease_a[1] >= 2  # taken over: a new token
-    assert "Traceback" not in log.read_text(encoding="utf-8", errors="replace")
+    return by_action
+
+
+def _started(log: Path) -> bool:
+    return log.exists() and '"cti started"' in log.read_text(encoding="utf-8", errors="replace")
 
 
 def _placed(received: list[tuple[str, float]], ids: dict[str, int]) -> dict[str, int]:

@@ -359,6 +359,8 @@ class Daemon:
         owners = getattr(self, "owners", None)
         if owners is not None:
             self.dialer.may_dial = lambda name: owners.role(name) == "owner"
+        # An adopted attempt whose call no tracker follows any more ended unseen (a gap).
+        self.dialer.live_calls = lambda: {lid for t in self.trackings for lid in t.tracker.calls}
         self.bus.consume("dialer", self.dialer.on_event, kinds=KINDS)
         if settings.enabled:
             self.dialer.start()

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import secrets
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -90,6 +90,8 @@ class OpenAttempt:
     # A personal callback: (the agent's member interface, their username, their penalty in the
     # personal queue); None for a call any agent of the campaign's queue may take.
     personal: tuple[str, str, int] | None = None
+    # Taken over from another run or daemon (engine clock): its call may have ended unseen.
+    adopted_at: datetime | None = None
 
 
 class AgentBoard:
@@ -111,8 +113,11 @@ class AgentBoard:
         for member in members:
             self.update(member)
 
-    def agents(self, queue: str, group: Sequence[str] = (), server: str | None = None) -> Agents:
-        """The campaign's agents; on `server` only when given (its calls reach no other PBX's)."""
+    def agents(
+        self, queue: str, group: Sequence[str] = (), server: str | None = None, taken: Iterable[str] = ()
+    ) -> Agents:
+        """The campaign's agents; on `server` only when given (its calls reach no other PBX's).
+        `taken`: interfaces known to have just taken a call (their member status may lag)."""
         chosen = [
             m
             for (s, q, i), m in self.members.items()
@@ -121,7 +126,7 @@ class AgentBoard:
         interfaces = {m.interface for m in chosen}
         available = {m.interface for m in chosen if not m.paused}
         busy = {m.interface for m in chosen if m.in_call or (m.status not in (None, 0, 1))}
-        return Agents(len(interfaces), len(available), len(available - busy))
+        return Agents(len(interfaces), len(available), len(available - busy - set(taken)))
 
     def away(self, interfaces: Sequence[str], server: str | None, skip_queue: str) -> tuple[str | None, str]:
         """(the interface, "") when one of these member interfaces is logged in to a queue
@@ -212,6 +217,9 @@ class DialerEngine:
         # Whether this daemon may dial on a server now (it owns that server's AMI stream, so its
         # link is up and its tracker sees that floor); None: every configured server.
         self.may_dial: Callable[[str], bool] | None = None
+        # The linkedids of the calls the trackers follow now; None: unknown (adopted attempts of
+        # answered calls then wait for CONNECTED_TIMEOUT).
+        self.live_calls: Callable[[], Container[str]] | None = None
 
     # ------------------------------------------------------------------------------ life cycle
     def start(self) -> None:
@@ -250,7 +258,9 @@ class DialerEngine:
         rows = [r for r in await self._open_rows(campaign_ids) if r._mapping["action_id"] not in self.open]
         adopted = []
         for row in rows:
-            adopted.append(self._remember(row))
+            attempt = self._remember(row)
+            attempt.adopted_at = self.clock()
+            adopted.append(attempt)
         for attempt in adopted:
             call = await self._stored_call(attempt)
             if call is not None:
@@ -430,10 +440,11 @@ class DialerEngine:
         status = self.status[spec.name]
         # The floor first: waiting for another daemon's decision must not hold up our events.
         async with self._floor(spec), self._lock:
+            # Every call waiting for these agents, whichever campaign and daemon placed it; the
+            # agents who took one already (Asterisk reports their member status a moment later).
+            status.in_flight, taken = await self._floor_calls(spec)
             # Only the campaign's own PBX's agents: its calls reach no other PBX's queues.
-            status.agents = self.board.agents(spec.queue, spec.agent_group, server)
-            # Every call waiting for these agents, whichever campaign and daemon placed it.
-            status.in_flight = await self._in_flight(spec)
+            status.agents = self.board.agents(spec.queue, spec.agent_group, server, taken)
             attempts, answered, rate = await self._sample(spec, now)
             status.drop_rate = rate
             decision = pace(
@@ -460,24 +471,25 @@ class DialerEngine:
             return contextlib.nullcontext()
         return self.leases.floor_lock(spec.server or self.server, spec.queue)
 
-    async def _in_flight(self, spec: CampaignSpec) -> int:
-        """Calls placed for the campaign's floor (its server and queue) and not yet with an agent:
-        from the database, so those of the other campaigns and daemons count too."""
+    async def _floor_calls(self, spec: CampaignSpec) -> tuple[int, set[str]]:
+        """The open calls of the campaign's floor (its server and queue), from the database so that
+        those of the other campaigns and daemons count too: how many wait for an agent, and the
+        member interfaces of the agents who took one."""
         a, c = DialerAttempt, DialerCampaign
         server = spec.server or self.server or None
         query = (
-            select(func.count())
-            .select_from(a)
+            select(a.agent_at.is_(None), a.agent)
             .join(c, c.id == a.campaign_id)
             .where(
                 a.state.in_(store.OPEN_ATTEMPT),
-                a.agent_at.is_(None),
                 c.queue == spec.queue,
                 a.server.is_(None) if server is None else a.server == server,
             )
         )
         async with self.db.connect() as conn:
-            return int((await conn.execute(query)).scalar() or 0)
+            rows = (await conn.execute(query)).all()
+        waiting = sum(1 for no_agent, _ in rows if no_agent)
+        return waiting, {agent for no_agent, agent in rows if not no_agent and agent}
 
     @property
     def servers(self) -> list[str]:
@@ -835,8 +847,13 @@ class DialerEngine:
             return
         attempt.state, attempt.answered_at = "answered", _at(event.at)
         self._link_call(attempt, event.linkedid)
+        # The linkedid too: a daemon that adopts the attempt follows its call by it.
         await self._update(
-            attempt, state="answered", answered_at=attempt.answered_at, originate_reason=ANSWERED
+            attempt,
+            state="answered",
+            answered_at=attempt.answered_at,
+            originate_reason=ANSWERED,
+            linkedid=event.linkedid or None,
         )
 
     def _link_call(self, attempt: OpenAttempt, linkedid: str) -> None:
@@ -927,7 +944,14 @@ class DialerEngine:
         """Mark live drops (no agent 2 s after the callee was put through: the pacing slows down
         at once) and close attempts whose answer will never come. Whether the drop is an
         abandon or a late connect is known when the call ends."""
+        live = self.live_calls() if self.live_calls is not None else None
         for attempt in list(self.open.values()):
+            if live is not None and self._ended_unseen(attempt, now, live):
+                log.warning(
+                    "adopted dialer attempt closed as lost: its call is over", action_id=attempt.action_id
+                )
+                await self._close(attempt, "lost", now, None)
+                continue
             if (
                 attempt.connected_seen is not None
                 and attempt.agent_at is None
@@ -937,6 +961,16 @@ class DialerEngine:
             if now >= self._deadline(attempt):
                 log.warning("dialer attempt closed as lost", action_id=attempt.action_id, state=attempt.state)
                 await self._close(attempt, "lost", now, None)
+
+    def _ended_unseen(self, attempt: OpenAttempt, now: datetime, live: Container[str]) -> bool:
+        """An adopted attempt whose callee answered, whose call no tracker follows any more
+        `reconcile_after_s` after the adoption (time for the resync and the gap recovery to
+        report it): it ended while nobody was watching (a daemon killed, its stream not yet
+        taken over), and no event will ever close it."""
+        if attempt.adopted_at is None or attempt.state not in ("answered", "connected"):
+            return False
+        waited = (now - attempt.adopted_at).total_seconds()
+        return waited > self.settings.reconcile_after_s and (attempt.linkedid or "") not in live
 
     def _deadline(self, attempt: OpenAttempt) -> datetime:
         if attempt.state in ("answered", "connected"):
