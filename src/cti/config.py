@@ -90,6 +90,11 @@ class AsteriskServer:
     # after a restart or a reconnect, every call of the gap is recorded from them ([recovery]).
     # "" = none. A password: CTI_AMI_RECORDS_URL (first server) or ~/.pgpass, not the file.
     records_url: str = ""
+    # The agents' phones on this server, as glob patterns of member interfaces and devices
+    # ("PJSIP/1*", "Local/*@paris-agents/n"): where an agent's action goes when several servers
+    # are configured (docs/scale-out.md, "Actions to the right PBX"). () = found from what the
+    # trackers know (live calls, queue members), which a node that owns no stream lacks.
+    phones: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.records_url:
@@ -332,17 +337,26 @@ class BusSettings:
     timeout_s: float = setting(2.0, low=0.05, high=120)
     # An event delivered to a consumer and not acknowledged within this long is delivered again.
     ack_wait_s: float = setting(30.0, low=1, high=3600)
+    # Agent actions for a server another node owns go to it over NATS request/reply, on
+    # <action_prefix>.<server> (docs/scale-out.md, "Actions to the right PBX"); outside the
+    # stream's subjects.
+    action_prefix: str = "cti.actions"
 
     def __post_init__(self) -> None:
         for url in filter(None, (u.strip() for u in self.nats_url.split(","))):
             if not re.match(r"^(nats|tls)://[^/\s]+$", url):
                 raise ValueError(f"nats_url: expected nats://host:port, got {url!r}")
-        for name in ("stream", "subject_prefix", "node"):
+        for name in ("stream", "subject_prefix", "node", "action_prefix"):
             value = getattr(self, name)
             if value and not re.match(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$", value):
                 raise ValueError(f"{name}: letters, digits, '-', '_' (and '.' between words), got {value!r}")
         if "." in self.stream:
             raise ValueError(f"stream: no '.' in a stream name, got {self.stream!r}")
+        if f"{self.action_prefix}.".startswith(f"{self.subject_prefix}."):
+            raise ValueError(
+                f"action_prefix: {self.action_prefix!r} is under subject_prefix {self.subject_prefix!r}: "
+                "the stream would take the actions"
+            )
 
 
 @dataclass(frozen=True)

@@ -78,5 +78,8 @@ async def originate(
 
 
 async def hangup_device(link: ActionSender, device: str) -> Message:
-    """Hang up every channel of a device (`PJSIP/1001` → channels `PJSIP/1001-…`)."""
-    return await link.send("Hangup", {"Channel": f"/^{re.escape(device)}-/", "Cause": 16})
+    """Hang up every channel of a device (`PJSIP/1001` → channels `PJSIP/1001-…`; a Local
+    interface `Local/agent1@agents/n` → `Local/agent1@agents-…;1` and `;2`)."""
+    local = re.match(r"^(Local/[^@/]+@[^/]+)/n$", device)
+    channels = local.group(1) if local else device
+    return await link.send("Hangup", {"Channel": f"/^{re.escape(channels)}-/", "Cause": 16})

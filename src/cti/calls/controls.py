@@ -274,6 +274,6 @@ async def ami_guard(pending: Any, refused: str) -> Any:
         return await pending
     except ActionError as exc:
         raise ControlRefused(exc.message, refused, 409, reason=exc.message) from None
-    except (LinkDown, ActionTimeout) as exc:
-        raise ControlRefused(str(exc) or "AMI link unavailable", "ami-unavailable", 503) from None
-
+    except (LinkDown, ActionTimeout) as exc:  # the relay's OwnerUnreachable says so by its id
+        error_id = getattr(exc, "error_id", "ami-unavailable")
+        raise ControlRefused(str(exc) or "AMI link unavailable", error_id, 503) from None

@@ -5,9 +5,11 @@ hang-up sent to the wrong one is refused there at best ("Interface not found"), 
 acts on a namesake (`PJSIP/1001` can exist on both). So each action is routed by what the
 trackers know, most certain first:
 
-1. a live call: the server that has a channel of the agent's phone right now;
-2. a queue membership: the server whose queues list one of the agent's interfaces;
-3. for a queue login, the queue: the server whose queue it is (a queue with members).
+1. the configuration: the server whose `[[asterisk]] phones` patterns match one of the agent's
+   interfaces or devices (what a node that owns no stream, and so tracks nothing, goes by);
+2. a live call: the server that has a channel of the agent's phone right now;
+3. a queue membership: the server whose queues list one of the agent's interfaces;
+4. for a queue login, the queue: the server whose queue it is (a queue with members).
 
 When a step finds the phone on two servers, the action is refused (409 `ambiguous-server`)
 rather than guessed; when no step finds it, 409 `unknown-server`. A campaign and a call name
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from typing import Generic, TypeVar
 
 from cti.calls.controls import ControlRefused, Phone
@@ -48,6 +51,11 @@ class Pbx(Generic[L]):
     name: str
     link: L
     tracker: CallTracker
+    phones: tuple[str, ...] = ()  # [[asterisk]] phones: glob patterns of its interfaces, devices
+
+    def configured_for(self, phone: Phone) -> bool:
+        names = [n for n in (*phone.interfaces, *phone.devices) if n]
+        return any(fnmatchcase(n, pattern) for n in names for pattern in self.phones)
 
 
 class PbxMap(Generic[L]):
@@ -75,14 +83,15 @@ class PbxMap(Generic[L]):
         """The server the agent's phone is on (module docstring for the order)."""
         if len(self.pbxs) == 1:
             return self.pbxs[0]
-        steps: list[tuple[str, Callable[[CallTracker], bool]]] = [
-            ("live call", lambda t: any(phone.owns(c.name) for c in t.channels.values())),
-            ("queue member", lambda t: any(i in phone.interfaces for _, i in t.members)),
+        steps: list[tuple[str, Callable[[Pbx[L]], bool]]] = [
+            ("configured phones", lambda p: p.configured_for(phone)),
+            ("live call", lambda p: any(phone.owns(c.name) for c in p.tracker.channels.values())),
+            ("queue member", lambda p: any(i in phone.interfaces for _, i in p.tracker.members)),
         ]
         if queue:
-            steps.append(("queue", lambda t: any(q == queue for q, _ in t.members)))
+            steps.append(("queue", lambda p: any(q == queue for q, _ in p.tracker.members)))
         for evidence, test in steps:
-            found = [p for p in self.pbxs if test(p.tracker)]
+            found = [p for p in self.pbxs if test(p)]
             if len(found) == 1:
                 return found[0]
             if found:
