@@ -16,6 +16,8 @@ consumer (pops, tickets, live statistics, the dialer) on both nodes.
    (each call about 8 domain events: start, queue join, ringing, queue leave, answer, agent
    complete, end, ticket opened); events/s = the events node B received from the bus, divided by
    the time from the first frame sent to the last pop received by a desktop on node B.
+   Before the nodes start, the bus alone: --bus-events events exported by one JetStreamBus and
+   handled by another's durable consumer, both in this process (one core for both ends).
 
     python benchmarks/scaleout.py [--agents 1000] [--calls 1200] [--rate 20] [--burst-calls 3000]
         [--nats nats://127.0.0.1:4222] [--pg postgresql://postgres@127.0.0.1:5432/test]
@@ -243,6 +245,66 @@ def arrivals(node: Any) -> dict[str, float]:
     return seen
 
 
+async def bus_alone(nats_url: str, events: int) -> dict[str, Any]:
+    """The bus alone, in this process: `events` ringing events exported by one JetStreamBus
+    ("node A") and handled by another's durable consumer ("node B"), both ends on one core."""
+    from dataclasses import replace
+
+    from cti.bus_jetstream import JetStreamBus
+    from cti.calls import events as ev
+    from cti.config import BusSettings
+
+    tag = uuid.uuid4().hex[:8]
+    settings = BusSettings(
+        nats_url=nats_url, stream=f"CTI_BENCH_BUS_{tag}", subject_prefix=f"cti-bench-bus-{tag}"
+    )
+    a, b = JetStreamBus(replace(settings, node="bus-a")), JetStreamBus(replace(settings, node="bus-b"))
+    handled = [0]
+    done = asyncio.Event()
+
+    def handle(_event: Any) -> None:
+        handled[0] += 1
+        if handled[0] == events:
+            done.set()
+
+    b.consume("bench", handle)
+    try:
+        a.start()
+        b.start()
+        while not (a.connected and b.connected):  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)
+        started, cpu = time.perf_counter(), time.process_time()
+        for i in range(events):
+            a.export(
+                ev.AgentRinging(
+                    "bench",
+                    time.time(),
+                    f"bus.{i}",
+                    "support",
+                    "agent1",
+                    "PJSIP/5000",
+                    "PJSIP/5000-1",
+                    "+33",
+                    "+33",
+                )
+            )
+            if i % 200 == 199:
+                await asyncio.sleep(0)  # the AMI reader would yield between chunks
+        await asyncio.wait_for(done.wait(), 300)
+        took = time.perf_counter() - started
+        return {
+            "events": events,
+            "seconds": round(took, 2),
+            "events_per_s": round(events / took),
+            "cpu_us_per_event": round((time.process_time() - cpu) / events * 1e6),
+        }
+    finally:
+        await a.close()
+        await b.close()
+        await delete_stream(nats_url, settings.stream)
+
+
 def quantiles(values: list[float]) -> dict[str, float | None]:
     values = sorted(values)
     if len(values) < 2:
@@ -257,6 +319,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
     configure_logging("error", "json")
     pops.schedule(args.calls, args.agents, args.rate, args.seed)  # refuses a rate the agents cannot take
+    alone = await bus_alone(args.nats, args.bus_events) if args.bus_events else None
     tag = uuid.uuid4().hex[:8]
     db_name, db_url = await create_database(args.pg)
     spec = {
@@ -364,6 +427,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "burst_events_to_node_b": burst_events,
         "burst_s": round(burst_s, 3) if burst_s else None,
         "events_per_s": round(burst_events / burst_s) if burst_s else None,
+        "bus_alone": alone,
         "node_a": a_counts,
         "node_b": b_counts,
     }
@@ -387,6 +451,9 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=20.0, help="mean paced calls per second")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--burst-calls", type=int, default=3000)
+    parser.add_argument(
+        "--bus-events", type=int, default=20000, help="the bus alone, in one process (0: not run)"
+    )
     parser.add_argument("--client-processes", type=int, default=2)
     parser.add_argument("--nats", default=os.environ.get("CTI_BENCH_NATS", "nats://127.0.0.1:4222"))
     parser.add_argument(
