@@ -128,7 +128,8 @@ async def test_publishing_never_waits_for_an_absent_nats(bus_settings: BusSettin
         if i % 500 == 0:
             await asyncio.sleep(0.01)  # the connection attempts run meanwhile
     await until(lambda: node.connect_failures >= 2, 10)
-    assert slowest < 0.005, slowest
+    # A wait for NATS would last timeout_s (0.2 s); the bound leaves room for a loaded machine.
+    assert slowest < 0.1, slowest
     assert node.pending == 1000 and node.dropped == 4000 and node.published == 0
     started = time.perf_counter()
     await node.close(within_s=0.5)
@@ -200,7 +201,7 @@ async def test_events_published_during_a_cut_arrive_once_nats_is_back(bus_settin
         slowest = max(slowest, time.perf_counter() - started)
         if i % 100 == 0:
             await asyncio.sleep(0.05)
-    assert slowest < 0.005, slowest
+    assert slowest < 0.1, slowest  # a wait for NATS would last timeout_s (0.5 s)
     assert len(seen) == 100  # nothing went through the cut
 
     await relay.start()  # the same port again
