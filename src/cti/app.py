@@ -19,6 +19,7 @@ import structlog
 from aiohttp import web
 
 from cti import gc_policy
+from cti.action_relay import ActionRelay, RoutedLink
 from cti.ami import commands
 from cti.ami.actions import ActionError, ActionTimeout, LinkDown
 from cti.ami.link import AmiLink
@@ -109,9 +110,13 @@ class Daemon:
             )
             self.trackings.append(tracking)
             self.links.append(link)
-        # Where each agent action, campaign and call control goes (calls/pbxs.py).
-        pairs = zip(self.links, self.trackings, strict=True)
-        self.pbxs = PbxMap([Pbx(t.tracker.server, link, t.tracker) for link, t in pairs])
+        # Where each agent action and call control goes (calls/pbxs.py): with [ha] and the bus,
+        # through the owner of the server's stream when it is another node (action_relay.py).
+        self.relay = self._action_relay()
+        configured = zip(self.settings.asterisk, self.links, self.trackings, strict=True)
+        self.pbxs = PbxMap(
+            [Pbx(s.name, RoutedLink(link, self.relay), t.tracker, s.phones) for s, link, t in configured]
+        )
         self._spawn(self._tick(), "tracker-tick")
         await self._start_desk()
         await self._start_agi()
@@ -130,6 +135,18 @@ class Daemon:
             recovery.keep_marks()
         gc_policy.after_startup()
         log.info("cti started", servers=[s.name for s in self.settings.asterisk], database=redact_url(db.url))
+
+    def _action_relay(self) -> ActionRelay | None:
+        """[ha] and [bus] nats_url: agent actions for a server another node owns go to that node
+        over NATS, and this node answers for the servers it owns (docs/scale-out.md, "Actions
+        to the right PBX"). Otherwise None: every action on this node's own link, as before."""
+        owners, bus = self.owners, self.settings.bus
+        if owners is None or not bus.nats_url:
+            return None
+        links = {link.server.name: link for link in self.links}
+        relay = ActionRelay(bus, bus.node or owners.node, lambda s: owners.role(s) == "owner", links)
+        self._spawn(relay.run(), "action-relay")
+        return relay
 
     @property
     def _fences(self) -> Fence | None:
@@ -606,8 +623,8 @@ def _answered_as(refused_id: str) -> Iterator[None]:
         yield
     except ActionError as exc:
         raise AgentActionFailed(exc.message, 409, refused_id) from None
-    except (LinkDown, ActionTimeout) as exc:
-        raise AgentActionFailed(str(exc), 503, "ami-unavailable") from None
+    except (LinkDown, ActionTimeout) as exc:  # the relay's OwnerUnreachable says so by its id
+        raise AgentActionFailed(str(exc), 503, getattr(exc, "error_id", "ami-unavailable")) from None
 
 
 class AmiAgentLink:
@@ -616,15 +633,15 @@ class AmiAgentLink:
     ("No such channel" for a hang-up with no call) is a 409 with an error id, a link that is
     down a 503."""
 
-    def __init__(self, pbxs: PbxMap[AmiLink], click_to_call_context: str = "cti-click-to-call") -> None:
+    def __init__(self, pbxs: PbxMap[RoutedLink], click_to_call_context: str = "cti-click-to-call") -> None:
         self.pbxs = pbxs
         self.context = click_to_call_context
 
-    def link_for(self, phone: Phone, queue: str | None = None) -> AmiLink:
+    def link_for(self, phone: Phone, queue: str | None = None) -> RoutedLink:
         """The link to the server `phone` is on (for a queue login, or that has `queue`)."""
         return self.pbxs.for_phone(phone, queue).link
 
-    def _link(self, action: str, phone: Phone, queue: str | None = None) -> AmiLink:
+    def _link(self, action: str, phone: Phone, queue: str | None = None) -> RoutedLink:
         link = self.link_for(phone, queue)
         log.info("agent action", action=action, server=link.server.name, agent=",".join(phone.interfaces))
         return link
