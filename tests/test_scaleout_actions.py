@@ -223,3 +223,89 @@ async def _owner_frozen(session: aiohttp.ClientSession, actions: list[Message], 
     status, body = await post(session, port_b, "/api/agent/pause", token, {"paused": True})
     assert status == 200, body
     assert len(named(actions, "QueuePause")) == sent + 1
+
+
+def two_sites_config(
+    tmp_path: Path, name: str, url: str, paris: int, lyon: int, web_port: int, tag: str
+) -> Path:
+    """Both nodes list both PBXs, each with the patterns of its agents' phones."""
+    servers = "".join(
+        f'[[asterisk]]\nname = "{site}"\nhost = "127.0.0.1"\nport = {port}\nusername = "cti"\n'
+        f'secret = "ctisecret"\nkeepalive_s = 1.0\nreconnect_cap_s = 0.5\n'
+        f"action_timeout_s = {ACTION_TIMEOUT_S}\nphones = {phones}\n"
+        for site, port, phones in (
+            ("paris", paris, '["Local/agent1@agents/n", "Local/agent2@agents/n"]'),
+            ("lyon", lyon, '["Local/agent2?@agents/n"]'),
+        )
+    )
+    path = tmp_path / f"{name}.toml"
+    path.write_text(
+        f'[ha]\nenabled = true\nnode = "{name}-{tag}"\nlease_s = 15.0\n'
+        + servers
+        + f'[database]\nurl = "{url}"\nflush_interval_s = 0.05\n'
+        f'[web]\nport = {web_port}\nsecret = "shared-secret-of-the-floor-{tag}"\n'
+        f'[bus]\nnats_url = "{NATS_URL}"\nnode = "{name}-{tag}"\nstream = "CTI_TEST_{tag}"\n'
+        f'subject_prefix = "cti-test-{tag}"\naction_prefix = "cti-test-actions-{tag}"\n'
+        f"timeout_s = {BUS_TIMEOUT_S}\n"
+        f'[dialer]\nenabled = false\n[log]\nformat = "json"\nlevel = "info"\n',
+        encoding="utf-8",
+    )
+    return path
+
+
+async def test_a_node_that_tracks_no_pbx_routes_by_the_configured_phones(
+    tmp_path: Path,
+    pg_url: str,  # noqa: F811
+) -> None:
+    """Two PBXs, both owned by node A; node B owns neither, so its trackers know no phone: the
+    `phones` patterns place each agent, and each action reaches that PBX only, through A."""
+    from test_two_pbxs import interface, site
+
+    tag = uuid.uuid4().hex[:10]
+    port_a, port_b = free_port(), free_port()
+    engine = create_engine(pg_url)
+    await upgrade_async(engine)
+    users = UserStore(engine)
+    for agent in ("agent1", "agent21"):
+        await users.add(agent, PASSWORD, "agent", agent, "fr", [interface(agent)], [interface(agent)])
+    await engine.dispose()
+    try:
+        async with (
+            SimulatedPbx(site(("agent1", "agent2"))) as paris,
+            SimulatedPbx(site(("agent21", "agent22"))) as lyon,
+            aiohttp.ClientSession() as session,
+        ):
+            at_paris, at_lyon = recorded(paris), recorded(lyon)
+            conf_a = two_sites_config(tmp_path, "node-a", pg_url, paris.port, lyon.port, port_a, tag)
+            async with serve(conf_a, tmp_path / "a.log") as a:
+                await answering(session, port_a, a, "ok")
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + 60
+                while {link.get("role") for link in (await health(session, port_a))["links"]} != {"owner"}:
+                    assert loop.time() < deadline, "node A never owned both streams"
+                    await asyncio.sleep(0.1)
+                conf_b = two_sites_config(tmp_path, "node-b", pg_url, paris.port, lyon.port, port_b, tag)
+                async with serve(conf_b, tmp_path / "b.log") as b:
+                    await answering(session, port_b, b, "ok")
+                    roles = {
+                        link["server"]: link["role"] for link in (await health(session, port_b))["links"]
+                    }
+                    assert roles == {"paris": "standby", "lyon": "standby"}
+
+                    lyon_agent = await login(session, port_b, "agent21")
+                    status, body = await post(
+                        session, port_b, "/api/agent/pause", lyon_agent, {"paused": True}
+                    )
+                    assert status == 200, body
+                    assert [p["Interface"] for p in named(at_lyon, "QueuePause")] == [interface("agent21")]
+                    assert named(at_paris, "QueuePause") == []
+
+                    paris_agent = await login(session, port_b, "agent1")
+                    status, body = await post(
+                        session, port_b, "/api/agent/call", paris_agent, {"number": "0612345678"}
+                    )
+                    assert status == 202, body
+                    assert [o["Channel"] for o in named(at_paris, "Originate")] == [interface("agent1")]
+                    assert named(at_lyon, "Originate") == []
+    finally:
+        await delete_stream(tag)
