@@ -392,26 +392,33 @@ class DialerEngine:
     async def _owned(self, specs: list[CampaignSpec]) -> list[CampaignSpec]:
         """The running campaigns this daemon paces: all of them without leases; else those whose
         lease it holds (taken now if free: their open attempts adopted), among those it can dial
-        (its link to their server up). The lease of a campaign with attempts still open here is
-        kept until they end."""
+        (its link to their server up). Leases of the others are released: a campaign paused, or
+        whose server's stream another daemon owns now, must not stay blocked here. Attempts of
+        such a campaign still open here are followed all the same; if another daemon adopts
+        them too, whichever closes one first closes it (`_close` is conditional)."""
         if self.leases is None:
             return specs
-        dialable = [s for s in specs if self._dialable(s)]
-        wanted = {s.id for s in dialable} | {a.campaign_id for a in self.open.values()}
-        taken = await self.leases.claim(wanted)
+        unreachable = {s.id: why for s in specs if (why := self._not_dialable(s))}
+        dialable = [s for s in specs if s.id not in unreachable]
+        taken = await self.leases.claim({s.id for s in dialable})
         if taken:  # under the engine's lock (tick)
             await self._adopt(taken)
         owned = [s for s in dialable if self.leases.owns(s.id)]
-        mine, reachable = {s.id for s in owned}, {s.id for s in dialable}
+        mine = {s.id for s in owned}
         for spec in specs:
             if spec.id not in mine:
-                why = "paced by another daemon" if spec.id in reachable else "its server is another daemon's"
+                why = unreachable.get(spec.id, "paced by another daemon")
                 self.status[spec.name] = CampaignStatus(False, why, at=self.clock())
         return owned
 
-    def _dialable(self, spec: CampaignSpec) -> bool:
+    def _not_dialable(self, spec: CampaignSpec) -> str:
+        """Why this daemon cannot dial the campaign now ("" when it can)."""
         route = self._route(spec)
-        return not isinstance(route, str) and (self.may_dial is None or self.may_dial(route[0]))
+        if isinstance(route, str):
+            return route
+        if self.may_dial is not None and not self.may_dial(route[0]):
+            return "its server's stream is another daemon's"
+        return ""
 
     async def _dial_campaign(
         self, spec: CampaignSpec, now: datetime
