@@ -55,6 +55,7 @@ def config(tmp_path: Path, name: str, url: str, ami_port: int, web_port: int, ta
         f"keepalive_s = 1.0\nreconnect_cap_s = 0.5\naction_timeout_s = {ACTION_TIMEOUT_S}\n"
         f'[database]\nurl = "{url}"\nflush_interval_s = 0.05\n'
         f'[web]\nport = {web_port}\nsecret = "shared-secret-of-the-floor-{tag}"\n'
+        f'metrics_token = "scrape-{tag}"\n'
         f'[bus]\nnats_url = "{NATS_URL}"\nnode = "{name}-{tag}"\nstream = "CTI_TEST_{tag}"\n'
         f'subject_prefix = "cti-test-{tag}"\naction_prefix = "cti-test-actions-{tag}"\n'
         f"timeout_s = {BUS_TIMEOUT_S}\n"
@@ -62,6 +63,14 @@ def config(tmp_path: Path, name: str, url: str, ami_port: int, web_port: int, ta
         encoding="utf-8",
     )
     return path
+
+
+async def relay_metrics(session: aiohttp.ClientSession, port: int, tag: str) -> dict[str, float]:
+    scrape = {"Authorization": f"Bearer scrape-{tag}"}
+    async with session.get(f"http://127.0.0.1:{port}/metrics", headers=scrape) as r:
+        assert r.status == 200
+        lines = (await r.text()).splitlines()
+    return {line.split()[0]: float(line.split()[1]) for line in lines if line.startswith("cti_relay_")}
 
 
 def recorded(pbx: SimulatedPbx) -> list[Message]:
@@ -119,6 +128,15 @@ async def test_an_agent_on_the_standby_node_acts_on_the_pbx_its_owner_tracks(
                     assert (await health(session, port_b))["links"][0]["role"] == "standby"
                     await _act_through_node_a(session, pbx, actions, port_b)
                     await _owner_frozen(session, actions, a, port_b)
+                    # Asked by B: 4 pauses (the 503 one included), the call control's 2 actions,
+                    # 2 hang-ups, 2 Originates; sent by A: all but the one it got too late.
+                    asked, served = (
+                        await relay_metrics(session, port_b, tag),
+                        await relay_metrics(session, port_a, tag),
+                    )
+                    assert asked["cti_relay_asked_total"] == 10 and asked["cti_relay_unreachable_total"] == 1
+                    assert served["cti_relay_served_total"] == 9 and served["cti_relay_expired_total"] == 1
+                    assert served["cti_relay_asked_total"] == asked["cti_relay_served_total"] == 0
     finally:
         await delete_stream(tag)
 

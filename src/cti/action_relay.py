@@ -8,7 +8,8 @@ NATS request/reply (calls/action_wire.py for the messages):
 
 - the owner of a server subscribes to `<[bus] action_prefix>.<server>` (queue group `owners`:
   one delivery per request even while two nodes are subscribed for an instant) while its
-  role is `owner`, and unsubscribes once it is not (checked every `SYNC_S`);
+  role is `owner`, and drains the subscription once it is not (checked every `SYNC_S`): what
+  was already on its way is answered `not-owner`, and asked again of the next owner;
 - a request carries an idempotency id: the owner remembers the ids it saw (`RECENT_S`, at most
   `MAX_RECENT`) and answers a repeat with the first answer, never sending the action twice;
 - a request is started only within `[bus] timeout_s` of being sent (its `sent_at`, on the
@@ -95,8 +96,17 @@ class ActionRelay:
                     self._say_outage(exc)
                     await asyncio.sleep(delay)
                     delay = min(CONNECT_RETRY_S[1], delay * 2)
+            failing = False
             while True:
-                await self._follow_roles()
+                try:
+                    await self._follow_roles()
+                except Exception as exc:  # NATS refused a (un)subscription: tried again next turn
+                    (log.debug if failing else log.warning)(
+                        "action relay: subscriptions not updated", error=f"{type(exc).__name__}: {exc}"[:300]
+                    )
+                    failing = True
+                else:
+                    failing = False
                 await asyncio.sleep(SYNC_S)
         finally:
             await self._close()
@@ -138,7 +148,9 @@ class ActionRelay:
                 log.info("action relay: serving the server's actions", server=server)
             elif not owned and sub is not None:
                 del self._subscriptions[server]
-                await sub.unsubscribe()
+                # Drained, not just unsubscribed: a request the server sent before it heard of
+                # it is still answered (not-owner: asked again elsewhere), never lost to a 503.
+                await asyncio.wait_for(sub.drain(), 2 * self.settings.timeout_s + 1)
                 log.info("action relay: no longer serving the server's actions", server=server)
 
     async def _close(self) -> None:

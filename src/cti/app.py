@@ -288,6 +288,7 @@ class Daemon:
         token_for = None if owners is None else lambda server: _lease_token(owners, server)
         self.jetstream = JetStreamBus(replace(settings, node=node), token_for)
         self.metrics.jetstream = self.jetstream
+        self.metrics.relay = self.relay
         self.bus.tap("jetstream", self.jetstream.export)
         for name in ("screen-pops", "ticket-push", "stats", "stats-restart"):
             self.bus.hear_remote(name)

@@ -41,6 +41,7 @@ from cti.web.api import operation
 from cti.web.errors import error_body
 
 if TYPE_CHECKING:
+    from cti.action_relay import ActionRelay
     from cti.agi.worker import AgiWorker, LookupCounts
     from cti.ami.link import AmiLink
     from cti.bus import EventBus
@@ -143,6 +144,7 @@ class DaemonCollector:
         self.pops, self.screen_pops, self.writer, self.writes = pops, screen_pops, writer, writes
         self.dialer, self.agi, self.lookup = dialer, agi, lookup
         self.jetstream: JetStreamBus | None = None  # [bus] nats_url: set by the daemon
+        self.relay: ActionRelay | None = None  # [ha] and [bus] nats_url: set by the daemon
 
     def collect(self) -> Iterator[Metric]:
         info = GaugeMetricFamily("cti_info", "the running cti", labels=["version"])
@@ -205,6 +207,23 @@ class DaemonCollector:
             dropped.add_metric([sub.name], sub.dropped)
         yield from (depth, size, dropped)
         yield from self._nats()
+        yield from self._relay()
+
+    def _relay(self) -> Iterator[Metric]:
+        """Agent actions relayed between nodes (docs/scale-out.md, "Actions to the right PBX")."""
+        relay = self.relay
+        for name, doc, attribute in (
+            (
+                "cti_relay_asked",
+                "agent actions sent through the node that owns the server's stream",
+                "forwarded",
+            ),
+            ("cti_relay_served", "actions this node sent on its own link for another node", "served"),
+            ("cti_relay_repeats", "requests seen again (same id): answered without sending again", "repeats"),
+            ("cti_relay_expired", "requests that reached this node too late: not sent", "expired"),
+            ("cti_relay_unreachable", "actions answered 503 owner-unreachable", "unreachable"),
+        ):
+            yield _counter(name, doc, getattr(relay, attribute) if relay is not None else 0)
 
     def _nats(self) -> Iterator[Metric]:
         """The bus over NATS JetStream ([bus] nats_url); all 0 without it."""
