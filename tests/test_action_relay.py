@@ -15,6 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -284,3 +285,18 @@ async def test_a_node_that_owns_the_stream_sends_on_its_own_link() -> None:
         await asker.send("QueuePause", {"Interface": "PJSIP/1001"})
         assert pair.asker.links["paris"].sent == [("QueuePause", {"Interface": "PJSIP/1001"})]  # type: ignore[attr-defined]
         assert pair.link.sent == [] and pair.asker.forwarded == 0
+
+
+def test_config_check_warns_of_several_servers_without_phones(tmp_path: Path) -> None:
+    from cti.config_commands import review
+
+    path = tmp_path / "cti.toml"
+    path.write_text(
+        '[ha]\nenabled = true\n[database]\nurl = "postgresql+asyncpg://cti@db/cti"\n'
+        '[[asterisk]]\nname = "paris"\nphones = ["PJSIP/1*"]\n[[asterisk]]\nname = "lyon"\n'
+    )
+    said = {f.setting: f.text for f in review(load_settings(path, {}))}
+    assert "asterisk[lyon].phones" in said and "409 unknown-server" in said["asterisk[lyon].phones"]
+    assert "asterisk[paris].phones" not in said
+    path.write_text('[ha]\nenabled = true\n[database]\nurl = "postgresql+asyncpg://cti@db/cti"\n')
+    assert not [f for f in review(load_settings(path, {})) if f.setting.endswith(".phones")]

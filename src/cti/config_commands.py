@@ -216,6 +216,15 @@ def _ha_review(settings: Settings) -> list[Finding]:
                     "are not recorded",
                 )
             )
+        if len(settings.asterisk) > 1 and not server.phones:
+            found.append(
+                Finding(
+                    "warning",
+                    f"asterisk[{server.name}].phones",
+                    "empty with several servers: a node that owns none of their streams cannot tell "
+                    "which one an agent's phone is on (409 unknown-server)",
+                )
+            )
     return found
 
 
