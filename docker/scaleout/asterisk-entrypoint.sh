@@ -14,9 +14,10 @@
 set -eu
 
 : "${CTI_SCALEOUT_RTP:?}" "${CTI_SCALEOUT_PG_PORT:?}" "${CTI_SCALEOUT_RECORDS_DB:?}"
-conf=/opt/cti/asterisk-conf
+# The directories and the next step move for tests/test_scaleout_stack.py, which runs this file.
+conf="${CTI_SCALEOUT_CONF:-/opt/cti/asterisk-conf}"
 rm -rf "$conf" && mkdir -p "$conf"
-cp /opt/cti/shipped-conf/*.conf "$conf/"
+cp "${CTI_SCALEOUT_SHIPPED:-/opt/cti/shipped-conf}"/*.conf "$conf/"
 
 edit() {  # file old new: replace the one occurrence of the line `old` (whole line, literal)
     count="$(awk -v old="$2" '$0 == old { n++ } END { print n + 0 }' "$conf/$1")"
@@ -39,4 +40,4 @@ if [ -n "${CTI_SCALEOUT_RECORDS_PASSWORD:-}" ]; then
     printf 'password = %s\n' "$CTI_SCALEOUT_RECORDS_PASSWORD" >"$conf/pgsql_cti_local.conf"
 fi
 
-exec /usr/local/bin/cti-asterisk-entrypoint
+exec "${CTI_SCALEOUT_NEXT:-/usr/local/bin/cti-asterisk-entrypoint}"
