@@ -327,3 +327,65 @@ async def test_a_node_that_tracks_no_pbx_routes_by_the_configured_phones(
                     assert named(at_lyon, "Originate") == []
     finally:
         await delete_stream(tag)
+
+
+async def test_actions_go_on_when_the_owner_dies_and_the_standby_takes_over(
+    tmp_path: Path,
+    pg_url: str,  # noqa: F811
+) -> None:
+    """Node A killed (`kill -9`) right after an action: B's next one waits for the takeover
+    (asked again while nobody owns the stream) or is a clear 503; asked until it succeeds, it is
+    sent once, by B itself once it owns the stream."""
+    tag = uuid.uuid4().hex[:10]
+    port_a, port_b = free_port(), free_port()
+    engine = create_engine(pg_url)
+    await upgrade_async(engine)
+    await UserStore(engine).add("agent1", PASSWORD, "agent", "Agent One", "fr", [AGENT], [AGENT])
+    await engine.dispose()
+    try:
+        async with (
+            SimulatedPbx(call_centre_config(1, speed=4.0, seed=9)) as pbx,
+            aiohttp.ClientSession() as session,
+        ):
+            actions = recorded(pbx)
+            conf_a, conf_b = (
+                config(tmp_path, name, pg_url, pbx.port, port, tag)
+                .read_text()
+                .replace("lease_s = 15.0", "lease_s = 1.0")
+                for name, port in (("node-a", port_a), ("node-b", port_b))
+            )
+            (tmp_path / "a.toml").write_text(conf_a)
+            (tmp_path / "b.toml").write_text(conf_b)
+            async with serve(tmp_path / "a.toml", tmp_path / "a.log") as a:
+                await answering(session, port_a, a, "ok")
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + 60
+                while (await health(session, port_a))["links"][0].get("role") != "owner":
+                    assert loop.time() < deadline, "node A never owned the stream"
+                    await asyncio.sleep(0.1)
+                async with serve(tmp_path / "b.toml", tmp_path / "b.log") as b:
+                    await answering(session, port_b, b, "ok")
+                    token = await login(session, port_b, "agent1")
+                    status, body = await post(session, port_b, "/api/agent/pause", token, {"paused": True})
+                    assert status == 200, body
+                    a.kill()
+                    await a.wait()
+                    answers = []
+                    deadline = loop.time() + 60
+                    while True:
+                        status, body = await post(
+                            session, port_b, "/api/agent/pause", token, {"paused": False}
+                        )
+                        answers.append((status, body.get("error_id")))
+                        if status == 200:
+                            break
+                        assert status == 503 and body["error_id"] in (
+                            "owner-unreachable",
+                            "ami-unavailable",
+                        ), body
+                        assert loop.time() < deadline, answers
+                        await asyncio.sleep(0.5)
+                    assert [p["Paused"] for p in named(actions, "QueuePause")] == ["true", "false"], answers
+                    assert (await health(session, port_b))["links"][0]["role"] == "owner"
+    finally:
+        await delete_stream(tag)

@@ -30,6 +30,7 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import structlog
@@ -196,8 +197,11 @@ class ActionRelay:
                 why = "NATS unreachable"
                 await asyncio.sleep(min(RETRY_S, remaining))
                 continue
+            # Asked again only when the last ask was certainly not handled: its start window
+            # (sent_at) begins now, its id stays.
+            attempt = replace(request, sent_at=time.time())
             try:
-                msg = await nc.request(self.subject(server.name), request.encode(), timeout=remaining)
+                msg = await nc.request(self.subject(server.name), attempt.encode(), timeout=remaining)
             except NoRespondersError:
                 why = "no node owns the server's stream"
             except TimeoutError:
