@@ -156,9 +156,10 @@ class ActionRelay:
 
     async def _close(self) -> None:
         nc, self._nc = self._nc, None
-        for task in list(self._work):
+        sending = [task for _, task in self._recent.values() if not task.done()]
+        for task in [*self._work, *sending]:
             task.cancel()
-        await asyncio.gather(*self._work, return_exceptions=True)
+        await asyncio.gather(*self._work, *sending, return_exceptions=True)
         if nc is not None:
             try:
                 await asyncio.wait_for(nc.close(), self.settings.timeout_s)
@@ -233,7 +234,11 @@ class ActionRelay:
             log.warning("action relay: unreadable request", error=str(exc)[:300])
             reply = ActionReply("", "not-allowed", str(exc))
         else:
-            reply = await self.execute(request)
+            try:
+                reply = await self.execute(request)
+            except Exception as exc:  # a bug, not Asterisk's answer: said, and a 503 there
+                log.exception("action relay: action failed", action=request.action)
+                reply = ActionReply(request.id, "link-down", f"{type(exc).__name__} on {self.node}")
         try:
             await msg.respond(reply.encode())
         except Exception as exc:  # the asking node gone, NATS away: it times out
