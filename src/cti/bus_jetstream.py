@@ -100,6 +100,7 @@ class JetStreamBus:
         self._seq = 0
         self._newest: dict[str, int] = {}  # server -> the newest fencing token seen
         self.consumers: list[DurableConsumer] = []
+        self._flow: _Flow | None = None  # the publishes of the current connection
         self._task: asyncio.Task[None] | None = None
         self._nc: Any = None
         self._js: Any = None
@@ -125,7 +126,11 @@ class JetStreamBus:
         self._seq += 1
         self._buffer.append((event, token, self._seq))
         self._idle.clear()
-        self._wake.set()
+        flow = self._flow
+        if flow is not None and len(self._buffer) == 1 and flow.ready:
+            flow.send_next()  # at once: a loop turn sooner than through the flushing task
+        else:
+            self._wake.set()
 
     def _drop_oldest(self) -> None:
         self._buffer.popleft()
@@ -242,16 +247,18 @@ class JetStreamBus:
         flow: once those in flight are answered, the failed go back in front, in order, and
         are retried after a back-off."""
         delay = RETRY_S[0]
-        flow = _Flow(self, self.settings.in_flight)
+        flow = self._flow = _Flow(self, self.settings.in_flight)
         try:
             while True:
                 if flow.failed:
+                    flow.paused = True
                     error = await flow.take_back()
                     self._report_outage("bus: publishing to JetStream failed, events buffered", error)
                     await asyncio.sleep(delay)
                     delay = min(RETRY_S[1], delay * 2)
-                elif not self._buffer:
-                    if not flow.in_flight:
+                    flow.paused = False
+                elif not self._buffer or len(flow.in_flight) >= flow.limit:
+                    if not self._buffer and not flow.in_flight:
                         self._idle.set()
                         delay = RETRY_S[0]
                         self._drop_warned = False
@@ -260,8 +267,9 @@ class JetStreamBus:
                     continue
                 if self._nc.is_closed:
                     raise ConnectionError("NATS connection closed")
-                await flow.send_next()
+                flow.send_next()
         finally:
+            self._flow = None
             await flow.stop()
 
     def _requeue(self, items: list[_Item]) -> None:
@@ -453,15 +461,17 @@ class _Flow:
 
     def __init__(self, bus: JetStreamBus, limit: int) -> None:
         self.bus = bus
-        self.slots = asyncio.Semaphore(limit)
+        self.limit = limit
         self.in_flight: dict[asyncio.Task[None], _Item] = {}
         self.failed: list[tuple[_Item, BaseException]] = []
+        self.paused = False  # backing off after a failure
 
-    async def send_next(self) -> None:
-        await self.slots.acquire()
-        if not self.bus._buffer:  # emptied by drops meanwhile
-            self.slots.release()
-            return
+    @property
+    def ready(self) -> bool:
+        """A publish may start now (no failure being dealt with, a slot free, connected)."""
+        return not (self.failed or self.paused) and len(self.in_flight) < self.limit and self.bus.connected
+
+    def send_next(self) -> None:
         item = self.bus._buffer.popleft()
         task = asyncio.create_task(self._publish(item))
         self.in_flight[task] = item
@@ -476,7 +486,6 @@ class _Flow:
 
     def _settle(self, task: asyncio.Task[None]) -> None:
         self.in_flight.pop(task, None)
-        self.slots.release()
         if not self.bus._buffer and not self.in_flight:
             self.bus._idle.set()
         self.bus._wake.set()
