@@ -476,3 +476,37 @@ async def test_a_resync_refused_while_asterisk_boots_is_retried_until_it_works(f
         del fake.errors["queuestatus"]  # app_queue is loaded now
         await eventually(lambda: link.synced, within=10)
     assert fake.logins == 1, "retried on the same connection, not by reconnecting"
+
+
+# Stream ownership (calls/ownership.py)
+async def test_bytes_received_once_the_lease_may_have_lapsed_are_not_read(fake: FakeAmi) -> None:
+    recorder = Recorder()
+    link = AmiLink(
+        server_for(fake, reconnect_cap_s=60.0), recorder.on_message, None, recorder.on_disconnected
+    )
+    async with running(link):
+        await connected_link(link, fake)
+        await fake.push(frame(Event="Newchannel", Uniqueid="1.1"))
+        await eventually(lambda: recorder.named("Newchannel"))
+        link.read_until = 0.0  # the owner was frozen past its lease
+        await fake.push(frame(Event="Hangup", Uniqueid="1.1"))
+        await eventually(lambda: recorder.disconnects)
+        assert recorder.named("Hangup") == []
+        assert recorder.disconnects == ["stream lease may have lapsed"]
+
+
+async def test_a_suspended_link_reads_nothing_more_and_runs_again_later(fake: FakeAmi) -> None:
+    recorder = Recorder()
+    link = AmiLink(server_for(fake), recorder.on_message, None, recorder.on_disconnected)
+    task = asyncio.create_task(link.run())
+    await connected_link(link, fake)
+    await link.suspend("stream ownership ended")  # another daemon owns the stream
+    await asyncio.wait_for(task, 5)
+    assert not link.connected and not link.closed
+    assert recorder.disconnects == ["stream ownership ended"]
+    assert fake.logins == 1
+    async with running(link):  # ours again
+        await connected_link(link, fake, logins=2)
+        await fake.push(frame(Event="Newchannel", Uniqueid="2.1"))
+        await eventually(lambda: recorder.named("Newchannel"))
+    assert link.closed

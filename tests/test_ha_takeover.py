@@ -355,12 +355,14 @@ async def test_a_frozen_owner_writes_nothing_once_thawed_and_stands_by(
             await b.stop()
     writes = await audit(cluster)
     role_a, role_b = cluster.roles["a"], cluster.roles["b"]
-    # Nothing written by the thawed owner under the new token; everything of b under it.
-    assert [w for w in writes if w["role"] == role_a and w["token"] != 1] == []
-    assert any(w["role"] == role_a for w in writes)
+    # Nothing written by the thawed owner under the new token; everything of b under it. (a
+    # takes the stream back, token 3, when b stops at the end.)
+    assert [w for w in writes if w["role"] == role_a and w["token"] not in (1, 3)] == []
+    assert any(w["role"] == role_a and w["token"] == 1 for w in writes)
     assert {w["token"] for w in writes if w["role"] == role_b} == {2}
-    events = [line.get("event") for line in a.logged()]
-    assert "stream ownership lost: standing by" in events
+    # (What Asterisk sent meanwhile is not read on waking, AmiLink.read_until: here the simulator,
+    # as Asterisk does, dropped the connection after 5 s of a full socket, so nothing was left.)
+    assert "stream ownership lost: standing by" in [line.get("event") for line in a.logged()]
     no_traceback(a)
     no_traceback(b)
     await check_calls(truth, cluster)

@@ -31,6 +31,9 @@ from cti.db.models import Call
 from test_daemon import until
 from test_db import PG_HOST, PG_PORT, _pg_admin
 
+# Two processes, a freeze past the lease and several waits of up to 20 s: more than the default
+# 60 s on a loaded 2-core machine (seen at a load average of 9-12).
+pytestmark = pytest.mark.timeout(180)
 NODE = Path(__file__).with_name("lease_node.py")
 TTL_S = 2.0  # long enough that a loaded CI machine does not lose a live owner's lease
 
@@ -118,7 +121,10 @@ async def test_a_frozen_owner_is_fenced_off_after_the_standby_takes_over(pg_url:
             # Its late write is refused by the token (or, had it been frozen inside a write, its
             # session was ended by PostgreSQL and the write rolled back: "failed").
             late = a.said("refused") or a.said("failed")
-            assert late and all(s.get("current", 2) == 2 for s in late), a.steps
+            # Frozen between a write and its renewal, it finds the lease lost before it writes
+            # again (that nothing of it came in late is read back below).
+            assert late or a.said("lost"), a.steps
+            assert all(s.get("current", 2) == 2 for s in late), a.steps
             await until(lambda: len(b.said("wrote")) >= 4, 20)
             assert b.said("refused") == [] and b.said("lost") == []
             assert a.said("acquired") == [{"step": "acquired", "token": 1}]  # a standby now

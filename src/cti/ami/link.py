@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -190,6 +191,9 @@ class AmiLink:
         self._conn: _Connection | None = None
         self._closing = False
         self._closed = False
+        # Bytes received from this instant on (time.monotonic) are not read: the connection is
+        # dropped. Set by the stream's owner (calls/ownership.py) to when its lease may lapse.
+        self.read_until = math.inf
         self._runner: asyncio.Task[None] | None = None
         self._callbacks: set[asyncio.Future[object]] = set()
         self._reported: set[str] = set()
@@ -239,8 +243,10 @@ class AmiLink:
         self._closing = True
         conn = self._conn
         if conn is not None:
-            conn.failure = reason  # `_received` reads nothing more from it
-            conn.shut(reason)
+            # `_received` reads nothing more from it; a reason already given (the lease may
+            # have lapsed: `read_until`) is the one the log keeps.
+            conn.failure = conn.failure or reason
+            conn.shut(conn.failure)
             conn.writer.transport.abort()
         try:
             await self._stop_runner(ends_by_itself=conn is not None)
@@ -423,6 +429,14 @@ class AmiLink:
         if conn.failure is not None:
             return
         self.chunk_at = time.monotonic()
+        if self.chunk_at >= self.read_until:
+            # The lease this link runs under may have lapsed (calls/ownership.py: the daemon
+            # was frozen or its loop stalled): another daemon may own these events now.
+            self.chunk_at = 0.0
+            conn.failure = "stream lease may have lapsed"
+            conn.shut(conn.failure)
+            conn.writer.transport.abort()
+            return
         try:
             self._feed(conn, data)
         except Exception:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 
@@ -72,9 +73,8 @@ class StreamOwner:
 
     async def run(self) -> None:
         """Stand by, own, stand by... until the link is closed (the daemon stops)."""
-        loop = asyncio.get_running_loop()
         while not self.link.closed:
-            asked = loop.time()
+            asked = time.monotonic()
             if await self._acquire():
                 await self._own(asked)
             else:
@@ -104,6 +104,7 @@ class StreamOwner:
             self.lease.token = None
             await asyncio.sleep(self.lease.ttl_s)
             return
+        self.link.read_until = asked + self.lease.ttl_s  # not a byte read once it may lapse
         link_task = asyncio.create_task(self.link.run(), name=f"ami:{self.lease.server}")
         try:
             reason = await self._hold(asked)
@@ -126,11 +127,10 @@ class StreamOwner:
 
     async def _hold(self, renewed_from: float) -> str:
         """Renew the lease until it is lost or cannot be renewed in time; returns why."""
-        loop = asyncio.get_running_loop()
         give_up_s = self.lease.ttl_s * GIVE_UP_SHARE
         while True:
             await asyncio.sleep(self.interval_s)
-            sent = loop.time()
+            sent = time.monotonic()
             if sent - renewed_from >= self.lease.ttl_s:
                 # Frozen (SIGSTOP, a VM paused) past the lease: it has lapsed, whatever the
                 # database says next; stop before reading what the link holds.
@@ -140,7 +140,7 @@ class StreamOwner:
                 async with asyncio.timeout(self.interval_s):
                     kept = await self.lease.renew()
             except Exception as exc:
-                if loop.time() - renewed_from >= give_up_s:
+                if time.monotonic() - renewed_from >= give_up_s:
                     self.lease.token = None
                     return f"lease not renewed in time: {_describe(exc)}"
                 self.log.warning("stream lease not renewed, retrying", error=_describe(exc))
@@ -148,6 +148,7 @@ class StreamOwner:
             if not kept:
                 return "another daemon holds the lease"
             renewed_from = sent
+            self.link.read_until = sent + self.lease.ttl_s
 
     async def _stand_down(self, reason: str) -> None:
         self.losses += 1

@@ -92,9 +92,23 @@ class Lease:
         """How the logs name the lease: `server=` for a stream, `name=` for a resource."""
         return {self.key: self.name, "holder": self.holder}
 
+    @asynccontextmanager
+    async def _lease_transaction(self) -> AsyncIterator[AsyncConnection]:
+        """A transaction on the lease row that PostgreSQL ends if this daemon stops talking in
+        the middle of it (frozen between its UPDATE and its COMMIT, holding the row's lock):
+        otherwise a standby's takeover would wait for the frozen daemon to wake up."""
+        async with self.engine.begin() as conn:
+            await self._idle_timeout(conn)
+            yield conn
+
+    async def _idle_timeout(self, conn: AsyncConnection) -> None:
+        # A whole number of milliseconds: SET takes no bound parameter.
+        idle_ms = max(1, int(self.ttl_s * 1000))
+        await conn.execute(text(f"SET LOCAL idle_in_transaction_session_timeout = {idle_ms}"))
+
     async def acquire(self) -> bool:
         """Take the resource if nobody holds it or its lease lapsed (a new token then)."""
-        async with self.engine.begin() as conn:
+        async with self._lease_transaction() as conn:
             values = {"name": self.name, "holder": self.holder, "ttl": self.ttl_s}
             token = (await conn.execute(self._sql["acquire"], values)).scalar()
         if token is not None:
@@ -106,7 +120,7 @@ class Lease:
         """Extend our lease; False (and no longer owned) when another daemon took it over."""
         if self.token is None:
             return False
-        async with self.engine.begin() as conn:
+        async with self._lease_transaction() as conn:
             values = {"name": self.name, "token": self.token, "ttl": self.ttl_s}
             kept = (await conn.execute(self._sql["renew"], values)).scalar() is not None
         if not kept:
@@ -118,7 +132,7 @@ class Lease:
         """Let a standby take over at once (a clean stop), rather than after the lease lapses."""
         if self.token is None:
             return
-        async with self.engine.begin() as conn:
+        async with self._lease_transaction() as conn:
             await conn.execute(self._sql["release"], {"name": self.name, "token": self.token})
         self.token = None
 
@@ -126,9 +140,7 @@ class Lease:
         """Inside a write transaction: refuse it (LeaseLost) unless our token is the row's."""
         if self.token is None:
             raise LeaseLost(self.name, 0, None)
-        # A whole number of milliseconds: SET takes no bound parameter.
-        idle_ms = max(1, int(self.ttl_s * 1000))
-        await conn.execute(text(f"SET LOCAL idle_in_transaction_session_timeout = {idle_ms}"))
+        await self._idle_timeout(conn)
         current = (await conn.execute(self._sql["fence"], {"name": self.name})).scalar()
         if current != self.token:
             # Tokens only grow: ours will never be the row's again. Forgetting it here makes the
