@@ -107,9 +107,12 @@ async def test_a_node_skips_its_own_events_unless_asked(bus_settings: BusSetting
     node.consume("audit", everything.append, own=True)
     node.start()
     await until(lambda: node.connected, 10)
+    late: list[ev.Event] = []
+    node.consume("late", late.append, own=True)  # once connected: subscribed at once
+    await asyncio.sleep(0.5)
     node.export(event(1))
-    await until(lambda: len(everything) == 1, 10)
-    assert everything == [event(1)] and others == []
+    await until(lambda: len(everything) == 1 and len(late) == 1, 10)
+    assert everything == late == [event(1)] and others == []
     await node.close()
 
 

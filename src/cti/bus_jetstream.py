@@ -101,6 +101,7 @@ class JetStreamBus:
         self._newest: dict[str, int] = {}  # server -> the newest fencing token seen
         self.consumers: list[DurableConsumer] = []
         self._flow: _Flow | None = None  # the publishes of the current connection
+        self._subscribing: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
         self._nc: Any = None
         self._js: Any = None
@@ -318,10 +319,18 @@ class JetStreamBus:
         name = subject_word(f"{self.node}-{purpose}")
         consumer = DurableConsumer(purpose, name, handler, own, tuple(kinds) if kinds else None)
         self.consumers.append(consumer)
-        if self._js is not None:
+        if self._js is not None:  # connected already: subscribe now (else at the connection)
             task = asyncio.create_task(self._subscribe(consumer), name=f"bus:subscribe:{name}")
-            task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+            self._subscribing.add(task)
+            task.add_done_callback(self._subscribed)
         return consumer
+
+    def _subscribed(self, task: asyncio.Task[None]) -> None:
+        self._subscribing.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning(
+                "bus: consumer not subscribed until the next connection", error=repr(task.exception())
+            )
 
     async def _subscribe(self, consumer: DurableConsumer) -> None:
         from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
