@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
+
+import pytest
 
 from cti.bus import EventBus
 from cti.calls import events as ev
@@ -118,3 +121,51 @@ def test_config_check_says_what_nodes_sharing_desktops_need() -> None:
         database=DatabaseSettings(url="postgresql://cti@db/cti"),
     )
     assert not {"web.secret", "database.url", "bus.node"} & {f.setting for f in review(ready)}
+
+
+async def test_a_daemon_whose_nats_is_away_goes_on_serving_its_own_desktops(tmp_path: Path) -> None:
+    """`[bus] nats_url` naming a port nobody listens on: the daemon starts, tracks, stores and
+    pops its own desktop as without the bus; its events wait in the bounded buffer, counted."""
+    import socket
+    from dataclasses import replace
+
+    import aiohttp
+
+    from cti.app import Daemon
+    from cti.config import BusSettings
+    from fakeami import CAPTURES, FakeAmi
+    from test_daemon import calls_in, event_bytes, settings_for, until
+
+    if not CAPTURES.is_dir():
+        pytest.skip("tests/captures/lab is missing")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    async with FakeAmi() as fake:
+        fake.lists = {"coreshowchannels": [], "queuestatus": []}
+        bus = BusSettings(nats_url=f"nats://127.0.0.1:{closed}", node="alone", timeout_s=0.2, buffer=10)
+        daemon = Daemon(replace(settings_for(fake, tmp_path / "cti.db"), bus=bus))
+        await daemon.start()
+        try:
+            password = "correct horse battery"
+            await daemon.users.add("alice", password, "agent", "Alice", interfaces=["Local/agent1@agents/n"])
+            await until(lambda: fake.actions("QueueStatus"))
+            async with aiohttp.ClientSession() as session:
+                body = {"username": "alice", "password": password}
+                async with session.post(f"{daemon.web_url}/api/login", json=body) as r:
+                    token = (await r.json())["token"]
+                ws = await session.ws_connect(
+                    f"{daemon.web_url}/ws", headers={"Authorization": f"Bearer {token}"}
+                )
+                await fake.push(event_bytes("inbound_answered"))
+                while (await asyncio.wait_for(ws.receive_json(), 10))["type"] != "pop":
+                    pass
+                await ws.close()
+            await until(lambda: calls_in(tmp_path / "cti.db"))
+            jetstream = daemon.jetstream
+            assert jetstream is not None and not jetstream.connected
+            # Every event it published waits for NATS, but the oldest beyond the bound (counted).
+            assert jetstream.pending == 10 and jetstream.dropped == daemon.bus.published - 10 > 0
+            assert jetstream.published == 0
+        finally:
+            await daemon.shutdown()  # does not wait for NATS
