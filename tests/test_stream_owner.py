@@ -7,16 +7,20 @@ restart does; release at a clean stop. `[ha] enabled` on SQLite is refused at st
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from cti.calls.live import LiveTracking
 from cti.calls.ownership import StreamOwner
 from cti.calls.records import CallRecord
 from cti.calls.tracker import CallTracker
 from cti.config import AsteriskServer, ConfigError, load_settings
+from cti.db.calls_store import CallWriter
+from cti.db.leases import LeaseLost
 
 TTL_S = 0.3
 
@@ -187,3 +191,74 @@ def test_config_check_says_what_several_nodes_need(tmp_path: Path) -> None:
     assert "not recorded" in said[("warning", "asterisk[default].records_url")]
     path.write_text('[ha]\nenabled = true\n[database]\nurl = "postgresql://cti@db/cti"\n')
     assert not [f for f in review(load_settings(path, {})) if f.setting == "ha.enabled"]
+
+
+# ----------------------------------------------------------------------------- refused writes
+
+
+class FencedSink:
+    """Saves like CallStore, but refuses (LeaseLost) any batch holding a call of `lost`."""
+
+    display_url = "postgresql://test"
+
+    def __init__(self, lost: str) -> None:
+        self.lost = lost
+        self.saved: list[str] = []
+        self.refusals = 0
+
+    async def save(self, records: Sequence[CallRecord]) -> None:
+        if any(r.server == self.lost for r in records):
+            self.refusals += 1
+            raise LeaseLost(self.lost, 1, 2)
+        self.saved.extend(r.linkedid for r in records)
+
+
+def call(server: str, linkedid: str) -> CallRecord:
+    return CallRecord(server=server, linkedid=linkedid, direction="inbound", started_at=1.0)
+
+
+async def test_the_call_writer_drops_what_the_token_refuses_once_and_keeps_the_rest() -> None:
+    sink = FencedSink("paris")
+    with capture_logs() as logs:
+        async with CallWriter(sink, batch_size=10, flush_interval_s=0.01) as writer:
+            for n in range(3):
+                writer.submit(call("paris", f"p{n}"))
+                writer.submit(call("lyon", f"l{n}"))
+            await until(lambda: writer.pending == 0)
+            writer.submit(call("paris", "p9"))  # a late one, after the loss
+            await until(lambda: writer.pending == 0)
+    assert sorted(sink.saved) == ["l0", "l1", "l2"]  # the other server's calls are stored
+    assert writer.fenced == 4 and writer.failures == 0  # dropped, not retried
+    said = [e for e in logs if e["event"].startswith("call records dropped: another daemon")]
+    assert len(said) == 1 and said[0]["server"] == "paris"
+
+
+async def test_the_span_writer_drops_what_the_token_refuses_and_keeps_the_rest(tmp_path: Path) -> None:
+    from sqlalchemy import text
+
+    from cti.db.engine import create_engine
+    from cti.db.migrate import upgrade_async
+    from cti.stats.agents import Span
+    from cti.stats.store import SpanWriter
+
+    async def fence(_conn: object, servers: Iterable[str]) -> None:
+        if "paris" in set(servers):
+            raise LeaseLost("paris", 1, 2)
+
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path}/cti.db")
+    try:
+        await upgrade_async(engine)
+        writer = SpanWriter(engine, fence=fence)
+        spans = [
+            Span(server, "PJSIP/1001", "a", "idle", None, None, 1000.0, 1010.0)
+            for server in ("paris", "lyon")
+        ]
+        writer.submit(spans)
+        with capture_logs() as logs:
+            assert await writer.flush()
+        async with engine.connect() as conn:
+            stored = list(await conn.scalars(text("SELECT server FROM agent_state_spans")))
+    finally:
+        await engine.dispose()
+    assert stored == ["lyon"] and writer.pending == 0
+    assert [e["server"] for e in logs if e["event"].startswith("agent-state spans dropped")] == ["paris"]
