@@ -239,6 +239,7 @@ def arrivals(node: Any) -> dict[str, float]:
         if isinstance(event, ev.AgentRinging):
             seen.setdefault(event.linkedid, time.monotonic())
             seen.setdefault("at:" + event.linkedid, event.at - offset)
+            seen.setdefault("js:" + event.linkedid, consumer.stored_at - offset)  # stored by NATS
         deliver(event)
 
     consumer.handler = noted
@@ -419,6 +420,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "to_node_b": quantiles([(at_b[k] - sent[k]) * 1000 for k in sent if k in at_b]),
         "node_a_reads": quantiles([(at_b["at:" + k] - sent[k]) * 1000 for k in sent if k in at_b]),
         "node_a_to_node_b": quantiles([(at_b[k] - at_b["at:" + k]) * 1000 for k in sent if k in at_b]),
+        "node_a_to_stream": quantiles(
+            [(at_b["js:" + k] - at_b["at:" + k]) * 1000 for k in sent if k in at_b]
+        ),
+        "stream_to_node_b": quantiles([(at_b[k] - at_b["js:" + k]) * 1000 for k in sent if k in at_b]),
         "node_b_to_desktop": quantiles(
             [(received[k] - at_b[k]) * 1000 for k in sent if k in at_b and k in received]
         ),
