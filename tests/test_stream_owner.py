@@ -162,6 +162,23 @@ async def test_a_clean_stop_releases_the_lease_and_keeps_the_calls_for_the_shutd
     assert lease.released == 1 and lease.token is None
 
 
+async def test_a_takeover_that_cannot_read_the_database_never_connects() -> None:
+    lease = ScriptedLease(acquire=[True], renew=[])
+    link, tracking = RecordingLink(), tracking_with_a_call()
+
+    async def unreadable() -> list[CallRecord]:
+        raise OSError("database gone")
+
+    task = asyncio.create_task(StreamOwner(lease, link, tracking, unreadable).run())  # type: ignore[arg-type]
+    try:
+        await until(lambda: lease.acquires == [] and lease.token is None)
+        await asyncio.sleep(TTL_S / 2)
+        assert link.runs == 0  # it let the lease lapse rather than track calls it cannot restore
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 def test_ha_on_sqlite_is_refused_at_start(tmp_path: Path) -> None:
     from cti.app import Daemon
 

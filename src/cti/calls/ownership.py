@@ -95,24 +95,34 @@ class StreamOwner:
     async def _own(self, asked: float) -> None:
         self.takeovers += 1
         self.log.info("taking over the stream", lease_token=self.lease.token)
-        try:
-            await self._take_over()
-        except Exception as exc:
-            # The database answered the acquire but not the read: let the lease lapse (a
-            # standby that can read takes over) rather than track calls it cannot restore.
-            self.log.error("takeover failed, standing by", error=_describe(exc))
-            self.lease.token = None
-            await asyncio.sleep(self.lease.ttl_s)
-            return
         self.link.read_until = asked + self.lease.ttl_s  # not a byte read once it may lapse
-        link_task = asyncio.create_task(self.link.run(), name=f"ami:{self.lease.server}")
+        # Renewed from now on, while the takeover reads the database too.
+        hold = asyncio.create_task(self._hold(asked), name=f"stream-lease:{self.lease.server}")
+        link_task: asyncio.Task[None] | None = None
         try:
-            reason = await self._hold(asked)
+            try:
+                await self._take_over()
+            except Exception as exc:
+                # The database answered the acquire but not the read: let the lease lapse (a
+                # standby that can read takes over) rather than track calls it cannot restore.
+                self.log.error("takeover failed, standing by", error=_describe(exc))
+                hold.cancel()
+                await asyncio.gather(hold, return_exceptions=True)
+                self.lease.token = None
+                await asyncio.sleep(self.lease.ttl_s)
+                return
+            if not hold.done():
+                link_task = asyncio.create_task(self.link.run(), name=f"ami:{self.lease.server}")
+            reason = await hold
         finally:
-            if not link_task.done() and asyncio.current_task() is not None:
-                # Cancelled (the daemon releases its leases) or lost: no event read from here on.
-                await self.link.suspend("stream ownership ended")
-            await asyncio.gather(link_task, return_exceptions=True)
+            if not hold.done():
+                hold.cancel()
+                await asyncio.gather(hold, return_exceptions=True)
+            if link_task is not None:
+                if not link_task.done():
+                    # Cancelled (the daemon releases its leases) or lost: nothing read from here on.
+                    await self.link.suspend("stream ownership ended")
+                await asyncio.gather(link_task, return_exceptions=True)
         await self._stand_down(reason)
 
     async def _take_over(self) -> None:
