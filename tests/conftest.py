@@ -1,11 +1,20 @@
-"""Shared fixtures."""
+"""Shared fixtures.
+
+Passwords: the users tests create in-process are hashed with argon2id at its cheapest parameters
+(`cheap_password_hashes`), the same code path at a few microseconds instead of a quarter of a
+second of CPU per hash and per login (seconds on a loaded runner, in nearly every web fixture).
+A test of the real cost, of the checks' thread pool and of the login limits under a burst keeps
+the production parameters: mark it `real_password_cost` (tests/test_security_login.py is).
+Subprocesses (`cti users add`, `cti serve`) always hash at the real cost.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from argon2 import PasswordHasher
 
 CHROMIUM = os.environ.get("CTI_CHROMIUM", "/usr/bin/chromium")
 # Flags as this machine's browser probe uses them: no sandbox as root, no background networking.
@@ -30,3 +39,26 @@ async def browser() -> AsyncIterator[object]:
             yield chromium
         finally:
             await chromium.close()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "real_password_cost: hash and check passwords with the production argon2 parameters"
+    )
+
+
+@pytest.fixture(autouse=True)
+def cheap_password_hashes(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    if request.node.get_closest_marker("real_password_cost") is not None:
+        yield
+        return
+    from cti.web import auth
+
+    # argon2id with its minimum memory, one pass, one lane: a hash's parameters travel in it, so
+    # logins against these hashes are as cheap; the dummy hash (unknown users) is remade too.
+    monkeypatch.setattr(auth, "_hasher", PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
+    auth._dummy_hash.cache_clear()
+    try:
+        yield
+    finally:
+        auth._dummy_hash.cache_clear()

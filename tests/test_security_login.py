@@ -28,6 +28,9 @@ from cti.web.auth import LoginLimiter, TokenSigner, UserStore, hash_password, ve
 from cti.web.hub import Hub
 from cti.web.server import WebContext, build_app, runner_options
 
+# argon2 at its production cost: the bursts below depend on checks that take real time.
+pytestmark = pytest.mark.real_password_cost
+
 PASSWORD = "correct horse battery"
 
 
