@@ -306,6 +306,23 @@ async def bus_alone(nats_url: str, events: int) -> dict[str, Any]:
         await delete_stream(nats_url, settings.stream)
 
 
+def collector_pauses() -> dict[int, list[tuple[float, float]]]:
+    """Node B's garbage-collector passes, by generation: (monotonic start, seconds)."""
+    import gc
+
+    passes: dict[int, list[tuple[float, float]]] = {0: [], 1: [], 2: []}
+    began = [0.0]
+
+    def note(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            began[0] = time.monotonic()
+        else:
+            passes[info["generation"]].append((began[0], time.monotonic() - began[0]))
+
+    gc.callbacks.append(note)
+    return passes
+
+
 def quantiles(values: list[float]) -> dict[str, float | None]:
     values = sorted(values)
     if len(values) < 2:
@@ -343,6 +360,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         await node_b.start()
         tokens = await add_agents(node_b, args.agents)  # before A starts: A reads them at start
         at_b = arrivals(node_b)
+        pauses = collector_pauses()
         node_a = await child("--node-a", json.dumps(spec | {"paced": ports[0], "burst": ports[1]}))
         processes.append(node_a)
         assert node_a.stdout is not None
@@ -405,6 +423,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         await drop_database(args.pg, db_name)
         await delete_stream(args.nats, spec["stream"])
 
+    if os.environ.get("SCALEOUT_DUMP"):  # every paced call's instants, for a closer look
+        keys = ("at:", "js:", "")
+        rows = {k: [sent[k], *(at_b.get(p + k) for p in keys), received.get(k)] for k in sent}
+        dump = {"calls": rows, "collector": pauses}
+        await asyncio.to_thread(Path(os.environ["SCALEOUT_DUMP"]).write_text, json.dumps(dump))
     paced_ms = [(received[k] - sent[k]) * 1000 for k in sent if k in received]
     burst_keys = [f"1800000000.{BURST_OFFSET + n}" for n in range(args.burst_calls)]
     burst_pops = [received[k] for k in burst_keys if k in received]
@@ -433,6 +456,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "burst_s": round(burst_s, 3) if burst_s else None,
         "events_per_s": round(burst_events / burst_s) if burst_s else None,
         "bus_alone": alone,
+        "node_b_collector": {
+            f"gen{g}": {"passes": len(p), "max_ms": round(max((d for _, d in p), default=0) * 1000, 1)}
+            for g, p in pauses.items()
+        },
         "node_a": a_counts,
         "node_b": b_counts,
     }
