@@ -32,6 +32,7 @@ from cti.sim.config import call_centre_config
 from cti.sim.pbx import SimulatedPbx
 from cti.web.auth import UserStore
 from test_bus_jetstream import NATS_URL, _nats_up
+from test_daemon import until
 from test_gap_kill import free_port
 from test_stream_lease import pg_url  # noqa: F401 - the fixture
 
@@ -50,7 +51,7 @@ def config(
     """A node's settings; without `ha`, node A has the sim and node B a server of its own."""
     path = tmp_path / f"{name}.toml"
     server = "sim" if ha or name == "node-a" else "elsewhere"
-    lease = f'[ha]\nenabled = true\nnode = "{name}-{tag}"\nlease_s = 1.0\n' if ha else ""
+    lease = f'[ha]\nenabled = true\nnode = "{name}-{tag}"\nlease_s = 3.0\n' if ha else ""
     path.write_text(
         lease + f'[[asterisk]]\nname = "{server}"\nhost = "127.0.0.1"\n'
         f'port = {ami_port}\nusername = "cti"\nkeepalive_s = 1.0\nreconnect_cap_s = 0.5\n'
@@ -263,6 +264,26 @@ async def test_an_agent_on_the_standby_keeps_getting_pops_when_the_owner_dies(
         await delete_stream(tag)
 
 
+async def stored_calls(url: str) -> int:
+    from sqlalchemy import text
+
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return int((await conn.execute(text("SELECT count(*) FROM calls"))).scalar() or 0)
+    finally:
+        await engine.dispose()
+
+
+async def remote_events(session: aiohttp.ClientSession, port: int, tag: str) -> bool:
+    """Node B received more than a few events of other nodes (its metrics say)."""
+    scrape = {"Authorization": f"Bearer scrape-{tag}"}
+    async with session.get(f"http://127.0.0.1:{port}/metrics", headers=scrape) as r:
+        text = await r.text()
+    line = next(ln for ln in text.splitlines() if ln.startswith("cti_bus_remote_events_total"))
+    return float(line.split()[1]) > 3
+
+
 async def support_figures(session: aiohttp.ClientSession, port: int, token: str) -> dict[str, Any]:
     async with session.get(f"http://127.0.0.1:{port}/api/stats/live", headers=bearer(token)) as r:
         assert r.status == 200, await r.text()
@@ -304,19 +325,15 @@ async def test_a_restarted_node_counts_what_it_missed_once(
                     assert loop.time() < deadline, "the call never ended on node A"
                     await asyncio.sleep(0.2)
                 await pbx.idle(timeout_s=30)
-                await asyncio.sleep(1.0)  # A's writer stores it
+                await until(lambda: stored_calls(pg_url), 30)  # A's writer stored it
                 async with serve(conf_b, tmp_path / "b2.log") as b:
                     await answering(session, port_b, b, None)
                     sup = await login(session, port_b, "sup")
-                    await asyncio.sleep(2.0)  # the backlog is delivered
+                    # The call's events come from the stream (B's consumer resumes)...
+                    await until(lambda: remote_events(session, port_b, tag), 30)
+                    await asyncio.sleep(0.5)
+                    # ...and the call is counted once: restored from the database, not again.
                     figures = await support_figures(session, port_b, sup)
                     assert figures["presented"] == 1 and figures["answered"] == 1, figures
-                    scrape = {"Authorization": f"Bearer scrape-{tag}"}
-                    async with session.get(f"http://127.0.0.1:{port_b}/metrics", headers=scrape) as r:
-                        text = await r.text()
-                    remote = next(
-                        ln for ln in text.splitlines() if ln.startswith("cti_bus_remote_events_total")
-                    )
-                    assert float(remote.split()[1]) > 3  # the call's events did come from the stream
     finally:
         await delete_stream(tag)
