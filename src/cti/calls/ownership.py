@@ -31,7 +31,6 @@ import os
 import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from contextlib import suppress
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -169,10 +168,17 @@ class StreamOwner:
 
     async def release(self) -> None:
         """A clean stop, after everything seen is stored: a standby may take over at once."""
-        with suppress(Exception):
+        if not self.lease.owned:
+            return
+        try:
             async with asyncio.timeout(self.lease.ttl_s):
                 await self.lease.release()
-                self.log.info("stream lease released")
+        except Exception as exc:
+            self.log.warning(
+                "stream lease not released: a standby takes over once it lapses", error=_describe(exc)
+            )
+            return
+        self.log.info("stream lease released")
 
 
 class StreamOwners:
