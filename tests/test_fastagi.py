@@ -527,6 +527,25 @@ async def test_silent_client_is_cut_off_after_the_session_timeout(sqlite_lab: La
     assert sqlite_lab.server.problems.counts == {"timeout": 1}
 
 
+async def test_the_last_command_comes_with_the_end_of_our_side(sqlite_lab: Lab) -> None:
+    """Asterisk ends the AGI when it reads the end of the connection: sent with the last
+    command (a half-close), the end is there as soon as Asterisk has replied, without waiting
+    a round trip for the server to read that reply and close. The reply is still read."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", sqlite_lab.port)
+    try:
+        writer.writelines(environment(sqlite_lab.port, "0612345678"))
+        first = await asyncio.wait_for(reader.readline(), 5)
+        assert first.startswith(b'EXEC MSet "CTI_CUSTOMER_ID=')
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # before we replied
+        writer.write(b"200 result=0\n")
+        await writer.drain()
+        await until(lambda: sqlite_lab.server.active == 0)
+    finally:
+        writer.close()
+    assert sqlite_lab.server.problems.counts == {}
+    assert sqlite_lab.server.sessions_served == 1
+
+
 async def test_client_that_never_replies_is_cut_off(sqlite_lab: Lab) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", sqlite_lab.port)
     started = time.monotonic()
@@ -534,11 +553,14 @@ async def test_client_that_never_replies_is_cut_off(sqlite_lab: Lab) -> None:
         writer.writelines(environment(sqlite_lab.port, "0612345678"))
         first = await asyncio.wait_for(reader.readline(), 5)
         assert first.startswith(b'EXEC MSet "CTI_CUSTOMER_ID=')
+        # The server's side ends with its last command (a half-close); it still waits for the
+        # reply, and a peer that never sends it is cut off at the session's deadline.
         assert await asyncio.wait_for(reader.read(), 5) == b""
+        await until(lambda: sqlite_lab.server.problems.counts == {"timeout": 1}, within_s=5)
+        assert sqlite_lab.server.active == 0
     finally:
         writer.close()
     assert time.monotonic() - started < 2.5
-    assert sqlite_lab.server.problems.counts == {"timeout": 1}
 
 
 async def test_oversized_line_is_refused_without_buffering_it(sqlite_lab: Lab) -> None:

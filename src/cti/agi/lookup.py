@@ -198,21 +198,23 @@ class CallerLookup:
         env = session.env
         region, policy = _call_args(env.args, self.default_region)
         outcome = await self.look_up(env.caller_number, region)
-        for command in agi_commands(plan_variables(outcome, env.caller_name, env.caller_number, policy)):
-            await session.command(command)
-        elapsed_ms = (time.monotonic() - started) * 1000
+        commands = agi_commands(plan_variables(outcome, env.caller_name, env.caller_number, policy))
+        if outcome.status == "error":
+            # Only a failure is worth a console line; `agi set debug on` shows every lookup.
+            commands.append(verbose(summary(outcome, (time.monotonic() - started) * 1000), 1))
+        for n, command in enumerate(commands, 1):
+            # The last one goes with the end of our side: Asterisk reads the end right after
+            # it, and the dialplan goes on without waiting for our close after its reply.
+            await session.command(command, last=n == len(commands))
         customer = outcome.customer.id if outcome.customer is not None else None
         session.log.debug(
             "caller lookup",
             status=outcome.status,
             customer=customer,
             detail=outcome.detail,
-            ms=round(elapsed_ms, 1),
+            ms=round((time.monotonic() - started) * 1000, 1),
             caller=env.caller_number,
         )
-        if outcome.status == "error":
-            # Only a failure is worth a console line; `agi set debug on` shows every lookup.
-            await session.command(verbose(summary(outcome, elapsed_ms), 1))
 
 
 # Seconds: the lookup's target is p99 <= 5 ms on the real PBX; coarse buckets for the tail.

@@ -81,11 +81,17 @@ class AgiSession:
         self.env = parse_environment(lines)
         return self.env
 
-    async def command(self, line: str) -> AgiReply:
-        """Send one command and wait for its reply; raises ChannelGone once the channel is gone."""
+    async def command(self, line: str, *, last: bool = False) -> AgiReply:
+        """Send one command and wait for its reply; raises ChannelGone once the channel is gone.
+
+        `last`: no command follows, so our side of the connection ends with it (a half-close):
+        Asterisk runs it, replies, then reads the end at once and ends the AGI, rather than
+        waiting for us to read the reply and close, a round trip later."""
         if self.hung_up:
             raise ChannelGone("the channel hung up")
         self._writer.write(line.encode("utf-8") + b"\n")
+        if last and self._writer.can_write_eof():
+            self._writer.write_eof()
         await self._writer.drain()
         reply = None
         while reply is None:
