@@ -397,7 +397,7 @@ class JetStreamBus:
                 "bus: event from a stale stream owner dropped",
                 server=headers.get(HEADER_SERVER),
                 node=headers.get(HEADER_NODE),
-                token=headers.get(HEADER_TOKEN),
+                lease_token=headers.get(HEADER_TOKEN),
                 newest=self._newest.get(headers.get(HEADER_SERVER, "")),
             )
         elif (not consumer.own and headers.get(HEADER_NODE) == self.node) or (
