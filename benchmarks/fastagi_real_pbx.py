@@ -126,6 +126,11 @@ def main() -> int:
         "cel_pgsql then fails a connection for every channel event)",
     )
     parser.add_argument("--breakdown", action="store_true", help="split each lookup (agi set debug on)")
+    parser.add_argument(
+        "--highpriority",
+        action="store_true",
+        help="Asterisk with asterisk.conf's highpriority = yes (real-time scheduling, as asterisk -p)",
+    )
     parser.add_argument("--cti-log", default="info", help="the daemon's log level (debug: every session)")
     args = parser.parse_args()
     prefix = asterisk_prefix()
@@ -138,7 +143,7 @@ def main() -> int:
     if target is None and not args.no_records_db:
         print("no PostgreSQL for Asterisk's records: start it, or pass --no-records-db", file=sys.stderr)
         return 2
-    pbx = Asterisk(prefix, new_run_dir(), Ports.pick(), pgsql=target)
+    pbx = Asterisk(prefix, new_run_dir(), Ports.pick(), pgsql=target, highpriority=args.highpriority)
     pbx.prepare()
     pbx.start()
     cti = CtiDaemon(pbx, pbx.run / "cti", log_level=args.cti_log)

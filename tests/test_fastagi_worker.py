@@ -7,6 +7,7 @@ port already taken is a clear start-up error.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import socket
@@ -156,3 +157,22 @@ async def test_kill_9_of_the_daemon_takes_its_worker_along(tmp_path: Path) -> No
             second.kill()
             await second.wait()
     assert second.returncode == 0
+
+
+@pytest.mark.parametrize("realtime", [True, False])
+async def test_the_worker_asks_for_real_time_scheduling(tmp_path: Path, realtime: bool) -> None:
+    """[agi] realtime: the worker takes SCHED_RR when it may (CAP_SYS_NICE: root here, in CI),
+    else it says so and runs at normal priority; off, it never asks."""
+    settings = _settings(tmp_path)
+    settings = dataclasses.replace(settings, agi=dataclasses.replace(settings.agi, realtime=realtime))
+    daemon = Daemon(settings)
+    await daemon.start()
+    try:
+        assert daemon.agi is not None and daemon.agi.pid is not None
+        policy = os.sched_getscheduler(daemon.agi.pid)
+        may = os.geteuid() == 0
+        assert policy == (os.SCHED_RR if realtime and may else os.SCHED_OTHER)
+        call = await play_asterisk(daemon.agi.port, "06 12 34 56 78")
+        assert call.variables[-1] == ("CTI_LOOKUP", "miss")
+    finally:
+        await daemon.shutdown()

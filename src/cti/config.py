@@ -230,6 +230,10 @@ class AgiSettings:
     session_timeout_s: float = setting(2.0, low=0.1, high=60)
     # Sessions at once; connections beyond are closed at once (the call goes on, CTI_LOOKUP=skipped).
     max_sessions: int = setting(500, low=1, high=100_000)
+    # The worker process asks for a real-time scheduling class (SCHED_RR, below Asterisk's own
+    # `highpriority`): a caller waits in ringback for its answer. Refused without CAP_SYS_NICE
+    # (a warning; it runs at normal priority). docs/asterisk.md, "The AGI lookup".
+    realtime: bool = True
 
 
 @dataclass(frozen=True)

@@ -262,6 +262,9 @@ class Asterisk:
     ami_secret: str = AMI_SECRET
     # The PostgreSQL-backed variant: queue_log and CEL go to this database too (pgsql_overlay()).
     pgsql: PgTarget | None = None
+    # asterisk.conf's `highpriority = yes` (real-time scheduling, as `asterisk -p`): off, as in
+    # Asterisk's sample file; benchmarks/fastagi_real_pbx.py --highpriority measures with it.
+    highpriority: bool = False
     _recorder: socket.socket | None = None
 
     @property
@@ -324,7 +327,7 @@ class Asterisk:
             f"astsbindir => {self.prefix / 'sbin'}\n"
             "[options]\n"
             "verbose = 3\n"
-            "defaultlanguage = fr\n",
+            "defaultlanguage = fr\n" + ("highpriority = yes\n" if self.highpriority else ""),
             encoding="utf-8",
         )
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 import signal
 from collections import Counter
 from collections.abc import Sequence
@@ -280,10 +281,33 @@ def worker_main(settings: Settings, conn: Connection, port: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon stops us in order
     configure_logging(settings.log.level, settings.log.format, settings.secrets())
     structlog.contextvars.bind_contextvars(process="fastagi")
+    if settings.agi.realtime:
+        _ask_realtime()
     try:
         asyncio.run(_serve(settings, conn, port))
     finally:
         conn.close()
+
+
+# SCHED_RR at this priority: above every normal process, below Asterisk's own threads when it
+# runs with `highpriority = yes` (asterisk.conf; SCHED_RR 10), whose media must not wait for us.
+REALTIME_PRIORITY = 5
+
+
+def _ask_realtime() -> None:
+    """On a busy host the lookup's tail was the scheduler's: the worker woken by Asterisk's
+    connection waited its turn behind whatever ran (docs/benchmarks.md). The worker's own CPU
+    per session is a fraction of a millisecond, and every session is bounded in time."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(REALTIME_PRIORITY))
+    except (PermissionError, OSError, AttributeError) as exc:
+        log.warning(
+            "FastAGI worker at normal priority: real-time scheduling refused "
+            "(give cti CAP_SYS_NICE, or set [agi] realtime = false)",
+            error=str(exc),
+        )
+    else:
+        log.debug("FastAGI worker at real-time priority", policy="SCHED_RR", priority=REALTIME_PRIORITY)
 
 
 async def _serve(settings: Settings, conn: Connection, port: int) -> None:
