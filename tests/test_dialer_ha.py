@@ -49,7 +49,7 @@ RETRY_S = 60  # a contact not answered is called again a simulated minute later,
 LEASE_S = "6"
 
 
-async def prepare(url: str, tmp_path: Path) -> dict[str, int]:
+async def prepare(url: str, tmp_path: Path, contacts: int = CONTACTS) -> dict[str, int]:
     engine = create_engine(url)
     ids = {}
     try:
@@ -57,7 +57,7 @@ async def prepare(url: str, tmp_path: Path) -> dict[str, int]:
             policy = {"no_answer": {"delay": "1m", "max": 1}}
             data = {"ruleset": "fr", "dial_mode": "progressive", "ring_timeout_s": 15, "retry_policy": policy}
             ids[name] = (await store.create_campaign(engine, name, data)).id
-            lines = "".join(f"C{i};{prefix}{i:02d}{'1' if i % 3 == 0 else '3'}\n" for i in range(CONTACTS))
+            lines = "".join(f"C{i};{prefix}{i:02d}{'1' if i % 3 == 0 else '3'}\n" for i in range(contacts))
             path = tmp_path / f"{name}.csv"
             path.write_text("nom;telephone\n" + lines, encoding="utf-8")
             report = await import_contacts(engine, path, name)
@@ -271,6 +271,8 @@ class Watch:
         pbx.engine.originator.on_dial.append(self.dialled)
 
     def dialled(self, request: OriginateRequest, _leg: object) -> None:
+        if (request.action_id or "").startswith("sim-originate-"):
+            return  # the simulator's own random traffic, not an Originate received
         self.received.append((request.action_id or "", self.pbx.engine.now))
         waiting = [
             c

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,14 @@ async def _admin() -> tuple[asyncpg.Connection, str]:
 @pytest.fixture
 async def records_url() -> AsyncIterator[str]:
     """A database holding the tables of asterisk-conf/postgresql-tables.sql, for this test only."""
+    async with records_database() as url:
+        yield url
+
+
+@asynccontextmanager
+async def records_database() -> AsyncIterator[str]:
+    """A database with Asterisk's tables, dropped after: the fixture's, or one per simulated PBX
+    (each PBX its own, as in production: CEL has no server column)."""
     admin, user = await _admin()
     name = f"cti_gap_{uuid.uuid4().hex[:12]}"
     await admin.execute(f'CREATE DATABASE "{name}"')

@@ -62,6 +62,18 @@ CREATE TRIGGER audit_spans BEFORE INSERT OR UPDATE ON agent_state_spans
     FOR EACH ROW EXECUTE FUNCTION audit_write();
 CREATE TRIGGER audit_marks BEFORE INSERT OR UPDATE ON recovery_marks
     FOR EACH ROW EXECUTE FUNCTION audit_write();
+CREATE TABLE lease_changes (
+    server text, holder text, token bigint, at timestamptz DEFAULT clock_timestamp()
+);
+CREATE FUNCTION note_lease() RETURNS trigger AS $$
+BEGIN
+    IF TG_OP = 'INSERT' OR NEW.token IS DISTINCT FROM OLD.token THEN
+        INSERT INTO lease_changes (server, holder, token) VALUES (NEW.server, NEW.holder, NEW.token);
+    END IF;
+    RETURN NEW;
+END $$ LANGUAGE plpgsql;
+CREATE TRIGGER note_leases AFTER INSERT OR UPDATE ON stream_leases
+    FOR EACH ROW EXECUTE FUNCTION note_lease();
 """
 
 
@@ -89,7 +101,7 @@ async def cluster() -> AsyncIterator[Cluster]:
     admin, user = await _pg_admin()
     tag = uuid.uuid4().hex[:10]
     name = f"cti_ha_{tag}"
-    roles = {node: f"cti_ha_{tag}_{node}" for node in ("a", "b")}
+    roles = {node: f"cti_ha_{tag}_{node}" for node in ("a", "b", "c")}
     await admin.execute(f'CREATE DATABASE "{name}"')
     made = Cluster(name, roles)
     try:
@@ -162,21 +174,24 @@ class Node:
             await self.process.wait()
 
 
-async def lease(cluster: Cluster) -> tuple[str | None, int | None, float]:
+async def lease(cluster: Cluster, server: str = "pbx1") -> tuple[str | None, int | None, float]:
     """The lease row's holder and token, and PostgreSQL's clock (epoch seconds)."""
     rows = await cluster.rows(
         "SELECT l.holder, l.token, extract(epoch FROM clock_timestamp()) AS now"
-        " FROM (SELECT 1) one LEFT JOIN stream_leases l ON l.server = 'pbx1'"
+        " FROM (SELECT 1) one LEFT JOIN stream_leases l ON l.server = $1",
+        server,
     )
     row = rows[0]
     return row["holder"], row["token"], float(row["now"])
 
 
-async def until_owned(cluster: Cluster, holder: str, within_s: float) -> tuple[int, float]:
+async def until_owned(
+    cluster: Cluster, holder: str, within_s: float, server: str = "pbx1"
+) -> tuple[int, float]:
     """Poll stream_leases until `holder` holds it; its token and PostgreSQL's clock then."""
     deadline = time.monotonic() + within_s
     while True:
-        who, token, now = await lease(cluster)
+        who, token, now = await lease(cluster, server)
         if who == holder and token is not None:
             return token, now
         assert time.monotonic() < deadline, f"{holder} never took the stream (holder {who}, token {token})"
@@ -204,12 +219,12 @@ async def mark_moved(cluster: Cluster, within_s: float = 60.0) -> None:
 STORED = """
 SELECT c.linkedid, c.outcome, c.agent, c.direction, c.hangup_by, c.closed_by,
        (SELECT queue FROM call_segments s WHERE s.call_id = c.id ORDER BY seq LIMIT 1) AS queue
-  FROM calls c WHERE c.server = 'pbx1'
+  FROM calls c WHERE c.server = $1
 """
 
 
-async def stored(cluster: Cluster) -> list[dict[str, Any]]:
-    return [dict(r) for r in await cluster.rows(STORED)]
+async def stored(cluster: Cluster, server: str = "pbx1") -> list[dict[str, Any]]:
+    return [dict(r) for r in await cluster.rows(STORED, server)]
 
 
 async def finish(pbx: SimulatedPbx, cluster: Cluster, owner: Node) -> dict[str, CallTruth]:
@@ -230,8 +245,10 @@ async def finish(pbx: SimulatedPbx, cluster: Cluster, owner: Node) -> dict[str, 
     return truth
 
 
-async def check_calls(truth: dict[str, CallTruth], cluster: Cluster) -> list[dict[str, Any]]:
-    calls = await stored(cluster)
+async def check_calls(
+    truth: dict[str, CallTruth], cluster: Cluster, server: str = "pbx1"
+) -> list[dict[str, Any]]:
+    calls = await stored(cluster, server)
     by_id = {c["linkedid"]: c for c in calls}
     # None missing, none twice, nothing that never was.
     assert len(calls) == len(by_id)
