@@ -180,6 +180,12 @@ async def test_a_callback_for_me_rings_me_only_and_waits_while_i_am_paused(tmp_p
 
         await until(lambda: c.answered("+33612345601"), 30)
         assert await c.answered("+33612345601") == ["agent3"]
+
+        # The simulator knows who answered before the daemon has stored it on the attempt.
+        async def agent_stored() -> bool:
+            return any(a.agent is not None for a in await c.attempts("+33612345601"))
+
+        await until(agent_stored, 30)
         (attempt,) = await c.attempts("+33612345601")
         assert attempt.agent == "Local/agent3@agents/n"
         rings = [r for r in c.rang if r[0] == attempt.linkedid]
