@@ -315,6 +315,31 @@ async def test_the_mark_waits_for_the_gap_to_be_stored() -> None:
     assert store.marks == [tracker.last_event_at]
 
 
+async def test_a_first_run_stores_its_first_mark_without_waiting_the_period(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A daemon (or the node that just took a stream over) that died before its first mark
+    would leave the next one nothing to recover from: the first mark does not wait for the
+    regular period."""
+    from cti.calls import recovery as module
+
+    monkeypatch.setattr(module, "MARK_EVERY_S", 3600.0)
+    tracker, daemon = CallTracker(), Daemon()
+    store = Store(mark=None)
+    gap = recovery(tracker, Records(), store, daemon)
+    await gap.begin()
+    feed(tracker, messages("inbound_answered")[:20])
+    gap.keep_marks()
+    try:
+        for _ in range(100):
+            if store.marks:
+                break
+            await asyncio.sleep(0.05)
+        assert store.marks == [tracker.last_event_at]
+    finally:
+        await gap.close()
+
+
 async def test_a_first_run_has_no_gap_and_holds_nothing() -> None:
     tracker, daemon = CallTracker(), Daemon()
     gap = recovery(tracker, Records(), Store(mark=None), daemon)

@@ -48,6 +48,10 @@ log = structlog.get_logger(__name__)
 
 MARGIN_S = 120.0
 MARK_EVERY_S = 5.0
+# Until a mark is stored (a first run, or a node that just took the stream over), much sooner:
+# a daemon that died before its first mark left the next one nothing to recover from (seen in
+# tests/test_scaleout_acceptance.py, an owner that lost its lease 11 s after taking it).
+FIRST_MARK_EVERY_S = 0.5
 MARK_READ_S = 5.0
 RETRY_FIRST_S = 1.0
 RETRY_CAP_S = 60.0
@@ -313,7 +317,8 @@ class GapRecovery:
 
     # ------------------------------------------------------------------ the mark
     def keep_marks(self) -> None:
-        """Start advancing the stored mark (every MARK_EVERY_S)."""
+        """Start advancing the stored mark (every MARK_EVERY_S; until one is stored, every
+        FIRST_MARK_EVERY_S)."""
         self._keeper = asyncio.get_running_loop().create_task(
             self._keep(), name=f"recovery-mark:{self.server}"
         )
@@ -321,7 +326,7 @@ class GapRecovery:
     async def _keep(self) -> None:
         failing = False
         while True:
-            await asyncio.sleep(MARK_EVERY_S)
+            await asyncio.sleep(MARK_EVERY_S if self._saved_mark is not None else FIRST_MARK_EVERY_S)
             try:
                 await self.save_mark()
             except Exception as exc:
