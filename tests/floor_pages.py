@@ -137,7 +137,8 @@ async def answered_call(floor: Floor, digits: str = "1") -> tuple[str, str]:
     """A customer (Boulangerie Riviere, in the sample directory) calls; (linkedid, the agent who
     answered)."""
     linkedid = floor.pbx.inbound_call("+33478123456", "", digits=digits, stay_s=120, talk_s=120)
-    await until(lambda: (c := floor.daemon.pops.calls.get(linkedid)) is not None and c.answered_by, 20)
-    agent = floor.daemon.pops.calls[linkedid].answered_by
+    key = ("sim", linkedid)
+    await until(lambda: (c := floor.daemon.pops.calls.get(key)) is not None and c.answered_by, 20)
+    agent = floor.daemon.pops.calls["sim", linkedid].answered_by
     assert agent is not None
     return linkedid, agent

@@ -60,7 +60,7 @@ async def test_attended_transfer_hands_the_call_and_its_ticket_to_the_colleague(
             )
             done = await post(http, "/api/agent/call/transfer/complete", {})
             assert done["channel"].endswith(";2")  # the phone hangs up: the transfer completes
-        await until(lambda: floor.daemon.pops.calls[linkedid].answered_by == colleague, 10)
+        await until(lambda: floor.daemon.pops.calls["sim", linkedid].answered_by == colleague, 10)
         await until(lambda: tickets.open_for_agent(colleague), 10)
         [handed] = await tickets.open_for_agent(colleague)
         assert handed.id == ticket.id and await tickets.open_for_agent(agent) == []
@@ -100,14 +100,14 @@ async def test_blind_transfer_to_a_queue_dtmf_hangup_and_only_ones_own_call(tmp_
             )
             assert reply["target"] == "sales@to-queue"
             # The caller queues again in sales; another agent answers: the same call.
-            await until(lambda: floor.daemon.pops.calls[linkedid].queue == "sales", 10)
-            await until(lambda: floor.daemon.pops.calls[linkedid].answered_by not in (None, agent), 15)
+            await until(lambda: floor.daemon.pops.calls["sim", linkedid].queue == "sales", 10)
+            await until(lambda: floor.daemon.pops.calls["sim", linkedid].answered_by not in (None, agent), 15)
             assert (await post(http, "/api/agent/call/hangup", {}, 404))["error_id"] == "no-live-call"
-        second = floor.daemon.pops.calls[linkedid].answered_by
+        second = floor.daemon.pops.calls["sim", linkedid].answered_by
         assert second is not None
         async with desk(floor, second) as http:
             assert (await post(http, "/api/agent/call/hangup", {}))["linkedid"] == linkedid
-        await until(lambda: linkedid not in floor.daemon.pops.calls, 10)
+        await until(lambda: ("sim", linkedid) not in floor.daemon.pops.calls, 10)
 
 
 def test_the_agents_channels_are_found_by_their_phone_only() -> None:

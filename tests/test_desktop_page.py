@@ -86,7 +86,7 @@ async def test_layout_state_language_ivr_and_ticket_actions(tmp_path: Path, brow
         await page.wait_for_function(
             "document.getElementById('pop-customer').textContent.includes('sonner deux fois')"
         )
-        lookup = floor.daemon.pops.calls[linkedid].customer
+        lookup = floor.daemon.pops.calls["sim", linkedid].customer
         assert lookup is not None
         customer = await floor.daemon.directory.get_customer(lookup["customers"][0]["id"])
         assert customer.notes == "Livraison le mardi matin, sonner deux fois"
@@ -195,7 +195,7 @@ async def test_transfer_from_the_desktop_pops_at_the_colleague_then_wrapup_and_r
         # The colleague hangs up with Alt+R.
         await other.keyboard.press("Alt+r")
         await other.wait_for_selector("#wrapup:not([hidden])", timeout=15_000)
-        assert linkedid not in floor.daemon.pops.calls
+        assert ("sim", linkedid) not in floor.daemon.pops.calls
         await page.context.close()
         await other.context.close()
 

@@ -120,10 +120,10 @@ async def test_campaign_pop_presents_the_contact_not_the_centres_caller_id(db: A
     t = epoch(MONDAY_10)
     router.feed(ev.CallStarted("pbx", t, "L1", "inbound", "+33187654321", None))
     # The directory answers about the centre's number first: not shown once the callee is known.
-    router.set_customer("L1", {"status": "found", "customers": [{"id": 7, "name": "Le centre"}]})
+    router.set_customer("pbx", "L1", {"status": "found", "customers": [{"id": 7, "name": "Le centre"}]})
     router.feed(ev.DialerConnected("pbx", t + 2, "L1", "promo", contact_id))
     router.feed(ev.CallerIdentified("pbx", t + 2, "L1", "+33187654321", "+33187654321", "CENTRE"))
-    assert router.set_customer("L1", {"status": "found", "customers": [{"id": 7}]}) == []
+    assert router.set_customer("pbx", "L1", {"status": "found", "customers": [{"id": 7}]}) == []
     [(user, pop)] = router.feed(
         ev.AgentRinging(
             "pbx", t + 2, "L1", "outbound", "Agent 1001", "PJSIP/1001", "PJSIP/1001-1", None, None
@@ -138,7 +138,7 @@ async def test_campaign_pop_presents_the_contact_not_the_centres_caller_id(db: A
                     "phone_raw": "0612345600", "fields": {"nom": "C0"}},
     }  # fmt: skip
     assert (body["campaign"], body["contact"], body["direction"]) == ("promo", contact_id, "outbound")
-    assert router.identified_customer("L1") is None  # no directory customer is assumed
+    assert router.identified_customer("pbx", "L1") is None  # no directory customer is assumed
 
 
 async def test_campaign_pop_after_a_restart_still_hides_the_centres_number() -> None:

@@ -84,7 +84,7 @@ class Centre:
         """Who took the dialer's calls to this number (the pop's `answered_by`)."""
         found = []
         for attempt in await self.attempts(e164):
-            pop = self.daemon.pops.calls.get(attempt.linkedid or "")
+            pop = self.daemon.pops.calls.get(("sim", attempt.linkedid or ""))
             if pop is not None and pop.answered_by:
                 found.append(pop.answered_by)
         return found

@@ -139,4 +139,31 @@ def test_national_caller_ids_are_read_in_the_configured_region() -> None:
     for region, e164 in (("MA", "+212612345678"), ("FR", "+33612345678")):
         router = PopRouter(USERS.get, region)
         router.feed(CallStarted("pbx", 1.0, "9.1", "inbound", "0612345678", None))
-        assert router.calls["9.1"].to_json(1.0)["caller"]["e164"] == e164
+        assert router.calls["pbx", "9.1"].to_json(1.0)["caller"]["e164"] == e164
+
+
+def test_two_pbxs_naming_two_calls_alike_keep_their_own_pops() -> None:
+    """Linkedids are unique within one Asterisk only: one daemon hearing two PBXs keeps their
+    calls apart by server (the end of pbx1's call withdraws nothing of pbx2's)."""
+    from cti.calls.events import AgentRinging, CallEnded
+    from cti.calls.records import CallRecord
+
+    users = {"PJSIP/1001": "alice", "PJSIP/2001": "bob"}
+    router = PopRouter(users.get)
+    for server, caller, interface in (
+        ("pbx1", "0612345678", "PJSIP/1001"),
+        ("pbx2", "0698765432", "PJSIP/2001"),
+    ):
+        router.feed(CallStarted(server, 1.0, "1796617102.12", "inbound", caller, None))
+        router.feed(
+            AgentRinging(
+                server, 2.0, "1796617102.12", "support", None, interface, f"{interface}-1", caller, None
+            )
+        )
+    assert router.pop_for("alice", 3.0)["pop"]["caller"]["raw"] == "0612345678"  # type: ignore[index]
+    assert router.pop_for("bob", 3.0)["pop"]["caller"]["raw"] == "0698765432"  # type: ignore[index]
+    record = CallRecord("pbx1", "1796617102.12", "inbound", 1.0, 4.0)
+    out = router.feed(CallEnded("pbx1", 4.0, "1796617102.12", record))
+    assert [user for user, _ in out] == ["alice"]
+    assert router.pop_for("alice", 5.0) is None
+    assert router.pop_for("bob", 5.0) is not None and ("pbx2", "1796617102.12") in router.calls

@@ -29,8 +29,9 @@ async def test_floor_control_abandoned_calls_alerts_and_tv_mode(tmp_path: Path, 
 
         # A call in conversation: listening needs a phone of one's own (sam has none).
         linkedid = floor.pbx.inbound_call("+33478123456", "", digits="1", stay_s=60, talk_s=60)
-        await until(lambda: (c := floor.daemon.pops.calls.get(linkedid)) is not None and c.answered_by, 20)
-        busy = floor.daemon.pops.calls[linkedid].answered_by
+        key = ("sim", linkedid)
+        await until(lambda: (c := floor.daemon.pops.calls.get(key)) is not None and c.answered_by, 20)
+        busy = floor.daemon.pops.calls["sim", linkedid].answered_by
         assert busy is not None
         busy_name = "Agent" + busy.removeprefix("agent")
         row = await agent_row(page, busy_name)

@@ -218,7 +218,7 @@ class Daemon:
         self.ticket_consumer = TicketConsumer(
             self.tickets,
             self.users.user_for_interface,
-            identified_customer=lambda _server, linkedid: self.pops.identified_customer(linkedid),
+            identified_customer=self.pops.identified_customer,
         )
         self.bus.consume("tickets", self._open_tickets, kinds=TicketConsumer.kinds)
         self.bus.consume("ticket-push", self._push_ticket, kinds=frozenset({TicketEvent}))

@@ -22,6 +22,9 @@ from cti.directory.numbers import normalize
 
 SCHEMA_VERSION = 1
 Outgoing = tuple[str, dict[str, Any]]
+# A call, across the PBXs one daemon hears: linkedids are only unique within one Asterisk.
+CallKey = tuple[str, str]  # (server, linkedid)
+
 # (campaign, contact id) of a DialerConnected → the contact as the dialer knows it, or None.
 ContactSource = Callable[[str | None, str | None], dict[str, Any] | None]
 
@@ -45,6 +48,10 @@ class CallView:
     answered_at: float | None = None
     campaign: str | None = None
     contact: str | None = None
+
+    @property
+    def key(self) -> CallKey:
+        return (self.server, self.linkedid)
 
     def to_json(self, now: float) -> dict[str, Any]:
         withheld = normalize(self.caller_raw).withheld  # the region does not matter for this
@@ -85,9 +92,9 @@ class PopRouter:
         self.user_for_interface = user_for_interface
         self.region = region  # national caller IDs are read as numbers of this country
         self.campaign_contact = campaign_contact
-        self.calls: dict[str, CallView] = {}
-        # username -> linkedid of the pop on their screen (for a reconnecting desktop)
-        self.current: dict[str, str] = {}
+        self.calls: dict[CallKey, CallView] = {}
+        # username -> the call of the pop on their screen (for a reconnecting desktop)
+        self.current: dict[str, CallKey] = {}
         self.unknown_interfaces: set[str] = set()
 
     def _user(self, interface: str) -> str | None:
@@ -97,10 +104,10 @@ class PopRouter:
         return user
 
     def _call(self, event: ev.CallEvent) -> CallView:
-        call = self.calls.get(event.linkedid)
+        call = self.calls.get((event.server, event.linkedid))
         if call is None:
             call = CallView(event.server, event.linkedid, "inbound")
-            self.calls[event.linkedid] = call
+            self.calls[call.key] = call
         return call
 
     def feed(self, event: ev.Event) -> list[Outgoing]:
@@ -112,8 +119,8 @@ class PopRouter:
 
     def pop_for(self, username: str, now: float) -> dict[str, Any] | None:
         """The pop a (re)connecting desktop should show, if any."""
-        linkedid = self.current.get(username)
-        call = self.calls.get(linkedid or "")
+        key = self.current.get(username)
+        call = self.calls.get(key) if key is not None else None
         return None if call is None else message("pop", pop=call.to_json(now))
 
     # ----------------------------------------------------------------- events
@@ -159,17 +166,17 @@ class PopRouter:
             return []
         call.queue = e.queue or call.queue
         call.ringing[user] = e.at
-        self.current[user] = call.linkedid
+        self.current[user] = call.key
         return [(user, message("pop", pop=call.to_json(e.at)))]
 
     def _withdraw(self, call: CallView, user: str, reason: str) -> list[Outgoing]:
         call.ringing.pop(user, None)
-        if self.current.get(user) == call.linkedid:
+        if self.current.get(user) == call.key:
             del self.current[user]
         return [(user, message("pop.withdraw", linkedid=call.linkedid, reason=reason))]
 
     def _on_agent_ring_stopped(self, e: ev.AgentRingStopped) -> list[Outgoing]:
-        call = self.calls.get(e.linkedid)
+        call = self.calls.get((e.server, e.linkedid))
         user = self.user_for_interface(e.interface)
         if call is None or user is None or user not in call.ringing or call.answered_by == user:
             return []
@@ -185,17 +192,17 @@ class PopRouter:
             return out
         call.ringing.pop(user, None)
         call.answered_by, call.answered_at = user, e.at
-        self.current[user] = call.linkedid
+        self.current[user] = call.key
         out.append((user, message("pop.answered", pop=call.to_json(e.at))))
         return out
 
     def _on_call_transferred(self, e: ev.CallTransferred) -> list[Outgoing]:
-        call = self.calls.get(e.linkedid)
+        call = self.calls.get((e.server, e.linkedid))
         if call is None or call.answered_by is None:
             return []
         previous = call.answered_by
         call.answered_by = None
-        if self.current.get(previous) == call.linkedid:
+        if self.current.get(previous) == call.key:
             del self.current[previous]
         out: list[Outgoing] = [
             (previous, message("pop.transferred", linkedid=call.linkedid, target=e.target))
@@ -204,26 +211,26 @@ class PopRouter:
         target_user = self.user_for_interface(e.target) if e.target and e.transfer == "attended" else None
         if target_user is not None:
             call.answered_by, call.answered_at = target_user, e.at
-            self.current[target_user] = call.linkedid
+            self.current[target_user] = call.key
             out.append((target_user, message("pop.answered", pop=call.to_json(e.at))))
         return out
 
     def _on_call_ended(self, e: ev.CallEnded) -> list[Outgoing]:
-        call = self.calls.pop(e.linkedid, None)
+        call = self.calls.pop((e.server, e.linkedid), None)
         if call is None:
             return []
         out: list[Outgoing] = []
         for user in list(call.ringing):
             out += self._withdraw(call, user, "caller_left")
         if call.answered_by is not None:
-            if self.current.get(call.answered_by) == call.linkedid:
+            if self.current.get(call.answered_by) == call.key:
                 del self.current[call.answered_by]
             out.append((call.answered_by, message("pop.ended", linkedid=call.linkedid)))
         return out
 
-    def identified_customer(self, linkedid: str) -> int | None:
+    def identified_customer(self, server: str, linkedid: str) -> int | None:
         """The customer the caller's number names without doubt: exactly one directory match."""
-        call = self.calls.get(linkedid)
+        call = self.calls.get((server, linkedid))
         lookup = call.customer if call is not None else None
         if not lookup or lookup.get("status") != "found":
             return None
@@ -232,9 +239,9 @@ class PopRouter:
             return None
         return int(customers[0]["id"])
 
-    def set_customer(self, linkedid: str, lookup: dict[str, Any]) -> list[Outgoing]:
+    def set_customer(self, server: str, linkedid: str, lookup: dict[str, Any]) -> list[Outgoing]:
         """The directory answered: update the pop of everyone who sees this call."""
-        call = self.calls.get(linkedid)
+        call = self.calls.get((server, linkedid))
         if call is None or call.campaign is not None:
             return []  # a campaign call's customer is its contact, not the centre's caller ID
         call.customer = lookup

@@ -27,7 +27,7 @@ class ScreenPops:
         self.router = router
         self.send = send
         self.lookup = lookup
-        self._lookups: dict[str, asyncio.Task[None]] = {}
+        self._lookups: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._reported: set[str] = set()
         self.sent = 0
 
@@ -45,23 +45,23 @@ class ScreenPops:
             self._reported |= self.router.unknown_interfaces
         if self.lookup is None or not isinstance(event, ev.CallStarted | ev.CallerIdentified):
             return
-        if event.linkedid in self.router.calls and event.caller_raw is not None:
-            self._start_lookup(event.linkedid, event.caller_raw)
+        if (event.server, event.linkedid) in self.router.calls and event.caller_raw is not None:
+            self._start_lookup(event.server, event.linkedid, event.caller_raw)
 
-    def _start_lookup(self, linkedid: str, raw: str) -> None:
-        previous = self._lookups.pop(linkedid, None)
+    def _start_lookup(self, server: str, linkedid: str, raw: str) -> None:
+        previous = self._lookups.pop((server, linkedid), None)
         if previous is not None:
             previous.cancel()
-        task = asyncio.create_task(self._lookup(linkedid, raw), name=f"lookup:{linkedid}")
-        self._lookups[linkedid] = task
+        task = asyncio.create_task(self._lookup(server, linkedid, raw), name=f"lookup:{linkedid}")
+        self._lookups[(server, linkedid)] = task
         task.add_done_callback(self._forget)
 
     def _forget(self, task: asyncio.Task[None]) -> None:
-        for linkedid, running in list(self._lookups.items()):
+        for key, running in list(self._lookups.items()):
             if running is task:
-                del self._lookups[linkedid]
+                del self._lookups[key]
 
-    async def _lookup(self, linkedid: str, raw: str) -> None:
+    async def _lookup(self, server: str, linkedid: str, raw: str) -> None:
         assert self.lookup is not None
         try:
             result = await asyncio.wait_for(self.lookup(raw), LOOKUP_TIMEOUT_S)
@@ -70,7 +70,7 @@ class ScreenPops:
                 "caller lookup failed, pop degraded", call=linkedid, error=str(exc) or type(exc).__name__
             )
             result = {"status": "unavailable"}
-        self._deliver(self.router.set_customer(linkedid, result))
+        self._deliver(self.router.set_customer(server, linkedid, result))
 
     async def close(self) -> None:
         for task in list(self._lookups.values()):

@@ -215,9 +215,9 @@ async def _check_call(ctx: WebContext, principal: Principal, server: str, linked
     desktop now, or one they hold a ticket for. Another call is answered as unknown (404)."""
     if principal.at_least("supervisor"):
         return
-    call = ctx.pops.calls.get(linkedid)
+    call = ctx.pops.calls.get((server, linkedid))
     mine = call is not None and principal.username in (*call.ringing, call.answered_by)
-    if mine and call is not None and call.server == server:
+    if mine:
         return
     if ctx.tickets is not None and await ctx.tickets.for_call(server, linkedid, _actor(principal)):
         return
