@@ -29,13 +29,15 @@ BUSY_TIMEOUT_MS = 250
 class SqliteLookup:
     def __init__(self, path: Path, *, inline: bool = False) -> None:
         self.path = path
-        self.inline = inline
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cti-lookup")
+        # No thread at all when inline: the query runs on the caller's loop.
+        self._executor = None
+        if not inline:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cti-lookup")
         self._conn: sqlite3.Connection | None = None
         self._sql: dict[int, str] = {}
 
     async def customers_by_phone(self, forms: Sequence[str], limit: int) -> tuple[list[CustomerFile], bool]:
-        if self.inline:
+        if self._executor is None:
             return self._lookup(tuple(forms), limit)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._lookup, tuple(forms), limit)
@@ -69,9 +71,8 @@ class SqliteLookup:
             self._conn = None
 
     async def close(self) -> None:
-        if self.inline:
+        if self._executor is None:
             self._close_connection()
-            self._executor.shutdown(wait=False)
             return
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self._close_connection)
