@@ -28,9 +28,10 @@ WORKDIR /var/lib/cti
 # A system user with no shell and no password: the daemon needs no privilege at all.
 USER cti
 
-# Healthy once /healthz says ok: the AMI link is up and resynchronised, the database answers.
+# Healthy once /readyz says ready: the database answers (a background probe), the AMI links this
+# node should hold are up and resynchronised. A 503 (urlopen raises) counts as unhealthy too.
 HEALTHCHECK --interval=3s --timeout=5s --start-period=60s --retries=3 \
-    CMD ["python3", "-c", "import json, os, sys, urllib.request as u; r = u.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('CTI_WEB_PORT', '8080'), timeout=3); sys.exit(json.load(r).get('status') != 'ok')"]
+    CMD ["python3", "-c", "import json, os, sys, urllib.request as u; r = u.urlopen('http://127.0.0.1:%s/readyz' % os.environ.get('CTI_WEB_PORT', '8080'), timeout=3); sys.exit(json.load(r).get('status') != 'ready')"]
 
 ENTRYPOINT ["cti"]
 CMD ["serve", "--config", "/etc/cti/cti.toml"]

@@ -852,7 +852,7 @@ def test_compose_lab_runs_on_the_host_network_and_publishes_nothing() -> None:
     assert services == ["postgres", "asterisk", "cti"]
     assert compose.count("network_mode: host") == len(services)
     assert "ports:" not in compose and "networks:" not in compose
-    assert "healthcheck" in compose and "/healthz" in compose and "pg_isready" in compose
+    assert "healthcheck" in compose and "/readyz" in compose and "pg_isready" in compose
     # PostgreSQL beside one already on 5432; the daemon's URL and the server agree.
     assert (
         "PGPORT: ${CTI_LAB_PG_PORT:-5433}" in compose and "127.0.0.1:${CTI_LAB_PG_PORT:-5433}/cti" in compose

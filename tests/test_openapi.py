@@ -140,6 +140,7 @@ def calls(w: World) -> dict[tuple[str, str], list[tuple[str, str, Any]]]:
     ticket, customer, contact = ids["ticket"], ids["customer"], ids["contact"]
     return {
         ("GET", "/healthz"): [("nobody", "/healthz", None)],
+        ("GET", "/readyz"): [("nobody", "/readyz", None)],
         ("GET", "/metrics"): [("nobody", "/metrics", None)],
         ("GET", "/api/openapi.json"): [("nobody", "/api/openapi.json", None)],
         ("GET", "/api/docs"): [("nobody", "/api/docs", None)],

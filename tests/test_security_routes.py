@@ -231,6 +231,7 @@ def _login() -> Target:
 # (method, route as the router names it) -> (expected per actor, how to call it)
 RULES: dict[tuple[str, str], tuple[tuple[Any, ...], Target]] = {
     ("GET", "/healthz"): (PUBLIC, _fixed("/healthz")),
+    ("GET", "/readyz"): (PUBLIC, _fixed("/readyz")),
     ("GET", "/api/openapi.json"): (PUBLIC, _fixed("/api/openapi.json")),
     ("GET", "/api/docs"): (PUBLIC, _fixed("/api/docs")),
     # The scrape token, not a session, decides (none is configured here: refused to everyone).

@@ -43,6 +43,7 @@ from cti.screenpop.service import ScreenPops
 from cti.tickets import BreachWatcher, TicketConsumer, TicketError, TicketService
 from cti.tickets.events import TicketEvent, TicketSlaBreached, TicketUpdated
 from cti.web.auth import LoginLimiter, Principal, TokenSigner, UserStore
+from cti.web.health import DatabaseProbe, readiness
 from cti.web.hub import Hub
 from cti.web.metrics import DaemonCollector, PopLatency, TimedRecordSink, build_registry
 from cti.web.routes import AGENT_ROUTES, CUSTOMER_ROUTES, TICKET_ROUTES
@@ -83,6 +84,10 @@ class Daemon:
             servers = [s.name for s in self.settings.asterisk]
             self.owners = StreamOwners(self.engine, self.settings.ha, servers)
         await upgrade_async(self.engine)
+        # /readyz reads the database's reachability from here, never queries it per request.
+        self.db_probe = DatabaseProbe(self.engine)
+        await self.db_probe.check()  # ready from the first request on, if it is
+        self._spawn(self.db_probe.run(), "database-probe")
         self.store = CallStore(self.engine, fence=self._fences)
         self.writes = TimedRecordSink(self.store)  # each write timed, for the metrics
         self.writer = CallWriter.from_settings(self.writes, db)
@@ -238,6 +243,7 @@ class Daemon:
             pops=self.pops,
             clock=time.time,
             health=self._health,
+            readiness=self._readiness,
             tickets=self.tickets,
             directory=self.directory,
             actions=AmiAgentLink(self.pbxs) if self.links else None,
@@ -471,6 +477,13 @@ class Daemon:
         # Connected is not enough: until its resync succeeds the daemon does not know the PBX.
         ok = all((item["connected"] and item["synced"]) or item.get("role") == "standby" for item in links)
         return {"status": "ok" if ok else "degraded", "links": links, "pending_writes": self.writer.pending}
+
+    def _readiness(self) -> dict[str, Any]:
+        """/readyz (web/health.py): the links as /healthz sees them, the database probe's last
+        word, the bus; no query made here."""
+        js = getattr(self, "jetstream", None)
+        bus = None if js is None else {"connected": bool(js.connected), "pending": int(js.pending)}
+        return readiness(self._health(), self.db_probe.state(), bus, self._stopping.is_set())
 
     def _write_ended(self, event: ev.Event) -> None:
         if isinstance(event, ev.CallEnded):

@@ -59,12 +59,35 @@ class LinkHealth(ResponseModel):
     synced: bool
     events_received: int
     reconnects: int
+    # With [ha]: whether this node owns the server's stream (a standby's link is down by design).
+    role: Literal["owner", "standby"] | None = None
 
 
 class Health(ResponseModel):
     status: Literal["ok", "degraded"]
     links: list[LinkHealth] = Field(default_factory=list)
     pending_writes: int = 0
+
+
+class DatabaseHealth(ResponseModel):
+    reachable: bool
+    last_ok_s_ago: float | None = Field(description="seconds since the background probe's last success")
+    error: str | None
+
+
+class BusHealth(ResponseModel):
+    connected: bool
+    pending: int = Field(description="events buffered while NATS is away")
+
+
+class Readiness(ResponseModel):
+    """`/readyz`: `ready`, or `not_ready` with its reasons (web/health.py)."""
+
+    status: Literal["ready", "not_ready"]
+    reasons: list[str]
+    database: DatabaseHealth
+    links: list[LinkHealth] = Field(default_factory=list)
+    bus: BusHealth | None = Field(description="null without [bus] nats_url; not a reason to be unready")
 
 
 class Login(RequestModel):

@@ -34,7 +34,7 @@ from cti.web.errors import (
 from cti.web.guard import EdgeGuard, edge_middleware
 from cti.web.hub import SESSION_ENDED, Client, Hub
 from cti.web.metrics import METRICS, DaemonCollector, build_registry, metrics
-from cti.web.models import Health, Login, LoginReply, NoBody, Ok, User
+from cti.web.models import Health, Login, LoginReply, NoBody, Ok, Readiness, User
 from cti.web.openapi import DOCUMENT, build_on_startup, openapi
 from cti.web.sessions import SessionStore, SessionsUnavailable
 
@@ -46,6 +46,7 @@ COOKIE = "cti_session"
 PUBLIC = frozenset(
     {
         "/healthz",
+        "/readyz",
         "/api/login",
         "/api/openapi.json",
         "/api/docs",
@@ -72,6 +73,16 @@ class WebContext:
     pops: PopRouter
     clock: Callable[[], float]
     health: Callable[[], dict[str, Any]] = field(default=lambda: {"status": "ok"})
+    # /readyz: whether to route desktops here (web/health.py); the daemon's builds it from the
+    # database probe, its links and its bus.
+    readiness: Callable[[], dict[str, Any]] = field(
+        default=lambda: {
+            "status": "ready",
+            "reasons": [],
+            "database": {"reachable": True, "last_ok_s_ago": None, "error": None},
+            "bus": None,
+        }
+    )
     directory: Any = None  # cti.directory.lookup.CustomerDirectory
     tickets: Any = None
     actions: Any = None  # routes.AgentLink
@@ -175,10 +186,27 @@ HTML = {"text/html": {"type": "string"}}
     also=(503,),
     public=True,
     tag="operations",
+    description="Does not look at the database (a restart would not bring it back): route by "
+    "/readyz. docs/operations.md, Health and readiness.",
 )
 async def healthz(request: web.Request) -> web.Response:
     body = request.app[CTX].health()
     return web.json_response(body, status=200 if body.get("status") == "ok" else 503)
+
+
+@operation(
+    "readiness: whether to route desktops here (503 when the database is unreachable, a link "
+    "this node should hold is down, or the node is stopping)",
+    response=Readiness,
+    also=(503,),
+    public=True,
+    tag="operations",
+    description="Read from state kept in the background (no database query per request). "
+    "docs/operations.md, Health and readiness.",
+)
+async def readyz(request: web.Request) -> web.Response:
+    body = request.app[CTX].readiness()
+    return web.json_response(body, status=200 if body.get("status") == "ready" else 503)
 
 
 def _rate_limited(ctx: WebContext) -> ApiError:
@@ -523,6 +551,7 @@ def build_app(
     app.add_routes(
         [
             web.get("/healthz", healthz),
+            web.get("/readyz", readyz),
             web.get("/metrics", metrics),
             web.get("/api/openapi.json", openapi),
             web.get("/api/docs", api_docs),
