@@ -124,7 +124,9 @@ class Daemon:
         self.saved.extend(records)
 
 
-def recovery(tracker: CallTracker, records: Records, store: Store, daemon: Daemon) -> GapRecovery:
+def recovery(
+    tracker: CallTracker, records: Records, store: Store, daemon: Daemon, records_lag_s: float = 0.0
+) -> GapRecovery:
     return GapRecovery(
         tracker,
         daemon.publish,
@@ -133,6 +135,7 @@ def recovery(tracker: CallTracker, records: Records, store: Store, daemon: Daemo
         daemon.save,
         RebuildRules(tracker.server),
         margin_s=0.0,
+        records_lag_s=records_lag_s,
     )
 
 
@@ -573,3 +576,80 @@ async def test_an_adopted_call_that_ran_the_ivr_before_the_cut_is_hung_up_by_the
     await gap.recover()
     [record] = ended(feed(tracker, msgs[last_step + 1 :]) + tracker.flush())
     assert (record.outcome, record.hangup_by, record.started_at) == ("ivr_only", "system", start)
+
+
+async def svi_call_held_at_the_pass(
+    records: Records,
+) -> tuple[CallTracker, GapRecovery, Daemon, RecoveredCall]:
+    """The SVI call of the test above, over as the link comes back, before the pass reads its
+    records: held. `records` gets what Asterisk's records say of it (its end not written yet)."""
+    msgs = messages("inbound_ivr_only")
+    last_step = max(i for i, m in enumerate(msgs) if m.get("Event") == "UserEvent")
+    created = [m for m in msgs if m.get("Event") == "Newchannel"]
+    linkedid, ivr_side = created[0]["Uniqueid"], created[1]["Uniqueid"]
+    start = float(created[0]["Timestamp"])
+    tracker, daemon = CallTracker(), Daemon()
+    step = IvrStep(float(msgs[last_step]["Timestamp"]), "main", "choice", "9")
+    record = CallRecord("default", linkedid, "inbound", start, ivr_path=[step])  # no end yet
+    as_asterisk = RecoveredCall(record, [], originated=True, dialplan_uids=frozenset({ivr_side}))
+    records.calls[linkedid] = as_asterisk
+    gap = recovery(tracker, records, Store(mark=start - 60), daemon, records_lag_s=1.0)
+    snapshot = [Message({**m, "Event": "CoreShowChannel", "ChannelState": "6"}) for m in created]
+    await gap.begin()
+    tracker.resync(snapshot, [], at=float(msgs[last_step]["Timestamp"]))
+    assert ended(feed(tracker, msgs[last_step + 1 :]) + tracker.flush()) == []
+    assert tracker.held() == [linkedid]
+    return tracker, gap, daemon, as_asterisk
+
+
+class LaggingRecords(Records):
+    """Asterisk's records a moment behind the AMI events: a call's end shows from the
+    `behind`-th read of it on."""
+
+    def __init__(self, end: float, behind: int) -> None:
+        super().__init__()
+        self.end, self.behind = end, behind
+
+    async def rebuilt(
+        self, linkedids: Sequence[str], not_before: float, rules: RebuildRules, finished: bool = True
+    ) -> list[RecoveredCall]:
+        if finished and len(self.reads) + 1 >= self.behind:
+            for lid in linkedids:
+                self.calls[lid].record.ended_at = self.end
+                self.calls[lid].hangup = ("system", self.end)
+        return await super().rebuilt(linkedids, not_before, rules, finished)
+
+
+async def test_an_adopted_call_over_before_its_records_show_its_end_is_read_again() -> None:
+    """Its end shows in the records on the third read: recorded from them, whole."""
+    records = LaggingRecords(end=0.0, behind=3)
+    tracker, gap, daemon, as_asterisk = await svi_call_held_at_the_pass(records)
+    records.end = as_asterisk.record.started_at + 30
+    await gap.recover()
+    [settled] = ended(daemon.published)
+    assert daemon.saved == [settled]
+    assert (settled.linkedid, settled.closed_by, settled.ended_at) == (
+        as_asterisk.record.linkedid,
+        "cel",
+        records.end,
+    )
+    assert (settled.outcome, settled.direction, settled.hangup_by) == ("ivr_only", "inbound", "system")
+    assert tracker.held() == [] and not tracker.hold_adopted
+
+
+async def test_an_adopted_call_whose_records_never_show_it_over_keeps_their_beginning() -> None:
+    """Its end never shows (CEL stopped): closed as seen, but with the beginning the records
+    hold: its IVR steps, start and direction (seen in tests/test_gap_kill.py and
+    tests/test_ha_takeover.py: stored as `no_queue`, or as an answered Originate, its first
+    channel being a Local;1)."""
+    records = Records()
+    tracker, gap, daemon, as_asterisk = await svi_call_held_at_the_pass(records)
+    await gap.recover()
+    [settled] = ended(daemon.published)
+    assert daemon.saved == []  # the call writer stores it, as any call closed live
+    assert (settled.linkedid, settled.closed_by) == (as_asterisk.record.linkedid, "events")
+    assert (settled.outcome, settled.direction) == ("ivr_only", "inbound")
+    beginning = (as_asterisk.record.started_at, as_asterisk.record.ivr_path)
+    assert (settled.started_at, settled.ivr_path) == beginning
+    assert len([r for r in records.reads if r == (as_asterisk.record.linkedid,)]) >= 3  # read again meanwhile
+    assert tracker.held() == [] and not tracker.hold_adopted

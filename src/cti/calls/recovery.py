@@ -56,6 +56,10 @@ MARK_READ_S = 5.0
 RETRY_FIRST_S = 1.0
 RETRY_CAP_S = 60.0
 PUBLISH_SLICE = 50  # calls published per turn of the event loop
+# How long a held call's end may take to show in Asterisk's records (cel_pgsql writes after the
+# AMI event; milliseconds normally, more on a loaded PBX or database), and how often to look.
+RECORDS_LAG_S = 3.0
+RECORDS_RECHECK_S = 0.25
 
 Save = Callable[[Sequence[CallRecord]], Awaitable[None]]
 
@@ -75,6 +79,7 @@ class GapRecovery:
         max_gap_s: float = 86_400.0,
         margin_s: float = MARGIN_S,
         settled: Callable[[], bool] = lambda: True,
+        records_lag_s: float = RECORDS_LAG_S,
     ) -> None:
         self.tracker = tracker
         self.publish = publish
@@ -85,6 +90,7 @@ class GapRecovery:
         self.max_gap_s = max_gap_s
         self.margin_s = margin_s
         self.settled = settled
+        self.records_lag_s = records_lag_s
         self.server = tracker.server
         self.log = log.bind(server=self.server)
         # The last event time when the link dropped (in memory: a reconnect, not a restart).
@@ -253,19 +259,34 @@ class GapRecovery:
         """The calls the tracker held (adopted ones that ended during the pass, those the resync
         found over: in progress at the last stop or when the link dropped), recorded from
         Asterisk's records: their beginning, their end and queue facts from before the cut are
-        there. Those the records do not show over yet are closed as seen. Returns how many came
-        from the records."""
+        there. Returns how many came from the records.
+
+        Asterisk writes CEL a moment after the AMI events (cel_pgsql, off the channel's thread):
+        a call that ended as the pass began may not show over in the records yet. Those are
+        read again for up to `records_lag_s`; the rest are closed as seen, with the beginning
+        the records do hold (its IVR steps, start, direction, Originate: without it an SVI call
+        was stored `no_queue`, or an answered Originate, seen in tests/test_gap_kill.py)."""
         self.tracker.hold_adopted = False
-        held = self.tracker.held()
+        pending = self.tracker.held()
         done = 0
-        for start in range(0, len(held), CHUNK):
-            chunk = held[start : start + CHUNK]
-            calls = await self.source.rebuilt(chunk, not_before, self.rules)
-            for call in calls:
-                _keep_known(call.record, self.tracker.held_record(call.record.linkedid))
-            done += await self._record(calls, held=True)
-            for call in calls:  # stored: no longer the tracker's to close
-                self.tracker.forget_held(call.record.linkedid)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.records_lag_s
+        while True:
+            for start in range(0, len(pending), CHUNK):
+                chunk = pending[start : start + CHUNK]
+                calls = await self.source.rebuilt(chunk, not_before, self.rules)
+                for call in calls:
+                    _keep_known(call.record, self.tracker.held_record(call.record.linkedid))
+                done += await self._record(calls, held=True)
+                for call in calls:  # stored: no longer the tracker's to close
+                    self.tracker.forget_held(call.record.linkedid)
+            pending = self.tracker.held()
+            if not pending or loop.time() >= deadline:
+                break
+            await asyncio.sleep(RECORDS_RECHECK_S)
+        if pending:
+            self.log.info("calls closed as seen: their records do not show them over", calls=len(pending))
+            await self._complete_adopted(pending, not_before)
         self._release_held(self._recorded)
         return done
 

@@ -1459,7 +1459,9 @@ class CallTracker:
         (the OriginateResponse went to a daemon that is no more). Of a call followed live, what
         an Originate whose DialBegin or response went during a cut lacks. False if nothing
         changed."""
-        call = self.calls.get(earlier.linkedid)
+        # A held call (adopted, then over before the pass read its records) is completed too:
+        # its end may not be in the records yet (they lag the AMI events), its beginning is.
+        call = self.calls.get(earlier.linkedid) or self._held.get(earlier.linkedid)
         if call is None:
             return False
         if call.record.closed_by != "resync":
