@@ -653,3 +653,46 @@ async def test_an_adopted_call_whose_records_never_show_it_over_keeps_their_begi
     assert (settled.started_at, settled.ivr_path) == beginning
     assert len([r for r in records.reads if r == (as_asterisk.record.linkedid,)]) >= 3  # read again meanwhile
     assert tracker.held() == [] and not tracker.hold_adopted
+
+
+class LateRecords(Records):
+    """Asterisk's records of a call that began just before the link came back: no row of it
+    until the `behind`-th read."""
+
+    def __init__(self, calls: Sequence[RecoveredCall], behind: int) -> None:
+        super().__init__(calls)
+        self.behind = behind
+
+    async def rebuilt(
+        self, linkedids: Sequence[str], not_before: float, rules: RebuildRules, finished: bool = True
+    ) -> list[RecoveredCall]:
+        if len(self.reads) + 1 < self.behind:
+            self.reads.append(tuple(linkedids))
+            return []
+        return await super().rebuilt(linkedids, not_before, rules, finished)
+
+
+async def test_an_adopted_call_not_in_the_records_yet_is_completed_once_it_is() -> None:
+    """An SVI call that began while no daemon followed the server (a handover between nodes)
+    and ran its IVR steps before the link came back: adopted, its CEL rows not written yet when
+    the pass first reads them. Read again, it gets its beginning and ends as the SVI call it is,
+    not as the Originate its first channel (a Local ;1) looks like (tests/test_ha_takeover.py)."""
+    msgs = messages("inbound_ivr_only")
+    last_step = max(i for i, m in enumerate(msgs) if m.get("Event") == "UserEvent")
+    created = [m for m in msgs if m.get("Event") == "Newchannel"]
+    linkedid, ivr_side = created[0]["Uniqueid"], created[1]["Uniqueid"]
+    start = float(created[0]["Timestamp"])
+    tracker, daemon = CallTracker(), Daemon()
+    step = IvrStep(float(msgs[last_step]["Timestamp"]), "main", "choice", "9")
+    record = CallRecord("default", linkedid, "inbound", start, ivr_path=[step])
+    as_asterisk = RecoveredCall(record, [], originated=True, dialplan_uids=frozenset({ivr_side}))
+    records = LateRecords([as_asterisk], behind=3)
+    gap = recovery(tracker, records, Store(mark=start - 60), daemon, records_lag_s=1.0)
+    await gap.begin()
+    snapshot = [Message({**m, "Event": "CoreShowChannel", "ChannelState": "6"}) for m in created]
+    tracker.resync(snapshot, [], at=float(msgs[last_step]["Timestamp"]))
+    await gap.recover()
+    assert len(records.reads) >= 3
+    [settled] = ended(feed(tracker, msgs[last_step + 1 :]) + tracker.flush())
+    assert (settled.outcome, settled.direction, settled.hangup_by) == ("ivr_only", "inbound", "system")
+    assert (settled.started_at, settled.ivr_path) == (start, [step])

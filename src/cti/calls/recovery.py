@@ -242,17 +242,37 @@ class GapRecovery:
     async def _complete_adopted(self, linkedids: Sequence[str], not_before: float) -> int:
         """The calls in progress when the daemon came back that it cannot tell whole: adopted
         ones get their beginning (before the restart or the cut) from CEL, an Originate followed
-        live its answer if its response went during the cut; the rest is followed live."""
+        live its answer if its response went during the cut; the rest is followed live.
+
+        A call that began just before the link came back may have no CEL row yet (cel_pgsql
+        writes a moment after the events): those are read again for up to `records_lag_s`.
+        Without its beginning, an SVI call adopted after its IVR steps would be taken for the
+        Originate its first channel (a Local `;1`) looks like (seen in tests/test_ha_takeover.py,
+        a call that began during the handover between two nodes)."""
         done = 0
-        for start in range(0, len(linkedids), CHUNK):
-            chunk = linkedids[start : start + CHUNK]
-            for call in await self.source.rebuilt(chunk, not_before, self.rules, finished=False):
-                done += self.tracker.complete_adopted(
-                    call.record,
-                    originated=call.originated,
-                    originate_answered_at=call.originate_answered_at,
-                    dialplan_uids=call.dialplan_uids,
-                )
+        pending = list(linkedids)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.records_lag_s
+        while True:
+            found: set[str] = set()
+            for start in range(0, len(pending), CHUNK):
+                chunk = pending[start : start + CHUNK]
+                for call in await self.source.rebuilt(chunk, not_before, self.rules, finished=False):
+                    found.add(call.record.linkedid)
+                    done += self.tracker.complete_adopted(
+                        call.record,
+                        originated=call.originated,
+                        originate_answered_at=call.originate_answered_at,
+                        dialplan_uids=call.dialplan_uids,
+                    )
+            pending = [lid for lid in pending if lid not in found and self.tracker.follows(lid)]
+            if not pending or loop.time() >= deadline:
+                break
+            await asyncio.sleep(RECORDS_RECHECK_S)
+        if pending:
+            self.log.warning(
+                "calls in progress not in Asterisk's records, followed as seen", calls=pending[:20]
+            )
         return done
 
     async def _settle_held(self, not_before: float) -> int:

@@ -1492,6 +1492,10 @@ class CallTracker:
                 record.originate_reason = ORIGINATE_ANSWERED
         return True
 
+    def follows(self, linkedid: str) -> bool:
+        """The call is open here: in progress, or held for the recovery."""
+        return linkedid in self.calls or linkedid in self._held
+
     def _hold(self, call: _LiveCall, how: ClosedBy) -> None:
         call.held_as = how
         self._held[call.record.linkedid] = call
