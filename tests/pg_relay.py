@@ -15,8 +15,11 @@ from types import TracebackType
 
 
 class PgRelay:
-    def __init__(self, upstream_host: str, upstream_port: int) -> None:
+    def __init__(self, upstream_host: str, upstream_port: int, delay_s: float = 0.0) -> None:
         self.upstream = (upstream_host, upstream_port)
+        # Each chunk from the client waits this long before it goes on (a slow path: widens the
+        # moments between a client's statements, for a test to cut in one of them).
+        self.delay_s = delay_s
         self.open = asyncio.Event()
         self.open.set()
         self.port = 0
@@ -60,18 +63,20 @@ class PgRelay:
             self._writers.discard(writer)
             return
         self._writers.add(up_writer)
-        for source, sink in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.create_task(self._pump(source, sink))
+        for source, sink, delay in ((reader, up_writer, self.delay_s), (up_reader, writer, 0.0)):
+            task = asyncio.create_task(self._pump(source, sink, delay))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _pump(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    async def _pump(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, delay_s: float) -> None:
         try:
             while True:
                 await self.open.wait()
                 data = await source.read(65536)
                 if not data:
                     break
+                if delay_s:
+                    await asyncio.sleep(delay_s)
                 await self.open.wait()  # read just before the cut: held, as a dropped packet
                 sink.write(data)
                 await sink.drain()

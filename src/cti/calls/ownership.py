@@ -69,6 +69,7 @@ class StreamOwner:
         self.takeovers = 0
         self.losses = 0
         self._said_unreachable = False
+        self._abandoned: set[asyncio.Task[bool]] = set()  # renewals given up on, still ending
 
     async def run(self) -> None:
         """Stand by, own, stand by... until the link is closed (the daemon stops)."""
@@ -113,6 +114,8 @@ class StreamOwner:
             if not hold.done():
                 link_task = asyncio.create_task(self.link.run(), name=f"ami:{self.lease.server}")
             reason = await hold
+            # Said as it happens: the link is dropped just below, before anything else is awaited.
+            self.log.warning("stream ownership lost: standing by", reason=reason)
         finally:
             if not hold.done():
                 hold.cancel()
@@ -135,33 +138,89 @@ class StreamOwner:
         tracker.restore(await self.load_open_calls())
 
     async def _hold(self, renewed_from: float) -> str:
-        """Renew the lease until it is lost or cannot be renewed in time; returns why."""
-        give_up_s = self.lease.ttl_s * GIVE_UP_SHARE
-        while True:
-            await asyncio.sleep(self.interval_s)
-            sent = time.monotonic()
-            if sent - renewed_from >= self.lease.ttl_s:
-                # Frozen (SIGSTOP, a VM paused) past the lease: it has lapsed, whatever the
-                # database says next; stop before reading what the link holds.
-                self.lease.token = None
-                return f"not renewed for {sent - renewed_from:.1f}s (the daemon was frozen)"
-            try:
-                async with asyncio.timeout(self.interval_s):
-                    kept = await self.lease.renew()
-            except Exception as exc:
-                if time.monotonic() - renewed_from >= give_up_s:
+        """Renew the lease until it is lost or cannot be renewed in time; returns why.
+
+        The deadline is kept on this daemon's clock, whatever the renewal does: a renewal on a
+        path that drops packets neither answers nor lets itself be cancelled promptly (asyncpg's
+        cancel request and SQLAlchemy's rollback go down the same dead path), so awaiting it,
+        even under `asyncio.timeout`, held the link past the lease's expiry (seen: a node cut
+        from PostgreSQL let go of its link a second after the standby could take over). Each
+        renewal runs as a task of its own that is waited for, never past the give-up time, and
+        abandoned (cancelled, not awaited) when it has not answered within a third of the
+        period; a next one may then try on another connection."""
+        ttl = self.lease.ttl_s
+        give_up_s = ttl * GIVE_UP_SHARE
+        renewal: asyncio.Task[bool] | None = None
+        attempt_sent = next_try = renewed_from + self.interval_s
+        failure = "no answer"
+        try:
+            while True:
+                give_up_at = renewed_from + give_up_s
+                if renewal is None:
+                    await asyncio.sleep(max(0.0, min(next_try, give_up_at) - time.monotonic()))
+                else:
+                    wake = min(attempt_sent + self.interval_s, give_up_at)
+                    await asyncio.wait({renewal}, timeout=max(0.0, wake - time.monotonic()))
+                now = time.monotonic()
+                if renewal is not None and renewal.done():
+                    task, renewal = renewal, None
+                    try:
+                        kept = task.result()
+                    except Exception as exc:
+                        failure = _describe(exc)
+                        if now - renewed_from < give_up_s:
+                            self.log.warning("stream lease not renewed, retrying", error=failure)
+                    else:
+                        if not kept:
+                            return "another daemon holds the lease"
+                        if now - renewed_from < ttl:  # else frozen meanwhile: see below
+                            renewed_from = attempt_sent
+                            self.link.read_until = attempt_sent + ttl
+                    next_try = attempt_sent + self.interval_s
+                elif renewal is not None and now >= attempt_sent + self.interval_s:
+                    # No answer within its share: let it go (its clean-up may hang on a dead
+                    # connection) and try again on another, while there is time.
+                    self._abandon(renewal)
+                    renewal, failure = None, f"no answer within {self.interval_s:.1f}s"
+                    next_try = now
+                overdue = self._overdue(now - renewed_from, failure)
+                if overdue is not None:
                     self.lease.token = None
-                    return f"lease not renewed in time: {_describe(exc)}"
-                self.log.warning("stream lease not renewed, retrying", error=_describe(exc))
-                continue
-            if not kept:
-                return "another daemon holds the lease"
-            renewed_from = sent
-            self.link.read_until = sent + self.lease.ttl_s
+                    return overdue
+                if renewal is None and now >= next_try:
+                    attempt_sent = now
+                    renewal = asyncio.create_task(self.lease.renew(), name=f"lease-renew:{self.lease.server}")
+        finally:
+            if renewal is not None:
+                self._abandon(renewal)
+
+    def _overdue(self, since_renewed_s: float, failure: str) -> str | None:
+        """Why to let go now, if it is time, from how long ago our last renewal was sent."""
+        if since_renewed_s >= self.lease.ttl_s:
+            # Frozen (SIGSTOP, a VM paused) past the lease: it has lapsed, whatever the database
+            # says next; stop before reading what the link holds.
+            return f"not renewed for {since_renewed_s:.1f}s (the daemon was frozen)"
+        if since_renewed_s >= self.lease.ttl_s * GIVE_UP_SHARE:
+            # The lease may lapse before we hear from the database: let go now, a third of the
+            # period before it can, as measured from our last renewal's sending on our clock.
+            return f"lease not renewed in time: {failure}"
+        return None
+
+    def _abandon(self, renewal: asyncio.Task[bool]) -> None:
+        """Cancel a renewal without waiting for it; kept referenced until it is done, its outcome
+        read (a renewal that commits after all only extends a lease nobody uses: it lapses)."""
+        renewal.cancel()
+        self._abandoned.add(renewal)
+
+        def done(task: asyncio.Task[bool]) -> None:
+            self._abandoned.discard(task)
+            if not task.cancelled():
+                task.exception()  # read: no "exception was never retrieved" at exit
+
+        renewal.add_done_callback(done)
 
     async def _stand_down(self, reason: str) -> None:
         self.losses += 1
-        self.log.warning("stream ownership lost: standing by", reason=reason)
         if self.tracking.recovery is not None:
             await self.tracking.recovery.stand_down()
         self.tracking.tracker.forget_all()  # the new owner records these calls

@@ -118,14 +118,18 @@ class Lease:
 
     async def renew(self) -> bool:
         """Extend our lease; False (and no longer owned) when another daemon took it over."""
-        if self.token is None:
+        token = self.token
+        if token is None:
             return False
         async with self._lease_transaction() as conn:
-            values = {"name": self.name, "token": self.token, "ttl": self.ttl_s}
+            values = {"name": self.name, "token": token, "ttl": self.ttl_s}
             kept = (await conn.execute(self._sql["renew"], values)).scalar() is not None
         if not kept:
-            log.warning(f"{self.kind} lease lost", **self._said(), lease_token=self.token)
-            self.token = None
+            log.warning(f"{self.kind} lease lost", **self._said(), lease_token=token)
+            # Only the token this renewal was for: a renewal given up on (calls/ownership.py)
+            # may answer after the lease was lost and taken again under a newer token.
+            if self.token == token:
+                self.token = None
         return kept
 
     async def release(self) -> None:
