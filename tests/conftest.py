@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 from argon2 import PasswordHasher
@@ -39,6 +40,38 @@ async def browser() -> AsyncIterator[object]:
             yield chromium
         finally:
             await chromium.close()
+
+
+# Tests that run several daemons (or their leases) and time a kill, a freeze or a takeover
+# against the wall clock: marked `processes` and run after the rest of the suite, so that in CI
+# they meet fewer of the CPU-heavy background jobs (.ci/run: Asterisk build, lab images, mypy,
+# second virtualenv), which stretch every step of such a test (test_dialer_ha failed beside them).
+HERE = Path(__file__).parent
+PROCESS_MODULES = frozenset(
+    {
+        "test_dialer_ha.py",
+        "test_dialer_kill.py",
+        "test_gap_kill.py",
+        "test_ha_takeover.py",
+        "test_scaleout_acceptance.py",
+        "test_scaleout_desk.py",
+        "test_scaleout_actions.py",
+        "test_scaleout_stack.py",
+        "test_campaign_leases.py",
+    }
+)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # tryfirst: tests/pbx/conftest.py's hook runs after this one and moves the real-PBX tier
+    # (marked `pbx`) behind these: it waits for the Asterisk build and must stay last.
+    for item in items:
+        if item.path.name in PROCESS_MODULES and item.path.parent == HERE:
+            item.add_marker(pytest.mark.processes)
+    late = [item for item in items if item.get_closest_marker("processes") is not None]
+    if late:
+        items[:] = [item for item in items if item.get_closest_marker("processes") is None] + late
 
 
 def pytest_configure(config: pytest.Config) -> None:
