@@ -10,7 +10,7 @@
   let paused = false, me = null, waiting = [];
   let tickets = new Map();          // my open tickets by id (and the one just resolved, shown)
   let ticketId = null;              // the ticket shown in the ticket card
-  let wrapup = null;                // {since, linkedid} after a call, until "Prêt"
+  let wrapup = null;                // {since, server, linkedid} after a call, until "Prêt"
   let consult = null;               // the attended transfer's target while consulting
   let answeredAt = null;            // when the current call was answered (server time)
   let targets = null;               // colleagues and queues to transfer to
@@ -114,18 +114,18 @@
       case "pop": case "pop.update": case "pop.answered":
         setPop(m.pop); renderAll(); break;
       case "pop.withdraw":
-        if (pop && pop.linkedid === m.linkedid) { setPop(null); renderAll(); } break;
+        if (sameCall(pop, m)) { setPop(null); renderAll(); } break;
       case "pop.ended": case "pop.transferred":
-        if (pop && pop.linkedid === m.linkedid) {
+        if (sameCall(pop, m)) {
           const wasAnswered = pop.state === "answered";
           setPop(null);
-          if (wasAnswered) startWrapup(m.linkedid);
+          if (wasAnswered) startWrapup(m);
           renderAll();
         }
         break;
       case "ticket":
         keepTicket(m.ticket, m.now);
-        if (!ticketId || (pop && m.ticket.linkedid === pop.linkedid)) ticketId = m.ticket.id;
+        if (!ticketId || sameCall(pop, m.ticket)) ticketId = m.ticket.id;
         renderTicket(); renderTickets(); break;
       case "ticket.withdraw":   // handed to a colleague with the call
         tickets.delete(m.ticket_id); if (ticketId === m.ticket_id) ticketId = firstOpenTicket();
@@ -137,9 +137,14 @@
       default: break;
     }
   }
+  // A call is its server and its linkedid: two PBXs may name two calls alike. A frame without a
+  // server (a node of an earlier version, during a rolling upgrade) is matched by linkedid.
+  function sameCall(a, b) {
+    return !!a && !!b && a.linkedid === b.linkedid && (a.server == null || b.server == null || a.server === b.server);
+  }
   function setPop(next) {
-    if (next && (!pop || pop.linkedid !== next.linkedid)) { consult = null; closePanels(); history = null; }
-    if (next && next.state === "answered" && (!pop || pop.state !== "answered" || pop.linkedid !== next.linkedid)) {
+    if (next && !sameCall(pop, next)) { consult = null; closePanels(); history = null; }
+    if (next && next.state === "answered" && (!pop || pop.state !== "answered" || !sameCall(pop, next))) {
       answeredAt = serverNow(); wrapup = null;
     }
     if (next && next.state === "answered" && next.answered_at) answeredAt = next.answered_at;
@@ -190,8 +195,8 @@
   // ---------------------------------------------------------------- wrap-up (post-appel)
   // After a call the agent finishes the file and the ticket: no queue call rings meanwhile (a
   // pause with the reason "wrapup", visible on the wallboard), until they press "Prêt".
-  function startWrapup(linkedid) {
-    wrapup = { since: serverNow(), linkedid };
+  function startWrapup(call) {
+    wrapup = { since: serverNow(), server: call.server, linkedid: call.linkedid };
     api("POST", "/api/agent/pause", { paused: true, reason: "wrapup" }).catch(() => {});
   }
   async function ready() {
@@ -623,7 +628,8 @@
     const inCall = !!(pop && pop.state === "answered");
     $("script").hidden = !inCall;
     if (!inCall) return;
-    if (scriptCall !== pop.linkedid) { scriptCall = pop.linkedid; phase = 0; }
+    const callKey = pop.server + "/" + pop.linkedid;
+    if (scriptCall !== callKey) { scriptCall = callKey; phase = 0; }
     const script = scriptFor(pop), phases = script.phases;
     if (phase >= phases.length) phase = 0;
     $("script-phases").replaceChildren(...phases.map(([name], i) => {
