@@ -19,6 +19,7 @@ from cti import event_codec
 from cti.calls import events as ev
 from cti.calls.records import CallRecord, IvrStep, QueueSegment
 from cti.event_codec import CODEC_VERSION, EVENT_TYPES, EventDecodeError, decode, encode
+from cti.screenpop import campaign as pev
 from cti.tickets import events as tev
 
 JSON_LEAF = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
@@ -32,7 +33,7 @@ JSON = st.recursive(
 def event_types_in_modules() -> set[type[ev.Event]]:
     """Every concrete event type the domain modules define (an abstract base has no kind of its own)."""
     found = set()
-    for module in (ev, tev):
+    for module in (ev, tev, pev):
         for _, cls in inspect.getmembers(module, inspect.isclass):
             if issubclass(cls, ev.Event) and is_dataclass(cls) and cls.kind != ev.Event.kind:
                 found.add(cls)

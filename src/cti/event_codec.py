@@ -23,6 +23,7 @@ from typing import Any, Literal, Union
 
 from cti.calls import events as ev
 from cti.calls.records import CallRecord, IvrStep, QueueSegment
+from cti.screenpop.campaign import CampaignContact
 from cti.tickets import events as tev
 
 CODEC_VERSION = 1
@@ -48,6 +49,7 @@ EVENT_TYPES: dict[str, type[ev.Event]] = {
         ev.CallEnded,
         ev.AgentStateChanged,
         ev.LinkStateChanged,
+        CampaignContact,
         tev.TicketOpened,
         tev.TicketUpdated,
         tev.TicketSlaBreached,
@@ -78,12 +80,14 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def decode(data: bytes) -> ev.Event:
-    """The event `data` holds; EventDecodeError when it cannot be read."""
-    try:
-        document = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise EventDecodeError(f"not JSON: {exc}") from None
+def to_document(event: ev.Event) -> dict[str, Any]:
+    """`event` as the JSON object `encode` writes (to embed it in a larger document)."""
+    result: dict[str, Any] = json.loads(encode(event))
+    return result
+
+
+def from_document(document: Any) -> ev.Event:
+    """The event a JSON object (as `to_document` gives it) holds; EventDecodeError otherwise."""
     if not isinstance(document, dict):
         raise EventDecodeError("not a JSON object")
     version, kind = document.get("v"), document.get("kind")
@@ -95,6 +99,15 @@ def decode(data: bytes) -> ev.Event:
     event = _build(cls, document.get("event"), str(kind))
     assert isinstance(event, ev.Event)
     return event
+
+
+def decode(data: bytes) -> ev.Event:
+    """The event `data` holds; EventDecodeError when it cannot be read."""
+    try:
+        document = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise EventDecodeError(f"not JSON: {exc}") from None
+    return from_document(document)
 
 
 @cache

@@ -7,7 +7,9 @@
 - update it on answer; transferred calls pop at the new agent with the same customer.
 - a campaign call presents the callee: the call's own caller ID is the centre's number, so the
   pop shows the contact the dialer called (number and campaign fields) instead, and the
-  directory's answer about the centre's number is not shown.
+  directory's answer about the centre's number is not shown. The dialer's memory is on the
+  node that dials: other nodes get the contact from the `CampaignContact` that node publishes
+  after the call's `DialerConnected` (screenpop/campaign.py), and present it the same way.
 An agent receives only the pops of the interfaces mapped to them.
 """
 
@@ -19,14 +21,14 @@ from typing import Any
 
 from cti.calls import events as ev
 from cti.directory.numbers import normalize
+from cti.screenpop.campaign import CampaignContact, ContactSource
 
 SCHEMA_VERSION = 1
 Outgoing = tuple[str, dict[str, Any]]
 # A call, across the PBXs one daemon hears: linkedids are only unique within one Asterisk.
 CallKey = tuple[str, str]  # (server, linkedid)
 
-# (campaign, contact id) of a DialerConnected → the contact as the dialer knows it, or None.
-ContactSource = Callable[[str | None, str | None], dict[str, Any] | None]
+__all__ = ["CallKey", "CallView", "ContactSource", "Outgoing", "PopRouter", "message"]
 
 
 @dataclass
@@ -48,6 +50,8 @@ class CallView:
     answered_at: float | None = None
     campaign: str | None = None
     contact: str | None = None
+    # The contact as the dialling node's dialer knows it (`CampaignContact`, from another node).
+    contact_details: dict[str, Any] | None = None
 
     @property
     def key(self) -> CallKey:
@@ -151,13 +155,34 @@ class PopRouter:
         call = self._call(e)
         call.direction, call.campaign, call.contact = "outbound", e.campaign, e.contact
         found = self.campaign_contact(e.campaign, e.contact) if self.campaign_contact else None
+        if found is None and call.contact_details is not None:
+            found = dict(call.contact_details)  # heard from the dialling node already
         contact = found or {"id": int(e.contact) if e.contact and e.contact.isdigit() else e.contact}
-        contact.setdefault("campaign", e.campaign)
+        self._present(call, contact)
+        return []
+
+    def _present(self, call: CallView, contact: dict[str, Any]) -> None:
+        contact.setdefault("campaign", call.campaign)
         # The customer is the callee, not the centre's number the call carries as caller ID.
         phone = contact.get("phone")
         call.caller_raw, call.caller_e164, call.caller_name = contact.get("phone_raw") or phone, phone, None
         call.customer = {"status": "contact", "contact": contact}
-        return []
+
+    def _on_campaign_contact(self, e: CampaignContact) -> list[Outgoing]:
+        """Another node's dialer's contact for this call (it follows the call's DialerConnected):
+        presented as that node presents it; whoever already has the pop gets it updated."""
+        call = self._call(e)
+        call.contact_details = e.to_pop()
+        if self.campaign_contact is not None and self.campaign_contact(e.campaign, e.contact):
+            return []  # this node's own dialer knows it (and presented it already)
+        call.direction, call.campaign, call.contact = "outbound", e.campaign, e.contact
+        self._present(call, e.to_pop())
+        return self._updates(call)
+
+    def _updates(self, call: CallView) -> list[Outgoing]:
+        users = set(call.ringing) | ({call.answered_by} if call.answered_by else set())
+        now = max([call.answered_at or 0.0, *call.ringing.values(), call.queue_joined_at or 0.0])
+        return [(u, message("pop.update", pop=call.to_json(now))) for u in sorted(users)]
 
     def _on_agent_ringing(self, e: ev.AgentRinging) -> list[Outgoing]:
         call = self._call(e)
@@ -245,6 +270,4 @@ class PopRouter:
         if call is None or call.campaign is not None:
             return []  # a campaign call's customer is its contact, not the centre's caller ID
         call.customer = lookup
-        users = set(call.ringing) | ({call.answered_by} if call.answered_by else set())
-        now = max([call.answered_at or 0.0, *call.ringing.values(), call.queue_joined_at or 0.0])
-        return [(u, message("pop.update", pop=call.to_json(now))) for u in sorted(users)]
+        return self._updates(call)
