@@ -22,6 +22,15 @@ node, the Asterisk server and the token of this node's lease on that server's st
 is older than the newest it has seen for that server: a frozen owner that wakes up after a
 standby took its stream over is not heard. Events with no token header (no lease in use, or
 not an AMI stream's: tickets) are not fenced.
+
+Catch-up (cti/bus_catchup.py): a new durable consumer starts with the events published from
+then on, so a node that starts would not know the calls already in progress nor the agents'
+states. The consumer made with `catch_up=True` (the daemon's `desk`) therefore waits, at the
+first connection, for a snapshot of the floor from a node already caught up (a NATS request
+to the queue group `<subject_prefix>_catchup`: any one of them answers), replays it through its
+handler, then handles the stream, skipping what the snapshot covered. Every node keeps the
+journal such a snapshot is made of, and answers once it is caught up itself. No node to ask
+(the first one): it goes on at once; no answer within `2 * timeout_s`: it goes on without.
 """
 
 from __future__ import annotations
@@ -30,16 +39,30 @@ import asyncio
 import re
 import secrets
 import socket
+import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 
+from cti.bus_catchup import (
+    Coverage,
+    Entry,
+    Journal,
+    SnapshotError,
+    SnapshotHead,
+    SnapshotRequest,
+    decode_part,
+    encode_parts,
+    journaled,
+)
 from cti.calls import events as ev
 from cti.config import BusSettings
 from cti.event_codec import EVENT_TYPES, EventDecodeError, decode, encode
+from cti.screenpop.campaign import CampaignContact
 from cti.slices import Slice, next_turn
 
 log = structlog.get_logger(__name__)
@@ -48,16 +71,21 @@ HEADER_NODE = "Cti-Node"
 HEADER_SERVER = "Cti-Server"
 HEADER_TOKEN = "Cti-Token"
 HEADER_MSG_ID = "Nats-Msg-Id"
-# The events of an AMI stream, fenced by its lease's token (tickets are not a stream's).
-STREAM_EVENTS: tuple[type[ev.Event], ...] = tuple(
-    cls for cls in EVENT_TYPES.values() if cls.__module__ == ev.__name__
+# The events of an AMI stream, fenced by its lease's token (tickets are not a stream's): the
+# tracker's, and the contact the dialling node adds to its DialerConnected.
+STREAM_EVENTS: tuple[type[ev.Event], ...] = (
+    *(cls for cls in EVENT_TYPES.values() if cls.__module__ == ev.__name__),
+    CampaignContact,
 )
+CATCH_UP_QUEUE = "catchup"
 MAX_ACK_PENDING = 20_000
 RETRY_S = (0.1, 2.0)  # back-off between failed publishes / connection attempts, first and last
 
 TokenProvider = Callable[[str], int | None]
 _Item = tuple[ev.Event, int | None, int]  # an event, its fencing token, its publishing number
 Handler = Callable[[ev.Event], Awaitable[None] | None]
+# Events published right after one (`JetStreamBus.companions`): a campaign call's contact.
+Companions = Callable[[ev.Event], Iterable[ev.Event]]
 
 
 def subject_word(text: str) -> str:
@@ -79,7 +107,11 @@ class DurableConsumer:
     fenced: int = 0
     undecodable: int = 0
     late: int = 0  # delivered after a later event was handled: skipped (see `_handle`)
+    catch_up: bool = False  # waits for, and replays, a snapshot of the floor at the start
+    covered: int = 0  # held by the snapshot already: skipped
+    replayed: int = 0  # the snapshot's events handled
     last_seq: int = 0
+    floor: int = 0  # the stream sequence it had handled (or started after) when subscribed
     stored_at: float = 0.0  # when JetStream stored the event being handled (epoch s)
     subscription: Any = field(default=None, repr=False)
     _work: Slice = field(default_factory=Slice, repr=False)
@@ -100,6 +132,18 @@ class JetStreamBus:
         self._seq = 0
         self._newest: dict[str, int] = {}  # server -> the newest fencing token seen
         self.consumers: list[DurableConsumer] = []
+        # Published right after an event, from this node only (a campaign call's contact).
+        self.companions: Companions | None = None
+        # The floor as heard, for the snapshots this node answers (cti/bus_catchup.py).
+        self.journal = Journal()
+        self.origin = f"{self.node}/{self._boot}"
+        self._catch_up: DurableConsumer | None = None
+        self._caught_up = asyncio.Event()
+        self._catching: asyncio.Task[None] | None = None
+        self._coverage: Coverage | None = None
+        self._responder: Any = None
+        self._moved = asyncio.Event()  # the catch-up consumer handled one more
+        self.snapshots_sent = 0
         self._flow: _Flow | None = None  # the publishes of the current connection
         self._subscribing: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
@@ -119,9 +163,23 @@ class JetStreamBus:
     # ------------------------------------------------------------------ out
     def export(self, event: ev.Event) -> None:
         """The local bus's tap: keep `event` for publishing. Never blocks, never raises."""
+        self._export(event)
+        if self.companions is not None:
+            try:
+                extra = list(self.companions(event))
+            except Exception:
+                log.exception("bus: companion events failed", event_kind=event.kind)
+                return
+            for companion in extra:
+                self._export(companion)
+
+    def _export(self, event: ev.Event) -> None:
         token = None
         if self.token_for is not None and isinstance(event, STREAM_EVENTS):
             token = self.token_for(event.server) or 0  # 0: published by a node that owns nothing
+        if self._catch_up is not None and (token is None or token >= self._newest.get(event.server, -1)):
+            # In this node's journal as it leaves (not when from a stale owner: nobody hears it).
+            self.journal.record(event, self.origin)
         if len(self._buffer) >= self.settings.buffer:
             self._drop_oldest()
         self._seq += 1
@@ -149,6 +207,8 @@ class JetStreamBus:
         return len(self._buffer)
 
     def start(self) -> None:
+        if self._catch_up is None:
+            self._caught_up.set()  # nothing waits for a snapshot, and none is answered
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="bus:jetstream")
 
@@ -216,6 +276,11 @@ class JetStreamBus:
         if self._outage:
             log.info("bus: NATS reached again", pending=self.pending, dropped=self.dropped)
         self._outage = False
+        if self._catch_up is not None:
+            if self._catching is None:  # the first connection: catch up, then answer others
+                self._catching = asyncio.create_task(self._catch_up_once(), name="bus:catch-up")
+            elif self._caught_up.is_set():  # a new connection: answer on it
+                await self._answer_snapshots()
 
     async def _on_nats_error(self, exc: Exception) -> None:
         log.debug("bus: NATS client error", error=f"{type(exc).__name__}: {exc}"[:300])
@@ -234,6 +299,7 @@ class JetStreamBus:
 
     async def _disconnect(self) -> None:
         nc, self._nc, self._js = self._nc, None, None
+        self._responder = None
         for consumer in self.consumers:
             consumer.subscription = None
         if nc is not None:
@@ -313,11 +379,19 @@ class JetStreamBus:
         *,
         own: bool = False,
         kinds: frozenset[type[ev.Event]] | None = None,
+        catch_up: bool = False,
     ) -> DurableConsumer:
         """Feed `handler` the events of every node (of other nodes only, unless `own`) from the
-        durable consumer `<node>-<purpose>`; call before `start`."""
+        durable consumer `<node>-<purpose>`; call before `start`. `catch_up` (one consumer at
+        most, before `start`): it first gets a snapshot of the floor from a running node, and
+        its events make the journal this node answers such requests from."""
         name = subject_word(f"{self.node}-{purpose}")
         consumer = DurableConsumer(purpose, name, handler, own, tuple(kinds) if kinds else None)
+        if catch_up:
+            if self._catch_up is not None or self._task is not None:
+                raise ValueError("one catch-up consumer, made before the bus starts")
+            consumer.catch_up = True
+            self._catch_up = consumer
         self.consumers.append(consumer)
         if self._js is not None:  # connected already: subscribe now (else at the connection)
             task = asyncio.create_task(self._subscribe(consumer), name=f"bus:subscribe:{name}")
@@ -356,8 +430,21 @@ class JetStreamBus:
             cb=deliver,
             pending_msgs_limit=MAX_ACK_PENDING * 2,
         )
+        if consumer.catch_up:
+            # Where it stands in the stream even before a first event: what a snapshot it
+            # answers covers of the others' events (`_position`).
+            try:
+                info = await self._js.consumer_info(self.stream, consumer.name)
+                done, floor = info.delivered, info.ack_floor
+                if done is not None and floor is not None:
+                    idle = (done.consumer_seq or 0) == (floor.consumer_seq or 0)
+                    consumer.floor = max(consumer.floor, (done.stream_seq if idle else floor.stream_seq) or 0)
+            except Exception as exc:
+                log.debug("bus: consumer position unknown", consumer=consumer.name, error=repr(exc))
 
     async def _on_message(self, consumer: DurableConsumer, msg: Any) -> None:
+        if consumer.catch_up and not self._caught_up.is_set():
+            await self._caught_up.wait()  # the snapshot first, then the stream after it
         pending = consumer.subscription.pending_msgs if consumer.subscription is not None else 0
         if pending == 0:  # not a backlog: this event starts a new slice of work
             consumer._work.restart()
@@ -404,6 +491,8 @@ class JetStreamBus:
             consumer.kinds is not None and not isinstance(event, consumer.kinds)
         ):
             consumer.skipped += 1
+        elif consumer.catch_up and self._covered(event, headers, seq):
+            consumer.covered += 1  # the snapshot this node started from holds it already
         else:
             consumer.stored_at = msg.metadata.timestamp.timestamp()
             try:
@@ -413,8 +502,19 @@ class JetStreamBus:
             except Exception:
                 log.exception("bus: event handler failed", consumer=consumer.name, event_kind=event.kind)
             consumer.handled += 1
+            if consumer.catch_up:
+                self.journal.record(event, _origin(headers))
         consumer.last_seq = seq
+        if consumer.catch_up:
+            self._moved.set()
         await msg.ack()
+
+    def _covered(self, event: ev.Event, headers: dict[str, str], seq: int) -> bool:
+        coverage = self._coverage
+        if coverage is None or not journaled(event):
+            return False
+        boot, number = _publishing(headers)
+        return coverage.covers(headers.get(HEADER_NODE), boot, number, seq)
 
     def _fresh(self, headers: dict[str, str]) -> bool:
         """Not from a stream owner older than the newest seen for its server."""
@@ -430,6 +530,179 @@ class JetStreamBus:
             return False
         self._newest[server] = token
         return True
+
+    # ------------------------------------------------------------ catch-up
+    @property
+    def catch_up_subject(self) -> str:
+        # Not under `<subject_prefix>.`: the stream must not keep these.
+        return f"{self.settings.subject_prefix}_catchup"
+
+    @property
+    def caught_up(self) -> bool:
+        return self._caught_up.is_set()
+
+    def _position(self) -> int:
+        """The stream sequence up to which the catch-up consumer has handled other nodes' events."""
+        consumer = self._catch_up
+        return 0 if consumer is None else max(consumer.last_seq, consumer.floor)
+
+    async def _catch_up_once(self) -> None:
+        """Ask a caught-up node for its snapshot and replay it; the consumer waits meanwhile.
+        Whatever happens, the consumer goes on afterwards (without a snapshot: as before)."""
+        started = time.perf_counter()
+        try:
+            head, entries, unreadable = await self._ask_snapshot()
+            if head is not None:
+                await self._replay(head, entries)
+                log.info(
+                    "bus: caught up with the floor",
+                    source=head.node,
+                    events=len(entries),
+                    replayed=self._catch_up.replayed if self._catch_up else 0,
+                    unreadable=unreadable,
+                    position=head.position,
+                    ms=round((time.perf_counter() - started) * 1000, 1),
+                )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning(
+                "bus: not caught up with the floor: calls in progress and agents' states are known "
+                "from their next events only",
+                error=f"{type(exc).__name__}: {exc}"[:300],
+            )
+        finally:
+            self._caught_up.set()
+        try:
+            await self._answer_snapshots()
+        except Exception as exc:
+            log.warning("bus: not answering catch-up requests until the next connection", error=repr(exc))
+
+    async def _ask_snapshot(self) -> tuple[SnapshotHead | None, list[Entry], int]:
+        """The snapshot of one caught-up node (None: there is none to ask)."""
+        nc, js = self._nc, self._js
+        # Everything stored before now reaches us through the snapshot, not the consumer (a new
+        # one starts after it): the answering node waits until it has handled that much.
+        need = (await js.stream_info(self.stream)).state.last_seq or 0
+        inbox = nc.new_inbox()
+        sub = await nc.subscribe(inbox)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 2 * self.settings.timeout_s
+        parts: dict[int, list[Entry]] = {}
+        head: SnapshotHead | None = None
+        unreadable = 0
+        try:
+            request = SnapshotRequest(self.node, self._boot, need)
+            await nc.publish(
+                self.catch_up_subject, request.to_bytes(), reply=inbox, headers={HEADER_NODE: self.node}
+            )
+            while head is None or len(parts) < head.parts:
+                msg = await sub.next_msg(timeout=max(0.01, deadline - loop.time()))
+                if (msg.headers or {}).get("Status") == "503":
+                    log.info("bus: no node to catch up from (the first one up)", need=need)
+                    return None, [], 0
+                part = decode_part(msg.data)
+                parts[part.number] = part.entries
+                unreadable += part.unreadable
+                head = part.head or head
+                await next_turn()  # one part per turn: each is decoded within a slice
+        finally:
+            await _quietly(sub.unsubscribe())
+        if unreadable:
+            log.warning(
+                "bus: snapshot events that cannot be read, skipped", count=unreadable, source=head.node
+            )
+        return head, [entry for number in sorted(parts) for entry in parts[number]], unreadable
+
+    async def _replay(self, head: SnapshotHead, entries: list[Entry]) -> None:
+        """The snapshot through the catch-up consumer's handler, as if they came from the stream
+        (now: they are news to the statistics, not a backlog the database holds)."""
+        consumer = self._catch_up
+        assert consumer is not None
+        for server, token in head.tokens.items():
+            self._newest[server] = max(token, self._newest.get(server, -1))
+        self._coverage = head.coverage
+        work = Slice()
+        for origin, event in entries:
+            if origin == self.origin:
+                continue  # delivered here when this node published it
+            consumer.stored_at = time.time()
+            try:
+                result = consumer.handler(event)
+                if result is not None:
+                    await result
+            except Exception:
+                log.exception(
+                    "bus: snapshot event handler failed", consumer=consumer.name, event_kind=event.kind
+                )
+            consumer.replayed += 1
+            self.journal.record(event, origin)
+            if work.over():
+                await next_turn()
+                work.restart()
+
+    async def _answer_snapshots(self) -> None:
+        if self._nc is None or self._responder is not None:
+            return
+        self._responder = await self._nc.subscribe(
+            self.catch_up_subject, queue=CATCH_UP_QUEUE, cb=self._answer
+        )
+
+    async def _answer(self, msg: Any) -> None:
+        """A starting node's request: this node's journal, once it has handled everything the
+        requester's consumer will not get (bounded: `timeout_s / 2`)."""
+        try:
+            request = SnapshotRequest.from_bytes(msg.data)
+        except SnapshotError as exc:
+            log.warning("bus: catch-up request cannot be read, ignored", error=str(exc))
+            return
+        if not msg.reply or self._nc is None:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.timeout_s / 2
+        while self._position() < request.need and loop.time() < deadline:
+            self._moved.clear()
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._moved.wait(), max(0.0, deadline - loop.time()))
+        if self._position() < request.need:
+            log.warning(
+                "bus: snapshot sent behind the stream",
+                to=request.node,
+                position=self._position(),
+                need=request.need,
+            )
+        # One step: the journal, our publishing number and our position belong to one instant.
+        entries = self.journal.capture()
+        head = {
+            "node": self.node,
+            "boot": self._boot,
+            "seq": self._seq,
+            "position": self._position(),
+            "tokens": dict(self._newest),
+        }
+        parts: list[bytes] = []
+        work = Slice()
+        for item in encode_parts(head, entries):
+            if item is not None:
+                parts.append(item)
+            elif work.over():
+                await next_turn()
+                work.restart()
+        nc = self._nc
+        if nc is None:
+            return
+        for part in parts:
+            await nc.publish(msg.reply, part)
+        await _quietly(nc.flush(self.settings.timeout_s))
+        self.snapshots_sent += 1
+        log.info(
+            "bus: snapshot sent to a starting node",
+            to=request.node,
+            events=len(entries),
+            calls=self.journal.calls,
+            members=self.journal.members,
+            parts=len(parts),
+        )
 
     # ------------------------------------------------------------ shutdown
     async def flush(self, within_s: float = 5.0) -> bool:
@@ -452,10 +725,11 @@ class JetStreamBus:
                     await asyncio.wait_for(sub.drain(), within_s)
                 except Exception as exc:
                     log.debug("bus: consumer drain", consumer=consumer.name, error=repr(exc))
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        for task in (self._task, self._catching):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._task = self._catching = None
         if self._nc is not None and not self._nc.is_closed:
             try:
                 await asyncio.wait_for(self._nc.drain(), within_s)
@@ -519,7 +793,20 @@ class _Flow:
         self.failed.clear()
 
 
-async def _quietly(ack: Awaitable[None]) -> None:
+def _publishing(headers: dict[str, str]) -> tuple[str | None, int | None]:
+    """The publishing node's run and number of an event (from `Nats-Msg-Id`: node-boot-n)."""
+    parts = headers.get(HEADER_MSG_ID, "").rsplit("-", 2)
+    if len(parts) != 3 or parts[0] != headers.get(HEADER_NODE) or not parts[2].isdigit():
+        return None, None
+    return parts[1], int(parts[2])
+
+
+def _origin(headers: dict[str, str]) -> str:
+    boot, _ = _publishing(headers)
+    return f"{headers.get(HEADER_NODE, '')}/{boot or ''}"
+
+
+async def _quietly(ack: Awaitable[Any]) -> None:
     try:
         await ack
     except Exception as exc:

@@ -55,6 +55,7 @@ class _OpenCall:
     record: CallRecord
     ended: bool = False
     contribution: dict[Key, Tally] = field(default_factory=dict)
+    restored: bool = False  # from the database (in progress at a stop), not from its events
 
 
 class LiveStats:
@@ -153,6 +154,14 @@ class LiveStats:
             self._forget_call_waiting(key)
             return
         call = self._calls.get(key)
+        if call is not None and call.restored and isinstance(e, ev.CallStarted):
+            # The call from its beginning (another node's snapshot of the floor replays its
+            # events, bus_catchup.py): those events replace the stored copy, rather than add
+            # its queue stays and IVR steps to it a second time.
+            self._retract(call)
+            self._forget_call_waiting(key)
+            del self._calls[key]
+            call = None
         if call is None:
             direction: Direction = (
                 "outbound" if isinstance(e, ev.CallStarted) and e.direction == "outbound" else "inbound"
@@ -292,7 +301,9 @@ class LiveStats:
         key = (record.server, record.linkedid)
         if still_open:
             if key not in self._calls:
-                self._update(self._open(key, record), record, ended=False)
+                call = self._open(key, record)
+                call.restored = True
+                self._update(call, record, ended=False)
         else:
             for cell, tally in self._contribution(record, ended=True).items():
                 if cell[2] == today:
