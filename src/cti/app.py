@@ -286,6 +286,7 @@ class Daemon:
         from dataclasses import replace
 
         from cti.bus_jetstream import JetStreamBus
+        from cti.screenpop.campaign import contact_companion
 
         self.jetstream: JetStreamBus | None = None
         settings = self.settings.bus
@@ -322,7 +323,13 @@ class Daemon:
         def deliver(event: ev.Event) -> None:
             self.bus.publish_remote(event, skip=backlog if desk.stored_at < started else ())
 
-        desk = self.jetstream.consume("desk", deliver)
+        # The desk consumer first replays a running node's snapshot of the floor (the calls in
+        # progress, the agents' states: a new consumer reads the stream from "now"), and its
+        # events make this node's own journal for the nodes that start later (bus_catchup.py).
+        desk = self.jetstream.consume("desk", deliver, catch_up=True)
+        # A campaign call's contact is in the dialling node's memory: it goes with the call's
+        # DialerConnected to the other nodes' pops (screenpop/campaign.py).
+        self.jetstream.companions = contact_companion(self.dialer.contact_for_pop)
         self.jetstream.start()
         stale = asyncio.Event()
         self.users.on_unknown = lambda _interface: stale.set()
