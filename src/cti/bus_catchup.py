@@ -211,28 +211,29 @@ def encode_parts(head_fields: dict[str, Any], entries: list[Entry]) -> Iterator[
 class Part:
     number: int
     head: SnapshotHead | None
-    entries: list[Entry]
-    unreadable: int  # events of it that could not be decoded (skipped)
+    items: list[Any]  # its events, still to be read one at a time (`read_entry`)
 
 
 def decode_part(data: bytes) -> Part:
+    """A part's head and its events as JSON (reading them all in one step would hold the
+    loop for milliseconds: the caller reads them one by one between slices)."""
     raw = _object(data)
     number = _int(raw, "part")
     head = SnapshotHead.from_json(raw.get("head")) if number == 0 else None
     items = raw.get("events")
     if not isinstance(items, list):
         raise SnapshotError("events: not a list")
-    entries: list[Entry] = []
-    unreadable = 0
-    for item in items:
-        if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)):
-            unreadable += 1
-            continue
-        try:
-            entries.append((item[0], from_document(item[1])))
-        except EventDecodeError:
-            unreadable += 1
-    return Part(number, head, entries, unreadable)
+    return Part(number, head, items)
+
+
+def read_entry(item: Any) -> Entry | None:
+    """One event of a part, with who published it; None when it cannot be read."""
+    if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)):
+        return None
+    try:
+        return (item[0], from_document(item[1]))
+    except EventDecodeError:
+        return None
 
 
 def _object(data: bytes) -> dict[str, Any]:

@@ -58,6 +58,7 @@ from cti.bus_catchup import (
     decode_part,
     encode_parts,
     journaled,
+    read_entry,
 )
 from cti.calls import events as ev
 from cti.config import BusSettings
@@ -591,6 +592,7 @@ class JetStreamBus:
         parts: dict[int, list[Entry]] = {}
         head: SnapshotHead | None = None
         unreadable = 0
+        work = Slice()
         try:
             request = SnapshotRequest(self.node, self._boot, need)
             await nc.publish(
@@ -601,11 +603,20 @@ class JetStreamBus:
                 if (msg.headers or {}).get("Status") == "503":
                     log.info("bus: no node to catch up from (the first one up)", need=need)
                     return None, [], 0
-                part = decode_part(msg.data)
-                parts[part.number] = part.entries
-                unreadable += part.unreadable
+                await next_turn()
+                work.restart()
+                part = decode_part(msg.data)  # 32 kB of JSON: well within a slice
                 head = part.head or head
-                await next_turn()  # one part per turn: each is decoded within a slice
+                entries = parts[part.number] = []
+                for item in part.items:  # each event checked field by field: a slice at a time
+                    entry = read_entry(item)
+                    if entry is None:
+                        unreadable += 1
+                    else:
+                        entries.append(entry)
+                    if work.over():
+                        await next_turn()
+                        work.restart()
         finally:
             await _quietly(sub.unsubscribe())
         if unreadable:
