@@ -46,7 +46,14 @@ AGENT_INTERFACE = "Local/agent1@agents/n"
 
 
 def config(
-    tmp_path: Path, name: str, url: str, ami_port: int, web_port: int, tag: str, ha: bool = False
+    tmp_path: Path,
+    name: str,
+    url: str,
+    ami_port: int,
+    web_port: int,
+    tag: str,
+    ha: bool = False,
+    dialer: bool = False,
 ) -> Path:
     """A node's settings; without `ha`, node A has the sim and node B a server of its own."""
     path = tmp_path / f"{name}.toml"
@@ -60,15 +67,15 @@ def config(
         f'metrics_token = "scrape-{tag}"\n'
         f'[bus]\nnats_url = "{NATS_URL}"\nnode = "{name}-{tag}"\nstream = "CTI_TEST_{tag}"\n'
         f'subject_prefix = "cti-test-{tag}"\n'
-        f'[dialer]\nenabled = false\n[log]\nformat = "json"\nlevel = "info"\n',
+        f'[dialer]\nenabled = {"true" if dialer else "false"}\n[log]\nformat = "json"\nlevel = "info"\n',
         encoding="utf-8",
     )
     return path
 
 
 @asynccontextmanager
-async def serve(config_path: Path, log: Path) -> AsyncIterator[asyncio.subprocess.Process]:
-    env = {**os.environ, "CTI_AMI_SIM_SECRET": "ctisecret", "CTI_AMI_ELSEWHERE_SECRET": "x"}
+async def serve(config_path: Path, log: Path, **extra: str) -> AsyncIterator[asyncio.subprocess.Process]:
+    env = {**os.environ, "CTI_AMI_SIM_SECRET": "ctisecret", "CTI_AMI_ELSEWHERE_SECRET": "x", **extra}
     handle: IO[bytes] = open(log, "ab")  # noqa: ASYNC230, SIM115 - handed to the child
     try:
         process = await asyncio.create_subprocess_exec(
@@ -296,7 +303,8 @@ async def test_a_restarted_node_counts_what_it_missed_once(
     pg_url: str,  # noqa: F811
 ) -> None:
     """Node B is stopped while node A tracks a call to its end, then started again: its durable
-    consumer resumes with that call's events and its statistics restore the stored call; the
+    consumer resumes after A's snapshot of the floor (which covers that call's events, over
+    before B started) and its statistics restore the stored call; the
     supervisor on B sees the call counted once, not twice."""
     tag = uuid.uuid4().hex[:10]
     port_a, port_b = free_port(), free_port()
@@ -329,7 +337,7 @@ async def test_a_restarted_node_counts_what_it_missed_once(
                 async with serve(conf_b, tmp_path / "b2.log") as b:
                     await answering(session, port_b, b, None)
                     sup = await login(session, port_b, "sup")
-                    # The call's events come from the stream (B's consumer resumes)...
+                    # B hears A (the snapshot of the floor, then the stream)...
                     await until(lambda: remote_events(session, port_b, tag), 30)
                     await asyncio.sleep(0.5)
                     # ...and the call is counted once: restored from the database, not again.
