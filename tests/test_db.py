@@ -243,7 +243,7 @@ async def test_in_memory_sqlite_keeps_one_database() -> None:
 
 
 async def test_migrations_match_models(engine: AsyncEngine) -> None:
-    assert await current_revision(engine) == head_revision() == "0010"
+    assert await current_revision(engine) == head_revision() == "0011"
     async with engine.connect() as conn:
         assert await conn.run_sync(_schema_diff, Base.metadata) == []
         # The comparison must be able to see a difference at all.
@@ -257,7 +257,7 @@ async def test_migrations_match_models(engine: AsyncEngine) -> None:
 
 async def test_upgrade_twice_is_harmless_and_downgrade_drops_everything(engine: AsyncEngine) -> None:
     await upgrade_async(engine)
-    assert await current_revision(engine) == "0010"
+    assert await current_revision(engine) == "0011"
 
     def downgrade(conn: Connection) -> None:
         config = alembic_config()
@@ -327,7 +327,7 @@ def test_cli_db_upgrade(tmp_path: Path) -> None:
         finally:
             await eng.dispose()
 
-    assert asyncio.run(revision()) == "0010"
+    assert asyncio.run(revision()) == "0011"
 
 
 def test_alembic_commands_with_a_url(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -346,7 +346,7 @@ def test_alembic_commands_with_a_url(tmp_path: Path, capsys: pytest.CaptureFixtu
         finally:
             await eng.dispose()
 
-    assert asyncio.run(revision()) == "0010"
+    assert asyncio.run(revision()) == "0011"
 
 
 async def test_migration_logs_hide_the_password(db_url: str, backend: str) -> None:

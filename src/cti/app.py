@@ -46,6 +46,7 @@ from cti.web.auth import LoginLimiter, Principal, TokenSigner, UserStore
 from cti.web.frames import CallFrames
 from cti.web.health import DatabaseProbe, readiness
 from cti.web.hub import Hub
+from cti.web.login_limits import SharedLoginLimiter
 from cti.web.metrics import DaemonCollector, PopLatency, TimedRecordSink, build_registry
 from cti.web.routes import AGENT_ROUTES, CUSTOMER_ROUTES, TICKET_ROUTES
 from cti.web.server import WebContext, build_app, runner_options
@@ -242,6 +243,14 @@ class Daemon:
                 web_settings.login_attempts_per_minute,
                 per_address=web_settings.login_attempts_per_address_per_minute,
             ),
+            # On PostgreSQL, possibly several nodes: the limits hold for all of them together.
+            shared_limiter=SharedLoginLimiter(
+                self.engine,
+                web_settings.login_attempts_per_minute,
+                per_address=web_settings.login_attempts_per_address_per_minute,
+            )
+            if self.engine.dialect.name == "postgresql"
+            else None,
             hub=self.hub,
             pops=self.pops,
             clock=time.time,

@@ -471,3 +471,18 @@ class CallScript(Base):
     script: Mapped[dict[str, Any]] = mapped_column(JSON)
     updated_by: Mapped[str] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class LoginAttempt(Base):
+    """A login attempt that reached a password check, by limiter key ("u:<username>" or
+    "a:<address>"), shared by every node on one PostgreSQL database (web/login_limits.py): the
+    limits hold for the whole cluster, not per node. Rows older than the limiter's window are
+    deleted; a refused attempt writes nothing."""
+
+    __tablename__ = "login_attempts"
+    __table_args__ = (Index(None, "key", "at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(Text)
+    # PostgreSQL's clock, never a node's: the nodes' clocks disagree.
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

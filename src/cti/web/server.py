@@ -33,6 +33,7 @@ from cti.web.errors import (
 )
 from cti.web.guard import EdgeGuard, edge_middleware
 from cti.web.hub import SESSION_ENDED, Client, Hub
+from cti.web.login_limits import SharedLoginLimiter
 from cti.web.metrics import METRICS, DaemonCollector, build_registry, metrics
 from cti.web.models import Health, Login, LoginReply, NoBody, Ok, Readiness, User
 from cti.web.openapi import DOCUMENT, build_on_startup, openapi
@@ -100,6 +101,10 @@ class WebContext:
     guard: EdgeGuard = field(init=False)
     # Logins by result (ok, bad_credentials, rate_limited, busy), for the metrics.
     login_results: Counter[str] = field(default_factory=Counter)
+    # On PostgreSQL: the attempts counted for every node of the database (web/login_limits.py);
+    # `limiter` then counts only while the database does not answer.
+    shared_limiter: SharedLoginLimiter | None = None
+    shared_limiter_failing: bool = False
 
     def __post_init__(self) -> None:
         if self.session_store is None:
@@ -221,6 +226,47 @@ def _login_busy(ctx: WebContext) -> ApiError:
     return ApiError("too many logins at once, try again", status=503, error_id="login-busy")
 
 
+# An attempt counted by the shared limiter (the id of its row) or by this node's (its time).
+SHARED, LOCAL = "shared", "local"
+Stamp = tuple[str, float]
+
+
+async def _count_attempt(ctx: WebContext, keys: tuple[str, str]) -> Stamp | None:
+    """Count a login attempt before its password is checked: in the database every node shares
+    when there is one (web/login_limits.py), else, or while it does not answer, in this node's
+    memory. None: a limit is reached, nothing was counted."""
+    shared = ctx.shared_limiter
+    if shared is not None:
+        try:
+            row = await shared.begin(*keys)
+        except Exception as exc:  # the database away: this node's own limits, said once
+            if not ctx.shared_limiter_failing:
+                log.warning(
+                    "shared login limits unavailable: this node's own apply", error=type(exc).__name__
+                )
+                ctx.shared_limiter_failing = True
+        else:
+            if ctx.shared_limiter_failing:
+                log.info("shared login limits back")
+                ctx.shared_limiter_failing = False
+            return None if row is None else (SHARED, float(row))
+        if ctx.limiter.blocked(*keys):
+            return None
+    local = ctx.limiter.begin(*keys)
+    return None if local is None else (LOCAL, local)
+
+
+async def _attempt_succeeded(ctx: WebContext, keys: tuple[str, str], stamp: Stamp) -> None:
+    kind, value = stamp
+    if kind == LOCAL or ctx.shared_limiter is None:
+        ctx.limiter.succeeded(*keys, value)
+        return
+    try:
+        await ctx.shared_limiter.succeeded(*keys, int(value))
+    except Exception as exc:  # the attempts then expire with their window
+        log.warning("login attempts not cleared after a login", error=type(exc).__name__)
+
+
 @operation(
     "log in: a token, and the session cookie for browsers",
     response=LoginReply,
@@ -240,11 +286,11 @@ async def login(request: web.Request) -> web.Response:
     keys = (username or "", address)
     # The attempt is counted before its password is checked: concurrent attempts cannot all
     # slip past the limit while the first ones are being verified.
-    if ctx.limiter.blocked(*keys):
+    if ctx.shared_limiter is None and ctx.limiter.blocked(*keys):
         raise _rate_limited(ctx)
     if ctx.passwords.full:
         raise _login_busy(ctx)
-    stamp = ctx.limiter.begin(*keys)
+    stamp = await _count_attempt(ctx, keys)
     if stamp is None:
         raise _rate_limited(ctx)
     try:
@@ -256,7 +302,7 @@ async def login(request: web.Request) -> web.Response:
         log.info("login refused", username=username, remote=address)
         raise Unauthenticated("wrong username or password", error_id="bad-credentials")
     ctx.login_results["ok"] += 1
-    ctx.limiter.succeeded(*keys, stamp)
+    await _attempt_succeeded(ctx, keys, stamp)
     session_id, expires = await ctx.sessions.open(principal, address)
     token = ctx.signer.issue(principal.username, session_id, expires)
     if ctx.users.principal(principal.username) != principal:
