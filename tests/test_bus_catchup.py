@@ -288,3 +288,23 @@ async def test_nothing_a_starting_node_heard_from_the_stream_is_replayed_again(
     assert [e.linkedid for e in seen if isinstance(e, ev.CallEvent)] == [f"c{i}" for i in range(20)]
     await second.close()
     await first.close()
+
+
+async def test_an_unreadable_event_still_moves_the_position_a_snapshot_answers_for(
+    bus_settings: BusSettings,  # noqa: F811
+) -> None:
+    """Else a starting node's request would wait (timeout_s / 2) for a position the answering
+    node never reaches when the stream's last message is bytes it cannot read."""
+    import nats
+
+    node = bus(bus_settings, "node-a")
+    desk = node.consume("desk", lambda e: None, catch_up=True)
+    node.start()
+    await until(lambda: node.connected and node.caught_up, 10)
+    nc = await nats.connect(bus_settings.nats_url)
+    js = nc.jetstream()
+    ack = await js.publish(f"{bus_settings.subject_prefix}.{SERVER}.call_started", b"not an event")
+    await until(lambda: desk.undecodable == 1, 10)
+    assert node._position() == ack.seq
+    await nc.close()
+    await node.close()

@@ -477,6 +477,11 @@ class JetStreamBus:
             consumer.undecodable += 1
             level = log.warning if consumer.undecodable == 1 else log.debug
             level("bus: event cannot be read, skipped", consumer=consumer.name, seq=seq, error=str(exc))
+            # Past it all the same: a snapshot this node answers counts it as seen (else a
+            # starting node would wait for a position this consumer never reaches).
+            consumer.last_seq = seq
+            if consumer.catch_up:
+                self._moved.set()
             await msg.term()
             return
         if not self._fresh(headers):
