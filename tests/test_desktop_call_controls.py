@@ -106,7 +106,8 @@ async def test_blind_transfer_to_a_queue_dtmf_hangup_and_only_ones_own_call(tmp_
         second = floor.daemon.pops.calls["sim", linkedid].answered_by
         assert second is not None
         async with desk(floor, second) as http:
-            assert (await post(http, "/api/agent/call/hangup", {}))["linkedid"] == linkedid
+            hung_up = await post(http, "/api/agent/call/hangup", {})
+            assert (hung_up["server"], hung_up["linkedid"]) == ("sim", linkedid)  # the call: both
         await until(lambda: ("sim", linkedid) not in floor.daemon.pops.calls, 10)
 
 

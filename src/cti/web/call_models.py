@@ -37,10 +37,11 @@ class Dtmf(RequestModel):
 
 
 class CallControl(ResponseModel):
-    """What was done, on which call (the Linkedid) and channel."""
+    """What was done, on which call (its server and Linkedid) and channel."""
 
     ok: Literal[True]
     action: str
+    server: str | None = None  # None only for a link that names no server (tests' fakes)
     linkedid: str
     channel: str
     target: str | None = None

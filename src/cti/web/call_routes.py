@@ -53,8 +53,14 @@ async def _my_call(request: web.Request) -> tuple[CallControls, AgentCall, Princ
     return controls, await controls.find(phone), principal
 
 
-def _done(action: str, call: AgentCall, channel: str, target: str | None = None) -> web.Response:
-    reply = CallControl(ok=True, action=action, linkedid=call.linkedid, channel=channel, target=target)
+def _done(
+    action: str, controls: CallControls, call: AgentCall, channel: str, target: str | None = None
+) -> web.Response:
+    # The call is its server and its linkedid: two PBXs may name two calls alike.
+    server = getattr(getattr(controls.link, "server", None), "name", None)
+    reply = CallControl(
+        ok=True, action=action, server=server, linkedid=call.linkedid, channel=channel, target=target
+    )
     return web.json_response(reply.model_dump())
 
 
@@ -63,7 +69,7 @@ async def hangup(request: web.Request) -> web.Response:
     await body_of(request, NoBody)
     controls, call, _ = await _my_call(request)
     await controls.hangup(call)
-    return _done("hangup", call, call.phone.name)
+    return _done("hangup", controls, call, call.phone.name)
 
 
 def _destination(ctx: WebContext, controls: CallControls, body: Transfer, me: Principal) -> tuple[str, str]:
@@ -100,7 +106,7 @@ async def transfer(request: web.Request) -> web.Response:
         await controls.blind_transfer(call, context, exten)
     else:
         await controls.attended_transfer(call, context, exten)
-    return _done(f"transfer.{body.mode}", call, call.member.name, f"{exten}@{context}")
+    return _done(f"transfer.{body.mode}", controls, call, call.member.name, f"{exten}@{context}")
 
 
 @operation(
@@ -119,9 +125,9 @@ async def transfer_step(request: web.Request) -> web.Response:
     controls, call, _ = await _my_call(request)
     if step == "complete":
         await controls.complete_transfer(call)
-        return _done("transfer.complete", call, call.phone.name)
+        return _done("transfer.complete", controls, call, call.phone.name)
     await controls.cancel_transfer(call)
-    return _done("transfer.cancel", call, call.member.name)
+    return _done("transfer.cancel", controls, call, call.member.name)
 
 
 @operation(
@@ -136,7 +142,7 @@ async def dtmf(request: web.Request) -> web.Response:
     digits = (await body_of(request, Dtmf)).digits
     controls, call, _ = await _my_call(request)
     await controls.dtmf(call, digits)
-    return _done("dtmf", call, call.phone.name, digits)
+    return _done("dtmf", controls, call, call.phone.name, digits)
 
 
 @operation("whom I can transfer to: colleagues and queues", response=TransferTargets, tag="agent")
