@@ -696,3 +696,59 @@ async def test_an_adopted_call_not_in_the_records_yet_is_completed_once_it_is() 
     [settled] = ended(feed(tracker, msgs[last_step + 1 :]) + tracker.flush())
     assert (settled.outcome, settled.direction, settled.hangup_by) == ("ivr_only", "inbound", "system")
     assert (settled.started_at, settled.ivr_path) == (start, [step])
+
+
+def abandoned_as_asterisk_saw_it() -> tuple[list[Message], RecoveredCall]:
+    """The last events of inbound_abandoned (the caller hangs up in the queue), and the call as
+    CEL and queue_log tell it whole."""
+    msgs = messages("inbound_abandoned")
+    linkedid = "1795389636.16"
+    hangup = next(
+        i
+        for i, m in enumerate(msgs)
+        if m.get("Event") == "SoftHangupRequest" and m.get("Uniqueid") == linkedid
+    )
+    stamps = [float(m["Timestamp"]) for m in msgs if "Timestamp" in m]
+    start, end = stamps[0], stamps[-1]
+    record = CallRecord("default", linkedid, "inbound", start, end, caller_raw="0612345678")
+    lines = [
+        f"{int(start) + 5}|1795389636.17|support|NONE|ENTERQUEUE||0612345678|1",
+        f"{int(end)}|1795389636.17|support|NONE|ABANDON|1|1|{int(end) - int(start) - 5}",
+    ]
+    return msgs[hangup - 1 :], RecoveredCall(record, parse_lines(lines), hangup=("caller", end))
+
+
+async def test_a_call_met_at_its_end_right_after_the_login_is_recorded_from_the_records() -> None:
+    """A restart: the caller hangs up in the queue just as the daemon logs in, and its last
+    events arrive before the stored mark is read (events flow from the login on). The call, met
+    only by its hangup, is held from the start, then recorded from Asterisk's records, which saw
+    it whole: before, it was closed from that instant (started at its hangup, an abandon taken
+    for a queue timeout: tests/test_gap_kill.py) and, known to the tracker, never recovered."""
+    tail, as_asterisk = abandoned_as_asterisk_saw_it()
+    tracker, daemon = CallTracker(), Daemon()
+    gap = recovery(tracker, Records([as_asterisk]), Store(mark=as_asterisk.record.started_at - 60), daemon)
+    assert ended(feed(tracker, tail)) == []  # before the resync, before the mark is read
+    assert tracker.held() == [as_asterisk.record.linkedid]
+    await gap.begin()
+    tracker.resync([], [], at=as_asterisk.record.ended_at or 0.0)
+    await gap.recover()
+    [record] = ended(daemon.published)
+    assert daemon.saved == [record]
+    assert (record.closed_by, record.started_at, record.outcome) == (
+        "cel",
+        as_asterisk.record.started_at,
+        "abandoned",
+    )
+
+
+async def test_a_first_run_closes_what_it_held_before_the_mark_as_seen() -> None:
+    """The same on a first run (no mark: nothing before it is the daemon's): closed as seen once
+    the mark is read, not held for a pass that never comes."""
+    tail, as_asterisk = abandoned_as_asterisk_saw_it()
+    tracker, daemon = CallTracker(), Daemon()
+    gap = recovery(tracker, Records([as_asterisk]), Store(mark=None), daemon)
+    assert ended(feed(tracker, tail)) == []
+    assert await gap.begin() is None
+    [record] = ended(daemon.published)
+    assert (record.linkedid, record.closed_by) == (as_asterisk.record.linkedid, "events")
+    assert tracker.held() == [] and not tracker.hold_adopted

@@ -103,6 +103,12 @@ class GapRecovery:
         self.failures = 0
         self._saved_mark: float | None = None
         self._recorded: list[CallRecord] = []  # this pass's calls, for the orphan responses
+        # Until the first connect says whether there is a gap (`begin`), a call first met by
+        # an event after the login is held: the events flow from the login on, before the
+        # stored mark is read; one met at its very end was closed from that instant alone
+        # (started at its hangup, no IVR, an abandon taken for a timeout: tests/test_gap_kill.py)
+        # and, known to the tracker, never recovered from the records.
+        self.tracker.hold_adopted = True
         self._beginning = False  # a (re)connect is reading the stored mark: do not write it
         self._task: asyncio.Task[None] | None = None
         self._keeper: asyncio.Task[None] | None = None
@@ -112,6 +118,7 @@ class GapRecovery:
         at = self.tracker.last_event_at
         if at > 0:
             self.seen_until = max(self.seen_until or 0.0, at)
+        self.tracker.hold_adopted = True  # the next connect has a gap: held from its login on
 
     async def begin(self) -> float | None:
         """A (re)connect: where the gap starts (None: the first run, no gap to speak of)."""
@@ -127,8 +134,11 @@ class GapRecovery:
             self._beginning = False
         if mark is not None:
             self.floor = mark if self.floor is None else min(self.floor, mark)
-        # Calls adopted from here on and ended before the pass is done are settled from
-        # Asterisk's records, which saw them whole (CallTracker.hold_adopted).
+        # Calls adopted from the login on and ended before the pass is done are settled from
+        # Asterisk's records, which saw them whole (CallTracker.hold_adopted). No gap (a first
+        # run): those held since the login are closed as seen.
+        if self.floor is None:
+            self._release_held([])
         self.tracker.hold_adopted = self.floor is not None
         return self.floor
 
@@ -172,6 +182,8 @@ class GapRecovery:
             await asyncio.gather(task, return_exceptions=True)
         self.seen_until = self.floor = self._saved_mark = None
         self._recorded = []
+        # A later takeover starts as a restart does: held from its login until its `begin`.
+        self.tracker.hold_adopted = True
 
     # ------------------------------------------------------------------ one pass over the gap
     async def _run(self) -> None:
