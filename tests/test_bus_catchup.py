@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import date
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -22,6 +23,7 @@ from cti.bus_catchup import (
     MAX_CALL_EVENTS,
     PART_BYTES,
     Coverage,
+    Entry,
     Journal,
     SnapshotError,
     SnapshotRequest,
@@ -116,7 +118,7 @@ def test_what_a_snapshot_covers() -> None:
 
 # ----------------------------------------------------------------------------- the wire
 def test_a_snapshot_round_trips_in_parts_each_small_enough_for_a_slice() -> None:
-    entries = [("a/1", member(f"PJSIP/{i}")) for i in range(400)]
+    entries: list[Entry] = [("a/1", member(f"PJSIP/{i}")) for i in range(400)]
     entries += [("b/2", started(f"c{i}")) for i in range(400)]
     head = {"node": "a", "boot": "1", "seq": 5, "position": 42, "tokens": {SERVER: 3}}
     parts = [p for p in encode_parts(head, entries) if p is not None]
@@ -155,7 +157,12 @@ def test_events_of_a_part_that_cannot_be_read_are_skipped_and_counted() -> None:
 
 
 # ----------------------------------------------------------------------------- campaign contact
-CONTACT = {"id": 7, "campaign": "promo", "phone": "+33612345601", "phone_raw": "06 12 34 56 01"}
+CONTACT: dict[str, Any] = {
+    "id": 7,
+    "campaign": "promo",
+    "phone": "+33612345601",
+    "phone_raw": "06 12 34 56 01",
+}
 
 
 def contact_event() -> CampaignContact:
@@ -308,3 +315,37 @@ async def test_an_unreadable_event_still_moves_the_position_a_snapshot_answers_f
     assert node._position() == ack.seq
     await nc.close()
     await node.close()
+
+
+@pytest.mark.parametrize("reply", [b"not json", b'{"v": 1, "part": 3, "events": []}'])
+async def test_a_snapshot_that_cannot_be_read_leaves_the_node_going_on_without_it(
+    bus_settings: BusSettings,  # noqa: F811
+    reply: bytes,
+) -> None:
+    """Whatever answers the request (another version, a bug): logged, the node follows the
+    stream as it would have without a snapshot."""
+    import nats
+
+    from cti.bus_jetstream import CATCH_UP_QUEUE
+
+    nc = await nats.connect(bus_settings.nats_url)
+
+    async def answer(msg: Any) -> None:
+        await nc.publish(msg.reply, reply)
+
+    await nc.subscribe(f"{bus_settings.subject_prefix}_catchup", queue=CATCH_UP_QUEUE, cb=answer)
+    await nc.flush()
+    seen: list[ev.Event] = []
+    node = bus(bus_settings, "node-b")
+    desk = node.consume("desk", seen.append, catch_up=True)
+    node.start()
+    await until(lambda: node.caught_up, 10)
+    assert desk.replayed == 0
+    other = bus(bus_settings, "node-a")
+    other.start()
+    await until(lambda: other.connected, 10)
+    other.export(started("c1"))
+    await until(lambda: seen == [started("c1")], 10)
+    await other.close()
+    await node.close()
+    await nc.close()

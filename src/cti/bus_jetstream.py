@@ -612,6 +612,8 @@ class JetStreamBus:
                 work.restart()
                 part = decode_part(msg.data)  # 32 kB of JSON: well within a slice
                 head = part.head or head
+                if head is None or not 0 <= part.number < head.parts:
+                    raise SnapshotError(f"part {part.number} out of order or of {head and head.parts}")
                 entries = parts[part.number] = []
                 for item in part.items:  # each event checked field by field: a slice at a time
                     entry = read_entry(item)
