@@ -65,7 +65,6 @@ async def frame(
         remaining = deadline - loop.time()
         assert remaining > 0, f"no {kind} frame {match} within {within_s} s"
         msg = dict(await asyncio.wait_for(ws.receive_json(), remaining))
-        print("frame", msg.get("type"), str(msg)[:300])
         if msg["type"] == kind and all(_get(msg, k) == v for k, v in match.items()):
             return msg
 
