@@ -57,6 +57,9 @@ def test_ringall_answered_pops_three_then_withdraws_the_two_losers() -> None:
     }
     assert pop["queue"] == "hotline" and pop["ivr_path"] == ["main:enter=enter", "main:choice=5"]
     assert {m["reason"] for _, t, m in out if t == "pop.withdraw"} == {"answered_elsewhere"}
+    # Every frame names its call by server and linkedid: two PBXs may name calls alike.
+    ends = [m for _, t, m in out if t in ("pop.withdraw", "pop.ended")]
+    assert {(m["server"], m["linkedid"]) for m in ends} == {(pop["server"], pop["linkedid"])}
 
 
 def test_ringall_abandon_withdraws_every_pop() -> None:

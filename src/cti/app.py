@@ -43,7 +43,6 @@ from cti.screenpop.service import ScreenPops
 from cti.tickets import BreachWatcher, TicketConsumer, TicketError, TicketService
 from cti.tickets.events import TicketEvent, TicketSlaBreached, TicketUpdated
 from cti.web.auth import LoginLimiter, Principal, TokenSigner, UserStore
-from cti.web.frames import CallFrames
 from cti.web.health import DatabaseProbe, readiness
 from cti.web.hub import Hub
 from cti.web.login_limits import SharedLoginLimiter
@@ -213,12 +212,10 @@ class Daemon:
         )
         # Each pop frame's latency from its AMI bytes, measured after the frame is written.
         self.pop_latency = PopLatency(self.links)
-        # Frames naming a call by linkedid get its server too (two PBXs may name calls alike).
-        frames = CallFrames(self.pop_latency.sender(self.hub))
-        self.screen_pops = ScreenPops(self.pops, frames.send, self._lookup_for_pop())
+        self.screen_pops = ScreenPops(self.pops, self.pop_latency.sender(self.hub), self._lookup_for_pop())
         self.tickets = TicketService(self.engine, self.settings.tickets, self.bus.publish)
         # Inline: a pop must not wait behind a queue hop (target: p99 ≤ 5 ms from the AMI bytes).
-        self.bus.tap("screen-pops", frames.around(self.screen_pops.on_event))
+        self.bus.tap("screen-pops", self.screen_pops.on_event)
         # No customer resolver: `open_for_answer` reads the customer chosen on the pop inside
         # its own transaction (reading it first through the directory cost two more queries and
         # a session per answered call, on the screen pops' loop).

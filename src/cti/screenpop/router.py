@@ -198,7 +198,7 @@ class PopRouter:
         call.ringing.pop(user, None)
         if self.current.get(user) == call.key:
             del self.current[user]
-        return [(user, message("pop.withdraw", linkedid=call.linkedid, reason=reason))]
+        return [(user, message("pop.withdraw", server=call.server, linkedid=call.linkedid, reason=reason))]
 
     def _on_agent_ring_stopped(self, e: ev.AgentRingStopped) -> list[Outgoing]:
         call = self.calls.get((e.server, e.linkedid))
@@ -229,9 +229,8 @@ class PopRouter:
         call.answered_by = None
         if self.current.get(previous) == call.key:
             del self.current[previous]
-        out: list[Outgoing] = [
-            (previous, message("pop.transferred", linkedid=call.linkedid, target=e.target))
-        ]
+        transferred = message("pop.transferred", server=call.server, linkedid=call.linkedid, target=e.target)
+        out: list[Outgoing] = [(previous, transferred)]
         # An attended transfer outside any queue: the new party is known by its device only.
         target_user = self.user_for_interface(e.target) if e.target and e.transfer == "attended" else None
         if target_user is not None:
@@ -250,7 +249,7 @@ class PopRouter:
         if call.answered_by is not None:
             if self.current.get(call.answered_by) == call.key:
                 del self.current[call.answered_by]
-            out.append((call.answered_by, message("pop.ended", linkedid=call.linkedid)))
+            out.append((call.answered_by, message("pop.ended", server=call.server, linkedid=call.linkedid)))
         return out
 
     def identified_customer(self, server: str, linkedid: str) -> int | None:
