@@ -58,6 +58,10 @@ PROCESS_MODULES = frozenset(
         "test_scaleout_actions.py",
         "test_scaleout_stack.py",
         "test_campaign_leases.py",
+        "test_scaleout_catchup.py",
+        "test_lease_cut.py",
+        "test_readiness.py",
+        "test_security_login_shared.py",
     }
 )
 
