@@ -14,7 +14,10 @@ In: `consume(purpose, handler)` is a durable consumer, one per node and purpose
 resumes after the last acknowledged one (a new consumer starts with what is published from
 then on). By default a node skips its own events (it delivered them locally when it published
 them). Events whose bytes cannot be read are logged, counted and terminated (never delivered
-again); a consumer never stops on one.
+again); a consumer never stops on one. A consumer handles the stream in order, each event once:
+events lost in flight when the connection dropped (or the process was killed) leave a gap before
+the next delivery, filled from the stream first (`_fill`); when JetStream delivers them again,
+after `ack_wait_s`, they are skipped (`late`).
 
 Fencing: each event of an AMI stream (the tracker's events) carries, in headers, the publishing
 node, the Asterisk server and the token of this node's lease on that server's stream
@@ -80,6 +83,10 @@ STREAM_EVENTS: tuple[type[ev.Event], ...] = (
 )
 CATCH_UP_QUEUE = "catchup"
 MAX_ACK_PENDING = 20_000
+# A gap in a consumer's deliveries (`JetStreamBus._fill`) is filled with at most this many events
+# fetched one by one from the stream (the newest before the delivery that showed it): one request
+# each, and meanwhile the consumer handles nothing newer; the older ones are skipped, counted.
+MAX_FILL = 5_000
 RETRY_S = (0.1, 2.0)  # back-off between failed publishes / connection attempts, first and last
 
 TokenProvider = Callable[[str], int | None]
@@ -107,11 +114,14 @@ class DurableConsumer:
     skipped: int = 0
     fenced: int = 0
     undecodable: int = 0
-    late: int = 0  # delivered after a later event was handled: skipped (see `_handle`)
+    late: int = 0  # delivered again at or below `last_seq` (handled or filled already): skipped
+    filled: int = 0  # missing from the deliveries (lost in flight), fetched from the stream, taken
+    gone: int = 0  # missing from the deliveries and no longer in the stream (retention): skipped
+    unfilled: int = 0  # missing, beyond MAX_FILL in one gap: skipped
     catch_up: bool = False  # waits for, and replays, a snapshot of the floor at the start
     covered: int = 0  # held by the snapshot already: skipped
     replayed: int = 0  # the snapshot's events handled
-    last_seq: int = 0
+    last_seq: int = 0  # 0: no position yet (a new consumer, before its first event)
     floor: int = 0  # the stream sequence it had handled (or started after) when subscribed
     stored_at: float = 0.0  # when JetStream stored the event being handled (epoch s)
     subscription: Any = field(default=None, repr=False)
@@ -422,6 +432,7 @@ class JetStreamBus:
         async def deliver(msg: Any) -> None:
             await self._on_message(consumer, msg)
 
+        await self._resume_position(consumer)
         consumer.subscription = await self._js.subscribe(
             self.subjects,
             durable=consumer.name,
@@ -443,6 +454,24 @@ class JetStreamBus:
             except Exception as exc:
                 log.debug("bus: consumer position unknown", consumer=consumer.name, error=repr(exc))
 
+    async def _resume_position(self, consumer: DurableConsumer) -> None:
+        """An existing durable consumer's ack floor as where this one stands, before it is
+        subscribed (nothing is delivered to it meanwhile, so the floor cannot move): after a
+        restart, a gap between it and the first delivery (events in flight to the process that
+        died, delivered again only after `ack_wait_s`) is filled (`_fill`). A new consumer has
+        no position until its first event."""
+        from nats.js.errors import NotFoundError
+
+        try:
+            info = await self._js.consumer_info(self.stream, consumer.name)
+        except NotFoundError:
+            return
+        except Exception as exc:
+            log.debug("bus: consumer position unknown", consumer=consumer.name, error=repr(exc))
+            return
+        acked = (info.ack_floor.stream_seq or 0) if info.ack_floor is not None else 0
+        consumer.last_seq = max(consumer.last_seq, acked)
+
     async def _on_message(self, consumer: DurableConsumer, msg: Any) -> None:
         if consumer.catch_up and not self._caught_up.is_set():
             await self._caught_up.wait()  # the snapshot first, then the stream after it
@@ -463,27 +492,108 @@ class JetStreamBus:
     async def _handle(self, consumer: DurableConsumer, msg: Any) -> None:
         seq = msg.metadata.sequence.stream
         if seq <= consumer.last_seq:
-            # Handled already (its acknowledgement was lost), or delivered again after newer
-            # events were handled (it was pushed while the connection was down): a consumer
-            # handles the stream in order only; a ringing handled after its call's end would
-            # pop a screen for a call that is over.
+            # Handled (or filled) already: its acknowledgement was lost, or it was in flight when
+            # the connection dropped and JetStream delivered it again after `ack_wait_s`, behind
+            # newer ones (`_fill` took it in its turn). A consumer handles the stream in order
+            # only: a ringing handled after its call's end would pop a screen for a call that is
+            # over.
             consumer.late += 1
             await msg.ack()
             return
-        headers = msg.headers or {}
+        if consumer.last_seq and seq > consumer.last_seq + 1 and not await self._fill(consumer, seq):
+            # Not acknowledged: delivered again after `ack_wait_s`; the next delivery, or that
+            # one, fills the gap (this event included) then.
+            return
+        readable = await self._take(
+            consumer, seq, msg.headers or {}, msg.data, msg.metadata.timestamp.timestamp()
+        )
+        await (msg.ack() if readable else msg.term())
+
+    async def _fill(self, consumer: DurableConsumer, upto: int) -> bool:
+        """The events between the consumer's position and the delivery `upto`, fetched from the
+        stream and taken in order before it. Such a gap is what a dropped connection leaves (or
+        a `kill -9`, `_resume_position`): JetStream pushes the newer events at once and delivers
+        those that were in flight only after `ack_wait_s`, behind them. The stream's subjects
+        are the consumer's filter, so every sequence in between is one of its events; those
+        retention removed are skipped (`gone`), as are those beyond MAX_FILL (`unfilled`).
+        False: the stream could not be read (the delivery is left unacknowledged)."""
+        from nats.js.errors import NotFoundError
+
+        js = self._js
+        first = consumer.last_seq + 1
+        bound = log.bind(consumer=consumer.name, after=consumer.last_seq, delivered=upto)
+        if js is None:
+            return False
+        started = time.perf_counter()
+        filled, gone = consumer.filled, consumer.gone
         try:
-            event = decode(msg.data)
+            # What retention removed, in one request rather than one per sequence.
+            oldest = (await js.stream_info(self.stream)).state.first_seq or 0
+            if oldest > first:
+                consumer.gone += min(oldest, upto) - first
+                first = min(oldest, upto)
+                self._past(consumer, first - 1)
+            if upto - first > MAX_FILL:
+                consumer.unfilled += upto - first - MAX_FILL
+                bound.warning(
+                    "bus: gap in the deliveries too long to fill: the oldest events skipped",
+                    skipped=upto - first - MAX_FILL,
+                    max_fill=MAX_FILL,
+                )
+                first = upto - MAX_FILL
+                self._past(consumer, first - 1)
+            work = consumer._work
+            for seq in range(first, upto):
+                try:
+                    raw = await js.get_msg(self.stream, seq)
+                except NotFoundError:  # removed since (retention, a deletion)
+                    consumer.gone += 1
+                    self._past(consumer, seq)
+                    continue
+                stored_at = raw.time.timestamp() if raw.time is not None else time.time()
+                await self._take(consumer, seq, raw.headers or {}, raw.data or b"", stored_at)
+                consumer.filled += 1
+                if work.over():  # a long gap shares the loop with the screen pops
+                    await next_turn()
+                    work.restart()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            bound.warning(
+                "bus: gap in the deliveries not filled yet (the stream cannot be read)",
+                filled=consumer.filled - filled,
+                error=f"{type(exc).__name__}: {exc}"[:300],
+            )
+            return False
+        bound.info(
+            "bus: gap in the deliveries filled from the stream",
+            filled=consumer.filled - filled,
+            gone=consumer.gone - gone,
+            ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+        return True
+
+    def _past(self, consumer: DurableConsumer, seq: int) -> None:
+        """The consumer has taken (or skipped) the stream up to `seq`."""
+        consumer.last_seq = max(consumer.last_seq, seq)
+        if consumer.catch_up:
+            self._moved.set()
+
+    async def _take(
+        self, consumer: DurableConsumer, seq: int, headers: dict[str, str], data: bytes, stored_at: float
+    ) -> bool:
+        """One event of the stream, at sequence `seq`, through the consumer's checks and its
+        handler; False if its bytes cannot be read (to be terminated, never delivered again)."""
+        try:
+            event = decode(data)
         except EventDecodeError as exc:
             consumer.undecodable += 1
             level = log.warning if consumer.undecodable == 1 else log.debug
             level("bus: event cannot be read, skipped", consumer=consumer.name, seq=seq, error=str(exc))
             # Past it all the same: a snapshot this node answers counts it as seen (else a
             # starting node would wait for a position this consumer never reaches).
-            consumer.last_seq = seq
-            if consumer.catch_up:
-                self._moved.set()
-            await msg.term()
-            return
+            self._past(consumer, seq)
+            return False
         if not self._fresh(headers):
             consumer.fenced += 1
             log.info(
@@ -500,7 +610,7 @@ class JetStreamBus:
         elif consumer.catch_up and self._covered(event, headers, seq):
             consumer.covered += 1  # the snapshot this node started from holds it already
         else:
-            consumer.stored_at = msg.metadata.timestamp.timestamp()
+            consumer.stored_at = stored_at
             try:
                 result = consumer.handler(event)
                 if result is not None:
@@ -510,10 +620,8 @@ class JetStreamBus:
             consumer.handled += 1
             if consumer.catch_up:
                 self.journal.record(event, _origin(headers))
-        consumer.last_seq = seq
-        if consumer.catch_up:
-            self._moved.set()
-        await msg.ack()
+        self._past(consumer, seq)
+        return True
 
     def _covered(self, event: ev.Event, headers: dict[str, str], seq: int) -> bool:
         coverage = self._coverage
