@@ -259,8 +259,23 @@ class DaemonCollector:
             ),
             (
                 "cti_bus_nats_late",
-                "events delivered again after newer ones were handled, skipped",
+                "events delivered again after newer ones were handled (or filled), skipped",
                 sum(c.late for c in consumers),
+            ),
+            (
+                "cti_bus_nats_filled",
+                "events lost in flight, fetched from the stream to fill a gap in the deliveries",
+                sum(c.filled for c in consumers),
+            ),
+            (
+                "cti_bus_nats_gone",
+                "events lost in flight and no longer in the stream (retention), skipped",
+                sum(c.gone for c in consumers),
+            ),
+            (
+                "cti_bus_nats_unfilled",
+                "events lost in flight beyond the bound of one gap's fill, skipped",
+                sum(c.unfilled for c in consumers),
             ),
         ):
             yield _counter(name, doc, value)
