@@ -2,9 +2,10 @@
 and trunk, and `cti serve` against them.
 
 In CI (`CTI_REQUIRE_PBX=1`, set by .ci/run) a missing Asterisk or SIPp fails the tier; on a
-developer's machine the tier is skipped with the command that builds what is missing. The tier
-runs after the rest of the suite; .ci/run builds its Asterisk meanwhile, in the background, and
-the tier waits for that build (`CTI_ASTERISK_BUILD_STATUS`) and fails with its log if it failed.
+developer's machine the tier is skipped with the command that builds what is missing. Run with
+the rest of the suite, the tier runs after it; .ci/run builds its Asterisk in the background and
+runs the tier in another background job beside the rest; the tier waits for that build
+(`CTI_ASTERISK_BUILD_STATUS`) and fails with its log if it failed.
 
 With `CTI_PBX_EXTERNAL` (tests/pbx/external.py) the scenarios marked `external` run against a
 PBX and a daemon that already run, the compose lab (docker/lab), and the others are skipped.
