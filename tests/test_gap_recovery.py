@@ -752,3 +752,44 @@ async def test_a_first_run_closes_what_it_held_before_the_mark_as_seen() -> None
     [record] = ended(daemon.published)
     assert (record.linkedid, record.closed_by) == (as_asterisk.record.linkedid, "events")
     assert tracker.held() == [] and not tracker.hold_adopted
+
+
+class BehindRecords(Records):
+    """Asterisk's records a moment behind the AMI stream: its calls show (in `latest` and
+    `ended_since`) from the `behind`-th read of `latest` on."""
+
+    def __init__(self, calls: Sequence[RecoveredCall], behind: int) -> None:
+        super().__init__(calls)
+        self.behind, self.latest_reads = behind, 0
+        self.hidden = dict(self.calls)
+        self.calls = {}
+
+    async def latest(self) -> float | None:
+        self.latest_reads += 1
+        if self.latest_reads >= self.behind:
+            self.calls = self.hidden
+        return max((c.record.ended_at or 0.0 for c in self.calls.values()), default=None)
+
+
+async def test_a_failed_originate_over_as_the_link_came_back_is_one_attempt() -> None:
+    """An Originate refused (busy) just as the daemon came back: its channels' events went
+    before the login, its response (naming no channel) came after, and Asterisk's records of
+    the call were not written yet when the pass began. The pass waits for the records to catch
+    up with what was seen live, records the call from them, and the response is that call's:
+    one attempt, not a second `originate-<ActionID>` record (seen in tests/test_ha_takeover.py)."""
+    msgs = messages("outbound_busy")
+    response = next(m for m in msgs if m.get("Event") == "OriginateResponse")
+    stamps = [float(m["Timestamp"]) for m in msgs if "Timestamp" in m]
+    linkedid = "1795389846.90"
+    record = CallRecord("default", linkedid, "outbound", stamps[0], stamps[-1], called="0600000002")
+    record.originate_reason = 5
+    busy = RecoveredCall(record, [], originated=True, hangup=("caller", stamps[-1]))
+    tracker, daemon = CallTracker(), Daemon()
+    records = BehindRecords([busy], behind=3)
+    gap = recovery(tracker, records, Store(mark=stamps[0] - 60), daemon, records_lag_s=1.0)
+    assert ended(feed(tracker, [response])) == []  # held: an orphan while the gap is pending
+    await gap.begin()
+    tracker.resync([], [], at=stamps[-1])
+    await gap.recover()
+    assert [r.linkedid for r in ended(daemon.published)] == [linkedid]
+    assert [r.linkedid for r in daemon.saved] == [linkedid]
