@@ -793,3 +793,21 @@ async def test_a_failed_originate_over_as_the_link_came_back_is_one_attempt() ->
     await gap.recover()
     assert [r.linkedid for r in ended(daemon.published)] == [linkedid]
     assert [r.linkedid for r in daemon.saved] == [linkedid]
+
+
+def test_an_originate_restored_from_a_clean_stop_takes_its_late_response() -> None:
+    """Node b stores a ringing Originate as in progress at its clean stop; node a restores it at
+    its takeover, the resync finds its channels alive, then the callee is busy. The response
+    (naming no channel) is that call's: one attempt, busy, not a second `originate-<ActionID>`
+    record beside it (seen in tests/test_ha_takeover.py after the hand-over from b to a)."""
+    msgs = messages("outbound_busy")
+    created = [m for m in msgs if m.get("Event") == "Newchannel"]
+    response = next(i for i, m in enumerate(msgs) if m.get("Event") == "OriginateResponse")
+    linkedid, start = created[0]["Uniqueid"], float(created[0]["Timestamp"])
+    stored = CallRecord("default", linkedid, "outbound", start, called="0600000002", closed_by="shutdown")
+    tracker = CallTracker()
+    tracker.restore([stored])
+    snapshot = [Message({**m, "Event": "CoreShowChannel"}) for m in created]
+    assert ended(tracker.resync(snapshot, [], at=start + 2)) == []
+    [record] = ended(feed(tracker, msgs[response:]) + tracker.flush())
+    assert (record.linkedid, record.originate_reason, record.called) == (linkedid, 5, "0600000002")

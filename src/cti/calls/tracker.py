@@ -1339,7 +1339,11 @@ class CallTracker:
             call, out = self._new_call(linkedid, m, at - duration if duration else at)
             call.record.closed_by = "resync"
         channel = self._add_channel(call, m["Uniqueid"], m.get("Channel", ""))
-        if call.record.closed_by == "resync":
+        # An adopted call, or one restored from the database (stored in progress at a clean
+        # stop, another node's included) whose Originate has no answer yet: its response, still
+        # to come, must find it by the dialled leg, not make a second record of the attempt
+        # (`originate-<ActionID>`, seen in tests/test_ha_takeover.py after a hand-over).
+        if call.record.closed_by == "resync" or (call.originated and not call.originate_resolved):
             self._adopt_origin(call, channel, m.get("ChannelState"))
         channel.bridged = bool(_known(m.get("BridgeId")))
         if m.get("Application") == "Queue" and channel.bridged and not call.record.answered_at:
