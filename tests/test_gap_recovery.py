@@ -556,22 +556,29 @@ async def test_such_an_originate_that_ends_before_the_pass_is_recorded_from_the_
     assert (settled.linkedid, settled.closed_by, settled.outcome) == (linkedid, "cel", "outbound_answered")
 
 
-async def test_an_adopted_call_that_ran_the_ivr_before_the_cut_is_hung_up_by_the_system() -> None:
-    """A customer in the SVI when the daemon came back; the SVI hangs up after the last menu.
-    Which channel ran the dialplan comes from the records: from the live part alone, the SVI's
-    own hangup looked like the caller's."""
+def svi_call() -> tuple[list[Message], int, list[Message], RecoveredCall]:
+    """inbound_ivr_only: its messages, the index of its last IVR step, the CoreShowChannels of
+    its channels after it, and the call as Asterisk's records show it while it is up (its
+    start and IVR step; the SVI's channel ran the dialplan)."""
     msgs = messages("inbound_ivr_only")
     last_step = max(i for i, m in enumerate(msgs) if m.get("Event") == "UserEvent")
     created = [m for m in msgs if m.get("Event") == "Newchannel"]
     linkedid, ivr_side = created[0]["Uniqueid"], created[1]["Uniqueid"]
-    start = float(created[0]["Timestamp"])
-    tracker, daemon = CallTracker(), Daemon()
     step = IvrStep(float(msgs[last_step]["Timestamp"]), "main", "choice", "9")
-    record = CallRecord("default", linkedid, "inbound", start, ivr_path=[step])
+    record = CallRecord("default", linkedid, "inbound", float(created[0]["Timestamp"]), ivr_path=[step])
     as_asterisk = RecoveredCall(record, [], originated=True, dialplan_uids=frozenset({ivr_side}))
+    snapshot = [Message({**m, "Event": "CoreShowChannel", "ChannelState": "6"}) for m in created]
+    return msgs, last_step, snapshot, as_asterisk
+
+
+async def test_an_adopted_call_that_ran_the_ivr_before_the_cut_is_hung_up_by_the_system() -> None:
+    """A customer in the SVI when the daemon came back; the SVI hangs up after the last menu.
+    Which channel ran the dialplan comes from the records: from the live part alone, the SVI's
+    own hangup looked like the caller's."""
+    msgs, last_step, snapshot, as_asterisk = svi_call()
+    start, tracker, daemon = as_asterisk.record.started_at, CallTracker(), Daemon()
     gap = recovery(tracker, Records([as_asterisk]), Store(mark=start - 60), daemon)
     await gap.begin()
-    snapshot = [Message({**m, "Event": "CoreShowChannel", "ChannelState": "6"}) for m in created]
     tracker.resync(snapshot, [], at=float(msgs[last_step]["Timestamp"]))
     await gap.recover()
     [record] = ended(feed(tracker, msgs[last_step + 1 :]) + tracker.flush())
@@ -583,18 +590,12 @@ async def svi_call_held_at_the_pass(
 ) -> tuple[CallTracker, GapRecovery, Daemon, RecoveredCall]:
     """The SVI call of the test above, over as the link comes back, before the pass reads its
     records: held. `records` gets what Asterisk's records say of it (its end not written yet)."""
-    msgs = messages("inbound_ivr_only")
-    last_step = max(i for i, m in enumerate(msgs) if m.get("Event") == "UserEvent")
-    created = [m for m in msgs if m.get("Event") == "Newchannel"]
-    linkedid, ivr_side = created[0]["Uniqueid"], created[1]["Uniqueid"]
-    start = float(created[0]["Timestamp"])
-    tracker, daemon = CallTracker(), Daemon()
-    step = IvrStep(float(msgs[last_step]["Timestamp"]), "main", "choice", "9")
-    record = CallRecord("default", linkedid, "inbound", start, ivr_path=[step])  # no end yet
-    as_asterisk = RecoveredCall(record, [], originated=True, dialplan_uids=frozenset({ivr_side}))
+    msgs, last_step, snapshot, as_asterisk = svi_call()  # no end yet
+    linkedid, tracker, daemon = as_asterisk.record.linkedid, CallTracker(), Daemon()
     records.calls[linkedid] = as_asterisk
-    gap = recovery(tracker, records, Store(mark=start - 60), daemon, records_lag_s=1.0)
-    snapshot = [Message({**m, "Event": "CoreShowChannel", "ChannelState": "6"}) for m in created]
+    gap = recovery(
+        tracker, records, Store(mark=as_asterisk.record.started_at - 60), daemon, records_lag_s=1.0
+    )
     await gap.begin()
     tracker.resync(snapshot, [], at=float(msgs[last_step]["Timestamp"]))
     assert ended(feed(tracker, msgs[last_step + 1 :]) + tracker.flush()) == []
@@ -677,19 +678,12 @@ async def test_an_adopted_call_not_in_the_records_yet_is_completed_once_it_is() 
     and ran its IVR steps before the link came back: adopted, its CEL rows not written yet when
     the pass first reads them. Read again, it gets its beginning and ends as the SVI call it is,
     not as the Originate its first channel (a Local ;1) looks like (tests/test_ha_takeover.py)."""
-    msgs = messages("inbound_ivr_only")
-    last_step = max(i for i, m in enumerate(msgs) if m.get("Event") == "UserEvent")
-    created = [m for m in msgs if m.get("Event") == "Newchannel"]
-    linkedid, ivr_side = created[0]["Uniqueid"], created[1]["Uniqueid"]
-    start = float(created[0]["Timestamp"])
+    msgs, last_step, snapshot, as_asterisk = svi_call()
+    start, step = as_asterisk.record.started_at, as_asterisk.record.ivr_path[0]
     tracker, daemon = CallTracker(), Daemon()
-    step = IvrStep(float(msgs[last_step]["Timestamp"]), "main", "choice", "9")
-    record = CallRecord("default", linkedid, "inbound", start, ivr_path=[step])
-    as_asterisk = RecoveredCall(record, [], originated=True, dialplan_uids=frozenset({ivr_side}))
     records = LateRecords([as_asterisk], behind=3)
     gap = recovery(tracker, records, Store(mark=start - 60), daemon, records_lag_s=1.0)
     await gap.begin()
-    snapshot = [Message({**m, "Event": "CoreShowChannel", "ChannelState": "6"}) for m in created]
     tracker.resync(snapshot, [], at=float(msgs[last_step]["Timestamp"]))
     await gap.recover()
     assert len(records.reads) >= 3
