@@ -216,7 +216,7 @@ class GapRecovery:
         if floor is None:
             return 0
         self._recorded = []
-        latest = await self._caught_up(await self.source.latest())
+        latest = await self._latest_caught_up()
         since = floor - self.margin_s
         if latest is not None and since < latest - self.max_gap_s:
             self.log.warning(
@@ -251,19 +251,35 @@ class GapRecovery:
         )
         return count
 
-    async def _caught_up(self, latest: float | None) -> float | None:
-        """Asterisk's latest record, once the records have caught up with the last event seen
-        live (cel_pgsql writes after the AMI events), for up to `records_lag_s`. A call whose
-        last events went just before the link came back may not show over in them yet: read
-        too soon, it was left out of the pass, and its failed Originate's response (which names
-        no channel) recorded as an attempt of its own, while a later pass recorded the call from
-        CEL: one attempt stored twice (tests/test_ha_takeover.py, `originate-sim-originate-23`)."""
-        seen = self.tracker.last_event_at
+    async def _until_recorded(self, read: Callable[[], Awaitable[bool]]) -> bool:
+        """Call `read` (a look at Asterisk's records, True once they show what it waits for)
+        until it is satisfied, again every RECORDS_RECHECK_S for up to `records_lag_s`:
+        cel_pgsql writes a moment after the AMI events (milliseconds normally, more on a loaded
+        PBX or database). False when the records did not catch up in time."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.records_lag_s
-        while (latest is None or latest < seen) and loop.time() < deadline:
+        while not await read():
+            if loop.time() >= deadline:
+                return False
             await asyncio.sleep(RECORDS_RECHECK_S)
+        return True
+
+    async def _latest_caught_up(self) -> float | None:
+        """Asterisk's latest record, once the records have caught up with the last event seen
+        live. A call whose last events went just before the link came back may not show over
+        in them yet: read too soon, it was left out of the pass, and its failed Originate's
+        response (which names no channel) recorded as an attempt of its own, while a later pass
+        recorded the call from CEL: one attempt stored twice (tests/test_ha_takeover.py,
+        `originate-sim-originate-23`)."""
+        seen = self.tracker.last_event_at
+        latest: float | None = None
+
+        async def read() -> bool:
+            nonlocal latest
             latest = await self.source.latest()
+            return latest is not None and latest >= seen
+
+        await self._until_recorded(read)
         return latest
 
     async def _complete_adopted(self, linkedids: Sequence[str], not_before: float) -> int:
@@ -271,16 +287,16 @@ class GapRecovery:
         ones get their beginning (before the restart or the cut) from CEL, an Originate followed
         live its answer if its response went during the cut; the rest is followed live.
 
-        A call that began just before the link came back may have no CEL row yet (cel_pgsql
-        writes a moment after the events): those are read again for up to `records_lag_s`.
-        Without its beginning, an SVI call adopted after its IVR steps would be taken for the
-        Originate its first channel (a Local `;1`) looks like (seen in tests/test_ha_takeover.py,
-        a call that began during the handover between two nodes)."""
+        A call that began just before the link came back may have no CEL row yet: those are
+        read again (`_until_recorded`). Without its beginning, an SVI call adopted after its
+        IVR steps would be taken for the Originate its first channel (a Local `;1`) looks like
+        (seen in tests/test_ha_takeover.py, a call that began during the handover between two
+        nodes)."""
         done = 0
         pending = list(linkedids)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.records_lag_s
-        while True:
+
+        async def read() -> bool:
+            nonlocal done, pending
             found: set[str] = set()
             for start in range(0, len(pending), CHUNK):
                 chunk = pending[start : start + CHUNK]
@@ -293,10 +309,9 @@ class GapRecovery:
                         dialplan_uids=call.dialplan_uids,
                     )
             pending = [lid for lid in pending if lid not in found and self.tracker.follows(lid)]
-            if not pending or loop.time() >= deadline:
-                break
-            await asyncio.sleep(RECORDS_RECHECK_S)
-        if pending:
+            return not pending
+
+        if not await self._until_recorded(read):
             self.log.warning(
                 "calls in progress not in Asterisk's records, followed as seen", calls=pending[:20]
             )
@@ -308,17 +323,16 @@ class GapRecovery:
         Asterisk's records: their beginning, their end and queue facts from before the cut are
         there. Returns how many came from the records.
 
-        Asterisk writes CEL a moment after the AMI events (cel_pgsql, off the channel's thread):
-        a call that ended as the pass began may not show over in the records yet. Those are
-        read again for up to `records_lag_s`; the rest are closed as seen, with the beginning
-        the records do hold (its IVR steps, start, direction, Originate: without it an SVI call
-        was stored `no_queue`, or an answered Originate, seen in tests/test_gap_kill.py)."""
+        A call that ended as the pass began may not show over in the records yet: those are
+        read again (`_until_recorded`); the rest are closed as seen, with the beginning the
+        records do hold (its IVR steps, start, direction, Originate: without it an SVI call was
+        stored `no_queue`, or an answered Originate, seen in tests/test_gap_kill.py)."""
         self.tracker.hold_adopted = False
-        pending = self.tracker.held()
         done = 0
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.records_lag_s
-        while True:
+
+        async def read() -> bool:
+            nonlocal done
+            pending = self.tracker.held()
             for start in range(0, len(pending), CHUNK):
                 chunk = pending[start : start + CHUNK]
                 calls = await self.source.rebuilt(chunk, not_before, self.rules)
@@ -327,11 +341,10 @@ class GapRecovery:
                 done += await self._record(calls, held=True)
                 for call in calls:  # stored: no longer the tracker's to close
                     self.tracker.forget_held(call.record.linkedid)
+            return not self.tracker.held()
+
+        if not await self._until_recorded(read):
             pending = self.tracker.held()
-            if not pending or loop.time() >= deadline:
-                break
-            await asyncio.sleep(RECORDS_RECHECK_S)
-        if pending:
             self.log.info("calls closed as seen: their records do not show them over", calls=len(pending))
             await self._complete_adopted(pending, not_before)
         self._release_held(self._recorded)
