@@ -36,3 +36,13 @@ class Message(dict[str, str]):
     def lines(self, header: str) -> list[str]:
         value = self.get(header)
         return [] if value is None else value.split("\n")
+
+
+# What Asterisk writes in a header that has no value: a caller ID, a Linkedid or a member name
+# it does not know.
+PLACEHOLDERS = frozenset({"", "<unknown>", "<null>", "unknown"})
+
+
+def known(value: str | None) -> str | None:
+    """The header's value, or None when it is missing or one of Asterisk's placeholders."""
+    return None if value is None or value in PLACEHOLDERS else value

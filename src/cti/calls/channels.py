@@ -83,6 +83,7 @@ def rings_a_device(dial_string: str) -> bool:
     return bool(resource) and tech != "Local" and "@" not in resource
 
 
+ORIGINATE_ANSWERED = 4  # OriginateResponse Reason: AST_CONTROL_ANSWER
 ORIGINATE_REASONS = {
     0: "failed",
     1: "hangup",

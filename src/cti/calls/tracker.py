@@ -19,15 +19,14 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 
 from cti import values
-from cti.ami.message import Message
+from cti.ami.message import Message, known
 from cti.calls import events as ev
 from cti.calls.channels import (
+    ORIGINATE_ANSWERED,
     campaign_of_account,
     device_of,
-    dial_status_outcome,
     dialed_number,
     is_local_half,
     leg_of,
@@ -35,11 +34,13 @@ from cti.calls.channels import (
     rings_a_device,
 )
 from cti.calls.ivr import IvrVocabulary
+from cti.calls.live_call import LiveCall, LiveChannel, Ringing
+from cti.calls.members import QueueMembers
+from cti.calls.outcome import settle
 from cti.calls.queue_log import QueueLogEntry
 from cti.calls.records import CallRecord, ClosedBy, Direction, HangupBy, IvrStep, QueueSegment
 from cti.directory.numbers import normalize
 
-_UNKNOWN = frozenset({"", "<unknown>", "<null>", "unknown"})
 # QUEUESTATUS values that mean "left without an agent and without hanging up".
 _QUEUE_EXIT_TIMEOUTS = frozenset(
     {"TIMEOUT", "LEAVEEMPTY", "JOINEMPTY", "FULL", "JOINUNAVAIL", "LEAVEUNAVAIL"}
@@ -49,7 +50,6 @@ ENDED_MEMORY = 20_000
 # Live calls at most: a call whose hangups never arrive (a lost event, a PBX bug) must not hold
 # memory for ever. The periodic reconcile closes such calls long before; this is the last guard.
 MAX_LIVE_CALLS = 50_000
-ORIGINATE_ANSWERED = 4  # OriginateResponse Reason: AST_CONTROL_ANSWER
 CHANNEL_STATE_UP = "6"  # ChannelState of an answered channel (AST_STATE_UP)
 # How long a call whose queue conversation ended waits for a late AgentComplete.
 COMPLETE_GRACE_S = 2.0
@@ -60,75 +60,12 @@ RESYNC_EVENTS = frozenset({"CoreShowChannel", "QueueParams", "QueueMember", "Que
 INTERNAL_CONTEXTS = frozenset({"cti-agents", "cti-agent-features"})
 
 
-def _known(value: str | None) -> str | None:
-    return None if value is None or value in _UNKNOWN else value
-
-
 def _int(value: str | None) -> int | None:
     return values.counter(value)  # None when missing or absurd (logged)
 
 
 def _float(value: str | None) -> float | None:
     return values.duration(value)  # every float header read is a duration: None when absurd
-
-
-@dataclass(slots=True)
-class _Channel:
-    uniqueid: str
-    name: str
-    call: _LiveCall
-    seen_at: float = 0.0
-    bridged: bool = False
-    excluded: bool = False  # a transferer that left the conversation
-    bridge: str | None = None  # the bridge it is in now (BridgeEnter/BridgeLeave)
-
-
-@dataclass(slots=True)
-class _Ringing:
-    queue: str | None
-    agent: str | None
-    interface: str
-    channel: str
-    started: float
-
-
-@dataclass(slots=True)
-class _LiveCall:
-    record: CallRecord
-    channels: dict[str, _Channel] = field(default_factory=dict)
-    uids: set[str] = field(default_factory=set)  # every channel it ever had, hung up or not
-    originated: bool = False
-    originate_key: str | None = None
-    originate_resolved: bool = False
-    ivr_seen: bool = False
-    system_uids: set[str] = field(default_factory=set)
-    ringing: dict[str, _Ringing] = field(default_factory=dict)
-    answered_dest: set[str] = field(default_factory=set)
-    open_segments: dict[str, QueueSegment] = field(default_factory=dict)  # by caller channel uniqueid
-    pending_abandon: list[QueueSegment] = field(default_factory=list)
-    caller_hung_up: bool = False
-    hangup_signal: tuple[HangupBy, float] | None = None
-    pbx_cut: bool = False
-    last_complete: tuple[str, float] | None = None
-    awaiting_originate_since: float | None = None
-    originate_answered_at: float | None = None  # OriginateResponse Reason 4
-    # Every channel hung up but Asterisk's AgentComplete for the conversation is still to come:
-    # it may follow the last Hangup (seen with PJSIP phones, carrying only Dest* headers).
-    awaiting_complete_since: float | None = None
-    queue_log_uids: set[str] = field(default_factory=set)
-    # The latest queue_log line that ended a queue visit (COMPLETE*, ABANDON, EXIT*): when the
-    # call ended unseen, its best known end (the resync's own time can be much later).
-    queue_log_end: float | None = None
-    # An Originate whose first leg is a device (click-to-call: the agent's phone rings first):
-    # that device, the leg it then dials (the customer) and how that dial ended.
-    origin_device: str | None = None
-    dial_out: str | None = None
-    dial_out_status: str | None = None
-    # Held for the recovery (`CallTracker.hold_adopted`): how it is closed if released as seen.
-    held_as: ClosedBy = "events"
-    # Its first channel is the `;1` of a Local pair: an Originate made it, even when its
-    # DialBegin went unseen (during a cut).
-    local_origin: bool = False
 
 
 class CallTracker:
@@ -155,16 +92,16 @@ class CallTracker:
         self._pbx_clock = values.AsteriskClock()
         self._last_at = 0.0
         self.untimed = False
-        self.calls: dict[str, _LiveCall] = {}
-        self.channels: dict[str, _Channel] = {}
+        self.calls: dict[str, LiveCall] = {}
+        self.channels: dict[str, LiveChannel] = {}
         # Recently ended calls: late events for them must not resurrect a ghost call.
         self._ended: OrderedDict[str, None] = OrderedDict()
         # Channels already hung up: Asterisk still sends a few events for them (NewCallerid
         # during a transfer's tear-down), which must not bring them back.
         self._dead: OrderedDict[str, None] = OrderedDict()
-        self._awaiting: dict[str, _LiveCall] = {}
+        self._awaiting: dict[str, LiveCall] = {}
         # Calls waiting for a late AgentComplete, oldest first (insertion order = hang-up order).
-        self._completing: dict[str, _LiveCall] = {}
+        self._completing: dict[str, LiveCall] = {}
         # OriginateResponses that arrived before their channel's Newchannel (Asterisk's threads
         # race: same millisecond), by the Uniqueid they name: held until the channel appears.
         self._early: OrderedDict[str, tuple[float, Message]] = OrderedDict()
@@ -176,13 +113,15 @@ class CallTracker:
         # The recovery settles them from CEL and queue_log (`held`, `settle_held`,
         # `forget_held`; calls/recovery.py).
         self.hold_adopted = False
-        self._held: dict[str, _LiveCall] = {}
+        self._held: dict[str, LiveCall] = {}
         # OriginateResponses naming no channel (a failed Originate) that match no call, while a
         # recovery is pending: most are the end of a call that began while the daemon was away
         # and whose channels it never met; the recovery records that call from Asterisk's
         # records, and only the others become attempts of their own (`orphans`).
         self._orphans: list[tuple[float, Message]] = []
-        self.members: dict[tuple[str, str], ev.AgentStateChanged] = {}
+        self._members = QueueMembers(server)
+        # The agents' states by (queue, interface) (calls/members.py).
+        self.members = self._members.states
         self.unhandled: dict[str, int] = {}
         self._handlers: dict[str, Callable[[Message, float], list[ev.Event]]] = {
             "Newchannel": self._on_newchannel,
@@ -206,12 +145,12 @@ class CallTracker:
             "Hangup": self._on_hangup,
             "OriginateResponse": self._on_originate_response,
             "Shutdown": self._on_shutdown,
-            "QueueMemberStatus": self._on_member,
-            "QueueMemberAdded": self._on_member,
-            "QueueMemberPause": self._on_member,
-            "QueueMemberPaused": self._on_member,
-            "QueueMemberRemoved": self._on_member_removed,
-            "QueueMember": self._on_member,
+            "QueueMemberStatus": self._members.changed,
+            "QueueMemberAdded": self._members.changed,
+            "QueueMemberPause": self._members.changed,
+            "QueueMemberPaused": self._members.changed,
+            "QueueMemberRemoved": self._members.removed,
+            "QueueMember": self._members.changed,
         }
 
     # ------------------------------------------------------------------ entry points
@@ -320,7 +259,7 @@ class CallTracker:
 
     def _call_for(
         self, msg: Message, at: float, uid_key: str = "Uniqueid", create: bool = True
-    ) -> _LiveCall | None:
+    ) -> LiveCall | None:
         uid = msg.get(uid_key)
         if uid is None:
             return None
@@ -328,7 +267,7 @@ class CallTracker:
         if channel is not None:
             return channel.call
         prefix = uid_key[: -len("Uniqueid")]
-        linkedid = _known(msg.get(prefix + "Linkedid"))
+        linkedid = known(msg.get(prefix + "Linkedid"))
         if linkedid is None or not create or linkedid in self._ended or uid in self._dead:
             return None
         # A channel we never saw created (we connected mid-call): adopt it.
@@ -341,7 +280,7 @@ class CallTracker:
             self._adopt_origin(call, channel, msg.get(prefix + "ChannelState"))
         return call
 
-    def _adopt_origin(self, call: _LiveCall, channel: _Channel, state: str | None) -> None:
+    def _adopt_origin(self, call: LiveCall, channel: LiveChannel, state: str | None) -> None:
         """An adopted call whose first channel is the `;1` of a Local pair was started by an
         Originate (nothing else starts a call on one). Not answered yet, its OriginateResponse
         is still to come (Asterisk sends it on the answer or the failure): it must find this
@@ -360,9 +299,9 @@ class CallTracker:
 
     def _new_call(
         self, linkedid: str, msg: Message, at: float, prefix: str = "", direction: Direction = "inbound"
-    ) -> tuple[_LiveCall, list[ev.Event]]:
+    ) -> tuple[LiveCall, list[ev.Event]]:
         record = CallRecord(server=self.server, linkedid=linkedid, direction=direction, started_at=at)
-        call = _LiveCall(record=record)
+        call = LiveCall(record=record)
         evicted = self._evict_oldest(at) if len(self.calls) >= self.max_calls else []
         self.calls[linkedid] = call
         self._set_caller(call, msg.get(prefix + "CallerIDNum"), msg.get(prefix + "CallerIDName"))
@@ -377,17 +316,17 @@ class CallTracker:
         self.evicted += 1
         return self._finalize(oldest, at, "evicted")
 
-    def _add_channel(self, call: _LiveCall, uid: str, name: str) -> _Channel:
+    def _add_channel(self, call: LiveCall, uid: str, name: str) -> LiveChannel:
         if uid == call.record.linkedid and is_local_half(name, "1"):
             call.local_origin = True
-        channel = _Channel(uid, name, call, self._last_at)
+        channel = LiveChannel(uid, name, call, self._last_at)
         self.channels[uid] = channel
         call.channels[uid] = channel
         call.uids.add(uid)
         return channel
 
-    def _set_caller(self, call: _LiveCall, number: str | None, name: str | None) -> bool:
-        number, name = _known(number), _known(name)
+    def _set_caller(self, call: LiveCall, number: str | None, name: str | None) -> bool:
+        number, name = known(number), known(name)
         record = call.record
         changed = False
         if number is not None and number != record.caller_raw:
@@ -399,7 +338,7 @@ class CallTracker:
             changed = True
         return changed
 
-    def _is_customer_channel(self, call: _LiveCall, uid: str) -> bool:
+    def _is_customer_channel(self, call: LiveCall, uid: str) -> bool:
         if uid == call.record.linkedid or uid in call.system_uids:
             return True
         channel = self.channels.get(uid)
@@ -414,7 +353,7 @@ class CallTracker:
         far = self._peer(first) if first is not None else None
         return far is not None and far.bridge is not None and channel.bridge == far.bridge
 
-    def _peer(self, channel: _Channel) -> _Channel | None:
+    def _peer(self, channel: LiveChannel) -> LiveChannel | None:
         """The other half of a Local channel pair."""
         if not channel.name.startswith("Local/"):
             return None
@@ -424,7 +363,7 @@ class CallTracker:
                 return other
         return None
 
-    def _segment(self, call: _LiveCall, msg: Message, queue: str | None, at: float) -> QueueSegment | None:
+    def _segment(self, call: LiveCall, msg: Message, queue: str | None, at: float) -> QueueSegment | None:
         """The caller's current segment in `queue` (created if we missed its QueueCallerJoin)."""
         uid = msg.get("Uniqueid", "")
         segment = call.open_segments.get(uid)
@@ -441,7 +380,7 @@ class CallTracker:
 
     # ------------------------------------------------------------------ channels
     def _on_newchannel(self, msg: Message, at: float) -> list[ev.Event]:
-        uid, linkedid = msg.get("Uniqueid"), _known(msg.get("Linkedid"))
+        uid, linkedid = msg.get("Uniqueid"), known(msg.get("Linkedid"))
         if uid is None or uid in self.channels:
             return []
         linkedid = linkedid or uid
@@ -497,7 +436,7 @@ class CallTracker:
             call.origin_device = device_of(dest)
         else:
             # Local/<number>@context, PJSIP/<number>@trunk: the number the call is for.
-            call.record.called = dialed_number(dial) or _known(msg.get("DestExten"))
+            call.record.called = dialed_number(dial) or known(msg.get("DestExten"))
         return []
 
     def _on_dial_out(self, msg: Message, at: float) -> list[ev.Event]:
@@ -511,10 +450,10 @@ class CallTracker:
         ):
             return []
         call.dial_out = msg.get("DestUniqueid")
-        call.record.called = dialed_number(msg.get("DialString")) or _known(msg.get("DestExten"))
+        call.record.called = dialed_number(msg.get("DialString")) or known(msg.get("DestExten"))
         return []
 
-    def _dial_out_ended(self, call: _LiveCall, status: str, at: float) -> None:
+    def _dial_out_ended(self, call: LiveCall, status: str, at: float) -> None:
         call.dial_out_status = status
         if status == "ANSWER" and call.record.answered_at is None:
             call.record.answered_at = at  # the customer picked up: the conversation starts
@@ -566,8 +505,8 @@ class CallTracker:
         if kind == "DialerConnected":
             call.system_uids.add(uid)
             call.record.direction = "outbound"
-            call.record.campaign = _known(msg.get("Campaign"))
-            call.record.contact = _known(msg.get("Contact"))
+            call.record.campaign = known(msg.get("Campaign"))
+            call.record.contact = known(msg.get("Contact"))
             return [
                 ev.DialerConnected(
                     self.server, at, call.record.linkedid, call.record.campaign, call.record.contact
@@ -575,7 +514,7 @@ class CallTracker:
             ]
         return []
 
-    def _ivr_step(self, call: _LiveCall, uid: str, msg: Message, at: float) -> list[ev.Event]:
+    def _ivr_step(self, call: LiveCall, uid: str, msg: Message, at: float) -> list[ev.Event]:
         call.ivr_seen = True
         call.system_uids.add(uid)
         call.record.direction = "inbound"
@@ -584,7 +523,7 @@ class CallTracker:
         call.record.ivr_path.append(IvrStep(at, menu, kind, value))
         return [ev.IvrStepped(self.server, at, call.record.linkedid, menu, kind, value)]
 
-    def _queue_exit(self, call: _LiveCall, msg: Message, at: float) -> list[ev.Event]:
+    def _queue_exit(self, call: LiveCall, msg: Message, at: float) -> list[ev.Event]:
         status = msg.get("Status", "").upper()
         queue = msg.get("Queue", "")
         if status not in _QUEUE_EXIT_TIMEOUTS:
@@ -648,7 +587,7 @@ class CallTracker:
         call.pending_abandon.append(segment)
         return []
 
-    def _abandoned(self, call: _LiveCall, segment: QueueSegment, at: float) -> list[ev.Event]:
+    def _abandoned(self, call: LiveCall, segment: QueueSegment, at: float) -> list[ev.Event]:
         segment.outcome = "abandoned"
         return [
             ev.CallAbandoned(
@@ -656,7 +595,7 @@ class CallTracker:
             )
         ]
 
-    def _timed_out(self, call: _LiveCall, segment: QueueSegment, status: str, at: float) -> list[ev.Event]:
+    def _timed_out(self, call: LiveCall, segment: QueueSegment, status: str, at: float) -> list[ev.Event]:
         segment.outcome = status
         return [
             ev.QueueTimedOut(self.server, at, call.record.linkedid, segment.queue, segment.wait_s, status)
@@ -672,8 +611,8 @@ class CallTracker:
         if segment is not None:
             segment.ring_attempts += 1
         dest_uid = msg.get("DestUniqueid", "")
-        ringing = _Ringing(
-            queue, _known(msg.get("MemberName")), msg.get("Interface", ""), msg.get("DestChannel", ""), at
+        ringing = Ringing(
+            queue, known(msg.get("MemberName")), msg.get("Interface", ""), msg.get("DestChannel", ""), at
         )
         call.ringing[dest_uid] = ringing
         if dest_uid and dest_uid not in self.channels:
@@ -708,7 +647,7 @@ class CallTracker:
                 at,
                 call.record.linkedid,
                 msg.get("Queue"),
-                _known(msg.get("MemberName")),
+                known(msg.get("MemberName")),
                 msg.get("Interface", ""),
                 "no_answer",
                 None if ring_ms is None else ring_ms / 1000,
@@ -722,7 +661,7 @@ class CallTracker:
         segment = self._segment(call, msg, msg.get("Queue"), at)
         dest_uid = msg.get("DestUniqueid", "")
         call.ringing.pop(dest_uid, None)
-        agent, interface = _known(msg.get("MemberName")), msg.get("Interface", "")
+        agent, interface = known(msg.get("MemberName")), msg.get("Interface", "")
         wait = _float(msg.get("HoldTime"))
         if segment is not None:
             segment.outcome = "answered"
@@ -741,27 +680,27 @@ class CallTracker:
                 msg.get("Queue"),
                 agent,
                 interface,
-                _known(msg.get("DestChannel")),
+                known(msg.get("DestChannel")),
                 wait,
                 _float(msg.get("RingTime")),
             )
         ]
 
-    def _mark_answered(self, call: _LiveCall, agent: str | None, interface: str, at: float) -> None:
+    def _mark_answered(self, call: LiveCall, agent: str | None, interface: str, at: float) -> None:
         record = call.record
         if record.answered_at is None or at < record.answered_at:
             record.answered_at = at
         if record.agent is None:
             record.agent, record.agent_interface = agent, interface
 
-    def _completion_due(self, call: _LiveCall) -> bool:
+    def _completion_due(self, call: LiveCall) -> bool:
         """The queue conversation is over but its AgentComplete has not come yet."""
         if call.pbx_cut or not call.record.segments:
             return False
         last = call.record.segments[-1]
         return last.outcome == "answered" and last.completed_by is None
 
-    def _completing_call(self, msg: Message, at: float) -> _LiveCall | None:
+    def _completing_call(self, msg: Message, at: float) -> LiveCall | None:
         """The call an AgentComplete is about. Asterisk names the caller's channel, or, when that
         channel is already gone, only the agent's (Dest* headers), possibly after both hangups."""
         if "Uniqueid" in msg:
@@ -772,7 +711,7 @@ class CallTracker:
         if call is not None:
             return call
         for key in ("Linkedid", "DestLinkedid"):
-            waiting = self._completing.get(_known(msg.get(key)) or "")
+            waiting = self._completing.get(known(msg.get(key)) or "")
             if waiting is not None:
                 return waiting
         return None
@@ -783,7 +722,7 @@ class CallTracker:
             return []
         queue = msg.get("Queue")
         segment = self._segment(call, msg, queue, at)
-        agent, interface = _known(msg.get("MemberName")), msg.get("Interface", "")
+        agent, interface = known(msg.get("MemberName")), msg.get("Interface", "")
         talk, hold = _float(msg.get("TalkTime")), _float(msg.get("HoldTime"))
         reason = msg.get("Reason", "")
         if segment is not None:
@@ -824,7 +763,7 @@ class CallTracker:
     def _on_bridge_enter(self, msg: Message, at: float) -> list[ev.Event]:
         channel = self.channels.get(msg.get("Uniqueid", ""))
         if channel is not None:
-            channel.bridge = _known(msg.get("BridgeUniqueid"))
+            channel.bridge = known(msg.get("BridgeUniqueid"))
             channel.bridged = True
             peer = self._peer(channel)
             if peer is not None:
@@ -833,16 +772,16 @@ class CallTracker:
 
     def _on_bridge_leave(self, msg: Message, at: float) -> list[ev.Event]:
         channel = self.channels.get(msg.get("Uniqueid", ""))
-        if channel is not None and channel.bridge == _known(msg.get("BridgeUniqueid")):
+        if channel is not None and channel.bridge == known(msg.get("BridgeUniqueid")):
             channel.bridge = None
         return []
 
-    def _bridged_with(self, call: _LiveCall, channel: _Channel) -> list[_Channel]:
+    def _bridged_with(self, call: LiveCall, channel: LiveChannel) -> list[LiveChannel]:
         if channel.bridge is None:
             return []
         return [c for c in call.channels.values() if c is not channel and c.bridge == channel.bridge]
 
-    def _device_behind(self, call: _LiveCall, channel: _Channel, depth: int = 0) -> str:
+    def _device_behind(self, call: LiveCall, channel: LiveChannel, depth: int = 0) -> str:
         """The phone a channel leads to: a Local channel's far half is bridged to it."""
         peer = self._peer(channel)
         if peer is None or depth > 3:
@@ -851,16 +790,16 @@ class CallTracker:
             return self._device_behind(call, other, depth + 1)
         return device_of(channel.name)
 
-    def _transfer_target(self, call: _LiveCall, msg: Message) -> str | None:
+    def _transfer_target(self, call: LiveCall, msg: Message) -> str | None:
         """Whom an attended transfer handed the caller to. A transfer keyed on the phone (DTMF
         *2) merges bridges: the event names no target channel, only the bridge the caller is in
         now, where the target (often the Local channel the agent dialled) already sits."""
-        target = _known(msg.get("TransferTargetChannel"))
+        target = known(msg.get("TransferTargetChannel"))
         if target:
             # Often a Local channel (the agent dialled 1004, a Local pair rang the phone).
             channel = next((c for c in call.channels.values() if c.name == target), None)
             return self._device_behind(call, channel) if channel is not None else device_of(target)
-        bridge = _known(msg.get("DestBridgeUniqueid"))
+        bridge = known(msg.get("DestBridgeUniqueid"))
         if bridge is None:
             return None
         parties = {
@@ -880,7 +819,7 @@ class CallTracker:
             if peer is not None:
                 peer.excluded = True
 
-    def _transferring_agent(self, call: _LiveCall) -> tuple[str | None, str | None]:
+    def _transferring_agent(self, call: LiveCall) -> tuple[str | None, str | None]:
         for segment in reversed(call.record.segments):
             if segment.outcome == "answered":
                 return segment.agent, segment.interface
@@ -930,7 +869,7 @@ class CallTracker:
             call.hangup_signal = (who, at)
         return []
 
-    def _who_hangs_up(self, call: _LiveCall, channel: _Channel, event: str) -> HangupBy | None:
+    def _who_hangs_up(self, call: LiveCall, channel: LiveChannel, event: str) -> HangupBy | None:
         if channel.excluded:
             return None
         uid = channel.uniqueid
@@ -969,7 +908,7 @@ class CallTracker:
             return []
         return self._call_over(call, at)
 
-    def _call_over(self, call: _LiveCall, at: float) -> list[ev.Event]:
+    def _call_over(self, call: LiveCall, at: float) -> list[ev.Event]:
         call.record.ended_at = at
         self.calls.pop(call.record.linkedid, None)
         if self.hold_adopted and self._incomplete(call):
@@ -987,8 +926,8 @@ class CallTracker:
         return self._finalize(call, at)
 
     # ------------------------------------------------------------------ originate
-    def _find_originated(self, msg: Message) -> _LiveCall | None:
-        uid = _known(msg.get("Uniqueid"))
+    def _find_originated(self, msg: Message) -> LiveCall | None:
+        uid = known(msg.get("Uniqueid"))
         if uid is not None and uid in self.channels:
             return self.channels[uid].call
         channel = msg.get("Channel", "")
@@ -1011,7 +950,7 @@ class CallTracker:
         outcome = originate_outcome(reason)
         call = self._find_originated(msg)
         out: list[ev.Event] = []
-        uid = _known(msg.get("Uniqueid"))
+        uid = known(msg.get("Uniqueid"))
         if call is None and uid is None and self.hold_adopted:
             self._orphans.append((at, msg))
             return []
@@ -1032,7 +971,7 @@ class CallTracker:
             call.record.direction = "outbound"
             channel = msg.get("Channel", "")
             if not rings_a_device(channel):
-                call.record.called = dialed_number(channel) or _known(msg.get("Exten"))
+                call.record.called = dialed_number(channel) or known(msg.get("Exten"))
             self.calls.pop(linkedid, None)
             call.record.ended_at = at
         call.originate_resolved = True
@@ -1050,7 +989,7 @@ class CallTracker:
                 msg.get("ActionID"),
                 reason,
                 outcome,
-                _known(msg.get("Channel")),
+                known(msg.get("Channel")),
             )
         )
         if call.record.linkedid in self._held:
@@ -1063,60 +1002,8 @@ class CallTracker:
     def _on_shutdown(self, msg: Message, at: float) -> list[ev.Event]:
         return self.close_all(at, "pbx_restart")
 
-    # ------------------------------------------------------------------ members (agents)
-    def _on_member(self, msg: Message, at: float) -> list[ev.Event]:
-        queue = msg.get("Queue", "")
-        interface = msg.get("Interface") or msg.get("Location") or ""
-        if not queue or not interface:
-            return []
-        paused = msg.get("Paused") == "1"
-        state = ev.AgentStateChanged(
-            self.server,
-            at,
-            queue,
-            interface,
-            _known(msg.get("MemberName") or msg.get("Name")),
-            _int(msg.get("Status")),
-            paused,
-            # PausedReason since 13; Asterisk 11's QueueMemberPaused said Reason (16 sends both).
-            (msg.get("PausedReason") or msg.get("Reason") or None) if paused else None,
-            True,
-            None if msg.get("InCall") is None else msg.get("InCall") == "1",
-            _int(msg.get("CallsTaken")),
-        )
-        previous = self.members.get((queue, interface))
-        self.members[(queue, interface)] = state
-        if previous is not None and (
-            previous.status,
-            previous.paused,
-            previous.paused_reason,
-            previous.in_call,
-        ) == (state.status, state.paused, state.paused_reason, state.in_call):
-            return []
-        return [state]
-
-    def _on_member_removed(self, msg: Message, at: float) -> list[ev.Event]:
-        queue = msg.get("Queue", "")
-        interface = msg.get("Interface") or msg.get("Location") or ""
-        previous = self.members.pop((queue, interface), None)
-        return [
-            ev.AgentStateChanged(
-                self.server,
-                at,
-                queue,
-                interface,
-                _known(msg.get("MemberName")) or (previous.agent if previous else None),
-                _int(msg.get("Status")),
-                False,
-                None,
-                False,
-                False,
-                _int(msg.get("CallsTaken")),
-            )
-        ]
-
     # ------------------------------------------------------------------ closing
-    def _finalize(self, call: _LiveCall, at: float, closed_by: ClosedBy = "events") -> list[ev.Event]:
+    def _finalize(self, call: LiveCall, at: float, closed_by: ClosedBy = "events") -> list[ev.Event]:
         record = call.record
         record.ended_at = record.ended_at or at
         record.closed_by = closed_by
@@ -1134,7 +1021,7 @@ class CallTracker:
                     out.extend(self._abandoned(call, segment, at))
                 else:
                     segment.outcome = "unknown"
-        self._settle(call)
+        settle(call, self.untimed)
         for ringing in call.ringing.values():
             out.append(
                 ev.AgentRingStopped(
@@ -1155,117 +1042,6 @@ class CallTracker:
         self._remember_ended(record.linkedid)
         out.append(ev.CallEnded(self.server, record.ended_at or at, record.linkedid, record))
         return out
-
-    def _settle(self, call: _LiveCall) -> None:
-        """Derive the call-level outcome, durations and who hung up from what was seen."""
-        record = call.record
-        answered = [s for s in record.segments if s.outcome == "answered"]
-        if record.segments:
-            record.wait_s = record.segments[0].wait_s
-        if answered:
-            record.ring_s = answered[0].ring_s
-        record.outcome = self._outcome(call, bool(answered))
-        if record.answered_at is not None:
-            record.talk_s = round(self._talk_time(call), 3)
-        if not record.segments:
-            self._settle_outside_queues(call)
-        record.hangup_by = self._hangup_by(call)
-        for segment in record.segments:
-            segment.wait_s, segment.ring_s, segment.talk_s = (
-                _r(segment.wait_s),
-                _r(segment.ring_s),
-                _r(segment.talk_s),
-            )
-        record.wait_s, record.ring_s = _r(record.wait_s), _r(record.ring_s)
-
-    def _outcome(self, call: _LiveCall, answered: bool) -> str:
-        record = call.record
-        if call.originated and not call.ivr_seen and record.originate_reason is not None:
-            # An outbound call's outcome is what the callee's network said; what the queue did
-            # with an answered call (agent or drop) is in its segment.
-            if call.origin_device is not None and record.originate_reason == ORIGINATE_ANSWERED:
-                # The device (the agent) answered; the callee is the leg it dialled.
-                return "outbound_" + dial_status_outcome(call.dial_out_status)
-            return "outbound_" + originate_outcome(record.originate_reason)
-        if answered:
-            return "answered"
-        if record.segments:
-            last = record.segments[-1].outcome or "unknown"
-            return "abandoned" if last == "abandoned" else ("timeout" if last != "unknown" else "unknown")
-        if call.originated and not call.ivr_seen:
-            return "outbound_unknown"
-        return "ivr_only" if call.ivr_seen else "no_queue"
-
-    def _settle_outside_queues(self, call: _LiveCall) -> None:
-        """Answered outside any queue (click-to-call, an outbound call put through by Dial):
-        answered when the callee answered, talking from then to the first hang-up."""
-        record = call.record
-        if call.originated and not call.ivr_seen and call.originate_answered_at is not None:
-            first = call.originate_answered_at
-            record.answered_at = min(record.answered_at or first, first)
-        if call.origin_device is not None:
-            # Click-to-call: the agent's own device made the call.
-            record.agent_interface = record.agent_interface or call.origin_device
-        if record.answered_at is not None and not self.untimed:
-            record.talk_s = round(max(0.0, self._conversation_end(call) - record.answered_at), 3)
-
-    def _conversation_end(self, call: _LiveCall) -> float:
-        """The first hang-up after the answer (the last channel goes a little later)."""
-        record = call.record
-        if (
-            call.hangup_signal is not None
-            and record.answered_at is not None
-            and call.hangup_signal[1] >= record.answered_at
-        ):
-            return call.hangup_signal[1]
-        return record.ended_at or 0.0
-
-    def _talk_time(self, call: _LiveCall) -> float:
-        """Time the caller spent talking to agents: each answered queue segment, plus the
-        conversation that goes on outside any queue after an attended transfer."""
-        record = call.record
-        end = self._conversation_end(call)
-        total = 0.0
-        for segment in record.segments:
-            if segment.outcome != "answered":
-                continue
-            if segment.talk_s is None and segment.left_at is not None:
-                segment.talk_s = round(max(0.0, end - segment.left_at), 3)
-            total += segment.talk_s or 0.0
-        if call.last_complete is not None and call.last_complete[0] == "transfer" and record.transferred_to:
-            total += max(0.0, end - call.last_complete[1])
-        return total
-
-    def _hangup_by(self, call: _LiveCall) -> HangupBy:
-        record = call.record
-        if call.pbx_cut:
-            return "pbx"
-        last_answered = record.segments[-1].outcome == "answered" if record.segments else False
-        if call.last_complete is not None and last_answered and not record.transferred_to:
-            reason = call.last_complete[0]
-            if reason in ("caller", "agent"):
-                return reason  # type: ignore[return-value]
-        if call.origin_device is not None and not call.ivr_seen and not record.segments:
-            return self._device_call_hangup_by(call)
-        if call.originated and record.answered_at is None and not call.ivr_seen and not record.segments:
-            return "caller" if record.originate_reason in (1, 5) else "system"
-        if call.hangup_signal is not None:
-            return call.hangup_signal[0]
-        return "unknown"
-
-    def _device_call_hangup_by(self, call: _LiveCall) -> HangupBy:
-        """Click-to-call: the call's first channel is the agent's phone and the customer is the
-        leg it dialled, the other way round from every other call."""
-        record = call.record
-        if record.originate_reason != 4:  # the agent's phone did not answer
-            return "agent" if record.originate_reason in (1, 5) else "system"
-        if record.answered_at is None:  # the customer did not answer
-            unanswered: dict[str, HangupBy] = {"BUSY": "caller", "CANCEL": "agent"}
-            return unanswered.get(call.dial_out_status or "", "system")
-        if call.hangup_signal is None:
-            return "unknown"
-        swapped: dict[str, HangupBy] = {"caller": "agent", "agent": "caller"}
-        return swapped.get(call.hangup_signal[0], call.hangup_signal[0])
 
     def _remember_ended(self, linkedid: str) -> None:
         self._ended[linkedid] = None
@@ -1331,7 +1107,7 @@ class CallTracker:
         return out
 
     def _adopt_channel(self, m: Message, at: float) -> list[ev.Event]:
-        linkedid = _known(m.get("Linkedid")) or m["Uniqueid"]
+        linkedid = known(m.get("Linkedid")) or m["Uniqueid"]
         out: list[ev.Event] = []
         call = self.calls.get(linkedid)
         if call is None:
@@ -1345,7 +1121,7 @@ class CallTracker:
         # (`originate-<ActionID>`, seen in tests/test_ha_takeover.py after a hand-over).
         if call.record.closed_by == "resync" or (call.originated and not call.originate_resolved):
             self._adopt_origin(call, channel, m.get("ChannelState"))
-        channel.bridged = bool(_known(m.get("BridgeId")))
+        channel.bridged = bool(known(m.get("BridgeId")))
         if m.get("Application") == "Queue" and channel.bridged and not call.record.answered_at:
             # In conversation through a queue: answered while we were away; AgentComplete will
             # bring Asterisk's own wait and talk times.
@@ -1355,7 +1131,7 @@ class CallTracker:
     def _adopt_queue_status(self, m: Message, at: float) -> list[ev.Event]:
         name = m.get("Event")
         if name == "QueueMember":
-            return self._on_member(m, at)
+            return self._members.changed(m, at)
         if name != "QueueEntry":
             return []
         call = self._call_for(m, at)
@@ -1408,7 +1184,7 @@ class CallTracker:
                 continue
             record.closed_by = "events"
             record.ended_at = None
-            call = _LiveCall(record=record, ivr_seen=bool(record.ivr_path))
+            call = LiveCall(record=record, ivr_seen=bool(record.ivr_path))
             call.originated = record.direction == "outbound"
             call.originate_resolved = record.originate_reason is not None
             self.calls[record.linkedid] = call
@@ -1439,7 +1215,7 @@ class CallTracker:
         rebuilt from Asterisk's own records (calls/gap.py: start, end, caller, IVR path from CEL):
         its queue stays come from queue_log, then it is settled as any call, so its outcome, wait
         and talk time and who hung up mean what a live call's do."""
-        call = _LiveCall(record=record, ivr_seen=bool(record.ivr_path), originated=originated)
+        call = LiveCall(record=record, ivr_seen=bool(record.ivr_path), originated=originated)
         call.originate_resolved = originated
         call.originate_answered_at = originate_answered_at
         call.hangup_signal = hangup
@@ -1500,7 +1276,7 @@ class CallTracker:
         """The call is open here: in progress, or held for the recovery."""
         return linkedid in self.calls or linkedid in self._held
 
-    def _hold(self, call: _LiveCall, how: ClosedBy) -> None:
+    def _hold(self, call: LiveCall, how: ClosedBy) -> None:
         call.held_as = how
         self._held[call.record.linkedid] = call
         self._remember_ended(call.record.linkedid)
@@ -1511,13 +1287,13 @@ class CallTracker:
         may have gone while the link was cut)."""
         return [linkedid for linkedid, call in self.calls.items() if self._incomplete(call)]
 
-    def _incomplete(self, call: _LiveCall) -> bool:
+    def _incomplete(self, call: LiveCall) -> bool:
         if call.record.closed_by == "resync":
             return True
         return (call.originated or call.local_origin) and not call.originate_resolved
 
     def _originate_from_records(
-        self, call: _LiveCall, earlier: CallRecord, originated: bool, answered_at: float | None
+        self, call: LiveCall, earlier: CallRecord, originated: bool, answered_at: float | None
     ) -> bool:
         """A call followed live whose Originate's DialBegin or response went during a cut: what
         the records say of it (answered, or still ringing; unanswered, it would be over and
@@ -1564,7 +1340,7 @@ class CallTracker:
         """A held call recorded from Asterisk's records instead (calls/recovery.py)."""
         self._held.pop(linkedid, None)
 
-    def _call_by_queue_uid(self, uid: str) -> _LiveCall | None:
+    def _call_by_queue_uid(self, uid: str) -> LiveCall | None:
         call = self.calls.get(uid)
         if call is not None:
             return call
@@ -1573,7 +1349,7 @@ class CallTracker:
                 return call
         return None
 
-    def _apply_entry(self, call: _LiveCall, e: QueueLogEntry) -> list[ev.Event]:
+    def _apply_entry(self, call: LiveCall, e: QueueLogEntry) -> list[ev.Event]:
         segment = next((s for s in reversed(call.record.segments) if s.queue == e.queue), None)
         if segment is None:
             if e.verb != "ENTERQUEUE":
@@ -1606,11 +1382,6 @@ class CallTracker:
         elif e.verb in ("BLINDTRANSFER", "ATTENDEDTRANSFER"):
             segment.completed_by = "transfer"
         return []
-
-
-def _r(value: float | None) -> float | None:
-    """Durations to the millisecond: Asterisk's timestamps are no finer in practice."""
-    return None if value is None else round(value, 3)
 
 
 def _duration(value: str | None) -> float | None:
