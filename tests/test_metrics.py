@@ -37,6 +37,8 @@ SERIES = {
     "cti_ami_malformed",
     "cti_ami_callback_errors",
     "cti_ami_resync_failures",
+    "cti_ami_trace_dropped_bytes",
+    "cti_ami_trace_errors",
     "cti_tracker_live_calls",
     "cti_tracker_evicted",
     "cti_bus_published",

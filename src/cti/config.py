@@ -95,6 +95,14 @@ class AsteriskServer:
     # are configured (docs/scale-out.md, "Actions to the right PBX"). () = found from what the
     # trackers know (live calls, queue members), which a node that owns no stream lacks.
     phones: tuple[str, ...] = ()
+    # A raw trace of every byte this server sends, for a bug report (docs/operations.md, "Tracing
+    # AMI for a bug report"): one file per connection, replayable with `cti replay`. "" = off.
+    # The files hold callers' numbers: personal data.
+    trace_dir: str = ""
+    # A trace file ends at the first message boundary past this size (the next continues the
+    # connection); only the newest `trace_files` files of this server are kept.
+    trace_max_bytes: int = setting(64 << 20, low=4096, high=1 << 40)
+    trace_files: int = setting(8, low=1, high=100_000)
 
     def __post_init__(self) -> None:
         if not self.records_url:

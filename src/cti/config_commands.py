@@ -153,6 +153,15 @@ def review(settings: Settings) -> list[Finding]:
     for server in settings.asterisk:
         if not server.secret:
             found.append(Finding("warning", f"asterisk[{server.name}].secret", "empty: AMI login will fail"))
+        if server.trace_dir:
+            found.append(
+                Finding(
+                    "warning",
+                    f"asterisk[{server.name}].trace_dir",
+                    f"{server.trace_dir}: every AMI byte is kept there (callers' numbers: personal "
+                    "data); turn it off once the bug report has its files",
+                )
+            )
         if server.queue_log is None:
             found.append(
                 Finding(

@@ -22,6 +22,7 @@ import structlog
 from cti.ami.actions import ActionError, ActionTimeout, LinkDown, format_action, next_action_id
 from cti.ami.message import Message
 from cti.ami.parser import AmiParser, ParseProblem
+from cti.ami.trace import AmiTrace, ConnectionTrace
 from cti.config import AsteriskServer
 
 OnMessage = Callable[[Message], object]
@@ -141,6 +142,7 @@ class _Connection:
         self.replies: dict[str, _Reply] = {}
         self.down: str | None = None
         self.failure: str | None = None  # set when handling received bytes failed
+        self.trace: ConnectionTrace | None = None  # [[asterisk]] trace_dir: the raw bytes, kept
 
     def shut(self, reason: str) -> None:
         """Mark the connection dead and fail every awaited reply now, not at its timeout."""
@@ -197,8 +199,20 @@ class AmiLink:
         self._runner: asyncio.Task[None] | None = None
         self._callbacks: set[asyncio.Future[object]] = set()
         self._reported: set[str] = set()
+        # None unless [[asterisk]] trace_dir is set (ami/trace.py).
+        self.trace = AmiTrace.for_server(server, self.log)
 
     # ----- public API -----
+
+    @property
+    def trace_dropped_bytes(self) -> int:
+        """Received bytes left out of the trace because its writer was behind."""
+        return 0 if self.trace is None else self.trace.counters.dropped_bytes
+
+    @property
+    def trace_errors(self) -> int:
+        """Connections whose trace stopped on a disk error."""
+        return 0 if self.trace is None else self.trace.counters.errors
 
     @property
     def pending_callbacks(self) -> int:
@@ -235,6 +249,8 @@ class AmiLink:
             conn.writer.transport.abort()
         await self._stop_runner(ends_by_itself=conn is not None)
         await self._cancel_callbacks()
+        if self.trace is not None:
+            await self.trace.wait_closed(CLOSE_TIMEOUT_S)
 
     async def suspend(self, reason: str) -> None:
         """Drop the connection now, deliver nothing more from it, and let a later `run()` start
@@ -398,6 +414,8 @@ class AmiLink:
             return None
         writer = asyncio.StreamWriter(transport, protocol, reader, loop)
         conn = _Connection(reader, writer, self._events)
+        if self.trace is not None:
+            conn.trace = self.trace.connection()
         protocol.deliver_to(partial(self._received, conn))
         return conn
 
@@ -437,6 +455,8 @@ class AmiLink:
             conn.shut(conn.failure)
             conn.writer.transport.abort()
             return
+        if conn.trace is not None:
+            conn.trace.write(data)  # never blocks: a thread writes the file
         try:
             self._feed(conn, data)
         except Exception:
@@ -511,6 +531,8 @@ class AmiLink:
         self.connected = False
         self.synced = False
         conn.shut("link closed" if self._closing else "connection ended")
+        if conn.trace is not None:
+            conn.trace.close()
         # abort, not close: a dead peer would never take the bytes still buffered for it.
         conn.writer.transport.abort()
         for task in tasks:

@@ -173,6 +173,18 @@ class DaemonCollector:
             (counter, "cti_ami_malformed", "malformed", "malformed AMI frames skipped"),
             (counter, "cti_ami_callback_errors", "callback_errors", "events whose handling raised"),
             (counter, "cti_ami_resync_failures", "resync_failures", "failed resync attempts"),
+            (
+                counter,
+                "cti_ami_trace_dropped_bytes",
+                "trace_dropped_bytes",
+                "received bytes left out of the AMI trace (its writer was behind)",
+            ),
+            (
+                counter,
+                "cti_ami_trace_errors",
+                "trace_errors",
+                "connections whose AMI trace stopped on a disk error",
+            ),
         ]
         for kind, name, attribute, doc in per_server:
             family = kind(name, doc, labels=["server"])
