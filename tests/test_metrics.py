@@ -57,6 +57,7 @@ SERIES = {
     "cti_bus_nats_filled",
     "cti_bus_nats_gone",
     "cti_bus_nats_unfilled",
+    "cti_bus_nats_streams_lost",
     "cti_relay_asked",
     "cti_relay_served",
     "cti_relay_repeats",

@@ -19,6 +19,14 @@ events lost in flight when the connection dropped (or the process was killed) le
 the next delivery, filled from the stream first (`_fill`); when JetStream delivers them again,
 after `ack_wait_s`, they are skipped (`late`).
 
+The stream lost (a NATS server restarted without its JetStream storage, an operator's `nats
+stream rm`): publishes find no stream, and the consumers are gone with it. A node sees it from
+either side (a publish answered by no stream; its consumers checked every `WATCH_S`), connects
+again and makes the stream anew. Sequences start at 1 again there: a node that was further along
+in the old stream takes the new one from its first event (else it would skip every event below
+its old position as `late`). A consumer deleted on its own is made again from the event after
+its position, not from "now".
+
 Fencing: each event of an AMI stream (the tracker's events) carries, in headers, the publishing
 node, the Asterisk server and the token of this node's lease on that server's stream
 (db/leases.py; `token_for`), 0 when the node holds none. A consumer drops an event whose token
@@ -88,6 +96,14 @@ MAX_ACK_PENDING = 20_000
 # each, and meanwhile the consumer handles nothing newer; the older ones are skipped, counted.
 MAX_FILL = 5_000
 RETRY_S = (0.1, 2.0)  # back-off between failed publishes / connection attempts, first and last
+# How often a node checks that its durable consumers still exist: one that consumes and never
+# publishes would otherwise wait for ever on a stream that was deleted under it.
+WATCH_S = 5.0
+
+
+class StreamLost(Exception):
+    """The stream, or a durable consumer of this node, is no longer on the NATS server."""
+
 
 TokenProvider = Callable[[str], int | None]
 _Item = tuple[ev.Event, int | None, int]  # an event, its fencing token, its publishing number
@@ -123,6 +139,8 @@ class DurableConsumer:
     replayed: int = 0  # the snapshot's events handled
     last_seq: int = 0  # 0: no position yet (a new consumer, before its first event)
     floor: int = 0  # the stream sequence it had handled (or started after) when subscribed
+    # Made again (it was lost): the stream sequence its new durable consumer starts from.
+    start_at: int | None = None
     stored_at: float = 0.0  # when JetStream stored the event being handled (epoch s)
     subscription: Any = field(default=None, repr=False)
     _work: Slice = field(default_factory=Slice, repr=False)
@@ -167,6 +185,8 @@ class JetStreamBus:
         self.publish_failures = 0
         self.connect_failures = 0
         self.unencodable = 0
+        self.streams_lost = 0  # the stream or a consumer gone from the server: connected again
+        self._stream_created: Any = None  # when the stream this node uses was made (its identity)
         self._outage = False
         self._drop_warned = False
         self._closing = False
@@ -229,9 +249,14 @@ class JetStreamBus:
             try:
                 await self._connect()
                 delay = RETRY_S[0]
-                await self._flush_forever()
+                await _first_failure(self._flush_forever(), self._watch_consumers())
             except asyncio.CancelledError:
                 raise
+            except StreamLost as exc:
+                self.streams_lost += 1
+                log.warning("bus: JetStream lost the stream or a consumer, making them again", error=str(exc))
+                await self._disconnect()
+                await asyncio.sleep(delay)
             except Exception as exc:
                 self.connect_failures += 1
                 self.connected = False
@@ -278,9 +303,10 @@ class JetStreamBus:
             duplicate_window=min(120.0, self.settings.max_age_s),
         )
         try:
-            await self._js.add_stream(config)
+            info = await self._js.add_stream(config)
         except BadRequestError:  # there already, with other limits: ours now
-            await self._js.update_stream(config)
+            info = await self._js.update_stream(config)
+        self._note_stream(info)
         for consumer in self.consumers:
             await self._subscribe(consumer)
         self.connected = True
@@ -292,6 +318,49 @@ class JetStreamBus:
                 self._catching = asyncio.create_task(self._catch_up_once(), name="bus:catch-up")
             elif self._caught_up.is_set():  # a new connection: answer on it
                 await self._answer_snapshots()
+
+    def _note_stream(self, info: Any) -> None:
+        """The stream as this connection finds it: a new one if it was made at another time
+        than the one this node used, or holds fewer events than a consumer here has handled
+        (a stream's sequence never goes back). Then every consumer starts at its beginning."""
+        created = getattr(info, "created", None)
+        last = (info.state.last_seq or 0) if info.state is not None else 0
+        ahead = max((max(c.last_seq, c.floor) for c in self.consumers), default=0)
+        known = self._stream_created
+        renewed = (known is not None and created is not None and created != known) or last < ahead
+        self._stream_created = created
+        if not renewed:
+            return
+        log.warning(
+            "bus: the stream is a new one (lost by NATS, or deleted): consumers read it from its start",
+            stream=self.stream,
+            stream_last_seq=last,
+            position=ahead,
+        )
+        for consumer in self.consumers:
+            consumer.last_seq = consumer.floor = 0
+            consumer.start_at = 1
+
+    async def _watch_consumers(self) -> None:
+        """Every WATCH_S, that this node's durable consumers are still on the server."""
+        from nats.js.errors import NotFoundError
+
+        while True:
+            await asyncio.sleep(WATCH_S)
+            js = self._js
+            if js is None or not self.connected:
+                continue
+            for consumer in self.consumers:
+                if consumer.subscription is None:
+                    continue
+                try:
+                    await js.consumer_info(self.stream, consumer.name)
+                except NotFoundError as exc:
+                    raise StreamLost(f"consumer {consumer.name} of {self.stream}: {exc}") from exc
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # NATS slow or away: the connection's own business
+                    log.debug("bus: consumer not checked", consumer=consumer.name, error=repr(exc))
 
     async def _on_nats_error(self, exc: Exception) -> None:
         log.debug("bus: NATS client error", error=f"{type(exc).__name__}: {exc}"[:300])
@@ -331,6 +400,8 @@ class JetStreamBus:
                 if flow.failed:
                     flow.paused = True
                     error = await flow.take_back()
+                    if _no_stream(error):
+                        raise StreamLost(f"{self.stream}: {error}")
                     self._report_outage("bus: publishing to JetStream failed, events buffered", error)
                     await asyncio.sleep(delay)
                     delay = min(RETRY_S[1], delay * 2)
@@ -420,19 +491,24 @@ class JetStreamBus:
     async def _subscribe(self, consumer: DurableConsumer) -> None:
         from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+        async def deliver(msg: Any) -> None:
+            await self._on_message(consumer, msg)
+
+        exists = await self._resume_position(consumer)
+        # A new consumer takes what is published from now on; one made again (lost with its
+        # stream, or deleted) takes the events after its position, or a new stream whole.
+        start = consumer.start_at or (consumer.last_seq + 1 if consumer.last_seq else None)
+        if exists:
+            start = None
         config = ConsumerConfig(
             durable_name=consumer.name,
-            deliver_policy=DeliverPolicy.NEW,  # a new consumer: from now on; an existing one resumes
+            deliver_policy=DeliverPolicy.NEW if start is None else DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=start,
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=self.settings.ack_wait_s,
             max_ack_pending=MAX_ACK_PENDING,
             filter_subject=self.subjects,
         )
-
-        async def deliver(msg: Any) -> None:
-            await self._on_message(consumer, msg)
-
-        await self._resume_position(consumer)
         consumer.subscription = await self._js.subscribe(
             self.subjects,
             durable=consumer.name,
@@ -442,6 +518,7 @@ class JetStreamBus:
             cb=deliver,
             pending_msgs_limit=MAX_ACK_PENDING * 2,
         )
+        consumer.start_at = None
         if consumer.catch_up:
             # Where it stands in the stream even before a first event: what a snapshot it
             # answers covers of the others' events (`_position`).
@@ -454,23 +531,24 @@ class JetStreamBus:
             except Exception as exc:
                 log.debug("bus: consumer position unknown", consumer=consumer.name, error=repr(exc))
 
-    async def _resume_position(self, consumer: DurableConsumer) -> None:
+    async def _resume_position(self, consumer: DurableConsumer) -> bool:
         """An existing durable consumer's ack floor as where this one stands, before it is
         subscribed (nothing is delivered to it meanwhile, so the floor cannot move): after a
         restart, a gap between it and the first delivery (events in flight to the process that
         died, delivered again only after `ack_wait_s`) is filled (`_fill`). A new consumer has
-        no position until its first event."""
+        no position until its first event. False when the consumer does not exist (yet)."""
         from nats.js.errors import NotFoundError
 
         try:
             info = await self._js.consumer_info(self.stream, consumer.name)
         except NotFoundError:
-            return
+            return False
         except Exception as exc:
             log.debug("bus: consumer position unknown", consumer=consumer.name, error=repr(exc))
-            return
+            return True  # subscribing will tell; not a reason to start it elsewhere
         acked = (info.ack_floor.stream_seq or 0) if info.ack_floor is not None else 0
         consumer.last_seq = max(consumer.last_seq, acked)
+        return True
 
     async def _on_message(self, consumer: DurableConsumer, msg: Any) -> None:
         if consumer.catch_up and not self._caught_up.is_set():
@@ -937,3 +1015,24 @@ async def _quietly(ack: Awaitable[Any]) -> None:
         await ack
     except Exception as exc:
         log.debug("bus: acknowledgement not sent", error=repr(exc))
+
+
+def _no_stream(error: BaseException | None) -> bool:
+    """A publish no stream answered: the subjects have no stream on the server (any more)."""
+    from nats.js.errors import NoStreamResponseError
+
+    return isinstance(error, NoStreamResponseError)
+
+
+async def _first_failure(*work: Awaitable[None]) -> None:
+    """Run `work` side by side until one of them ends (raises, in practice): the others are
+    cancelled, and its exception goes on."""
+    tasks = [asyncio.ensure_future(w) for w in work]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    for task in done:
+        task.result()

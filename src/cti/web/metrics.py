@@ -289,6 +289,11 @@ class DaemonCollector:
                 "events lost in flight beyond the bound of one gap's fill, skipped",
                 sum(c.unfilled for c in consumers),
             ),
+            (
+                "cti_bus_nats_streams_lost",
+                "times the stream or a consumer was gone from NATS and made again",
+                js.streams_lost if js else 0,
+            ),
         ):
             yield _counter(name, doc, value)
 
