@@ -124,18 +124,31 @@
       body.append(tr);
     });
   }
+  // Rows are kept and updated in place, one per agent: rebuilt at every update, a click whose
+  // button went down before it and up after it hit two elements, and no click happened.
   function renderAgents() {
-    const body = $("agents").tBodies[0]; body.replaceChildren();
-    stats.agents.forEach((a) => {
-      const badge = document.createElement("span");
+    const body = $("agents").tBodies[0];
+    const old = new Map([...body.rows].map((tr) => [tr.dataset.interface, tr]));
+    stats.agents.forEach((a, i) => {
+      let tr = old.get(a.interface);
+      old.delete(a.interface);
+      if (!tr) {
+        tr = row(["", document.createElement("span"), "", "", "", "", "", ""]);
+        tr.lastChild.className = "actions-cell";
+      }
+      const cells = tr.children;
+      text(cells[0], a.agent || a.interface);
+      const badge = cells[1].firstChild;
       badge.className = "st st-" + a.state;
-      badge.textContent = t("st_" + a.state) + (a.reason ? " (" + reasonText(a.reason) + ")" : "") + (a.queue && a.state !== "available" ? " · " + a.queue : "");
-      const tr = row([a.agent || a.interface, badge, "", a.handled, secs(a.dmc_s), pct(a.occupancy),
-        a.paused_s ? secs(a.paused_s) : "—", agentActions(a)]);
-      tr.lastChild.className = "actions-cell";
+      text(badge, t("st_" + a.state) + (a.reason ? " (" + reasonText(a.reason) + ")" : "") + (a.queue && a.state !== "available" ? " · " + a.queue : ""));
+      [a.handled, secs(a.dmc_s), pct(a.occupancy), a.paused_s ? secs(a.paused_s) : "—"].forEach((v, k) => text(cells[3 + k], v));
+      // The menu is made again only when what it offers changes (the state, the language).
+      const menu = [a.state, a.agent || a.interface, lang].join("|");
+      if (tr.dataset.menu !== menu) { cells[7].replaceChildren(agentActions(a)); tr.dataset.menu = menu; }
       tr.dataset.since = a.since; tr.dataset.state = a.state; tr.dataset.interface = a.interface;
-      body.append(tr);
+      if (body.rows[i] !== tr) body.insertBefore(tr, body.rows[i] || null);
     });
+    old.forEach((tr) => tr.remove());
   }
   function renderIvr() {
     const body = $("ivr").tBodies[0]; body.replaceChildren();
