@@ -127,9 +127,10 @@ def main() -> int:
     )
     parser.add_argument("--breakdown", action="store_true", help="split each lookup (agi set debug on)")
     parser.add_argument(
-        "--highpriority",
+        "--normal-priority",
         action="store_true",
-        help="Asterisk with asterisk.conf's highpriority = yes (real-time scheduling, as asterisk -p)",
+        help="Asterisk without asterisk.conf's highpriority = yes (deploy step 8 sets it: real-time "
+        "scheduling, as asterisk -p), as Asterisk's sample file ships",
     )
     parser.add_argument("--cti-log", default="info", help="the daemon's log level (debug: every session)")
     args = parser.parse_args()
@@ -143,7 +144,7 @@ def main() -> int:
     if target is None and not args.no_records_db:
         print("no PostgreSQL for Asterisk's records: start it, or pass --no-records-db", file=sys.stderr)
         return 2
-    pbx = Asterisk(prefix, new_run_dir(), Ports.pick(), pgsql=target, highpriority=args.highpriority)
+    pbx = Asterisk(prefix, new_run_dir(), Ports.pick(), pgsql=target, highpriority=not args.normal_priority)
     pbx.prepare()
     pbx.start()
     cti = CtiDaemon(pbx, pbx.run / "cti", log_level=args.cti_log)

@@ -262,9 +262,11 @@ class Asterisk:
     ami_secret: str = AMI_SECRET
     # The PostgreSQL-backed variant: queue_log and CEL go to this database too (pgsql_overlay()).
     pgsql: PgTarget | None = None
-    # asterisk.conf's `highpriority = yes` (real-time scheduling, as `asterisk -p`): off, as in
-    # Asterisk's sample file; benchmarks/fastagi_real_pbx.py --highpriority measures with it.
-    highpriority: bool = False
+    # asterisk.conf's `highpriority = yes` (real-time scheduling, as `asterisk -p`), as deploy
+    # step 8 says (the caller lookup's tail); Asterisk's sample file has it commented out, which
+    # `benchmarks/fastagi_real_pbx.py --normal-priority` measures. Not root: Asterisk says it
+    # could not, and runs at normal priority.
+    highpriority: bool = True
     _recorder: socket.socket | None = None
 
     @property

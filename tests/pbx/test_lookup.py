@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from daemon import CtiDaemon, Desk
 from floor import call_in, finish, log_in
 from lab import Asterisk
@@ -39,6 +41,9 @@ async def test_known_vip_caller_is_identified_before_the_svi_and_jumps_the_queue
     assert call["caller_name"] == "Jeanne Martin"
     assert pop["customer"]["status"] in ("found", "pending")
     assert customer_id > 0
+    if os.geteuid() == 0:  # deploy step 8, as CI runs it: Asterisk in real time (the lookup's tail)
+        assert pbx.process is not None
+        assert os.sched_getscheduler(pbx.process.pid) == os.SCHED_RR
 
 
 async def test_unknown_and_withheld_callers_go_on_without_a_customer(
