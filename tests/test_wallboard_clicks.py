@@ -6,6 +6,7 @@ never asked for (seen in CI, tests/test_wallboard_floor.py: the next row's menu 
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,12 @@ from conftest import CHROMIUM
 from floor_pages import open_page, simulated_floor
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromium missing")
+
+
+# Another supervisor's forced break, as the floor's own script sends it.
+_PAUSE = """async () => (await fetch('/api/floor/pause', {method: 'POST', credentials: 'same-origin',
+    headers: {'Content-Type': 'application/json'},
+    body: JSON.stringify({interface: 'INTERFACE', paused: true})})).status"""
 
 
 def _row_state(name: str, state: str) -> str:
@@ -36,14 +43,40 @@ async def test_a_click_that_spans_a_live_update_still_acts(tmp_path: Path, brows
         await page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
         await page.mouse.down()
         # Meanwhile another supervisor puts Agent 3 on a break: the table shows it.
-        status = await page.evaluate(
-            """async () => (await fetch('/api/floor/pause', {method: 'POST', credentials: 'same-origin',
-                 headers: {'Content-Type': 'application/json'},
-                 body: JSON.stringify({interface: 'Local/agent3@agents/n', paused: true})})).status"""
-        )
+        status = await page.evaluate(_PAUSE.replace("INTERFACE", "Local/agent3@agents/n"))
         assert status == 200
         await page.wait_for_function(_row_state("Agent3", "paused"))
         await page.mouse.up()
         # The click went through: Agent 1 is on a break too, and its menu is closed.
         await page.wait_for_function(_row_state("Agent1", "paused"), timeout=10_000)
         assert await row.locator("details[open]").count() == 0
+
+
+async def test_a_call_back_click_that_spans_a_refresh_of_the_list_still_acts(
+    tmp_path: Path, browser: Any
+) -> None:
+    async with simulated_floor(tmp_path, agents=1) as floor:
+        page = await open_page(browser, floor.url, "/wallboard", "sam", "wall", "fr")
+        # The page's clock under the test's hand (its minute's refresh of the list), from a reload.
+        await page.clock.install()
+        await page.reload()
+        await page.wait_for_function(_row_state("Agent1", "available"))
+        status = await page.evaluate(_PAUSE.replace("INTERFACE", "Local/agent1@agents/n"))
+        assert status == 200
+        await page.wait_for_function(_row_state("Agent1", "paused"))
+        floor.pbx.inbound_call("+33612345601", "", digits="1", stay_s=2)  # nobody free: abandoned
+        button = page.locator("#abandoned-list li[data-linkedid] button.call-back")
+        await button.wait_for(timeout=20_000)
+        box = await button.bounding_box()
+        assert box is not None
+        assert await page.inner_text("#floor-message") == ""
+        await page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        await page.mouse.down()
+        # The list is read again meanwhile (every minute), unchanged.
+        async with page.expect_response(lambda r: "/api/floor/abandoned" in r.url):
+            await page.clock.run_for(61_000)
+        await asyncio.sleep(0.5)  # the page reads the answer and draws the list
+        await page.mouse.up()
+        # The click went through: the call back was asked for (sam has no phone of his own, so
+        # the daemon says why it cannot dial; either way the floor's message says the outcome).
+        await page.wait_for_function("document.getElementById('floor-message').textContent !== ''")

@@ -253,13 +253,19 @@
     const m = /^\+33(\d)(\d{2})(\d{2})(\d{2})(\d{2})$/.exec(n || "");
     return m ? "0" + m[1] + " " + m.slice(2).join(" ") : (n || t("withheld"));
   };
+  // As the agents' table: a line that did not change is kept, so a click on its button is not
+  // lost to the list being read again (at each new abandon, and every minute).
   function renderAbandoned() {
-    const list = $("abandoned-list"); list.replaceChildren();
+    const list = $("abandoned-list");
     const calls = abandoned ? abandoned.calls : [];
     text($("abandoned-count"), calls.filter((c) => !c.called_back).length);
-    if (!calls.length) { const li = document.createElement("li"); li.className = "muted"; li.textContent = t("wb_none_abandoned"); list.append(li); return; }
-    calls.forEach((c) => {
-      const li = document.createElement("li"); li.dataset.linkedid = c.linkedid;
+    if (!calls.length) { const li = document.createElement("li"); li.className = "muted"; li.textContent = t("wb_none_abandoned"); list.replaceChildren(li); return; }
+    const old = new Map([...list.children].filter((li) => li.dataset.linkedid).map((li) => [li.dataset.linkedid, li]));
+    const lines = calls.map((c) => {
+      const sig = JSON.stringify([c.started_at, c.number, c.queue, c.wait_s, c.called_back, lang]);
+      const kept = old.get(c.linkedid);
+      if (kept && kept.dataset.sig === sig) return kept;
+      const li = document.createElement("li"); li.dataset.linkedid = c.linkedid; li.dataset.sig = sig;
       const at = new Date(c.started_at).toLocaleTimeString(lang, { hour: "2-digit", minute: "2-digit" });
       const span = (value, cls) => { const s = document.createElement("span"); s.textContent = value; if (cls) s.className = cls; return s; };
       li.append(span(at, "muted"), span(displayNumber(c.number)), span(t("queue") + " " + (c.queue || "—")),
@@ -269,8 +275,10 @@
         const b = document.createElement("button"); b.type = "button"; b.textContent = t("wb_call_back"); b.className = "call-back";
         b.onclick = () => floorAction("/api/agent/call", { number: c.number }, "wb_dialing"); li.append(b);
       }
-      list.append(li);
+      return li;
     });
+    lines.forEach((li, i) => { if (list.children[i] !== li) list.insertBefore(li, list.children[i] || null); });
+    while (list.children.length > lines.length) list.lastChild.remove();
   }
   setInterval(() => { if (stats) loadAbandoned(); }, 60000);
 
