@@ -80,3 +80,29 @@ async def test_a_call_back_click_that_spans_a_refresh_of_the_list_still_acts(
         # The click went through: the call back was asked for (sam has no phone of his own, so
         # the daemon says why it cannot dial; either way the floor's message says the outcome).
         await page.wait_for_function("document.getElementById('floor-message').textContent !== ''")
+
+
+async def test_an_agents_click_on_a_ticket_that_spans_the_lists_redraw_still_acts(
+    tmp_path: Path, browser: Any
+) -> None:
+    async with simulated_floor(tmp_path) as floor:
+        tickets = floor.daemon.tickets
+        mine = [await tickets.open_for_answer("sim", f"17000000{i}.1", "agent1", "support") for i in range(2)]
+        page = await open_page(browser, floor.url, "/desktop", "agent1", "laptop", "fr")
+        # The page's clock under the test's hand (the list's redraw every 5 s), from a reload.
+        await page.clock.install()
+        await page.reload()
+        await page.wait_for_function("document.querySelectorAll('#tickets-list li').length === 2")
+        shown = await page.inner_text("#ticket-id")
+        other = next(t for t in mine if f"#{t.id}" != shown)
+        button = page.locator(f"#tickets-list button[data-ticket='{other.id}']")
+        await button.scroll_into_view_if_needed()
+        box = await button.bounding_box()
+        assert box is not None
+        await page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        await page.mouse.down()
+        await page.clock.run_for(5_100)  # the chronometers' redraw of the list
+        await page.mouse.up()
+        await page.wait_for_function(
+            f"document.getElementById('ticket-id').textContent === '#{other.id}'", timeout=5_000
+        )

@@ -496,22 +496,27 @@
 
   // My open tickets: all of them (the server sends only mine), newest first, searchable.
   $("tickets-search").addEventListener("input", renderTickets);
+  // Drawn again every 5 s (the chronometers) and at each frame: kept items stay the same
+  // elements (lists.js), only their chronometers' text changes.
   function renderTickets() {
-    const list = $("tickets-list"); list.replaceChildren();
+    const list = $("tickets-list");
     const q = $("tickets-search").value.trim().toLowerCase();
     const open = [...tickets.values()].filter((x) => x.status !== "resolved").sort((a, b) => b.opened_at - a.opened_at);
     text($("tickets-count"), open.length);
-    open.filter((x) => !q || ["#" + x.id, categoryText(x.category), x.queue || "", x.notes || "", t(x.status)].join(" ").toLowerCase().includes(q))
-      .forEach((x) => {
-        const c = ticketClock(x);
-        const b = el("button", { type: "button", onclick: () => { ticketId = x.id; renderTicket(); renderTickets(); $("ticket-category").focus(); } },
-          el("strong", { textContent: "#" + x.id }), el("span", { textContent: categoryText(x.category) }),
-          el("span", { className: "badge", textContent: t(x.status) }),
-          el("span", { className: "muted ticket-clock", textContent: clock(c.elapsed) + (c.left != null ? " · " + t("sla_left") + " " + clock(c.left) : "") }));
-        b.dataset.ticket = x.id;
-        if (x.id === ticketId) b.setAttribute("aria-current", "true");
-        list.append(el("li", {}, b));
-      });
+    const shown = open.filter((x) => !q || ["#" + x.id, categoryText(x.category), x.queue || "", x.notes || "", t(x.status)].join(" ").toLowerCase().includes(q));
+    window.ctiRedraw(list, shown, (x) => x.id, (x) => JSON.stringify([x.category, x.status, x.id === ticketId, lang]), (x) => {
+      const b = el("button", { type: "button", onclick: () => { ticketId = x.id; renderTicket(); renderTickets(); $("ticket-category").focus(); } },
+        el("strong", { textContent: "#" + x.id }), el("span", { textContent: categoryText(x.category) }),
+        el("span", { className: "badge", textContent: t(x.status) }),
+        el("span", { className: "muted ticket-clock" }));
+      b.dataset.ticket = x.id;
+      if (x.id === ticketId) b.setAttribute("aria-current", "true");
+      return el("li", {}, b);
+    });
+    shown.forEach((x, i) => {
+      const c = ticketClock(x);
+      text(list.children[i].querySelector(".ticket-clock"), clock(c.elapsed) + (c.left != null ? " · " + t("sla_left") + " " + clock(c.left) : ""));
+    });
   }
 
   // ---------------------------------------------------------------- outbound: preview
@@ -583,17 +588,19 @@
   async function loadCallbacks() {
     try { callbacks = (await api("GET", "/api/agent/callbacks")).callbacks; renderCallbacks(); } catch (e) { /* next time */ }
   }
+  // Read again every 15 s: unchanged callbacks keep their elements (lists.js), so a click on
+  // a number's dial button is not lost to the reload.
   function renderCallbacks() {
-    const list = $("callbacks-list"); list.replaceChildren();
+    const list = $("callbacks-list");
     text($("callbacks-count"), callbacks.length);
-    callbacks.forEach((c) => {
-      const due = c.at && new Date(c.at).getTime() / 1000 <= serverNow();
+    const due = (c) => Boolean(c.at && new Date(c.at).getTime() / 1000 <= serverNow());
+    window.ctiRedraw(list, callbacks, (c) => c.id, (c) => JSON.stringify([c, due(c), lang]), (c) => {
       const li = el("li", {}, el("strong", { textContent: when(c.at) }), " ", dialButton(c.phone),
         " — " + (c.name ? c.name + " — " : "") + (c.note || "") + " (" + t(c.for_me ? "for_me" : "for_team") + ")"
         // Mine waits for me while I am away, then goes to the team (docs/dialer.md).
         + (c.for_me && c.team_at ? " — " + (c.waiting ? t("cb_waiting") + " " : "") + t("cb_team_at") + " " + when(c.team_at) : ""));
-      li.dataset.callback = c.id; if (due) li.className = "due";
-      list.append(li);
+      li.dataset.callback = c.id; if (due(c)) li.className = "due";
+      return li;
     });
   }
   $("callback-form").addEventListener("submit", async (ev) => {

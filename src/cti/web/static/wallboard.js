@@ -253,19 +253,16 @@
     const m = /^\+33(\d)(\d{2})(\d{2})(\d{2})(\d{2})$/.exec(n || "");
     return m ? "0" + m[1] + " " + m.slice(2).join(" ") : (n || t("withheld"));
   };
-  // As the agents' table: a line that did not change is kept, so a click on its button is not
-  // lost to the list being read again (at each new abandon, and every minute).
+  // Read again at each new abandon and every minute: a line that did not change keeps its
+  // element (lists.js), so a click on its call-back button is not lost to the reload.
   function renderAbandoned() {
     const list = $("abandoned-list");
     const calls = abandoned ? abandoned.calls : [];
     text($("abandoned-count"), calls.filter((c) => !c.called_back).length);
     if (!calls.length) { const li = document.createElement("li"); li.className = "muted"; li.textContent = t("wb_none_abandoned"); list.replaceChildren(li); return; }
-    const old = new Map([...list.children].filter((li) => li.dataset.linkedid).map((li) => [li.dataset.linkedid, li]));
-    const lines = calls.map((c) => {
-      const sig = JSON.stringify([c.started_at, c.number, c.queue, c.wait_s, c.called_back, lang]);
-      const kept = old.get(c.linkedid);
-      if (kept && kept.dataset.sig === sig) return kept;
-      const li = document.createElement("li"); li.dataset.linkedid = c.linkedid; li.dataset.sig = sig;
+    const sigOf = (c) => JSON.stringify([c.started_at, c.number, c.queue, c.wait_s, c.called_back, lang]);
+    window.ctiRedraw(list, calls, (c) => c.linkedid, sigOf, (c) => {
+      const li = document.createElement("li"); li.dataset.linkedid = c.linkedid;
       const at = new Date(c.started_at).toLocaleTimeString(lang, { hour: "2-digit", minute: "2-digit" });
       const span = (value, cls) => { const s = document.createElement("span"); s.textContent = value; if (cls) s.className = cls; return s; };
       li.append(span(at, "muted"), span(displayNumber(c.number)), span(t("queue") + " " + (c.queue || "—")),
@@ -277,8 +274,6 @@
       }
       return li;
     });
-    lines.forEach((li, i) => { if (list.children[i] !== li) list.insertBefore(li, list.children[i] || null); });
-    while (list.children.length > lines.length) list.lastChild.remove();
   }
   setInterval(() => { if (stats) loadAbandoned(); }, 60000);
 
