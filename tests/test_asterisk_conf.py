@@ -789,6 +789,7 @@ def test_lab_overlay_puts_every_asterisk_socket_on_loopback(tmp_path: Path) -> N
         pstn_port="6070",
         caller_ports="6071 6072",
         agi_port="6573",
+        pg_port="6433",
     )
     manager = parse_conf(etc / "manager.conf").section("general")
     assert manager is not None
@@ -807,12 +808,20 @@ def test_lab_overlay_puts_every_asterisk_socket_on_loopback(tmp_path: Path) -> N
     assert identify.values("match") == ["127.0.0.1:6071", "127.0.0.1:6072"]
     globals_ = parse_conf(etc / "extensions.conf").section("globals")
     assert globals_ is not None and globals_.get("CTI_AGI_HOST") == "127.0.0.1:6573"
+    # Deploy step 6: the queue_log and CEL to the lab's PostgreSQL, its database `asterisk`.
+    for name, section in (("res_pgsql.conf", "general"), ("cel_pgsql.conf", "global")):
+        found = parse_conf(etc / name).section(section)
+        assert found is not None
+        assert (found.get("hostname"), found.get("port"), found.get("dbname"), found.get("user")) == (
+            "127.0.0.1", "6433", "asterisk", "asterisk"
+        )  # fmt: skip
     # Still a configuration the lint passes.
     assert lint(etc, etc / "dialplans") == []
 
 
 def test_lab_overlay_makes_the_tiers_edits_and_says_so_in_the_docs(tmp_path: Path) -> None:
-    """The lab and the real-PBX tier change the same shipped lines (the lab adds RTP on loopback),
+    """The lab and the real-PBX tier change the same shipped lines (the lab adds RTP on loopback,
+    and its PostgreSQL's port, as the tier's PostgreSQL-backed variant does for another server),
     and docs/asterisk.md's compose lab section lists each of them."""
     import importlib.util
 
@@ -823,10 +832,16 @@ def test_lab_overlay_makes_the_tiers_edits_and_says_so_in_the_docs(tmp_path: Pat
     spec.loader.exec_module(tier)
     edits = tier.overlay(tier.Ports(1, 2, 3, (4,), 5))
     script = (DOCKER / "asterisk" / "overlay.sh").read_text(encoding="utf-8")
-    lab_edits = re.findall(r'^edit (\S+) "([^"]+)"', script, re.MULTILINE)
+    lab_edits = re.findall(r'^ *edit (\S+) "([^"]+)"', script, re.MULTILINE)
     assert {(e.file, e.old) for e in edits} <= set(lab_edits)
     extra = set(lab_edits) - {(e.file, e.old) for e in edits}
-    assert extra == {("pjsip.conf", "context = cti-agents"), ("pjsip.conf", "context = cti-inbound")}
+    records = {("res_pgsql.conf", "port = 5432"), ("cel_pgsql.conf", "port = 5432")}
+    rtp = {("pjsip.conf", "context = cti-agents"), ("pjsip.conf", "context = cti-inbound")}
+    assert extra == rtp | records
+    # The records' edits are the tier's for a server on another port, with the shipped database
+    # and role kept (the lab's PostgreSQL has them: docker/postgres/entrypoint.sh).
+    tier_records = tier.pgsql_overlay(tier.PgTarget("asterisk", "asterisk", "127.0.0.1", 5433))
+    assert records <= {(e.file, e.old) for e in tier_records}
     docs = (ROOT / "docs" / "asterisk.md").read_text(encoding="utf-8")
     section = docs[docs.index("## The compose lab") :].split("\n## ", 1)[0]
     for _, old in lab_edits:
@@ -859,6 +874,30 @@ def test_compose_lab_runs_on_the_host_network_and_publishes_nothing() -> None:
     )
 
 
+def test_compose_lab_gives_asterisk_its_records_database() -> None:
+    """Deploy step 6 in the lab: PostgreSQL creates the roles, the database `asterisk` and the
+    shipped tables with their grants; Asterisk starts once it is healthy (cel_pgsql and the logger
+    read the tables' columns at start), with PGCONNECT_TIMEOUT, and cti reads them."""
+    compose = (DOCKER / "docker-compose.yml").read_text(encoding="utf-8")
+    body = compose.split("\nservices:\n", 1)[1].split("\nvolumes:\n", 1)[0]
+    services = dict(re.findall(r"^  (\w+):\n((?:    .*\n|\n)*)", body + "\n", re.MULTILINE))
+    assert "../asterisk-conf/postgresql-tables.sql:/opt/cti/postgresql-tables.sql:ro" in services["postgres"]
+    asterisk = services["asterisk"]
+    assert re.search(r"depends_on:\n\s+postgres:\n\s+condition: service_healthy", asterisk)
+    assert 'PGCONNECT_TIMEOUT: "2"' in asterisk and "CTI_LAB_PG_PORT: ${CTI_LAB_PG_PORT:-5433}" in asterisk
+    # Each secret's default is written once, in x-lab; the services name it.
+    for secret in ("asterisk-db-password", "reader-db-password", "records-url"):
+        assert compose.count(f"&{secret} ") == 1 and f"*{secret}" in body, secret
+    assert compose.count("lab-asterisk-db-change-me") == 1
+    assert "CTI_LAB_ASTERISK_DB_PASSWORD: *asterisk-db-password" in asterisk
+    assert "CTI_AMI_RECORDS_URL: *records-url" in services["cti"]
+    # The lab's PostgreSQL grants what postgresql-tables.sql says, and nothing more.
+    tables = (CONF / "postgresql-tables.sql").read_text(encoding="utf-8")
+    said = re.findall(r"^--\s+(GRANT .*;)$", tables, re.MULTILINE)
+    entrypoint = (DOCKER / "postgres" / "entrypoint.sh").read_text(encoding="utf-8")
+    assert said and re.findall(r'echo "(GRANT .*;)"', entrypoint) == said
+
+
 PRIVATE = re.compile(r"\b(10\.\d{1,3}|172\.(1[6-9]|2\d|3[01])|192\.168)\.\d{1,3}\.\d{1,3}\b")
 
 
@@ -885,3 +924,5 @@ def test_compose_settings_file_loads() -> None:
     assert settings.asterisk[0].queue_log == "/var/log/asterisk/queue_log"
     assert (settings.web.host, settings.agi.host) == ("127.0.0.1", "127.0.0.1")
     assert "@127.0.0.1:5433/" in settings.database.url
+    # Asterisk's records (deploy step 6), as cti's reader; its password from CTI_AMI_RECORDS_URL.
+    assert settings.asterisk[0].records_url == "postgresql://cti_reader@127.0.0.1:5433/asterisk"

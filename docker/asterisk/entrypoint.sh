@@ -31,6 +31,21 @@ umask 027
     done
 } >"$etc/manager_cti_local.conf"
 chown root:asterisk "$etc/manager_cti_local.conf"
+chmod 640 "$etc/manager_cti_local.conf"
+
+# Deploy step 6: the password of the role asterisk, with which res_config_pgsql (the queue_log)
+# and cel_pgsql (CEL) log in to the lab's PostgreSQL (res_pgsql.conf and cel_pgsql.conf end with
+# `#tryinclude pgsql_cti_local.conf`; the overlay set their port).
+if [ -n "${CTI_LAB_ASTERISK_DB_PASSWORD:-}" ]; then
+    printf 'password = %s\n' "$CTI_LAB_ASTERISK_DB_PASSWORD" >"$etc/pgsql_cti_local.conf"
+fi
+if [ -e "$etc/pgsql_cti_local.conf" ]; then  # (the scale-out stack writes its own: copied above)
+    chown root:asterisk "$etc/pgsql_cti_local.conf"
+    chmod 640 "$etc/pgsql_cti_local.conf"
+else
+    echo "cti-asterisk: CTI_LAB_ASTERISK_DB_PASSWORD is empty, Asterisk logs in to PostgreSQL" \
+        "with the password 'asterisk'" >&2
+fi
 
 # Logs (queue_log and the CDRs included) readable by the cti container, which mounts the same
 # volume read-only.

@@ -41,3 +41,13 @@ edit extensions.conf "CTI_AGI_HOST=127.0.0.1:4573" "CTI_AGI_HOST=127.0.0.1:$agi_
 # named, to the transport's address (127.0.0.1). One line per endpoint template.
 edit pjsip.conf "context = cti-agents" "context = cti-agents\\ntransport = transport-udp"
 edit pjsip.conf "context = cti-inbound" "context = cti-inbound\\ntransport = transport-udp"
+# Deploy step 6: the queue_log (res_config_pgsql) and CEL (cel_pgsql) go to the database
+# `asterisk` of the lab's PostgreSQL, on its port (5433: beside a PostgreSQL on 5432). An edit,
+# not a second `port` in pgsql_cti_local.conf: Asterisk reads the first value of a repeated key.
+# Only with CTI_LAB_PG_PORT set (the compose lab sets it): the scale-out stack, which runs this
+# overlay too, has already pointed both files at its own port and database
+# (docker/scaleout/asterisk-entrypoint.sh).
+if [ -n "${CTI_LAB_PG_PORT:-}" ]; then
+    edit res_pgsql.conf "port = 5432" "port = $CTI_LAB_PG_PORT"
+    edit cel_pgsql.conf "port = 5432" "port = $CTI_LAB_PG_PORT"
+fi

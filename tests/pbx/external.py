@@ -7,6 +7,7 @@ scenarios marked `external` run then. The file says where everything is:
     {"ami_port": 5038, "sip_port": 5060, "pstn_port": 5070, "caller_ports": [5071, 5072, 5073],
      "agi_port": 4573, "web_url": "http://127.0.0.1:8080", "ami_secret": "...",
      "database_url": "postgresql+asyncpg://cti:...@127.0.0.1:5433/cti",
+     "records_url": "postgresql://cti_reader:...@127.0.0.1:5433/asterisk",
      "asterisk_exec": ["docker", "exec", "<id>"], "asterisk_log_dir": "/var/log/asterisk",
      "cti_exec": ["docker", "exec", "-i", "<id>"], "cti_logs": ["docker", "logs", "<id>"],
      "cti_restart": ["docker", "restart", "<id>"], "containers": ["<id>", "<id>", "<id>"]}
@@ -59,6 +60,8 @@ class LabConfig:
     asterisk_log_dir: str = "/var/log/asterisk"
     containers: tuple[str, ...] = ()  # the lab's Docker containers (tests/pbx/test_lab.py)
     cti_restart: tuple[str, ...] = ()
+    # Asterisk's queue_log and CEL in PostgreSQL, as cti reads them (deploy step 6); "" = none.
+    records_url: str = ""
 
     @classmethod
     def from_env(cls) -> LabConfig | None:
