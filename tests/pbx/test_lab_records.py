@@ -100,7 +100,8 @@ async def test_an_answered_call_is_in_the_labs_asterisk_database_and_config_chec
         (e.verb, e.queue, e.agent or "NONE") for e in in_file
     ]
     for row, entry in zip(queue_rows, in_file, strict=True):
-        assert 0 <= row["time"].replace(tzinfo=UTC).timestamp() - entry.at < 1.0  # UTC
+        # UTC, within a second give or take a tick and the insert (tests/pbx/test_gap.py says why).
+        assert -0.5 < row["time"].replace(tzinfo=UTC).timestamp() - entry.at < 1.05
     # Asterisk logged in (pgsql_cti_local.conf) and wrote every row: nothing said about it.
     assert pgsql_trouble(pbx) == []
     assert "Connected to asterisk@127.0.0.1" in pbx.cli("realtime show pgsql status")
