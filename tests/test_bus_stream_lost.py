@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
+from cti.bus_jetstream import DurableConsumer, JetStreamBus
 from cti.calls import events as ev
 from cti.config import BusSettings
 from test_bus_jetstream import NATS_URL, _nats_up, bus, bus_settings, event  # noqa: F401 - the fixture
@@ -26,6 +27,23 @@ def _into(seen: list[str]) -> Callable[[ev.Event], None]:
     return handle
 
 
+async def _two_nodes(
+    settings: BusSettings, events: int
+) -> tuple[JetStreamBus, JetStreamBus, DurableConsumer, list[str]]:
+    """Node A publishes, node B's `desk` consumer has handled A's first `events` events."""
+    publisher = bus(settings, "node-a")
+    publisher.start()
+    seen: list[str] = []
+    consumer = bus(settings, "node-b")
+    desk = consumer.consume("desk", _into(seen))
+    consumer.start()
+    await until(lambda: publisher.connected and consumer.connected, 10)
+    for i in range(events):
+        publisher.export(event(i))
+    await until(lambda: len(seen) == events, 10)
+    return publisher, consumer, desk, seen
+
+
 async def _delete_stream(name: str) -> None:
     import nats
 
@@ -39,16 +57,7 @@ async def _delete_stream(name: str) -> None:
 async def test_a_stream_deleted_under_running_nodes_is_made_again_and_nothing_new_is_skipped(
     bus_settings: BusSettings,  # noqa: F811
 ) -> None:
-    publisher = bus(bus_settings, "node-a")
-    publisher.start()
-    seen: list[str] = []
-    consumer = bus(bus_settings, "node-b")
-    desk = consumer.consume("desk", _into(seen))
-    consumer.start()
-    await until(lambda: publisher.connected and consumer.connected, 10)
-    for i in range(300):
-        publisher.export(event(i))
-    await until(lambda: len(seen) == 300, 10)
+    publisher, consumer, desk, seen = await _two_nodes(bus_settings, 300)
 
     await _delete_stream(bus_settings.stream)  # its consumers go with it
     # The new stream's sequences start at 1 again, far below node B's 300.
@@ -68,16 +77,7 @@ async def test_a_deleted_consumer_is_made_again_from_the_event_after_its_positio
 ) -> None:
     import nats
 
-    publisher = bus(bus_settings, "node-a")
-    publisher.start()
-    seen: list[str] = []
-    consumer = bus(bus_settings, "node-b")
-    desk = consumer.consume("desk", _into(seen))
-    consumer.start()
-    await until(lambda: publisher.connected and consumer.connected, 10)
-    for i in range(100):
-        publisher.export(event(i))
-    await until(lambda: len(seen) == 100, 10)
+    publisher, consumer, desk, seen = await _two_nodes(bus_settings, 100)
 
     nc = await nats.connect(NATS_URL)
     try:
