@@ -110,7 +110,13 @@ async def test_attended_transfer_to_a_colleague_hands_the_ticket_over(
     assert call["transfers"] == 1 and call["transferred_to"] == ["PJSIP/1004"]
     assert call["agent"] == "Agent 1001" and call["hangup_by"] == "agent"
     truth = queue_calls(pbx.queue_log)[call["linkedid"]]
-    assert "ATTENDEDTRANSFER" in truth.verbs
+    # Asterisk itself does not always call it a transfer: app_queue hears the transfer on the
+    # bridge's subscription and the agent's hang-up on the channel's, and whichever it handles
+    # first decides (handle_attended_transfer vs handle_hangup in app_queue.c). Seen in CI with
+    # the colleague answered 8.5 s before the agent hung up: COMPLETEAGENT. cti follows
+    # Asterisk's AgentComplete for the segment either way; the transfer itself it saw above.
+    assert truth.verbs[-1] in ("ATTENDEDTRANSFER", "COMPLETEAGENT"), truth.verbs
+    assert [s["completed_by"] for s in call["segments"]] == [truth.completed_by]
     # Talk time: the queue conversation and the one that went on with the colleague.
     assert call["talk_s"] > 8, call["talk_s"]
     assert agrees_with_cdr(call, pbx.cdr_rows()) == []
