@@ -271,12 +271,17 @@ class GapRecovery:
         response (which names no channel) recorded as an attempt of its own, while a later pass
         recorded the call from CEL: one attempt stored twice (tests/test_ha_takeover.py,
         `originate-sim-originate-23`)."""
+        latest = await self.source.latest()
+        # Taken after that first read: the events that came in during it count too (the pass
+        # then waits for their records as well, and the calls they made are its to complete).
         seen = self.tracker.last_event_at
-        latest: float | None = None
+        again = False
 
         async def read() -> bool:
-            nonlocal latest
-            latest = await self.source.latest()
+            nonlocal latest, again
+            if again:
+                latest = await self.source.latest()
+            again = True
             return latest is not None and latest >= seen
 
         await self._until_recorded(read)
