@@ -71,3 +71,6 @@ class LiveCall:
     # Its first channel is the `;1` of a Local pair: an Originate made it, even when its
     # DialBegin went unseen (during a cut).
     local_origin: bool = False
+    # Known from before a gap (open when the AMI link dropped, or restored after a stop): what
+    # went meanwhile (IVR steps, the dialer's DialerConnected) is only in Asterisk's records.
+    crossed_gap: bool = False

@@ -119,6 +119,7 @@ class GapRecovery:
         if at > 0:
             self.seen_until = max(self.seen_until or 0.0, at)
         self.tracker.hold_adopted = True  # the next connect has a gap: held from its login on
+        self.tracker.gap_began()  # their steps meanwhile are for the records to tell
 
     async def begin(self) -> float | None:
         """A (re)connect: where the gap starts (None: the first run, no gap to speak of)."""

@@ -60,6 +60,11 @@ RESYNC_EVENTS = frozenset({"CoreShowChannel", "QueueParams", "QueueMember", "Que
 INTERNAL_CONTEXTS = frozenset({"cti-agents", "cti-agent-features"})
 
 
+# CEL's row of a UserEvent and its AMI event are stamped apart by Asterisk (microseconds; a
+# second leaves room for a loaded PBX), and a caller does not choose twice within it.
+SAME_STEP_S = 1.0
+
+
 def _int(value: str | None) -> int | None:
     return values.counter(value)  # None when missing or absurd (logged)
 
@@ -1184,10 +1189,15 @@ class CallTracker:
                 continue
             record.closed_by = "events"
             record.ended_at = None
-            call = LiveCall(record=record, ivr_seen=bool(record.ivr_path))
+            call = LiveCall(record=record, ivr_seen=bool(record.ivr_path), crossed_gap=True)
             call.originated = record.direction == "outbound"
             call.originate_resolved = record.originate_reason is not None
             self.calls[record.linkedid] = call
+
+    def gap_began(self) -> None:
+        """The AMI link dropped: what the calls open now do until it is back is unseen."""
+        for call in self.calls.values():
+            call.crossed_gap = True
 
     def apply_queue_log(self, entries: Iterable[QueueLogEntry]) -> list[ev.Event]:
         """Fill in what the link missed from Asterisk's queue_log (CONNECT, COMPLETE*, ABANDON, EXIT*)."""
@@ -1245,7 +1255,9 @@ class CallTracker:
         if call is None:
             return False
         if call.record.closed_by != "resync":
-            return self._originate_from_records(call, earlier, originated, originate_answered_at)
+            gap = call.crossed_gap and self._from_the_gap(call, earlier, dialplan_uids)
+            call.crossed_gap = False
+            return self._originate_from_records(call, earlier, originated, originate_answered_at) or gap
         record = call.record
         # Asterisk's records saw it begin; an adoption only estimates it (now - Duration).
         record.started_at = earlier.started_at
@@ -1272,6 +1284,25 @@ class CallTracker:
                 record.originate_reason = ORIGINATE_ANSWERED
         return True
 
+    def _from_the_gap(self, call: LiveCall, earlier: CallRecord, dialplan_uids: Iterable[str]) -> bool:
+        """A call known from before a gap and still on: the IVR steps it took while the daemon
+        was away (cut off, or stopped), from Asterisk's records, and what they make of it, as
+        live steps would: an SVI call (the lab's customers are Originates of `Local/s@ivr`, an
+        Originate until their first step: stored `outbound_answered` without them, seen in
+        tests/test_ha_takeover.py). Steps seen live are not taken twice."""
+        record = call.record
+        missed = [step for step in earlier.ivr_path if not any(_same_step(step, s) for s in record.ivr_path)]
+        if missed:
+            record.ivr_path = sorted([*record.ivr_path, *missed], key=lambda step: step.at)
+            call.ivr_seen = True
+            record.direction = "inbound"
+            call.system_uids.update(uid for uid in dialplan_uids if uid in call.uids)
+        changed = bool(missed)
+        if earlier.campaign and not record.campaign:  # its DialerConnected went in the gap
+            record.campaign, record.contact = earlier.campaign, record.contact or earlier.contact
+            changed = True
+        return changed
+
     def follows(self, linkedid: str) -> bool:
         """The call is open here: in progress, or held for the recovery."""
         return linkedid in self.calls or linkedid in self._held
@@ -1288,7 +1319,7 @@ class CallTracker:
         return [linkedid for linkedid, call in self.calls.items() if self._incomplete(call)]
 
     def _incomplete(self, call: LiveCall) -> bool:
-        if call.record.closed_by == "resync":
+        if call.record.closed_by == "resync" or call.crossed_gap:
             return True
         return (call.originated or call.local_origin) and not call.originate_resolved
 
@@ -1382,6 +1413,12 @@ class CallTracker:
         elif e.verb in ("BLINDTRANSFER", "ATTENDEDTRANSFER"):
             segment.completed_by = "transfer"
         return []
+
+
+def _same_step(a: IvrStep, b: IvrStep) -> bool:
+    """One IVR step, seen live and in the records: CEL's row and the AMI event are stamped a
+    moment apart."""
+    return (a.menu, a.kind, a.value) == (b.menu, b.kind, b.value) and abs(a.at - b.at) < SAME_STEP_S
 
 
 def _duration(value: str | None) -> float | None:
