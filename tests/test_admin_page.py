@@ -112,7 +112,7 @@ async def test_a_supervisor_sets_a_queues_call_script_and_the_desktop_shows_it(
         await page.click("#tab-scripts")
         await page.fill("#sc-key", "support")
         await page.click("#sc-load")
-        await page.wait_for_selector(".sc-prompts")
+        await page.wait_for_selector("#script-form:not([aria-busy]) .sc-prompts")
         await page.locator(".sc-prompts").first.fill(
             "Bonjour, ici le support Fibre\nDemander le numéro de box"
         )
@@ -134,3 +134,60 @@ async def test_a_supervisor_sets_a_queues_call_script_and_the_desktop_shows_it(
         await desk.click("#script-typologies button:has-text('Box en panne')")
         assert await desk.eval_on_selector("#ticket-category", "s => s.value") == "incident"
         await desk.context.close()
+
+
+async def saved_scripts(page: Any) -> dict[str, Any]:
+    return dict(await page.evaluate("fetch('/api/scripts').then((r) => r.json()).then((b) => b.scripts)"))
+
+
+async def test_a_late_answer_for_another_key_does_not_replace_the_script_being_typed(
+    tmp_path: Path, browser: Any
+) -> None:
+    """The tab opens the editor on `support` while its answer is slow; the supervisor opens
+    `sales` meanwhile and types its prompts; `support`'s answer comes last. What was typed is what
+    is saved under `sales`, and `support`'s script is left as it was (CI saw the tab's load wipe
+    prompts typed after "Ouvrir": a script saved with none)."""
+    import asyncio
+
+    async with simulated_floor(tmp_path, agents=2) as floor:
+        page = await open_page(browser, floor.url, "/admin", "sam", "laptop", "fr")
+        await page.click("#tab-scripts")
+        await page.wait_for_selector("#script-form:not([aria-busy]) .sc-prompts")
+        await page.locator(".sc-prompts").first.fill("Ici le support")
+        await page.click("#script-form button[type=submit]")
+        await page.wait_for_function(
+            "document.getElementById('message').textContent.includes('Script enregistré')"
+        )
+        await page.evaluate("document.getElementById('message').textContent = ''")
+
+        held: list[Any] = []
+        release = asyncio.Event()
+
+        async def first_one_slow(route: Any) -> None:
+            if not held:
+                held.append(route.request)
+                await release.wait()
+            await route.continue_()
+
+        await page.route("**/api/scripts", first_one_slow)
+        await page.click("#tab-campaigns")
+        await page.click("#tab-scripts")  # loads `support`: held
+        await page.fill("#sc-key", "sales")
+        await page.click("#sc-load")
+        await page.wait_for_selector("#script-form:not([aria-busy]) .sc-prompts")
+        await page.locator(".sc-prompts").first.fill("Ici les ventes")
+        async with page.expect_response(lambda r: r.request in held) as late:
+            release.set()
+        await (await late.value).finished()
+        # A turn of the page's event loop for the late answer to be handled.
+        await page.evaluate("new Promise((done) => requestAnimationFrame(() => setTimeout(done, 100)))")
+        assert await page.locator(".sc-prompts").first.input_value() == "Ici les ventes"
+        await page.click("#script-form button[type=submit]")
+        await page.wait_for_function(
+            "document.getElementById('message').textContent.includes('Script enregistré')"
+        )
+        await page.unroute("**/api/scripts")
+        scripts = await saved_scripts(page)
+        assert scripts["sales"]["phases"][0]["prompts"] == ["Ici les ventes"]
+        assert scripts["support"]["phases"][0]["prompts"] == ["Ici le support"]
+        await page.context.close()

@@ -62,16 +62,30 @@
   // ---------------------------------------------------------------- call scripts
   // Four phases (name + one prompt per line) and the typologies ("label = category" per line).
   const CHARTER = ["Accueil", "Découverte", "Proposition", "Conclusion"];
+  // The latest load owns the editor: an earlier one answered late (the tab's own load, then
+  // "Ouvrir" for another key) would put its key's script under the one typed, and wipe what
+  // was typed meanwhile. Until it answers the editor is read-only.
+  let scriptLoad = 0;
+  function scriptEditable(on) {
+    const form = $("script-form");
+    form.querySelectorAll("#sc-phases input, #sc-phases textarea, #sc-typologies, button[type=submit], #sc-drop")
+      .forEach((e) => { e.disabled = !on; });
+    if (on) form.removeAttribute("aria-busy"); else form.setAttribute("aria-busy", "true");
+  }
   async function loadScript() {
     const key = $("sc-key").value.trim() || "*";
+    const load = ++scriptLoad;
+    scriptEditable(false);
     let script = null;
     try { script = ((await api("GET", "/api/scripts")).scripts || {})[key] || null; } catch (e) { say(errorText(e)); }
+    if (load !== scriptLoad) return;
     const phases = script ? script.phases : CHARTER.map((name) => ({ name, prompts: [] }));
     while (phases.length < 4) phases.push({ name: "", prompts: [] });
     $("sc-phases").replaceChildren(...phases.map((p, i) => el("div", {},
       el("label", {}, el("span", { textContent: t("ad_phase") + " " + (i + 1) }), el("input", { className: "sc-name", value: p.name })),
       el("label", {}, el("span", { textContent: t("ad_prompts") }), el("textarea", { className: "sc-prompts", rows: 4, value: p.prompts.join("\n") })))));
     $("sc-typologies").value = script ? script.typologies.map((x) => x.label + " = " + x.category).join("\n") : "";
+    scriptEditable(true);
   }
   $("sc-load").onclick = loadScript;
   $("script-form").addEventListener("submit", async (ev) => {
