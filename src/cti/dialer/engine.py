@@ -204,6 +204,10 @@ class DialerEngine:
         self.specs: dict[int, CampaignSpec] = {}
         self._lock = asyncio.Lock()
         self._sending: set[asyncio.Task[None]] = set()
+        # When each campaign last placed a call (a count of ticks that placed any): campaigns
+        # calling for the same agents take turns, the one served longest ago paced first.
+        self._served: dict[int, int] = {}
+        self._serves = 0
         self._runner: asyncio.Task[None] | None = None
         self.originated = 0
         # Since start, for the metrics: attempts written per campaign, ended ones per outcome.
@@ -368,8 +372,13 @@ class DialerEngine:
                 self.board.reset(self.members())
             await self._expire(now)
             specs = await self._owned(await self._running())
-        for spec in specs:
+        # Paced in id order, the first campaign of a floor took every free agent at every tick
+        # and the others waited for it to run out of contacts (tests/test_dialer_floor_share.py).
+        for spec in sorted(specs, key=lambda s: self._served.get(s.id, 0)):
             reserved = await self._dial_campaign(spec, now)
+            if reserved:
+                self._serves += 1
+                self._served[spec.id] = self._serves
             for attempt, variables in reserved:
                 task = asyncio.create_task(self._send(spec, attempt, variables), name="dialer-originate")
                 self._sending.add(task)
