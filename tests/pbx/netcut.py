@@ -19,6 +19,8 @@ class AmiRelay:
     _refuse_until: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _closing: bool = False
+    # cut_on(): bytes that cut the line once they have gone through to the daemon, and for how long
+    _trigger: tuple[bytes, float] | None = None
 
     def __post_init__(self) -> None:
         self.listener = socket.create_server(("127.0.0.1", 0))
@@ -42,13 +44,19 @@ class AmiRelay:
             with self._lock:
                 self._open += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+                threading.Thread(target=self._pump, args=(a, b, a is upstream), daemon=True).start()
 
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket, to_daemon: bool) -> None:
+        tail = b""
         try:
             while data := src.recv(65536):
                 dst.sendall(data)
+                trigger = self._trigger
+                if to_daemon and trigger is not None and trigger[0] in tail + data:
+                    self._trigger = None
+                    self.cut(trigger[1])
+                    return
+                tail = data[-256:]
         except OSError:
             pass
         finally:
@@ -65,6 +73,11 @@ class AmiRelay:
             with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
             s.close()
+
+    def cut_on(self, marker: bytes, for_s: float) -> None:
+        """Cut (as `cut`) right after the first bytes from Asterisk holding `marker` reached the
+        daemon: an outage at a given point of a call, not at a given time."""
+        self._trigger = (marker, for_s)
 
     def close(self) -> None:
         self._closing = True

@@ -140,6 +140,35 @@ async def test_a_call_made_while_the_ami_link_is_cut_is_recorded_from_cel_and_qu
     await recorded_from_asterisks_records(call, pbx, records_db)
 
 
+async def test_ivr_steps_taken_during_a_cut_come_from_cel(
+    pbx: Asterisk, sip: SipLab, cti_via_relay: CtiDaemon, relay: AmiRelay, records_db: PgTarget
+) -> None:
+    """The link goes right after the caller's first choice (the language) has reached the
+    daemon, and comes back 4 s later, the caller past the SVI and in support's queue: the steps
+    taken meanwhile come from CEL, those seen live are not taken twice (CEL's rows and the AMI
+    events are stamped apart), and the call, followed live to its end, is the SVI call it was."""
+    cti = cti_via_relay
+    await log_in(pbx, sip, ["1001"], Answer(ring_ms=1000))
+    await cti.customer_calls(caller="1001")  # the *41 seen: the link is up and followed
+    relay.cut_on(b"Menu: language\r\nChoice: 1", for_s=4.0)
+    caller = call_in(sip, pbx, SUPPORT, hangup_after_ms=20000)
+    assert await finish(caller) == 0, caller.errors()
+    [call] = await cti.customer_calls(within_s=60)
+    assert call["closed_by"] == "events"  # followed live after the cut, not rebuilt from CEL
+    assert (call["outcome"], call["queue"], call["direction"], call["agent"]) == (
+        "answered",
+        "support",
+        "inbound",
+        "Agent 1001",
+    )
+    assert [(s["menu"], s["kind"], s["value"]) for s in call["ivr_path"]] == [
+        ("language", "enter", "enter"), ("language", "choice", "1"), ("main", "enter", "enter"),
+        ("main", "choice", "1"), ("support", "enter", "enter"), ("support", "choice", "1"),
+    ]  # fmt: skip
+    cel, _ = await _asterisk_rows(records_db.url, call["linkedid"])
+    assert cel  # the steps had a source
+
+
 async def recorded_from_asterisks_records(call: dict[str, Any], pbx: Asterisk, records_db: PgTarget) -> None:
     """The SVI call answered in support by Agent 1001, recorded from CEL and queue_log as the
     queue_log file and the CDRs say."""
