@@ -152,18 +152,26 @@ async def test_ivr_steps_during_an_ami_cut_come_from_the_records(
     check(call, pbx, linkedid)
 
 
-async def test_ivr_steps_while_stopped_come_from_the_records(tmp_path: Path, records_url: str) -> None:  # noqa: F811
-    """A clean stop stores the call in progress as it stood; the restart takes it back."""
+@pytest.mark.parametrize("steps_seen", [0, 1], ids=["no-step-seen", "entry-seen"])
+async def test_ivr_steps_while_stopped_come_from_the_records(
+    tmp_path: Path,
+    records_url: str,  # noqa: F811
+    steps_seen: int,
+) -> None:
+    """A clean stop stores the call in progress as it stood (with the step seen, if any); the
+    restart takes it back."""
     db, log, web = tmp_path / "cti.db", tmp_path / "cti.log", free_port()
     async with SimulatedPbx(call_centre_config(4, speed=None, seed=3), records_url=records_url) as pbx:
         settings = config_file(tmp_path, pbx.port, web, db, records_url)
         process = await serve(settings, log)
         try:
             await healthy(web, process)
-            linkedid = await a_call_that_looks_originated(pbx, web)
+            linkedid = await a_call_that_looks_originated(pbx, web, steps_seen)
             process.send_signal(signal.SIGTERM)
             await asyncio.wait_for(process.wait(), 30)
-            assert (await until_stored_as_shutdown(db, linkedid))["direction"] == "outbound"
+            as_stopped = await until_stored_as_shutdown(db, linkedid)
+            assert len(ivr_of(as_stopped)) == steps_seen
+            assert as_stopped["direction"] == ("outbound" if steps_seen == 0 else "inbound")
             await ivr_queue_and_answer(pbx, linkedid)
             process = await serve(settings, log)
             await healthy(web, process)
