@@ -805,3 +805,29 @@ def test_an_originate_restored_from_a_clean_stop_takes_its_late_response() -> No
     assert ended(tracker.resync(snapshot, [], at=start + 2)) == []
     [record] = ended(feed(tracker, msgs[response:]) + tracker.flush())
     assert (record.linkedid, record.originate_reason, record.called) == (linkedid, 5, "0600000002")
+
+
+def test_a_wrong_key_pressed_twice_during_a_gap_is_two_steps_one_seen_live_is_one() -> None:
+    """A call restored after a stop with one step seen live (a wrong key); the records hold that
+    step (stamped a moment apart) and, within a second of it, the same wrong key again, then the
+    choice: each seen step stands for one recorded step only."""
+    start = 1795389400.0
+    seen = IvrStep(start + 5.0, "main", "invalid", "9")
+    stored = CallRecord("default", "1795389400.8", "inbound", start, ivr_path=[seen], closed_by="shutdown")
+    tracker = CallTracker()
+    tracker.restore([stored])
+    assert "1795389400.8" in tracker.incomplete()
+    recorded = CallRecord("default", "1795389400.8", "inbound", start)
+    recorded.ivr_path = [
+        IvrStep(start + 5.0002, "main", "invalid", "9"),
+        IvrStep(start + 5.7, "main", "invalid", "9"),
+        IvrStep(start + 7.0, "main", "choice", "1"),
+    ]
+    assert tracker.complete_adopted(recorded, originated=False, originate_answered_at=None)
+    path = tracker.calls["1795389400.8"].record.ivr_path
+    assert [(round(s.at - start, 4), s.kind, s.value) for s in path] == [
+        (5.0, "invalid", "9"),
+        (5.7, "invalid", "9"),
+        (7.0, "choice", "1"),
+    ]
+    assert "1795389400.8" not in tracker.incomplete()

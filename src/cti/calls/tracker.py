@@ -1291,7 +1291,7 @@ class CallTracker:
         Originate until their first step: stored `outbound_answered` without them, seen in
         tests/test_ha_takeover.py). Steps seen live are not taken twice."""
         record = call.record
-        missed = [step for step in earlier.ivr_path if not any(_same_step(step, s) for s in record.ivr_path)]
+        missed = _not_seen(earlier.ivr_path, record.ivr_path)
         if missed:
             record.ivr_path = sorted([*record.ivr_path, *missed], key=lambda step: step.at)
             call.ivr_seen = True
@@ -1413,6 +1413,21 @@ class CallTracker:
         elif e.verb in ("BLINDTRANSFER", "ATTENDEDTRANSFER"):
             segment.completed_by = "transfer"
         return []
+
+
+def _not_seen(recorded: list[IvrStep], seen: list[IvrStep]) -> list[IvrStep]:
+    """The steps of the records not among those seen live, each seen step standing for one
+    recorded step only (a caller who keys the same wrong digit twice within the window made
+    two steps)."""
+    unmatched = list(seen)
+    missed = []
+    for step in recorded:
+        match = next((s for s in unmatched if _same_step(step, s)), None)
+        if match is None:
+            missed.append(step)
+        else:
+            unmatched.remove(match)
+    return missed
 
 
 def _same_step(a: IvrStep, b: IvrStep) -> bool:
