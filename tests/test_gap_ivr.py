@@ -111,6 +111,17 @@ async def ivr_queue_and_answer(pbx: SimulatedPbx, linkedid: str) -> None:
     raise AssertionError("no agent answered")
 
 
+async def followed_to_its_end(
+    pbx: SimulatedPbx, web: int, process: asyncio.subprocess.Process, db: Path, linkedid: str
+) -> dict[str, Any]:
+    """The daemon back (reconnected, or started again) and caught up; the call run to its end
+    and stored."""
+    await healthy(web, process)
+    await caught_up(web)
+    await pbx.idle(timeout_s=120)
+    return await until_stored(db, linkedid)
+
+
 def check(call: dict[str, Any], pbx: SimulatedPbx, linkedid: str) -> None:
     truth = pbx.truth.calls[linkedid]
     assert truth.ivr_path and truth.outcome == "answered"
@@ -140,11 +151,8 @@ async def test_ivr_steps_during_an_ami_cut_come_from_the_records(
             linkedid = await a_call_that_looks_originated(pbx, web, steps_seen)
             await asyncio.to_thread(relay.cut, 2.0)
             await ivr_queue_and_answer(pbx, linkedid)
-            await asyncio.sleep(2.0)
-            await healthy(web, process)
-            await caught_up(web)
-            await pbx.idle(timeout_s=120)
-            call = await until_stored(db, linkedid)
+            await asyncio.sleep(2.0)  # the relay's outage
+            call = await followed_to_its_end(pbx, web, process, db, linkedid)
         finally:
             relay.close()
             process.kill()
@@ -174,10 +182,7 @@ async def test_ivr_steps_while_stopped_come_from_the_records(
             assert as_stopped["direction"] == ("outbound" if steps_seen == 0 else "inbound")
             await ivr_queue_and_answer(pbx, linkedid)
             process = await serve(settings, log)
-            await healthy(web, process)
-            await caught_up(web)
-            await pbx.idle(timeout_s=120)
-            call = await until_stored(db, linkedid)
+            call = await followed_to_its_end(pbx, web, process, db, linkedid)
         finally:
             if process.returncode is None:
                 process.kill()
